@@ -1,0 +1,398 @@
+"""The job, its states, the rules that move it between them, and the retry policy.
+
+Pure: no I/O, no clock and no randomness of its own (both are passed in), and no import of
+anything else in jobd.  Every store applies these rules, so the memory and SQLite stores call
+them directly and the PostgreSQL store mirrors them in SQL; one contract test-suite keeps the
+three honest.
+
+    pending ──claim──► running ──complete──────────────────► completed
+       │                 │  ├──error, attempts left────────► pending (run_at = now + backoff)
+       │                 │  ├──error, none left / permanent► failed
+       │                 │  ├──released (drain)────────────► pending (attempt given back)
+       │                 │  └──lease expired / worker died─► pending, or failed if none left
+       └──cancel──► canceled ◄──cancel (worker stopped)──┘
+    failed / canceled ──retry (by an operator)──► pending
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MAX_CRASHES = 3
+MAX_NAME_LENGTH = 200
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELED})
+
+# Every edge of the state machine, named by the operation that takes it.
+TRANSITIONS: dict[tuple[State, State], str] = {
+    (State.PENDING, State.RUNNING): "claim",
+    (State.PENDING, State.CANCELED): "cancel",
+    (State.RUNNING, State.COMPLETED): "complete",
+    (State.RUNNING, State.PENDING): "retry, release or recover",
+    (State.RUNNING, State.FAILED): "fail",
+    (State.RUNNING, State.CANCELED): "cancel",
+    (State.FAILED, State.PENDING): "operator retry",
+    (State.CANCELED, State.PENDING): "operator retry",
+}
+
+
+class IllegalTransition(ValueError):
+    """A job was asked to move between two states that no rule connects."""
+
+    def __init__(self, job_id: int | None, current: State, target: State, operation: str):
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+        self.operation = operation
+        super().__init__(
+            f"cannot {operation} job {job_id}: it is {current.value}"
+            f" (no transition {current.value} -> {target.value})"
+        )
+
+
+class InvalidJob(ValueError):
+    """A job specification breaks a rule of the domain; the message names the field."""
+
+    def __init__(self, field_name: str, problem: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {problem}")
+
+
+# --- errors a handler raises -------------------------------------------------------------
+
+
+class PermanentError(Exception):
+    """Raised by a handler: the job failed and retrying cannot help."""
+
+
+class RetryLater(Exception):
+    """Raised by a handler: try again after `delay` seconds (counts as a failed attempt)."""
+
+    def __init__(self, delay: float, message: str = ""):
+        if delay < 0:
+            raise ValueError("RetryLater delay must be >= 0")
+        self.delay = float(delay)
+        super().__init__(message or f"retry requested in {delay:g}s")
+
+
+# --- the job ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What went wrong in one attempt."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ErrorInfo | None:
+        if not data:
+            return None
+        return cls(str(data.get("type", "")), str(data.get("message", "")), data.get("traceback"))
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a client asks for at submit time; the store fills in the rest."""
+
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    run_at: datetime | None = None
+    timeout: float | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_new_job(self)
+
+
+def validate_new_job(spec: NewJob) -> None:
+    _check_name("type", spec.type)
+    _check_name("queue", spec.queue)
+    if not isinstance(spec.payload, dict):
+        raise InvalidJob("payload", "must be a JSON object")
+    if isinstance(spec.priority, bool) or not isinstance(spec.priority, int):
+        raise InvalidJob("priority", "must be an integer")
+    if not -(2**31) <= spec.priority < 2**31:
+        raise InvalidJob("priority", "must fit in 32 bits")
+    if isinstance(spec.max_attempts, bool) or not isinstance(spec.max_attempts, int):
+        raise InvalidJob("max_attempts", "must be an integer")
+    if not 1 <= spec.max_attempts <= 1000:
+        raise InvalidJob("max_attempts", "must be between 1 and 1000")
+    if spec.timeout is not None and (
+        isinstance(spec.timeout, bool)
+        or not isinstance(spec.timeout, int | float)
+        or not 0 < spec.timeout <= 7 * 86400
+    ):
+        raise InvalidJob("timeout", "must be a number of seconds, > 0 and at most 7 days")
+    if spec.run_at is not None and spec.run_at.tzinfo is None:
+        raise InvalidJob("run_at", "must carry a time zone")
+    for name in ("idempotency_key", "correlation_id"):
+        value = getattr(spec, name)
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
+            raise InvalidJob(name, "must be a string of 1 to 255 characters")
+
+
+def _check_name(field_name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidJob(field_name, "must be a non-empty string")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidJob(field_name, f"must be at most {MAX_NAME_LENGTH} characters")
+    if not value.isprintable() or value != value.strip():
+        raise InvalidJob(field_name, "must not contain control characters or surrounding blanks")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    type: str
+    queue: str
+    priority: int
+    payload: dict[str, Any]
+    state: State
+    attempts: int
+    max_attempts: int
+    crashes: int
+    run_at: datetime
+    timeout: float | None
+    last_error: ErrorInfo | None
+    result: Any
+    idempotency_key: str | None
+    correlation_id: str | None
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
+        return cls(
+            id=job_id,
+            type=spec.type,
+            queue=spec.queue,
+            priority=spec.priority,
+            payload=spec.payload,
+            state=State.PENDING,
+            attempts=0,
+            max_attempts=spec.max_attempts,
+            crashes=0,
+            run_at=spec.run_at or now,
+            timeout=spec.timeout,
+            last_error=None,
+            result=None,
+            idempotency_key=spec.idempotency_key,
+            correlation_id=spec.correlation_id,
+            cancel_requested=False,
+            lease_owner=None,
+            lease_expires_at=None,
+            created_at=now,
+            updated_at=now,
+            started_at=None,
+            finished_at=None,
+        )
+
+    @property
+    def attempts_left(self) -> int:
+        return self.max_attempts - self.attempts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the protocol shows it: JSON types, ISO-8601 UTC timestamps."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["state"] = self.state.value
+        data["last_error"] = self.last_error.to_dict() if self.last_error else None
+        for name in ("run_at", "lease_expires_at", "created_at", "updated_at"):
+            data[name] = _iso(data[name])
+        data["started_at"] = _iso(self.started_at)
+        data["finished_at"] = _iso(self.finished_at)
+        return data
+
+    # --- transitions: each returns the job as it is afterwards ---------------------------
+
+    def _move(self, target: State, operation: str, now: datetime, **changes: Any) -> Job:
+        if (self.state, target) not in TRANSITIONS:
+            raise IllegalTransition(self.id, self.state, target, operation)
+        return dataclasses.replace(self, state=target, updated_at=now, **changes)
+
+    def claim(self, node: str, lease_expires_at: datetime, now: datetime) -> Job:
+        if self.state is State.PENDING and self.attempts >= self.max_attempts:
+            raise IllegalTransition(self.id, self.state, State.RUNNING, "claim (no attempts left)")
+        return self._move(
+            State.RUNNING,
+            "claim",
+            now,
+            attempts=self.attempts + 1,
+            lease_owner=node,
+            lease_expires_at=lease_expires_at,
+            started_at=now,
+        )
+
+    def complete(self, result: Any, now: datetime) -> Job:
+        return self._move(
+            State.COMPLETED, "complete", now, result=result, finished_at=now, **_NO_LEASE
+        )
+
+    def fail_attempt(
+        self, error: ErrorInfo, retry_at: datetime | None, now: datetime, *, crashed: bool = False
+    ) -> Job:
+        """End a failed attempt: back to pending at `retry_at`, or failed when `retry_at` is
+        None or no attempt is left.  A cancel request wins over a retry."""
+        if self.state is not State.RUNNING:
+            raise IllegalTransition(self.id, self.state, State.FAILED, "fail")
+        crashes = self.crashes + (1 if crashed else 0)
+        if self.cancel_requested:
+            return self.cancel(now, last_error=error, crashes=crashes)
+        if retry_at is None or self.attempts >= self.max_attempts:
+            return self._move(
+                State.FAILED,
+                "fail",
+                now,
+                last_error=error,
+                crashes=crashes,
+                finished_at=now,
+                **_NO_LEASE,
+            )
+        return self._move(
+            State.PENDING,
+            "retry",
+            now,
+            last_error=error,
+            crashes=crashes,
+            run_at=retry_at,
+            **_NO_LEASE,
+        )
+
+    def release(self, now: datetime) -> Job:
+        """Give a claimed job back without spending its attempt (drain, claimed not started)."""
+        if self.state is State.RUNNING and self.cancel_requested:
+            return self.cancel(now, attempts=max(self.attempts - 1, 0))
+        return self._move(
+            State.PENDING, "release", now, attempts=max(self.attempts - 1, 0), **_NO_LEASE
+        )
+
+    def recover(self, now: datetime) -> Job:
+        """Its node's lease expired: the attempt is spent, the job runs again if it may."""
+        error = ErrorInfo("LeaseExpired", f"lease of node {self.lease_owner} expired")
+        return self.fail_attempt(error, now, now)
+
+    def cancel(self, now: datetime, **changes: Any) -> Job:
+        return self._move(
+            State.CANCELED, "cancel", now, finished_at=now, cancel_requested=False,
+            **{**_NO_LEASE, **changes},
+        )
+
+    def request_cancel(self, now: datetime) -> Job:
+        """Cancel a pending job at once; mark a running one for its worker to be stopped."""
+        if self.state is State.PENDING:
+            return self.cancel(now)
+        if self.state is State.RUNNING:
+            return dataclasses.replace(self, cancel_requested=True, updated_at=now)
+        raise IllegalTransition(self.id, self.state, State.CANCELED, "cancel")
+
+    def operator_retry(self, now: datetime) -> Job:
+        """Run a failed or canceled job again with a fresh set of attempts."""
+        return self._move(
+            State.PENDING,
+            "retry",
+            now,
+            attempts=0,
+            crashes=0,
+            run_at=now,
+            finished_at=None,
+            cancel_requested=False,
+        )
+
+
+_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+# --- retry policy ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: a delay drawn uniformly from
+    [0, min(max_delay, base * factor ** (attempt - 1))].
+
+    Full jitter (rather than a fixed schedule) spreads the retries of many jobs that failed
+    together, e.g. when a downstream service was down, so they do not return as one wave."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 300.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.max_delay < 0:
+            raise ValueError("backoff base and max_delay must be >= 0")
+        if self.factor < 1:
+            raise ValueError("backoff factor must be >= 1")
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay after failed attempt number `attempt` (1-based)."""
+        exponent = max(attempt, 1) - 1
+        try:
+            raw = self.base * self.factor**exponent
+        except OverflowError:
+            return self.max_delay
+        return min(self.max_delay, raw)
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        ceiling = self.ceiling(attempt)
+        return ceiling * rng() if self.jitter else ceiling
+
+
+def next_run_at(
+    job: Job,
+    error: BaseException | None,
+    backoff: Backoff,
+    now: datetime,
+    rng: Callable[[], float] = random.random,
+) -> datetime | None:
+    """When the job should run again after `error` ended its current attempt, or None when it
+    must not run again (permanent error, or no attempts left)."""
+    if isinstance(error, PermanentError) or job.attempts >= job.max_attempts:
+        return None
+    if isinstance(error, RetryLater):
+        return now + timedelta(seconds=error.delay)
+    return now + timedelta(seconds=backoff.delay(job.attempts, rng))
+
+
+def is_poison(job: Job, max_crashes: int) -> bool:
+    """A job that keeps killing its worker process is failed whatever attempts it has left."""
+    return job.crashes >= max_crashes

@@ -1,0 +1,299 @@
+"""The store port: the one async interface the supervisor and the control server use to keep
+jobs, whatever the database behind it.
+
+Every implementation passes the contract suite in tests/store/.  Rules they all follow:
+- the domain (jobd.domain) decides every transition; a store only applies it atomically;
+- `claim` counts the attempt and sets the lease in the same write;
+- every write that ends an attempt is fenced on (id, attempt, lease owner): a node whose lease
+  was taken over gets its write refused (absent from `finish`'s answer), never applied;
+- a failure to reach the database raises `jobd.errors.Unavailable`, never a driver exception.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.errors import InvalidParams
+
+MAX_LIST_LIMIT = 1000
+MAX_SUBMIT_MANY = 1000
+
+
+class OutcomeKind(enum.StrEnum):
+    COMPLETED = "completed"  # the handler returned `result`
+    FAILED = "failed"  # the attempt failed: pending again at `retry_at`, or failed if None
+    CANCELED = "canceled"  # the worker was stopped because a cancel was requested
+    RELEASED = "released"  # given back unstarted or drained: the attempt is not spent
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the supervisor reports it to the store."""
+
+    job_id: int
+    attempt: int
+    kind: OutcomeKind
+    result: Any = None
+    error: ErrorInfo | None = None
+    retry_at: datetime | None = None
+    crashed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: Job
+    created: bool  # False when an idempotency key matched an existing job
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    states: tuple[State, ...] = ()
+    type: str | None = None
+    queue: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def matches(self, job: Job) -> bool:
+        return (
+            (not self.states or job.state in self.states)
+            and (self.type is None or job.type == self.type)
+            and (self.queue is None or job.queue == self.queue)
+            and (self.created_after is None or job.created_at > self.created_after)
+            and (self.created_before is None or job.created_at < self.created_before)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    queue: str
+    type: str
+    state: State
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    rows: list[CountRow] = field(default_factory=list)
+
+    def by_state(self) -> dict[str, int]:
+        out = {s.value: 0 for s in State}
+        for row in self.rows:
+            out[row.state.value] += row.count
+        return out
+
+    def by(self, key: str) -> dict[str, dict[str, int]]:
+        """Counts per queue or per type (`key`), each split by state."""
+        out: dict[str, dict[str, int]] = {}
+        for row in self.rows:
+            per_state = out.setdefault(getattr(row, key), {})
+            per_state[row.state.value] = per_state.get(row.state.value, 0) + row.count
+        return out
+
+
+class NotificationKind(enum.StrEnum):
+    SUBMITTED = "submitted"  # new pending work in `queue`
+    CANCEL = "cancel"  # a cancel was requested for running job `job_id`
+    FINISHED = "finished"  # job `job_id` reached a terminal state (this process only)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    kind: NotificationKind
+    queue: str | None = None
+    job_id: int | None = None
+
+
+Listener = Callable[[Notification], None]
+
+
+# --- cursors: opaque to clients, a job id inside ---------------------------------------
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"j{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("j"):
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidParams(f"cursor: not a cursor this server issued: {cursor!r}") from None
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidParams("limit: must be a positive integer")
+    return min(limit, MAX_LIST_LIMIT)
+
+
+class Store(abc.ABC):
+    """Durable job storage.  All methods are coroutines run on the supervisor's event loop."""
+
+    #: Short name shown in logs and `jobd config check`: "postgres", "sqlite", "memory".
+    kind: str = ""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect (and, for the notification listener, start listening)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every connection; the store cannot be used afterwards."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply the migrations this database lacks; return their names (empty: up to date)."""
+
+    @abc.abstractmethod
+    async def pending_migrations(self) -> list[str]:
+        """The migrations this database lacks, without applying them."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise Unavailable unless the database answers."""
+
+    # --- clients' operations --------------------------------------------------------------
+
+    async def submit(self, spec: NewJob) -> Submitted:
+        (submitted,) = await self.submit_many([spec])
+        return submitted
+
+    @abc.abstractmethod
+    async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:
+        """Insert every job in one transaction.  A job whose idempotency key exists already
+        is not inserted; the existing job is returned with created=False."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: int) -> Job:
+        """The job, or NotFound."""
+
+    @abc.abstractmethod
+    async def list(
+        self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """Jobs matching `filters`, newest first, at most `limit` (capped at 1000)."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, job_id: int) -> Job:
+        """Cancel a pending job, or mark a running one; Conflict when it has finished."""
+
+    @abc.abstractmethod
+    async def retry(self, job_id: int) -> Job:
+        """Operator retry of a failed or canceled job; Conflict otherwise."""
+
+    @abc.abstractmethod
+    async def counts(self) -> Counts:
+        """Job counts by queue, type and state."""
+
+    # --- the supervisor's operations ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        node: str,
+        limit: int,
+        *,
+        lease: float,
+        queues: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Take up to `limit` pending jobs whose run_at has come, in (priority desc, run_at, id)
+        order, restricted to `queues` and `types` when given: each becomes running, owned by
+        `node` until now + `lease` seconds, with its attempt counted."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, node: str, lease: float) -> list[int]:
+        """Extend every lease `node` holds to now + `lease`; return the ids of its running
+        jobs whose cancel has been requested (so a missed notification is caught here)."""
+
+    @abc.abstractmethod
+    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+        """Apply each outcome whose (job id, attempt, node) still owns the job; return the new
+        state of each applied one.  Outcomes that lost their lease are left out."""
+
+    @abc.abstractmethod
+    async def recover_expired(self) -> list[Job]:
+        """Jobs of any node whose lease has expired: back to pending with the attempt spent,
+        failed when none is left, canceled when a cancel was requested."""
+
+    @abc.abstractmethod
+    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+        """Delete finished jobs whose finished_at is older than `older_than`; at most `batch`
+        rows per transaction; return how many went."""
+
+    # --- notifications --------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener` on the event loop for every notification (see NotificationKind)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, notification: Notification) -> None:
+        for listener in list(self._listeners):
+            listener(notification)
+
+
+def validate_specs(specs: Sequence[NewJob]) -> None:
+    if len(specs) > MAX_SUBMIT_MANY:
+        raise InvalidParams(f"jobs: at most {MAX_SUBMIT_MANY} jobs in one call, got {len(specs)}")
+
+
+def lease_until(now: datetime, lease: float) -> datetime:
+    return now + timedelta(seconds=lease)
+
+
+def outcome_applied(job: Job, outcome: Outcome, now: datetime) -> Job:
+    """The job after `outcome`, by the domain's rules (used by the memory and SQLite stores)."""
+    if outcome.kind is OutcomeKind.COMPLETED:
+        return job.complete(outcome.result, now)
+    if outcome.kind is OutcomeKind.RELEASED:
+        return job.release(now)
+    if outcome.kind is OutcomeKind.CANCELED:
+        changes: dict[str, Any] = {"crashes": job.crashes + (1 if outcome.crashed else 0)}
+        if outcome.error:
+            changes["last_error"] = outcome.error
+        return job.cancel(now, **changes)
+    error = outcome.error or ErrorInfo("Error", "attempt failed")
+    return job.fail_attempt(error, outcome.retry_at, now, crashed=outcome.crashed)
+
+
+def owns(job: Job, node: str, attempt: int) -> bool:
+    return job.state is State.RUNNING and job.lease_owner == node and job.attempts == attempt
+
+
+def ordering_key(job: Job) -> tuple[int, datetime, int]:
+    return (-job.priority, job.run_at, job.id)
+
+
+def json_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

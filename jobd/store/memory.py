@@ -1,0 +1,226 @@
+"""A store in this process's memory: for unit tests and `--store memory://` throwaway runs.
+
+Thread-safe (one lock around every operation); nothing survives the process."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from jobd.domain import IllegalTransition, Job, NewJob, State
+from jobd.errors import Conflict, NotFound
+from jobd.store.base import (
+    CountRow,
+    Counts,
+    JobFilter,
+    Notification,
+    NotificationKind,
+    Outcome,
+    Page,
+    Store,
+    Submitted,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    lease_until,
+    ordering_key,
+    outcome_applied,
+    owns,
+    validate_specs,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemoryStore(Store):
+    kind = "memory"
+
+    def __init__(self, clock: Clock = utcnow):
+        super().__init__()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._keys: dict[str, int] = {}
+        self._next_id = 1
+
+    async def migrate(self) -> list[str]:
+        return []
+
+    async def pending_migrations(self) -> list[str]:
+        return []
+
+    async def ping(self) -> None:
+        return None
+
+    async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:
+        validate_specs(specs)
+        out = []
+        with self._lock:
+            now = self._clock()
+            for spec in specs:
+                existing = self._keys.get(spec.idempotency_key) if spec.idempotency_key else None
+                if existing is not None:
+                    out.append(Submitted(self._jobs[existing], created=False))
+                    continue
+                job = Job.new(self._next_id, spec, now)
+                self._next_id += 1
+                self._jobs[job.id] = job
+                if spec.idempotency_key:
+                    self._keys[spec.idempotency_key] = job.id
+                out.append(Submitted(job, created=True))
+        for queue in {s.job.queue for s in out if s.created}:
+            self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
+        return out
+
+    async def get(self, job_id: int) -> Job:
+        with self._lock:
+            return self._get(job_id)
+
+    def _get(self, job_id: int) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise NotFound(f"job {job_id} not found", id=job_id) from None
+
+    async def list(
+        self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        limit = check_limit(limit)
+        before = decode_cursor(cursor) if cursor else None
+        with self._lock:
+            ids = sorted(self._jobs, reverse=True)
+            matched = []
+            for job_id in ids:
+                if before is not None and job_id >= before:
+                    continue
+                job = self._jobs[job_id]
+                if filters.matches(job):
+                    matched.append(job)
+                    if len(matched) > limit:
+                        break
+        more = len(matched) > limit
+        jobs = matched[:limit]
+        return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
+
+    async def request_cancel(self, job_id: int) -> Job:
+        with self._lock:
+            job = self._apply(job_id, lambda j: j.request_cancel(self._clock()))
+        if job.state is State.RUNNING:
+            self._notify(Notification(NotificationKind.CANCEL, job_id=job.id))
+        else:
+            self._notify(Notification(NotificationKind.FINISHED, job_id=job.id))
+        return job
+
+    async def retry(self, job_id: int) -> Job:
+        with self._lock:
+            job = self._apply(job_id, lambda j: j.operator_retry(self._clock()))
+        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+        return job
+
+    def _apply(self, job_id: int, change: Callable[[Job], Job]) -> Job:
+        try:
+            job = change(self._get(job_id))
+        except IllegalTransition as exc:
+            raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
+        self._jobs[job_id] = job
+        return job
+
+    async def counts(self) -> Counts:
+        tally: dict[tuple[str, str, State], int] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                key = (job.queue, job.type, job.state)
+                tally[key] = tally.get(key, 0) + 1
+        return Counts([CountRow(q, t, s, n) for (q, t, s), n in sorted(tally.items())])
+
+    async def claim(
+        self,
+        node: str,
+        limit: int,
+        *,
+        lease: float,
+        queues: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Job]:
+        with self._lock:
+            now = self._clock()
+            ready = [
+                j
+                for j in self._jobs.values()
+                if j.state is State.PENDING
+                and j.run_at <= now
+                and (queues is None or j.queue in queues)
+                and (types is None or j.type in types)
+            ]
+            ready.sort(key=ordering_key)
+            claimed = [j.claim(node, lease_until(now, lease), now) for j in ready[:limit]]
+            for job in claimed:
+                self._jobs[job.id] = job
+        return claimed
+
+    async def heartbeat(self, node: str, lease: float) -> list[int]:
+        to_cancel = []
+        with self._lock:
+            now = self._clock()
+            for job in list(self._jobs.values()):
+                if job.state is State.RUNNING and job.lease_owner == node:
+                    self._jobs[job.id] = dataclasses.replace(
+                        job, lease_expires_at=lease_until(now, lease)
+                    )
+                    if job.cancel_requested:
+                        to_cancel.append(job.id)
+        return to_cancel
+
+    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+        applied: dict[int, State] = {}
+        with self._lock:
+            now = self._clock()
+            for outcome in outcomes:
+                job = self._jobs.get(outcome.job_id)
+                if job is None or not owns(job, node, outcome.attempt):
+                    continue
+                job = outcome_applied(job, outcome, now)
+                self._jobs[job.id] = job
+                applied[job.id] = job.state
+        self._notify_finished(applied)
+        return applied
+
+    async def recover_expired(self) -> list[Job]:
+        with self._lock:
+            now = self._clock()
+            recovered = [
+                j.recover(now)
+                for j in self._jobs.values()
+                if j.state is State.RUNNING
+                and j.lease_expires_at is not None
+                and j.lease_expires_at <= now
+            ]
+            for job in recovered:
+                self._jobs[job.id] = job
+        self._notify_finished({j.id: j.state for j in recovered})
+        return recovered
+
+    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+        with self._lock:
+            cutoff = self._clock() - older_than
+            doomed = [
+                j
+                for j in self._jobs.values()
+                if j.state.terminal and j.finished_at is not None and j.finished_at < cutoff
+            ]
+            for job in doomed:
+                del self._jobs[job.id]
+                if job.idempotency_key:
+                    self._keys.pop(job.idempotency_key, None)
+        return len(doomed)
+
+    def _notify_finished(self, states: dict[int, State]) -> None:
+        for job_id, state in states.items():
+            kind = NotificationKind.FINISHED if state.terminal else NotificationKind.SUBMITTED
+            self._notify(Notification(kind, job_id=job_id))
