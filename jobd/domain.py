@@ -44,16 +44,16 @@ class State(enum.StrEnum):
 
 TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELED})
 
-# Every edge of the state machine, named by the operation that takes it.
-TRANSITIONS: dict[tuple[State, State], str] = {
-    (State.PENDING, State.RUNNING): "claim",
-    (State.PENDING, State.CANCELED): "cancel",
-    (State.RUNNING, State.COMPLETED): "complete",
-    (State.RUNNING, State.PENDING): "retry, release or recover",
-    (State.RUNNING, State.FAILED): "fail",
-    (State.RUNNING, State.CANCELED): "cancel",
-    (State.FAILED, State.PENDING): "operator retry",
-    (State.CANCELED, State.PENDING): "operator retry",
+# Every operation, the states it may start from, and the state it leads to.  An operation that
+# can lead to several states (ending a failed attempt) is listed once per outcome.
+OPERATIONS: dict[str, tuple[frozenset[State], State]] = {
+    "claim": (frozenset({State.PENDING}), State.RUNNING),
+    "complete": (frozenset({State.RUNNING}), State.COMPLETED),
+    "fail": (frozenset({State.RUNNING}), State.FAILED),
+    "retry attempt": (frozenset({State.RUNNING}), State.PENDING),
+    "release": (frozenset({State.RUNNING}), State.PENDING),
+    "cancel": (frozenset({State.PENDING, State.RUNNING}), State.CANCELED),
+    "retry": (frozenset({State.FAILED, State.CANCELED}), State.PENDING),
 }
 
 
@@ -240,8 +240,9 @@ class Job:
 
     # --- transitions: each returns the job as it is afterwards ---------------------------
 
-    def _move(self, target: State, operation: str, now: datetime, **changes: Any) -> Job:
-        if (self.state, target) not in TRANSITIONS:
+    def _move(self, operation: str, now: datetime, **changes: Any) -> Job:
+        sources, target = OPERATIONS[operation]
+        if self.state not in sources:
             raise IllegalTransition(self.id, self.state, target, operation)
         return dataclasses.replace(self, state=target, updated_at=now, **changes)
 
@@ -249,7 +250,6 @@ class Job:
         if self.state is State.PENDING and self.attempts >= self.max_attempts:
             raise IllegalTransition(self.id, self.state, State.RUNNING, "claim (no attempts left)")
         return self._move(
-            State.RUNNING,
             "claim",
             now,
             attempts=self.attempts + 1,
@@ -259,9 +259,7 @@ class Job:
         )
 
     def complete(self, result: Any, now: datetime) -> Job:
-        return self._move(
-            State.COMPLETED, "complete", now, result=result, finished_at=now, **_NO_LEASE
-        )
+        return self._move("complete", now, result=result, finished_at=now, **_ATTEMPT_ENDED)
 
     def fail_attempt(
         self, error: ErrorInfo, retry_at: datetime | None, now: datetime, *, crashed: bool = False
@@ -275,31 +273,27 @@ class Job:
             return self.cancel(now, last_error=error, crashes=crashes)
         if retry_at is None or self.attempts >= self.max_attempts:
             return self._move(
-                State.FAILED,
                 "fail",
                 now,
                 last_error=error,
                 crashes=crashes,
                 finished_at=now,
-                **_NO_LEASE,
+                **_ATTEMPT_ENDED,
             )
         return self._move(
-            State.PENDING,
-            "retry",
+            "retry attempt",
             now,
             last_error=error,
             crashes=crashes,
             run_at=retry_at,
-            **_NO_LEASE,
+            **_ATTEMPT_ENDED,
         )
 
     def release(self, now: datetime) -> Job:
         """Give a claimed job back without spending its attempt (drain, claimed not started)."""
         if self.state is State.RUNNING and self.cancel_requested:
             return self.cancel(now, attempts=max(self.attempts - 1, 0))
-        return self._move(
-            State.PENDING, "release", now, attempts=max(self.attempts - 1, 0), **_NO_LEASE
-        )
+        return self._move("release", now, attempts=max(self.attempts - 1, 0), **_ATTEMPT_ENDED)
 
     def recover(self, now: datetime) -> Job:
         """Its node's lease expired: the attempt is spent, the job runs again if it may."""
@@ -308,8 +302,10 @@ class Job:
 
     def cancel(self, now: datetime, **changes: Any) -> Job:
         return self._move(
-            State.CANCELED, "cancel", now, finished_at=now, cancel_requested=False,
-            **{**_NO_LEASE, **changes},
+            "cancel",
+            now,
+            finished_at=now,
+            **{**_ATTEMPT_ENDED, **changes},
         )
 
     def request_cancel(self, now: datetime) -> Job:
@@ -323,7 +319,6 @@ class Job:
     def operator_retry(self, now: datetime) -> Job:
         """Run a failed or canceled job again with a fresh set of attempts."""
         return self._move(
-            State.PENDING,
             "retry",
             now,
             attempts=0,
@@ -334,7 +329,12 @@ class Job:
         )
 
 
-_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+# Whatever way an attempt ends, the node lets go of the job and a pending cancel is settled.
+_ATTEMPT_ENDED: dict[str, Any] = {
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "cancel_requested": False,
+}
 
 
 def _iso(value: datetime | None) -> str | None:
