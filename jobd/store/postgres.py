@@ -1,0 +1,619 @@
+"""The PostgreSQL store: the production store, shared by every node of a cluster.
+
+psycopg 3 (async) over a psycopg_pool connection pool.  The SQL lives in sql/postgres.sql as
+named queries; this module binds their parameters and turns rows into domain Jobs.
+
+How the pieces fit:
+- Everything jobd owns lives in one schema (`jobd` unless configured); each pooled
+  connection's search_path is set to it, so the SQL uses unqualified names.  Pooled
+  connections run in autocommit: a single-statement operation costs one round trip, and the
+  operations that need more than one statement open an explicit transaction.
+- The hot operations (claim, heartbeat, finish, recover) are single statements that mirror
+  the domain's rules in SQL; the rare operator changes (cancel, retry) lock the row, let
+  jobd.domain decide, and write the result back.
+- Wake-ups: every write that creates claimable work sends NOTIFY `<schema>_submit` (payload:
+  the queue) and a cancel of a running job sends NOTIFY `<schema>_cancel` (payload: the id),
+  inside the transaction, so they are delivered only if it commits.  One dedicated LISTEN
+  connection per store turns other sessions' notifications into Notifications; this
+  process's own changes are announced to its listeners directly, at once, as the memory store
+  does (the echo of its own NOTIFY is recognised by backend pid and dropped).  Notifications
+  are hints: the supervisor polls as well, because a pooler or a network cut can lose them.
+- Any failure to reach the database is raised as jobd.errors.Unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import re
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from jobd import migrations
+from jobd.domain import ErrorInfo, IllegalTransition, Job, NewJob, State
+from jobd.errors import Conflict, InvalidParams, NotFound, Unavailable
+from jobd.store.base import (
+    CountRow,
+    Counts,
+    JobFilter,
+    Notification,
+    NotificationKind,
+    Outcome,
+    OutcomeKind,
+    Page,
+    Store,
+    Submitted,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    json_default,
+    ordering_key,
+    validate_specs,
+)
+
+log = logging.getLogger(__name__)
+
+Row = Mapping[str, Any]
+Connection = psycopg.AsyncConnection[dict[str, Any]]
+
+# Schema names become channel names (`<schema>_submit`), which PostgreSQL caps at 63 bytes;
+# a plain identifier also keeps the schema easy to type in psql.
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,55}")
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+# Pooled connections are recycled after this long, so an older backend pid is not ours.
+_MAX_LIFETIME = 3600.0
+
+
+def load_queries(text: str) -> dict[str, str]:
+    """Split a named-query file: each `-- name: x` line starts query x.  Comment lines are
+    dropped (psycopg would read a % in a comment as a placeholder)."""
+    queries: dict[str, str] = {}
+    name: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-- name:"):
+            name = stripped.removeprefix("-- name:").strip()
+            queries[name] = ""
+        elif name is not None and stripped and not stripped.startswith("--"):
+            queries[name] += line + "\n"
+    return {n: q.strip() for n, q in queries.items()}
+
+
+QUERIES = load_queries(
+    resources.files("jobd.store").joinpath("sql/postgres.sql").read_text(encoding="utf-8")
+)
+
+
+class PostgresStore(Store):
+    kind = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "jobd",
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 30.0,
+        listen_check_interval: float = 30.0,
+        **_ignored: Any,
+    ):
+        super().__init__()
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"database.schema: {schema!r} is not a plain identifier"
+                " (letters, digits and _, at most 56 characters)"
+            )
+        self.url = url
+        self.schema = schema
+        self.submit_channel = f"{schema}_submit"
+        self.cancel_channel = f"{schema}_cancel"
+        self._min_size = min_size
+        self._max_size = max(max_size, min_size)
+        self._connect_timeout = connect_timeout
+        self._acquire_timeout = acquire_timeout
+        self._listen_check_interval = listen_check_interval
+        self._pool: AsyncConnectionPool[Connection] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._own_backends: dict[int, float] = {}  # pid of each pooled connection -> born
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the LISTEN connection first (a fast, precise error if the server cannot be
+        reached), then fill the pool, then start delivering notifications."""
+        if self._pool is not None:
+            return
+        listen_conn = await self._listen_connect()
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            self.url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            kwargs=self._connect_kwargs(),
+            configure=self._configure,
+            open=False,
+            timeout=self._acquire_timeout,
+            max_lifetime=_MAX_LIFETIME,
+            name=f"jobd-{self.schema}",
+        )
+        try:
+            await pool.open(wait=True, timeout=max(self._connect_timeout, 1.0))
+        except (psycopg.Error, OSError) as exc:
+            await pool.close()
+            await listen_conn.close()
+            raise _unavailable(exc) from exc
+        self._pool = pool
+        self._listen_task = asyncio.create_task(
+            self._listen(listen_conn), name=f"jobd-listen-{self.schema}"
+        )
+
+    async def close(self) -> None:
+        task, self._listen_task = self._listen_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": max(2, math.ceil(self._connect_timeout)),
+            "application_name": "jobd",
+        }
+
+    async def _configure(self, conn: Connection) -> None:
+        """Every new pooled connection: jobd's schema first, timestamps in UTC."""
+        await conn.execute(
+            sql.SQL("SET search_path TO {}; SET TIME ZONE 'UTC'").format(
+                sql.Identifier(self.schema)
+            )
+        )
+        now = time.monotonic()
+        self._own_backends[conn.info.backend_pid] = now
+        for pid, born in list(self._own_backends.items()):
+            if now - born > 2 * _MAX_LIFETIME:
+                del self._own_backends[pid]
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; a database that cannot be reached becomes Unavailable."""
+        if self._pool is None:
+            raise Unavailable("store unavailable: the store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    # --- migrations --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Create the schema if needed, then apply each pending migration in its own
+        transaction.  Every step holds a transaction-scoped advisory lock keyed on the schema,
+        so concurrent `jobd migrate` runs (say, two nodes deploying at once) take turns, and
+        each re-reads what is applied once it holds the lock."""
+        applied: list[str] = []
+        async with self._connection() as conn:
+            async with conn.transaction():
+                await self._lock_migrations(conn)
+                await self._create_schema(conn)
+            for migration in migrations.load("postgres"):
+                async with conn.transaction():
+                    await self._lock_migrations(conn)
+                    if migration.version in await self._applied_versions(conn):
+                        continue
+                    await conn.execute(migration.sql.encode())  # bytes: no placeholders
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                applied.append(migration.name)
+                log.info("applied migration %s to schema %s", migration.name, self.schema)
+        return applied
+
+    async def pending_migrations(self) -> list[str]:
+        async with self._connection() as conn:
+            done = await self._applied_versions(conn)
+        return [m.name for m in migrations.load("postgres") if m.version not in done]
+
+    async def _lock_migrations(self, conn: Connection) -> None:
+        key = zlib.crc32(f"jobd migrate {self.schema}".encode()) - 2**31  # fits a bigint
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+    async def _create_schema(self, conn: Connection) -> None:
+        # Look before creating: CREATE SCHEMA IF NOT EXISTS still needs the CREATE privilege
+        # on the database, which a deployment that pre-created the schema may not grant.
+        cur = await conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
+        )
+        if await cur.fetchone() is None:
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY,"
+            " name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+
+    async def _applied_versions(self, conn: Connection) -> set[int]:
+        cur = await conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_tables"
+            " WHERE schemaname = %s AND tablename = 'schema_migrations'",
+            (self.schema,),
+        )
+        if await cur.fetchone() is None:
+            return set()
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+        return {row["version"] for row in await cur.fetchall()}
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute(QUERIES["ping"])
+
+    # --- clients' operations -----------------------------------------------------------------
+
+    async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:
+        validate_specs(specs)
+        if not specs:
+            return []
+        params = _submit_params(specs)
+        try:
+            async with self._connection() as conn, conn.transaction():
+                cur = await conn.execute(QUERIES["submit"], params)
+                out = [_submitted(row) for row in await cur.fetchall()]
+                await self._fill_existing(conn, specs, out)
+                queues = sorted({s.job.queue for s in out if s and s.created})
+                await self._pg_notify(conn, self.submit_channel, queues)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise InvalidParams(f"jobs: rejected by the database: {_describe(exc)}") from exc
+        for queue in queues:
+            self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
+        return [s for s in out if s is not None]
+
+    async def _fill_existing(
+        self, conn: Connection, specs: Sequence[NewJob], out: list[Submitted | None]
+    ) -> None:
+        """Fill in the jobs whose idempotency key was taken (by another transaction, or by an
+        earlier job of this batch) with the job that holds the key."""
+        missing = [i for i, submitted in enumerate(out) if submitted is None]
+        if not missing:
+            return
+        keys = [specs[i].idempotency_key for i in missing]
+        cur = await conn.execute(QUERIES["submit_existing"], {"keys": keys})
+        holders = {row["idempotency_key"]: _job(row) for row in await cur.fetchall()}
+        for i in missing:
+            job = holders.get(specs[i].idempotency_key)
+            if job is None:  # the holder was deleted between the two statements
+                raise Conflict(
+                    f"idempotency_key {specs[i].idempotency_key!r}: the job holding it was"
+                    " deleted while submitting; submit again"
+                )
+            out[i] = Submitted(job, created=False)
+
+    async def get(self, job_id: int) -> Job:
+        async with self._connection() as conn:
+            cur = await conn.execute(QUERIES["get"], {"id": _job_id(job_id)})
+            row = await cur.fetchone()
+        if row is None:
+            raise _not_found(job_id)
+        return _job(row)
+
+    async def list(
+        self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        limit = check_limit(limit)
+        params = {
+            "before": decode_cursor(cursor) if cursor else None,
+            "states": [State(s).value for s in filters.states] or None,
+            "type": filters.type,
+            "queue": filters.queue,
+            "created_after": filters.created_after,
+            "created_before": filters.created_before,
+            "limit": limit + 1,
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(QUERIES["list"], params)
+            jobs = [_job(row) for row in await cur.fetchall()]
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
+
+    async def request_cancel(self, job_id: int) -> Job:
+        job = await self._change(job_id, lambda j, now: j.request_cancel(now))
+        if job.state is State.RUNNING:
+            self._notify(Notification(NotificationKind.CANCEL, job_id=job.id))
+        else:
+            self._notify(Notification(NotificationKind.FINISHED, job_id=job.id))
+        return job
+
+    async def retry(self, job_id: int) -> Job:
+        job = await self._change(job_id, lambda j, now: j.operator_retry(now))
+        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+        return job
+
+    async def _change(self, job_id: int, change: Callable[[Job, datetime], Job]) -> Job:
+        """Apply an operator's change: lock the row, let the domain decide, write it back
+        and announce it to other nodes, all in one transaction."""
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(QUERIES["lock_job"], {"id": _job_id(job_id)})
+            row = await cur.fetchone()
+            if row is None:
+                raise _not_found(job_id)
+            try:
+                changed = change(_job(row), row["db_now"])
+            except IllegalTransition as exc:
+                raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
+            cur = await conn.execute(QUERIES["write_job"], _write_params(changed))
+            job = _job(await _one(cur))
+            if job.state is State.PENDING:
+                await self._pg_notify(conn, self.submit_channel, [job.queue])
+            elif job.state is State.RUNNING and job.cancel_requested:
+                await self._pg_notify(conn, self.cancel_channel, [str(job.id)])
+        return job
+
+    async def counts(self) -> Counts:
+        async with self._connection() as conn:
+            cur = await conn.execute(QUERIES["counts"])
+            rows = await cur.fetchall()
+        # Sorted here, not by ORDER BY: the database's collation may order text differently.
+        return Counts(
+            sorted(
+                (CountRow(r["queue"], r["type"], State(r["state"]), r["count"]) for r in rows),
+                key=lambda c: (c.queue, c.type, c.state),
+            )
+        )
+
+    # --- the supervisor's operations -----------------------------------------------------------
+
+    async def claim(
+        self,
+        node: str,
+        limit: int,
+        *,
+        lease: float,
+        queues: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        params = {
+            "node": node,
+            "limit": limit,
+            "lease": float(lease),
+            "queues": list(queues) if queues is not None else None,
+            "types": list(types) if types is not None else None,
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(QUERIES["claim"], params, prepare=True)
+            jobs = [_job(row) for row in await cur.fetchall()]
+        return sorted(jobs, key=ordering_key)
+
+    async def heartbeat(self, node: str, lease: float) -> list[int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                QUERIES["heartbeat"], {"node": node, "lease": float(lease)}, prepare=True
+            )
+            rows = await cur.fetchall()
+        return sorted(row["id"] for row in rows if row["cancel_requested"])
+
+    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+        if not outcomes:
+            return {}
+        params = {"node": node, **_outcome_params(outcomes)}
+        async with self._connection() as conn:
+            cur = await conn.execute(QUERIES["finish"], params, prepare=True)
+            rows = await cur.fetchall()
+            await self._announce_ready(conn, rows)
+        applied = {row["id"]: State(row["state"]) for row in rows}
+        self._notify_finished(applied)
+        return applied
+
+    async def recover_expired(self) -> list[Job]:
+        async with self._connection() as conn:
+            cur = await conn.execute(QUERIES["recover_expired"], prepare=True)
+            jobs = [_job(row) for row in await cur.fetchall()]
+            await self._announce_ready(
+                conn, [{"state": j.state, "queue": j.queue, "ready": True} for j in jobs]
+            )
+        self._notify_finished({j.id: j.state for j in jobs})
+        return jobs
+
+    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+        """Delete in batches, each its own transaction (autocommit), until a batch comes back
+        short: nothing older than the cutoff is left."""
+        batch = max(int(batch), 1)
+        deleted = 0
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                QUERIES["prune_cutoff"], {"seconds": older_than.total_seconds()}
+            )
+            cutoff = (await _one(cur))["cutoff"]
+            while True:
+                cur = await conn.execute(QUERIES["prune"], {"cutoff": cutoff, "batch": batch})
+                deleted += cur.rowcount
+                if cur.rowcount < batch:
+                    return deleted
+
+    # --- notifications -------------------------------------------------------------------------
+
+    async def _pg_notify(self, conn: Connection, channel: str, payloads: Sequence[str]) -> None:
+        if payloads:
+            await conn.execute(QUERIES["notify"], {"channel": channel, "payloads": list(payloads)})
+
+    async def _announce_ready(self, conn: Connection, rows: Iterable[Row]) -> None:
+        """Wake other nodes for jobs that went back to pending and may run now (a drained
+        node's released jobs, a dead node's recovered ones)."""
+        queues = sorted({r["queue"] for r in rows if r["state"] == State.PENDING and r["ready"]})
+        await self._pg_notify(conn, self.submit_channel, queues)
+
+    def _notify_finished(self, states: dict[int, State]) -> None:
+        # As the memory store does: FINISHED for a terminal state, SUBMITTED for pending again.
+        for job_id, state in states.items():
+            kind = NotificationKind.FINISHED if state.terminal else NotificationKind.SUBMITTED
+            self._notify(Notification(kind, job_id=job_id))
+
+    async def _listen_connect(self) -> Connection:
+        kwargs = {**self._connect_kwargs(), "keepalives_idle": 30, "keepalives_interval": 10}
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, **kwargs)
+            for channel in (self.submit_channel, self.cancel_channel):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            raise _unavailable(exc) from exc
+        return conn
+
+    async def _listen(self, conn: Connection | None) -> None:
+        """The LISTEN connection's life: deliver notifications until it fails, then reconnect
+        with capped exponential backoff.  After a reconnect, listeners get a SUBMITTED with
+        no queue: notifications sent while we were away are lost, so look for work."""
+        failures = 0
+        while True:
+            try:
+                if conn is None:
+                    conn = await self._listen_connect()
+                    log.info("notification listener reconnected")
+                    self._deliver(Notification(NotificationKind.SUBMITTED))
+                failures = 0
+                await self._receive(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening whatever went wrong; say what it was
+                failures += 1
+                log.warning("notification listener lost its connection: %s", _describe(exc))
+            finally:
+                if conn is not None:
+                    # A broken connection may fail to close cleanly; it is gone either way.
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                    conn = None
+            await asyncio.sleep(min(30.0, 0.1 * 2**failures) * (0.5 + random.random() / 2))
+
+    async def _receive(self, conn: Connection) -> None:
+        while True:
+            async for notify in conn.notifies(timeout=self._listen_check_interval):
+                if notify.pid not in self._own_backends:
+                    self._deliver(self._notification(notify))
+            # Quiet for a while: make sure the connection is still there (keepalives
+            # notwithstanding, a silent network partition is only found by talking).
+            await conn.execute("SELECT 1")
+
+    def _notification(self, notify: psycopg.Notify) -> Notification:
+        if notify.channel == self.cancel_channel:
+            job_id = int(notify.payload) if notify.payload.isdigit() else None
+            return Notification(NotificationKind.CANCEL, job_id=job_id)
+        return Notification(NotificationKind.SUBMITTED, queue=notify.payload or None)
+
+    def _deliver(self, notification: Notification) -> None:
+        try:
+            self._notify(notification)
+        except Exception:  # a listener's bug must not stop notifications for the others
+            log.exception("notification listener raised on %s", notification)
+
+
+# --- rows and parameters -------------------------------------------------------------------
+
+
+def _job(row: Row) -> Job:
+    values = {name: row[name] for name in _JOB_FIELDS}
+    values["state"] = State(values["state"])
+    values["last_error"] = ErrorInfo.from_dict(values["last_error"])
+    return Job(**values)
+
+
+def _submitted(row: Row) -> Submitted | None:
+    return Submitted(_job(row), created=True) if row["id"] is not None else None
+
+
+async def _one(cur: psycopg.AsyncCursor[dict[str, Any]]) -> Row:
+    row = await cur.fetchone()
+    if row is None:  # pragma: no cover - the statements calling this always return a row
+        raise RuntimeError("query returned no row")
+    return row
+
+
+def _json(value: Any, field_name: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, default=json_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(f"{field_name}: not representable as JSON: {exc}") from None
+
+
+def _submit_params(specs: Sequence[NewJob]) -> dict[str, list[Any]]:
+    return {
+        "types": [s.type for s in specs],
+        "queues": [s.queue for s in specs],
+        "priorities": [s.priority for s in specs],
+        "payloads": [_json(s.payload, "payload") for s in specs],
+        "max_attempts": [s.max_attempts for s in specs],
+        "run_ats": [s.run_at for s in specs],
+        "timeouts": [float(s.timeout) if s.timeout is not None else None for s in specs],
+        "keys": [s.idempotency_key for s in specs],
+        "correlation_ids": [s.correlation_id for s in specs],
+    }
+
+
+def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    params: dict[str, list[Any]] = {
+        k: [] for k in ("ids", "attempts", "kinds", "results", "errors", "retry_ats", "crashed")
+    }
+    for o in outcomes:
+        kind = OutcomeKind(o.kind)
+        error = o.error
+        if kind is OutcomeKind.FAILED and error is None:
+            error = ErrorInfo("Error", "attempt failed")  # as outcome_applied does
+        completed = kind is OutcomeKind.COMPLETED and o.result is not None
+        params["ids"].append(o.job_id)
+        params["attempts"].append(o.attempt)
+        params["kinds"].append(kind.value)
+        params["results"].append(_json(o.result, "result") if completed else None)
+        params["errors"].append(_json(error.to_dict(), "error") if error else None)
+        params["retry_ats"].append(o.retry_at)
+        params["crashed"].append(bool(o.crashed))
+    return params
+
+
+def _write_params(job: Job) -> dict[str, Any]:
+    params = {name: getattr(job, name) for name in _JOB_FIELDS}
+    params["state"] = job.state.value
+    params["last_error"] = Jsonb(job.last_error.to_dict()) if job.last_error else None
+    params["result"] = Jsonb(job.result) if job.result is not None else None
+    return params
+
+
+def _job_id(job_id: object) -> int | None:
+    """An id to look up; anything that is not an integer matches no job (as in memory)."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        return None
+    return job_id if -(2**63) <= job_id < 2**63 else None
+
+
+def _not_found(job_id: object) -> NotFound:
+    return NotFound(f"job {job_id} not found", id=job_id)
+
+
+def _describe(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"store unavailable: {_describe(exc)}")

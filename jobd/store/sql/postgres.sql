@@ -1,0 +1,258 @@
+-- The PostgreSQL store's queries, one per `-- name: <name>` line; jobd/store/postgres.py loads
+-- them at import.  Comment lines (starting with --) are documentation and are not sent.
+--
+-- Names are unqualified: each connection's search_path is jobd's schema.  Parameters are
+-- psycopg's %(name)s.  Every timestamp comes from the database clock (now(): the start of the
+-- statement's transaction), so the nodes of a cluster agree on run_at and lease expiry.
+-- The state machine is jobd.domain's; the queries that end attempts mirror
+-- jobd.store.base.outcome_applied, and the contract tests compare them with the memory store.
+
+
+-- name: submit
+-- Insert a batch of jobs; an idempotency key that exists already (or earlier in the batch)
+-- inserts nothing.  Ids are drawn up front so each row returned can be matched to its
+-- position (ord) in the request; a row with a NULL id was not inserted.  ON CONFLICT DO
+-- NOTHING waits for a concurrent transaction that holds the same key, so under any
+-- concurrency one insert wins and the others see the winner afterwards (submit_existing).
+WITH spec AS MATERIALIZED (
+    SELECT nextval('jobs_id_seq') AS id, s.*
+      FROM unnest(%(types)s::text[], %(queues)s::text[], %(priorities)s::integer[],
+                  %(payloads)s::jsonb[], %(max_attempts)s::integer[],
+                  %(run_ats)s::timestamptz[], %(timeouts)s::double precision[],
+                  %(keys)s::text[], %(correlation_ids)s::text[])
+           WITH ORDINALITY
+           AS s (type, queue, priority, payload, max_attempts, run_at, timeout,
+                 idempotency_key, correlation_id, ord)
+),
+inserted AS (
+    INSERT INTO jobs (id, type, queue, priority, payload, max_attempts, run_at, timeout,
+                      idempotency_key, correlation_id)
+    SELECT id, type, queue, priority, payload, max_attempts, coalesce(run_at, now()),
+           timeout, idempotency_key, correlation_id
+      FROM spec
+     ORDER BY ord
+        ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *
+)
+SELECT spec.ord, inserted.*
+  FROM spec
+  LEFT JOIN inserted ON inserted.id = spec.id
+ ORDER BY spec.ord
+
+
+-- name: submit_existing
+-- The jobs that hold these idempotency keys (a fresh statement, so it sees the winners of
+-- the conflicts the insert waited for).
+SELECT *
+  FROM jobs
+ WHERE idempotency_key = ANY(%(keys)s::text[])
+
+
+-- name: notify
+-- One notification per distinct payload; sent when the transaction commits.
+SELECT pg_notify(%(channel)s, payload)
+  FROM (SELECT DISTINCT unnest(%(payloads)s::text[]) AS payload) AS p
+
+
+-- name: get
+SELECT *
+  FROM jobs
+ WHERE id = %(id)s
+
+
+-- name: lock_job
+-- An operator's change (cancel, retry) reads the job under a row lock, lets the domain decide,
+-- and writes it back with write_job in the same transaction.
+SELECT *, now() AS db_now
+  FROM jobs
+ WHERE id = %(id)s
+   FOR UPDATE
+
+
+-- name: write_job
+UPDATE jobs
+   SET state = %(state)s,
+       attempts = %(attempts)s,
+       crashes = %(crashes)s,
+       run_at = %(run_at)s,
+       last_error = %(last_error)s,
+       result = %(result)s,
+       cancel_requested = %(cancel_requested)s,
+       lease_owner = %(lease_owner)s,
+       lease_expires_at = %(lease_expires_at)s,
+       updated_at = %(updated_at)s,
+       started_at = %(started_at)s,
+       finished_at = %(finished_at)s
+ WHERE id = %(id)s
+RETURNING *
+
+
+-- name: list
+-- Newest first; keyset pagination on id (the cursor is the last id of the previous page).
+-- One row more than asked tells whether there is a next page.
+SELECT *
+  FROM jobs
+ WHERE (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
+   AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
+   AND (%(created_before)s::timestamptz IS NULL
+        OR created_at < %(created_before)s::timestamptz)
+ ORDER BY id DESC
+ LIMIT %(limit)s
+
+
+-- name: counts
+SELECT queue, type, state, count(*) AS count
+  FROM jobs
+ GROUP BY queue, type, state
+
+
+-- name: claim
+-- Take up to %(limit)s claimable jobs for a node: the inner SELECT walks jobs_claim_idx in
+-- claim order and locks rows, skipping those another node is locking right now, so
+-- concurrent claimers never wait for or double-claim each other; the UPDATE counts the
+-- attempt and sets the lease in the same statement.  A pending job with no attempt left
+-- cannot be claimed (domain: Job.claim).  NULL queues/types mean "any".
+UPDATE jobs
+   SET state = 'running',
+       attempts = jobs.attempts + 1,
+       lease_owner = %(node)s,
+       lease_expires_at = now() + make_interval(secs => %(lease)s),
+       started_at = now(),
+       updated_at = now()
+  FROM (
+        SELECT id
+          FROM jobs
+         WHERE state = 'pending'
+           AND run_at <= now()
+           AND attempts < max_attempts
+           AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+           AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+         ORDER BY priority DESC, run_at, id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED
+       ) AS claimable
+ WHERE jobs.id = claimable.id
+RETURNING jobs.*
+
+
+-- name: heartbeat
+-- Extend a node's leases.  Touches no indexed column, so it is a HOT update (see the
+-- table's fillfactor).  Returns each running job, flagging those with a cancel requested.
+UPDATE jobs
+   SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+ WHERE state = 'running'
+   AND lease_owner = %(node)s
+RETURNING id, cancel_requested
+
+
+-- name: finish
+-- End many attempts in one statement.  Each outcome applies only where its node still owns
+-- that attempt (state running, lease_owner, attempts): a node whose lease was recovered and
+-- re-claimed by another has its write refused, and the row is absent from the result.
+--
+-- The rules are jobd.store.base.outcome_applied's.  An attempt goes back to pending when
+--     no cancel is requested AND (released OR (failed with a retry_at AND attempts left)),
+-- and every other ending is terminal: completed; canceled (asked for, or a failed/released
+-- attempt of a job whose cancel was requested); or failed.  A release gives the attempt back.
+-- Every CASE reads the row's own columns, not a copy joined in from a snapshot, so a cancel
+-- requested concurrently is honoured: UPDATE re-evaluates its SET list on the newest
+-- version of a row it had to wait for.  `last_error` is always given for failed outcomes.
+WITH outcome AS (
+    SELECT o.*,
+           o.kind = 'released' AS gives_back,
+           o.kind = 'released' OR (o.kind = 'failed' AND o.retry_at IS NOT NULL) AS wants_pending
+      FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
+                  %(results)s::jsonb[], %(errors)s::jsonb[], %(retry_ats)s::timestamptz[],
+                  %(crashed)s::boolean[])
+           AS o (id, attempt, kind, result, error, retry_at, crashed)
+)
+UPDATE jobs
+   SET state = CASE
+           WHEN o.wants_pending AND NOT jobs.cancel_requested
+                AND (o.gives_back OR jobs.attempts < jobs.max_attempts) THEN 'pending'
+           WHEN o.kind = 'completed' THEN 'completed'
+           WHEN o.kind = 'failed' AND NOT jobs.cancel_requested THEN 'failed'
+           ELSE 'canceled'
+       END,
+       run_at = CASE
+           WHEN o.kind = 'failed' AND o.wants_pending AND NOT jobs.cancel_requested
+                AND jobs.attempts < jobs.max_attempts THEN o.retry_at
+           ELSE jobs.run_at
+       END,
+       finished_at = CASE
+           WHEN o.wants_pending AND NOT jobs.cancel_requested
+                AND (o.gives_back OR jobs.attempts < jobs.max_attempts) THEN jobs.finished_at
+           ELSE now()
+       END,
+       attempts = CASE WHEN o.gives_back THEN greatest(jobs.attempts - 1, 0)
+                       ELSE jobs.attempts END,
+       crashes = jobs.crashes
+                 + CASE WHEN o.crashed AND o.kind IN ('failed', 'canceled') THEN 1 ELSE 0 END,
+       last_error = CASE WHEN o.kind IN ('failed', 'canceled')
+                         THEN coalesce(o.error, jobs.last_error)
+                         ELSE jobs.last_error END,
+       result = CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END,
+       -- cleared by every ending but completion (the domain's complete() leaves it alone)
+       cancel_requested = jobs.cancel_requested AND o.kind = 'completed',
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+  FROM outcome AS o
+ WHERE jobs.id = o.id
+   AND jobs.state = 'running'
+   AND jobs.lease_owner = %(node)s
+   AND jobs.attempts = o.attempt
+RETURNING jobs.id, jobs.state, jobs.queue, jobs.run_at <= now() AS ready
+
+
+-- name: recover_expired
+-- Leases of any node that have run out (the node died or lost the database): the attempt is
+-- spent (domain: Job.recover), so the job runs again now if it has attempts left, fails if
+-- not, and is canceled if a cancel was requested.
+UPDATE jobs
+   SET state = CASE
+           WHEN cancel_requested THEN 'canceled'
+           WHEN attempts >= max_attempts THEN 'failed'
+           ELSE 'pending'
+       END,
+       run_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN run_at
+                     ELSE now() END,
+       finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN now()
+                          ELSE finished_at END,
+       last_error = jsonb_build_object(
+           'type', 'LeaseExpired',
+           'message', 'lease of node ' || lease_owner || ' expired',
+           'traceback', NULL),
+       cancel_requested = false,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE state = 'running'
+   AND lease_expires_at <= now()
+RETURNING *
+
+
+-- name: prune_cutoff
+SELECT now() - make_interval(secs => %(seconds)s) AS cutoff
+
+
+-- name: prune
+-- One batch of finished jobs older than the cutoff, oldest first (jobs_finished_idx).  Small
+-- batches keep each transaction short: no long lock on the table, no WAL burst.
+DELETE FROM jobs
+ WHERE id IN (
+        SELECT id
+          FROM jobs
+         WHERE state IN ('completed', 'failed', 'canceled')
+           AND finished_at < %(cutoff)s
+         ORDER BY finished_at
+         LIMIT %(batch)s
+           FOR UPDATE SKIP LOCKED
+       )
+
+
+-- name: ping
+SELECT 1
