@@ -1010,7 +1010,8 @@ class Config:
     logging: LoggingConfig
     smtp: SmtpConfig
     files: FilesConfig
-    path: Path | None = None  # the YAML file read, if any
+    # Provenance, not configuration: two configs with the same values are equal.
+    path: Path | None = field(default=None, compare=False)  # the YAML file read, if any
     # Where each key's value came from ("default", "/etc/jobd/jobd.yaml:7", "environment
     # variable JOBD_WORKERS", "flag --workers"), for messages that must name it.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
