@@ -393,6 +393,7 @@ class PostgresStore(Store):
         lease: float,
         queues: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
     ) -> list[Job]:
         if limit <= 0:
             return []
@@ -402,6 +403,7 @@ class PostgresStore(Store):
             "lease": float(lease),
             "queues": list(queues) if queues is not None else None,
             "types": list(types) if types is not None else None,
+            "exclude_queues": list(exclude_queues) if exclude_queues else None,
         }
         async with self._connection() as conn:
             cur = await conn.execute(QUERIES["claim"], params, prepare=True)

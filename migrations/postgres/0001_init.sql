@@ -102,6 +102,9 @@ LANGUAGE plpgsql
 -- Resolve `jobs` in jobd's schema whatever the caller's search_path is.
 SET search_path FROM CURRENT
 AS $$
+-- Unqualified names in the statements below are the table's columns; the parameters are
+-- always written qualified (jobd_enqueue.queue).
+#variable_conflict use_column
 DECLARE
     new_id bigint;
 BEGIN

@@ -114,7 +114,8 @@ SELECT queue, type, state, count(*) AS count
 -- claim order and locks rows, skipping those another node is locking right now, so
 -- concurrent claimers never wait for or double-claim each other; the UPDATE counts the
 -- attempt and sets the lease in the same statement.  A pending job with no attempt left
--- cannot be claimed (domain: Job.claim).  NULL queues/types mean "any".
+-- cannot be claimed (domain: Job.claim).  NULL queues/types mean "any"; queues listed in
+-- exclude_queues (NULL: none) are skipped, e.g. those at their concurrency limit.
 UPDATE jobs
    SET state = 'running',
        attempts = jobs.attempts + 1,
@@ -130,6 +131,7 @@ UPDATE jobs
            AND attempts < max_attempts
            AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
            AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+           AND (%(exclude_queues)s::text[] IS NULL OR queue <> ALL(%(exclude_queues)s::text[]))
          ORDER BY priority DESC, run_at, id
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED
@@ -195,8 +197,8 @@ UPDATE jobs
                          THEN coalesce(o.error, jobs.last_error)
                          ELSE jobs.last_error END,
        result = CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END,
-       -- cleared by every ending but completion (the domain's complete() leaves it alone)
-       cancel_requested = jobs.cancel_requested AND o.kind = 'completed',
+       -- however the attempt ended, a pending cancel request is settled by it
+       cancel_requested = false,
        lease_owner = NULL,
        lease_expires_at = NULL,
        updated_at = now()

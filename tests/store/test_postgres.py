@@ -1,0 +1,442 @@
+"""What only the PostgreSQL store has to prove: concurrency between nodes (separate stores,
+separate connections, one database), migrations, the claim query's index, LISTEN/NOTIFY, and
+driver errors surfacing as Unavailable.  The behaviour every store shares is in
+test_contract.py.
+
+Nothing here sleeps a fixed amount: each wait polls a condition until a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.errors import InvalidParams, Unavailable
+from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, create_store
+from jobd.store.memory import MemoryStore
+from jobd.store.postgres import QUERIES, PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+MakeStore = Callable[..., Awaitable[PostgresStore]]
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll a sync or async condition until it is truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def make_store(pg_url: str, pg_schema: str) -> AsyncIterator[MakeStore]:
+    """Open stores on this test's schema (each one is a node: its own pool and LISTEN
+    connection); all are closed at the end."""
+    opened: list[PostgresStore] = []
+
+    async def make(**options: Any) -> PostgresStore:
+        store = create_store(pg_url, schema=pg_schema, **options)
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def pg(make_store: MakeStore) -> PostgresStore:
+    store = await make_store()
+    await store.migrate()
+    return store
+
+
+@pytest.fixture
+async def raw(pg_url: str, pg_schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A plain connection to the test's schema, for looking behind the store's back."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+        yield conn
+
+
+def spec(**kw: Any) -> NewJob:
+    return NewJob(type=kw.pop("type", "echo"), **kw)
+
+
+# --- concurrency between nodes -------------------------------------------------------------
+
+
+async def test_eight_nodes_claim_each_of_2000_jobs_exactly_once(
+    pg: PostgresStore, make_store: MakeStore
+) -> None:
+    for _ in range(2):
+        await pg.submit_many([spec(payload={"i": i}) for i in range(1000)])
+    nodes = [await make_store(min_size=1, max_size=2) for _ in range(8)]
+    claimed: dict[str, list[int]] = {}
+
+    async def work(node: str, store: PostgresStore) -> None:
+        rng = random.Random(node)
+        mine = claimed.setdefault(node, [])
+        while jobs := await store.claim(node, rng.randint(1, 25), lease=60):
+            assert all(j.state is State.RUNNING and j.attempts == 1 for j in jobs)
+            mine.extend(j.id for j in jobs)
+            outcomes = [Outcome(j.id, 1, OutcomeKind.COMPLETED, result=j.id) for j in jobs]
+            applied = await store.finish(node, outcomes)
+            assert applied == {j.id: State.COMPLETED for j in jobs}
+
+    await asyncio.gather(*(work(f"node-{n}", s) for n, s in enumerate(nodes)))
+
+    every = [job_id for ids in claimed.values() for job_id in ids]
+    assert len(every) == 2000
+    assert len(set(every)) == 2000
+    assert sum(1 for ids in claimed.values() if ids) > 1  # the nodes really competed
+    assert (await pg.counts()).by_state()["completed"] == 2000
+
+
+async def test_stale_owner_cannot_finish_after_its_lease_was_recovered(
+    pg: PostgresStore, make_store: MakeStore
+) -> None:
+    job = (await pg.submit(spec())).job
+    other = await make_store()
+    (claimed,) = await pg.claim("stale", 1, lease=0.05)
+
+    recovered = await eventually(pg.recover_expired)
+    assert [j.id for j in recovered] == [job.id]
+    assert recovered[0].state is State.PENDING
+    assert recovered[0].last_error == ErrorInfo("LeaseExpired", "lease of node stale expired")
+
+    (taken,) = await other.claim("fresh", 1, lease=60)
+    assert (taken.id, taken.attempts, taken.lease_owner) == (job.id, 2, "fresh")
+
+    # The stale node reports its attempt, then tries the new attempt number too: both refused.
+    for attempt in (claimed.attempts, taken.attempts):
+        done = Outcome(job.id, attempt, OutcomeKind.COMPLETED, result="stale")
+        assert await pg.finish("stale", [done]) == {}
+    current = await pg.get(job.id)
+    assert (current.state, current.lease_owner, current.result) == (State.RUNNING, "fresh", None)
+
+    done = Outcome(job.id, taken.attempts, OutcomeKind.COMPLETED, result="fresh")
+    assert await other.finish("fresh", [done]) == {job.id: State.COMPLETED}
+    assert (await pg.get(job.id)).result == "fresh"
+
+
+async def test_twenty_concurrent_submits_of_one_key_create_one_job(
+    pg: PostgresStore, make_store: MakeStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    nodes = [pg, *[await make_store(min_size=1, max_size=4) for _ in range(4)]]
+    new = spec(idempotency_key="order-42", payload={"order": 42})
+
+    results = await asyncio.gather(*(nodes[i % len(nodes)].submit(new) for i in range(20)))
+
+    assert sum(r.created for r in results) == 1
+    assert {r.job.id for r in results} == {results[0].job.id}
+    assert {r.job.payload["order"] for r in results} == {42}
+    cur = await raw.execute("SELECT count(*) FROM jobs WHERE idempotency_key = 'order-42'")
+    assert (await cur.fetchone()) == (1,)
+
+
+async def test_a_key_repeated_within_one_batch_returns_the_first_job(pg: PostgresStore) -> None:
+    out = await pg.submit_many(
+        [
+            spec(payload={"n": 1}, idempotency_key="k"),
+            spec(payload={"n": 2}),
+            spec(payload={"n": 3}, idempotency_key="k"),
+        ]
+    )
+    assert [s.created for s in out] == [True, True, False]
+    assert out[2].job == out[0].job
+    assert [s.job.payload for s in out] == [{"n": 1}, {"n": 2}, {"n": 1}]
+
+
+# --- finish and recover mirror the domain --------------------------------------------------
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def comparable(job: Job, original: Job, retry_at: datetime | None) -> dict[str, Any]:
+    """The fields two stores must agree on; timestamps as facts, not values."""
+    return {
+        "state": job.state,
+        "attempts": job.attempts,
+        "crashes": job.crashes,
+        "last_error": job.last_error,
+        "result": job.result,
+        "cancel_requested": job.cancel_requested,
+        "lease": (job.lease_owner, job.lease_expires_at),
+        "finished": job.finished_at is not None,
+        "run_at": (
+            "retry_at"
+            if retry_at is not None and job.run_at == retry_at
+            else "unchanged"
+            if job.run_at == original.run_at
+            else "moved"
+        ),
+    }
+
+
+async def test_finish_applies_every_outcome_as_the_domain_does(pg: PostgresStore) -> None:
+    """Every combination of outcome and job, in one batch, against the memory store (which
+    calls the domain)."""
+    memory = MemoryStore(clock=FrozenClock())
+    retry_at = datetime.now(UTC) + timedelta(hours=1)
+    cases = list(
+        itertools.product(
+            OutcomeKind,
+            (False, True),  # cancel requested while running
+            (1, 2),  # max_attempts (the claim spends one)
+            (None, retry_at),
+            (None, ErrorInfo("Boom", "it broke", "Traceback ...")),
+            (False, True),  # crashed
+        )
+    )
+    results: dict[str, list[dict[str, Any]]] = {}
+    for store in (memory, pg):
+        jobs = await store.submit_many([spec(max_attempts=c[2]) for c in cases])
+        claimed = await store.claim("n", len(cases), lease=60)
+        assert len(claimed) == len(cases)
+        by_id = {j.id: j for j in claimed}
+        for submitted, case in zip(jobs, cases, strict=True):
+            if case[1]:
+                await store.request_cancel(submitted.job.id)
+        outcomes = [
+            Outcome(s.job.id, 1, kind, result={"k": kind.value}, error=err, retry_at=at, crashed=c)
+            for s, (kind, _, _, at, err, c) in zip(jobs, cases, strict=True)
+        ]
+        applied = await store.finish("n", outcomes)
+        assert len(applied) == len(cases)
+        results[store.kind] = [
+            comparable(await store.get(s.job.id), by_id[s.job.id], case[3])
+            for s, case in zip(jobs, cases, strict=True)
+        ]
+    for case, mem, pg_job in zip(cases, results["memory"], results["postgres"], strict=True):
+        assert pg_job == mem, case
+
+
+async def test_recover_expired_mirrors_the_domain(pg: PostgresStore) -> None:
+    clock = FrozenClock()
+    memory = MemoryStore(clock=clock)
+    cases = list(itertools.product((False, True), (1, 2)))  # cancel requested, max_attempts
+    results: dict[str, list[dict[str, Any]]] = {}
+    for store in (memory, pg):
+        jobs = [(await store.submit(spec(max_attempts=m))).job for _, m in cases]
+        claimed = {j.id: j for j in await store.claim("gone", len(cases), lease=0.05)}
+        for job, (cancel, _) in zip(jobs, cases, strict=True):
+            if cancel:
+                await store.request_cancel(job.id)
+        clock.now += timedelta(seconds=1)
+        recovered = await eventually(store.recover_expired)
+        assert sorted(j.id for j in recovered) == sorted(claimed)
+        results[store.kind] = [comparable(await store.get(j.id), claimed[j.id], None) for j in jobs]
+    assert results["postgres"] == results["memory"]
+    assert [r["state"] for r in results["postgres"]] == [
+        State.FAILED,
+        State.PENDING,
+        State.CANCELED,
+        State.CANCELED,
+    ]
+
+
+async def test_heartbeat_extends_only_its_nodes_leases(pg: PostgresStore) -> None:
+    a, b = (await pg.submit(spec())).job, (await pg.submit(spec())).job
+    (ja,) = await pg.claim("a", 1, lease=60)
+    (jb,) = await pg.claim("b", 1, lease=60)
+    await pg.request_cancel(jb.id)
+
+    assert await pg.heartbeat("a", 600) == []
+    assert await pg.heartbeat("b", 600) == [jb.id]
+    assert (await pg.get(ja.id)).lease_expires_at > ja.lease_expires_at + timedelta(seconds=500)
+    assert {a.id, b.id} == {ja.id, jb.id}
+
+
+async def test_prune_deletes_in_batches_until_none_is_left(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    ids = [s.job.id for s in await pg.submit_many([spec() for _ in range(25)])]
+    keep = (await pg.submit(spec())).job
+    await pg.claim("n", 25, lease=60)
+    await pg.finish("n", [Outcome(i, 1, OutcomeKind.COMPLETED) for i in ids])
+    await raw.execute("UPDATE jobs SET finished_at = now() - interval '2 days'")
+
+    assert await pg.prune(timedelta(days=1), batch=10) == 25
+    assert await pg.prune(timedelta(days=1), batch=10) == 0
+    assert (await pg.get(keep.id)).state is State.PENDING
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -> None:
+    store = await make_store()
+    assert await store.pending_migrations() == ["0001_init"]  # the schema does not exist yet
+    assert await store.migrate() == ["0001_init"]
+    assert await store.migrate() == []
+    assert await store.pending_migrations() == []
+    async with store._connection() as conn:
+        cur = await conn.execute(
+            sql.SQL("SELECT version, name FROM {}.schema_migrations").format(
+                sql.Identifier(pg_schema)
+            )
+        )
+        assert await cur.fetchall() == [{"version": 1, "name": "0001_init"}]
+
+
+async def test_concurrent_migrations_apply_each_migration_once(make_store: MakeStore) -> None:
+    stores = [await make_store() for _ in range(4)]
+    applied = await asyncio.gather(*(s.migrate() for s in stores))
+    assert sorted(applied) == [[], [], [], ["0001_init"]]
+
+
+async def test_claim_uses_the_partial_index_on_pending_jobs(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    # A realistic table: mostly finished jobs, a few thousand pending.
+    await raw.execute(
+        "INSERT INTO jobs (type, state, finished_at, priority)"
+        " SELECT 'echo', 'completed', now(), 0 FROM generate_series(1, 50000)"
+    )
+    await raw.execute(
+        "INSERT INTO jobs (type, priority) SELECT 'echo', i % 5 FROM generate_series(1, 5000) AS i"
+    )
+    await raw.execute("ANALYZE jobs")
+    params = {"node": "n", "limit": 10, "lease": 30.0, "queues": ["default"]}
+    params |= {"types": None, "exclude_queues": None}
+    cur = psycopg.AsyncClientCursor(raw)  # binds client-side, so EXPLAIN sees the values
+    await cur.execute("EXPLAIN " + QUERIES["claim"], params)
+    plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "jobs_claim_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_jobd_enqueue_submits_from_an_applications_transaction(
+    pg: PostgresStore, pg_url: str, pg_schema: str
+) -> None:
+    seen: list[Notification] = []
+    pg.add_listener(seen.append)
+    enqueue = sql.SQL(
+        "SELECT {}.jobd_enqueue('report', '{{\"m\": 6}}', queue => 'batch',"
+        " idempotency_key => 'r-6')"
+    ).format(sql.Identifier(pg_schema))
+    async with await psycopg.AsyncConnection.connect(pg_url) as app:  # its own search_path
+        job_id = (await (await app.execute(enqueue)).fetchone())[0]
+        assert (await pg.list()).jobs == []  # not before the application commits
+        assert (await (await app.execute(enqueue)).fetchone())[0] == job_id
+        await app.commit()
+    job = await pg.get(job_id)
+    assert (job.type, job.queue, job.payload, job.state) == ("report", "batch", {"m": 6}, "pending")
+    await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="batch") in seen)
+
+
+# --- notifications between nodes -----------------------------------------------------------
+
+
+async def test_another_node_hears_submit_and_cancel(
+    pg: PostgresStore, make_store: MakeStore
+) -> None:
+    other = await make_store()
+    heard: list[Notification] = []
+    other.add_listener(heard.append)
+    said: list[Notification] = []
+    pg.add_listener(said.append)
+
+    job = (await pg.submit(spec(queue="mail"))).job
+    await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="mail") in heard)
+
+    await pg.claim("n", 1, lease=60)
+    await pg.request_cancel(job.id)
+    await eventually(lambda: Notification(NotificationKind.CANCEL, job_id=job.id) in heard)
+
+    # The node that sent them told its own listeners once, directly, and dropped the echo of
+    # its NOTIFYs: once a later notification from the other node has arrived, so have they.
+    await other.submit(spec(queue="marker"))
+    await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="marker") in said)
+    assert said.count(Notification(NotificationKind.SUBMITTED, queue="mail")) == 1
+    assert said.count(Notification(NotificationKind.CANCEL, job_id=job.id)) == 1
+
+
+async def test_listener_reconnects_after_losing_its_connection(
+    pg: PostgresStore, make_store: MakeStore, raw: psycopg.AsyncConnection[Any], pg_schema: str
+) -> None:
+    other = await make_store()
+    heard: list[Notification] = []
+    other.add_listener(heard.append)
+    cur = await raw.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE query = %s AND pid <> pg_backend_pid()",
+        (f'LISTEN "{pg_schema}_cancel"',),
+    )
+    assert len(await cur.fetchall()) == 2  # both nodes' listeners
+
+    # Back: listeners are told to look for work they may have missed, then hear new work.
+    await eventually(lambda: Notification(NotificationKind.SUBMITTED) in heard)
+    await pg.submit(spec(queue="after"))
+    await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="after") in heard)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    store = create_store("postgresql://postgres@127.0.0.1:1/jobd", connect_timeout=2)
+    with pytest.raises(Unavailable, match="store unavailable"):
+        await store.open()
+    with pytest.raises(Unavailable, match="not open"):
+        await store.get(1)
+
+
+async def test_a_dropped_connection_is_unavailable_then_recovers(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    job = (await pg.submit(spec())).job
+    await raw.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'jobd' AND datname = current_database()"
+        " AND pid <> pg_backend_pid() AND query NOT LIKE 'LISTEN%'"
+    )
+    with pytest.raises(Unavailable):
+        await pg.get(job.id)
+    assert (await eventually(lambda: _get_or_none(pg, job.id))).id == job.id
+
+
+async def _get_or_none(store: PostgresStore, job_id: int) -> Job | None:
+    try:
+        return await store.get(job_id)
+    except Unavailable:
+        return None
+
+
+async def test_payload_postgres_cannot_store_is_invalid(pg: PostgresStore) -> None:
+    with pytest.raises(InvalidParams, match="payload"):
+        await pg.submit(spec(payload={"x": float("nan")}))
+    with pytest.raises(InvalidParams):
+        await pg.submit(spec(payload={"x": "nul \x00 byte"}))
+    assert (await pg.counts()).rows == []
+
+
+def test_schema_must_be_a_plain_identifier() -> None:
+    with pytest.raises(ValueError, match=r"database\.schema"):
+        PostgresStore("postgresql://localhost/x", schema='evil"; DROP')
