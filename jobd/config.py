@@ -86,7 +86,7 @@ class Problem(ValueError):
 class Kind:
     """How one setting's values are parsed, checked and written back."""
 
-    secret_note = "Secret: masked as *** when printed."
+    secret_note = "Secret: masked as `***` when printed."
 
     def parse(self, value: object) -> Any:
         raise NotImplementedError
@@ -404,7 +404,7 @@ _URL_SCHEMES = ("postgresql://", "postgres://", "sqlite://", "memory://")
 
 @dataclass(frozen=True)
 class DatabaseUrl(Kind):
-    secret_note = "Secret: the password in it is masked as *** when printed."
+    secret_note = "Secret: the password in it is masked as `***` when printed."
 
     def parse(self, value: object) -> str:
         if not isinstance(value, str):
@@ -1315,7 +1315,9 @@ jobd reads its configuration from four sources; a later one overrides an earlier
    (no file is read unless one is named; `{EXAMPLE_PATH}` shows every key with its default);
 3. `JOBD_*` environment variables (the name is `JOBD_` and the key in capitals with dots as
    underscores, except the few short names in the tables);
-4. command-line flags.
+4. command-line flags: `--config`, `--database-url`, `--log-level` and `--log-format` go with
+   every `jobd` command; `--workers`, `--handlers` and `--socket` with `jobd run`; `--listen`
+   with `jobd http`.
 
 `jobd config check` validates the result and prints it as YAML, with secrets masked as `{MASK}`.
 It prints a warning for each `JOBD_*` variable that is not a setting.
