@@ -23,6 +23,7 @@ import yaml
 from jobd import __version__
 from jobd.config import Config, ConfigError, load_config, mask_url, setting, unknown_environment
 from jobd.errors import Unavailable
+from jobd.store import create_store
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -159,7 +160,6 @@ async def _pending(store: Any) -> list[str]:
 
 def _with_store(config: Config, action: Callable[[Any], Any]) -> Any:
     """Open the configured store, run `action` on it, close it; Unavailable is exit 3."""
-    from jobd.store import create_store  # imports a database driver: only when needed
 
     async def run() -> Any:
         store = create_store(config.database.url, schema=config.database.schema)
