@@ -182,9 +182,18 @@ class PostgresStore(Store):
         }
 
     async def _configure(self, conn: Connection) -> None:
-        """Every new pooled connection: jobd's schema first, timestamps in UTC."""
+        """Every new pooled connection: jobd's schema first, timestamps in UTC, no sorts.
+
+        Why no sorts: every jobd query that orders rows has an index giving that order
+        (claim: jobs_claim_idx; list: the primary key; prune: jobs_finished_idx), and the
+        only time the planner prefers a sort is when its statistics lie.  They lie exactly
+        when it hurts: after a burst of submits to a quiet queue, until autovacuum's next
+        ANALYZE, the planner believes few jobs are pending and plans each claim as "fetch
+        every pending row, sort, keep n" -- measured 30 ms instead of 1 ms per claim with
+        100k pending, and growing with the backlog.  enable_sort = off only prices sorts
+        out where another plan exists; a query that needs one still gets it."""
         await conn.execute(
-            sql.SQL("SET search_path TO {}; SET TIME ZONE 'UTC'").format(
+            sql.SQL("SET search_path TO {}; SET TIME ZONE 'UTC'; SET enable_sort = off").format(
                 sql.Identifier(self.schema)
             )
         )
