@@ -120,7 +120,8 @@ BEGIN
          WHERE j.idempotency_key = jobd_enqueue.idempotency_key;
         RETURN new_id;
     END IF;
-    PERFORM pg_notify(current_schema() || '_submit', jobd_enqueue.queue);
+    -- The store's channel name: the schema's first 56 characters, within the 63-byte limit.
+    PERFORM pg_notify(left(current_schema(), 56) || '_submit', jobd_enqueue.queue);
     RETURN new_id;
 END
 $$;

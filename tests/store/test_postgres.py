@@ -332,6 +332,28 @@ async def test_claim_uses_the_partial_index_on_pending_jobs(
     assert "Seq Scan" not in plan, plan
 
 
+async def test_claim_walks_the_index_even_when_statistics_are_stale(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """A burst of submits to an empty table, no ANALYZE since: the planner believes a few
+    jobs are pending.  The claim must still walk the index instead of sorting the backlog,
+    and no statement may pay for JIT compilation (both set up per connection)."""
+    await raw.execute(
+        "INSERT INTO jobs (type, priority) SELECT 'echo', i % 5 FROM generate_series(1, 20000) i"
+    )
+    params = {"node": "n", "limit": 10, "lease": 30.0, "queues": None, "types": None}
+    params["exclude_queues"] = None
+    async with pg._connection() as conn:
+        cur = psycopg.AsyncClientCursor(conn)
+        await cur.execute("EXPLAIN " + QUERIES["claim"], params)
+        plan = "\n".join(row["QUERY PLAN"] for row in await cur.fetchall())
+        assert "jobs_claim_idx" in plan, plan
+        assert "Sort" not in plan, plan
+        cur = await conn.execute("EXPLAIN (ANALYZE) SELECT * FROM jobs ORDER BY type LIMIT 1")
+        plan = "\n".join(row["QUERY PLAN"] for row in await cur.fetchall())
+        assert "Sort" in plan and "JIT" not in plan, plan  # a needed sort stays, JIT does not
+
+
 async def test_jobd_enqueue_submits_from_an_applications_transaction(
     pg: PostgresStore, pg_url: str, pg_schema: str
 ) -> None:
@@ -395,6 +417,25 @@ async def test_listener_reconnects_after_losing_its_connection(
     await eventually(lambda: Notification(NotificationKind.SUBMITTED) in heard)
     await pg.submit(spec(queue="after"))
     await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="after") in heard)
+
+
+async def test_a_63_character_schema_gets_working_channels(pg_url: str, pg_schema: str) -> None:
+    schema = (pg_schema + "_" + "x" * 63)[:63]
+    stores = [create_store(pg_url, schema=schema) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        await stores[0].migrate()
+        heard: list[Notification] = []
+        stores[1].add_listener(heard.append)
+        await stores[0].submit(spec(queue="long"))
+        await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="long") in heard)
+        async with stores[0]._connection() as conn:  # jobd_enqueue names the channel alike
+            await conn.execute("SELECT jobd_enqueue('echo', queue => 'sql')")
+        await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="sql") in heard)
+    finally:
+        for store in stores:
+            await store.close()
 
 
 # --- errors --------------------------------------------------------------------------------
