@@ -98,7 +98,15 @@ class Unavailable(JobdError):
 
 ERROR_CLASSES: dict[str, type[JobdError]] = {
     cls.code: cls
-    for cls in (JobdError, InvalidParams, UnknownType, NotFound, Conflict, PayloadTooLarge, Unavailable)
+    for cls in (
+        JobdError,
+        InvalidParams,
+        UnknownType,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        Unavailable,
+    )
 }
 
 

@@ -223,10 +223,11 @@ class Store(abc.ABC):
         lease: float,
         queues: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
     ) -> list[Job]:
         """Take up to `limit` pending jobs whose run_at has come, in (priority desc, run_at, id)
-        order, restricted to `queues` and `types` when given: each becomes running, owned by
-        `node` until now + `lease` seconds, with its attempt counted."""
+        order, restricted to `queues` and `types` when given and outside `exclude_queues`: each
+        becomes running, owned by `node` until now + `lease` seconds, its attempt counted."""
 
     @abc.abstractmethod
     async def heartbeat(self, node: str, lease: float) -> list[int]:

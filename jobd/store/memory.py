@@ -147,6 +147,7 @@ class MemoryStore(Store):
         lease: float,
         queues: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
     ) -> list[Job]:
         with self._lock:
             now = self._clock()
@@ -157,6 +158,7 @@ class MemoryStore(Store):
                 and j.run_at <= now
                 and (queues is None or j.queue in queues)
                 and (types is None or j.type in types)
+                and not (exclude_queues and j.queue in exclude_queues)
             ]
             ready.sort(key=ordering_key)
             claimed = [j.claim(node, lease_until(now, lease), now) for j in ready[:limit]]

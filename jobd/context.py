@@ -1,0 +1,59 @@
+"""What a handler is given about the job it runs: `fn(ctx, payload)`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobCancelled(Exception):
+    """Raised by `ctx.check_cancelled()` (and `ctx.sleep`) once the job must stop: it was
+    cancelled, it ran past its timeout, or its node is shutting down.  Let it propagate."""
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    type: str
+    attempt: int
+    max_attempts: int
+    queue: str
+    correlation_id: str | None
+    timeout: float | None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _report_progress: Callable[[Any], None] = field(default=lambda _: None, repr=False)
+    logger: logging.LoggerAdapter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger(f"jobd.job.{self.type}"),
+            {
+                "job_id": self.job_id,
+                "job_type": self.type,
+                "attempt": self.attempt,
+                "queue": self.queue,
+                "correlation_id": self.correlation_id,
+            },
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job should stop (cancel, timeout or shutdown)."""
+        return self._stop.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the job should stop: call it between units of work."""
+        if self._stop.is_set():
+            raise JobCancelled(f"job {self.job_id} was asked to stop")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake and raise JobCancelled as soon as the job should stop."""
+        if self._stop.wait(max(seconds, 0.0)):
+            self.check_cancelled()
+
+    def progress(self, data: Any) -> None:
+        """Report progress (any JSON-able value); the supervisor logs it."""
+        self._report_progress(data)
