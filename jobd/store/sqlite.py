@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -156,6 +157,11 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 HAS_SCHEMA_MIGRATIONS = (
     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
 )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _placeholders(n: int) -> str:
@@ -428,8 +434,8 @@ class SQLiteStore(Store):
             cached_statements=256,
         )
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if str(mode).lower() != "wal":
+            mode = self._enable_wal(conn)
+            if mode.lower() != "wal":
                 log.warning(
                     "SQLite database %s: WAL mode refused (journal_mode=%s)", self.path, mode
                 )
@@ -439,13 +445,29 @@ class SQLiteStore(Store):
             raise
         return conn
 
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch the file to WAL (a no-op once it is: the mode is stored in the file).
+
+        The first switch needs an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+        without calling the busy handler, when another connection holds any lock -- two
+        processes opening a new file together (`jobd migrate` and `jobd run` on a first boot)
+        would see "database is locked".  So wait here, up to busy_timeout, as BEGIN does."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
+
     def _translate(self, exc: sqlite3.Error) -> JobdError:
         """A driver error as jobd's error tree: the database cannot be used right now
         (Unavailable), or a bug (JobdError, internal_error)."""
         if not isinstance(exc, sqlite3.OperationalError) and type(exc) is not sqlite3.DatabaseError:
             return JobdError(f"SQLite error on {self.path}: {exc}")
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # primary result code
-        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if _is_busy(exc):
             message = (
                 f"SQLite database {self.path} is locked: another process held its write lock"
                 f" for more than {self._busy_timeout:g}s ({exc})"
@@ -506,7 +528,7 @@ class SQLiteStore(Store):
                     for statement in statements(migration.sql):
                         conn.execute(statement)
                 except sqlite3.Error as exc:
-                    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    if _is_busy(exc):
                         raise
                     raise JobdError(f"SQLite migration {migration.name} failed: {exc}") from exc
                 conn.execute(
@@ -549,6 +571,8 @@ class SQLiteStore(Store):
                     continue
                 last_id += 1
                 job = Job.new(last_id, spec, now)
+                if job.run_at.utcoffset():  # answer with the job as get() will return it
+                    job = dataclasses.replace(job, run_at=job.run_at.astimezone(UTC))
                 if key:
                     by_key[key] = job
                 rows.append(_insert_row(job))

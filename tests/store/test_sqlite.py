@@ -193,6 +193,7 @@ async def test_every_field_survives_close_and_reopen(db_path: Path) -> None:
     assert f.payload == payload and f.last_error == error and f.crashes == 0
     assert f.run_at == datetime(2030, 1, 2, 3, 4, 4, 999999, tzinfo=UTC)
     assert f.run_at.tzinfo is UTC and f.created_at == FakeClock().now
+    assert failed.job.run_at.tzinfo is UTC  # submit answers as get will
     assert f.finished_at == clock.now and f.lease_owner is None
     assert d.result == [{"ok": True}, 3.0] and d.timeout == 30
     assert d.started_at == FakeClock().now and d.updated_at == clock.now
@@ -236,6 +237,30 @@ async def test_two_stores_on_one_file_never_claim_a_job_twice(opened) -> None:
     assert sorted(ids) == list(range(1, 51))
     assert await first.claim(NODE, 10, lease=LEASE) == []
     assert await second.claim(NODE, 10, lease=LEASE) == []
+
+
+async def test_two_stores_submitting_at_once_get_distinct_ids(opened) -> None:
+    first, second = await opened(), await opened()
+    batches = await asyncio.gather(
+        *(
+            s.submit_many([NewJob("t") for _ in range(20)])
+            for _ in range(5)
+            for s in (first, second)
+        )
+    )
+    ids = [sub.job.id for batch in batches for sub in batch]
+    assert sorted(ids) == list(range(1, 201))
+    assert [j.id for j in (await first.list(limit=1000)).jobs] == list(range(200, 0, -1))
+
+
+async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: Path) -> None:
+    first, second = SQLiteStore(db_path), SQLiteStore(db_path)
+    try:
+        applied = await asyncio.gather(first.migrate(), second.migrate())
+        assert sorted(applied) == [[], ["0001_init"]]
+    finally:
+        await first.close()
+        await second.close()
 
 
 WORKER = textwrap.dedent(
