@@ -1,8 +1,8 @@
 """The `jobd` command: `jobd migrate`, `jobd config check`, `jobd run`.
 
-Exit statuses:  0 success;  1 the command's own "no" (pending migrations under `--check`, a
-command not built yet);  2 bad usage or configuration (the message names the key and where it
-came from);  3 the database cannot be reached.
+Exit statuses:  0 success;  1 the command's own "no" (pending migrations under `--check`;
+the daemon's workers failed to start);  2 bad usage or configuration (the message names the
+key and where it came from);  3 the database cannot be reached.
 
 The flags that set configuration (`--database-url`, `--workers`, …) are made from the settings
 table in jobd.config, so their names and help match docs/configuration.md.  The global ones are
@@ -218,8 +218,14 @@ def run(ctx: click.Context, migrate_first: bool) -> None:
     Example:
       jobd run --workers 4 --handlers myapp.jobs
     """
-    load(ctx)
-    fail("jobd run: not implemented yet", EXIT_FAILURE)
+    from jobd import daemon
+
+    config = load(ctx)
+    try:
+        status = daemon.run(config, migrate=migrate_first)
+    except daemon.StartupError as exc:
+        fail(str(exc), exc.exit_code)
+    ctx.exit(status)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class WorkerFactory:
         self.context = multiprocessing.get_context("forkserver")
         # Import failures in the preload are ignored by the fork server; each worker imports
         # the modules again (a no-op when preloaded) and exits with BOOT_ERROR if one fails.
-        self.context.set_forkserver_preload(["jobd.worker", *self.modules])
+        self.context.set_forkserver_preload(["jobd.forkserver", "jobd.worker", *self.modules])
 
     def spawn(self, index: int) -> WorkerProcess:
         parent_end, child_end = self.context.Pipe(duplex=True)

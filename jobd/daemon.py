@@ -1,0 +1,111 @@
+"""`jobd run`: put the configured store, handlers and supervisor together and run them."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from jobd.config import Config, mask_url
+from jobd.domain import Backoff
+from jobd.errors import Unavailable
+from jobd.handlers import HandlerImportError, load_modules
+from jobd.logs import setup_logging
+from jobd.store import Store, create_store
+from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
+
+log = logging.getLogger("jobd.daemon")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+class StartupError(Exception):
+    """jobd cannot start; the message says why and what to do, `exit_code` how to exit."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def supervisor_settings(config: Config) -> SupervisorSettings:
+    jobs, workers = config.jobs, config.workers
+    return SupervisorSettings(
+        workers=workers.count,
+        handler_modules=tuple(config.handlers.modules),
+        prefetch=workers.prefetch,
+        max_jobs_per_worker=workers.max_jobs_per_worker,
+        max_worker_memory=workers.max_memory,
+        max_crashes=workers.max_crashes,
+        lease_seconds=jobs.lease_seconds,
+        heartbeat_seconds=jobs.heartbeat_seconds,
+        poll_interval=jobs.poll_interval,
+        default_timeout=jobs.default_timeout,
+        backoff=Backoff(jobs.backoff_base, jobs.backoff_factor, jobs.backoff_max),
+        queue_limits={name: q.concurrency for name, q in config.queues.items()},
+        retention=jobs.retention,
+        drain_timeout=config.shutdown.drain_timeout,
+        kill_grace=config.shutdown.kill_grace,
+    )
+
+
+def open_store(config: Config) -> Store:
+    db = config.database
+    return create_store(db.url, schema=db.schema, min_size=db.pool_min, max_size=db.pool_max)
+
+
+async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
+    """Open the store and make sure its schema is current (the embedded stores migrate
+    themselves; PostgreSQL only with --migrate, since several nodes and an application may
+    share that database and a schema change there deserves a deliberate step)."""
+    try:
+        await store.open()
+        pending = await store.pending_migrations()
+        if pending and (migrate or store.kind != "postgres"):
+            for name in await store.migrate():
+                log.info("applied migration", extra={"migration": name})
+        elif pending:
+            raise StartupError(
+                f"the database schema is out of date (pending: {', '.join(pending)});"
+                " run `jobd migrate` first, or start with `jobd run --migrate`",
+                EXIT_CONFIG,
+            )
+    except Unavailable as exc:
+        raise StartupError(
+            f"cannot use the database {mask_url(config.database.url)}: {exc.message}",
+            EXIT_UNAVAILABLE,
+        ) from None
+
+
+async def serve(config: Config, migrate: bool = False) -> int:
+    node = new_node_id()
+    setup_logging(config.logging.level, config.logging.format, node)
+    try:
+        registry = load_modules(config.handlers.modules)
+    except HandlerImportError as exc:
+        raise StartupError(str(exc), EXIT_CONFIG) from exc
+    store = open_store(config)
+    try:
+        await prepare_store(store, config, migrate)
+        supervisor = Supervisor(
+            store,
+            registry,
+            supervisor_settings(config),
+            node=node,
+            setup_worker_logging=functools.partial(
+                setup_logging, config.logging.level, config.logging.format, node
+            ),
+        )
+        try:
+            return await supervisor.run()
+        except BootError as exc:
+            raise StartupError(str(exc)) from exc
+    finally:
+        await store.close()
+
+
+def run(config: Config, migrate: bool = False) -> int:
+    """Run the daemon until it has drained; return its exit status."""
+    return asyncio.run(serve(config, migrate))
