@@ -21,7 +21,7 @@ import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 DEFAULT_QUEUE = "default"
@@ -208,7 +208,7 @@ class Job:
             attempts=0,
             max_attempts=spec.max_attempts,
             crashes=0,
-            run_at=spec.run_at or now,
+            run_at=spec.run_at.astimezone(UTC) if spec.run_at else now,
             timeout=spec.timeout,
             last_error=None,
             result=None,

@@ -155,13 +155,14 @@ class MemoryStore(Store):
                 j
                 for j in self._jobs.values()
                 if j.state is State.PENDING
+                and j.attempts < j.max_attempts
                 and j.run_at <= now
                 and (queues is None or j.queue in queues)
                 and (types is None or j.type in types)
                 and not (exclude_queues and j.queue in exclude_queues)
             ]
             ready.sort(key=ordering_key)
-            claimed = [j.claim(node, lease_until(now, lease), now) for j in ready[:limit]]
+            claimed = [j.claim(node, lease_until(now, lease), now) for j in ready[: max(limit, 0)]]
             for job in claimed:
                 self._jobs[job.id] = job
         return claimed

@@ -136,10 +136,10 @@ def test_bad_configuration_stops_migrate_and_run_too(jobd, tmp_path: Path) -> No
         assert f"{config}:2: jobs.retention: must be a duration" in result.stderr
 
 
-def test_run_is_not_built_yet(jobd) -> None:
-    result = jobd("run", "--workers", "2", "--database-url", "memory://")
-    assert result.returncode == 1
-    assert "not implemented yet" in result.stderr
+def test_run_refuses_a_handler_module_that_does_not_import(jobd) -> None:
+    result = jobd("run", "--database-url", "memory://", "--handlers", "no_such_module_q")
+    assert result.returncode == 2
+    assert "handler module 'no_such_module_q' failed to import" in result.stderr
 
 
 # --- jobd migrate: SQLite ----------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Job types the integration tests run in a real daemon.
+
+Every handler appends one line per attempt to the file named by ITEST_LOG (opened with
+O_APPEND, so lines from many processes never interleave): `<job id> <attempt> <pid> <event>`.
+The tests read that log to see what really ran, where and how often.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from jobd import PermanentError
+from jobd.domain import Backoff
+from jobd.handlers import handler
+
+
+def record(ctx: Any, event: str) -> None:
+    line = f"{ctx.job_id} {ctx.attempt} {os.getpid()} {event} {time.time():.6f}\n"
+    fd = os.open(os.environ["ITEST_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@handler("noop")
+def noop(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    record(ctx, "run")
+    return {"ok": True}
+
+
+@handler("flaky")
+def flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails its first `fail_times` attempts."""
+    record(ctx, "run")
+    if ctx.attempt <= payload.get("fail_times", 1):
+        raise ValueError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+@handler("growing", backoff=Backoff(base=0.3, factor=2, max_delay=10, jitter=False))
+def growing(ctx: Any, payload: dict[str, Any]) -> None:
+    record(ctx, "run")
+    raise ValueError("always fails, with a backoff that grows")
+
+
+@handler("permanent")
+def permanent(ctx: Any, payload: dict[str, Any]) -> None:
+    record(ctx, "run")
+    raise PermanentError("this cannot work")
+
+
+@handler("busy")
+def busy(ctx: Any, payload: dict[str, Any]) -> None:
+    """A busy loop that never looks at ctx and ignores SIGTERM: only SIGKILL stops it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record(ctx, "run")
+    while True:
+        pass
+
+
+@handler("napper")
+def napper(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps `seconds`, cooperatively (wakes up when asked to stop)."""
+    record(ctx, "run")
+    ctx.sleep(payload.get("seconds", 1.0))
+    record(ctx, "done")
+    return {"slept": payload.get("seconds", 1.0)}
+
+
+@handler("die_once")
+def die_once(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """First attempt waits to be killed from outside; later ones succeed."""
+    record(ctx, "run")
+    if ctx.attempt == 1:
+        time.sleep(60)
+    return {"attempt": ctx.attempt}
+
+
+@handler("exit3")
+def exit3(ctx: Any, payload: dict[str, Any]) -> None:
+    record(ctx, "run")
+    os._exit(3)
+
+
+@handler("whoami")
+def whoami(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
+    record(ctx, "run")
+    return {"pid": os.getpid()}
