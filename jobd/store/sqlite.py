@@ -661,14 +661,19 @@ class SQLiteStore(Store):
         lease: float,
         queues: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
     ) -> list[Job]:
         if limit < 1 or (queues is not None and not queues) or (types is not None and not types):
             return []  # nothing can match: no need to take the write lock
         filters, params = "", []
-        for column, values in (("queue", queues), ("type", types)):
+        for column, values, op in (
+            ("queue", queues, "IN"),
+            ("type", types, "IN"),
+            ("queue", exclude_queues or None, "NOT IN"),
+        ):
             if values is not None:
                 values = list(dict.fromkeys(values))
-                filters += f" AND {column} IN ({_placeholders(len(values))})"
+                filters += f" AND {column} {op} ({_placeholders(len(values))})"
                 params.extend(values)
         sql = CLAIM_CANDIDATES.format(filters=filters)
         return await self._run(self._claim, node, limit, lease, sql, params)

@@ -90,3 +90,22 @@ def exit3(ctx: Any, payload: dict[str, Any]) -> None:
 def whoami(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
     record(ctx, "run")
     return {"pid": os.getpid()}
+
+
+@handler("segfault")
+def segfault(ctx: Any, payload: dict[str, Any]) -> None:
+    record(ctx, "run")
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+_hoard: list[bytes] = []
+
+
+@handler("hog")
+def hog(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
+    """Keeps `mib` MiB more for the life of its worker, like a leaky handler."""
+    record(ctx, "run")
+    _hoard.append(b"x" * (payload.get("mib", 32) << 20))
+    return {"pid": os.getpid()}

@@ -281,3 +281,33 @@ async def test_three_daemons_share_the_work_exactly_once(
     assert all(ran_on & pids for pids in pids_by_node.values()), "a node did no work"
     for d in daemons:
         assert d.stop() == 0
+
+
+async def test_per_queue_concurrency_limit(make_daemon, pg_store: Store, runlog: RunLog) -> None:
+    make_daemon(JOBD_WORKERS="3", JOBD_QUEUES="slow=1").start()
+    slow = [await submit(pg_store, "napper", {"seconds": 0.3}, queue="slow") for _ in range(3)]
+    fast = [await submit(pg_store, "napper", {"seconds": 0.3}) for _ in range(4)]
+    for job_id in slow + fast:
+        await until_state(pg_store, job_id, State.COMPLETED)
+    spans = sorted((runlog.of(j)[0][4], runlog.of(j, "done")[0][4]) for j in slow)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"two jobs of queue 'slow' overlapped: {spans}"
+    fast_spans = sorted((runlog.of(j)[0][4], runlog.of(j, "done")[0][4]) for j in fast)
+    overlapping = any(b[0] < a[1] for a, b in itertools.pairwise(fast_spans))
+    assert overlapping, "the unlimited queue should run jobs side by side"
+
+
+async def test_segfault_is_named(make_daemon, pg_store: Store) -> None:
+    make_daemon().start()
+    job_id = await submit(pg_store, "segfault", max_attempts=1)
+    job = await until_state(pg_store, job_id, State.FAILED)
+    assert job.crashes == 1 and "killed by SIGSEGV" in job.last_error.message
+
+
+async def test_workers_recycled_above_max_memory(make_daemon, pg_store: Store) -> None:
+    make_daemon(JOBD_WORKERS="1", JOBD_WORKERS_MAX_MEMORY="60MiB").start()
+    pids = []
+    for _ in range(3):
+        job_id = await submit(pg_store, "hog", {"mib": 64})
+        pids.append((await until_state(pg_store, job_id, State.COMPLETED)).result["pid"])
+    assert len(set(pids)) == 3, "each hog should have left its worker above the limit"

@@ -195,6 +195,13 @@ async def test_claim_restricted_to_queues_and_types(store: Store) -> None:
     assert await store.claim(NODE, 5, lease=LEASE, types=["zzz"]) == []
 
 
+async def test_claim_can_leave_queues_out(store: Store) -> None:
+    await store.submit(spec(queue="limited"))
+    free = (await store.submit(spec(queue="free"))).job
+    claimed = await store.claim(NODE, 5, lease=LEASE, exclude_queues=["limited"])
+    assert [j.id for j in claimed] == [free.id]
+
+
 # --- finishing an attempt -------------------------------------------------------------------
 
 
