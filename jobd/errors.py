@@ -2,16 +2,22 @@
 exit status and its HTTP status.
 
     JobdError                    code            exit  http
+    ├── ParseError               parse_error        2   400
+    ├── InvalidRequest           invalid_request    2   400
+    ├── MethodNotFound           method_not_found   2   404
     ├── InvalidParams            invalid_params     2   400
     │   └── UnknownType          unknown_type       2   422
     ├── NotFound                 not_found          4   404
     ├── Conflict                 conflict           1   409
     ├── PayloadTooLarge          payload_too_large  2   413
     └── Unavailable              unavailable        3   503
+        └── DaemonUnreachable    unavailable        3   503   (client side: no daemon answers)
 
-Protocol-level codes (parse_error, invalid_request, method_not_found, internal_error) are in the
-same table so that every place that turns an error into an exit status or an HTTP status reads
-one row of it.  Imports nothing else of jobd.
+JobdError itself is `internal_error` (exit 1, HTTP 500): a bug, reported as such.
+
+The protocol-level codes (parse_error, invalid_request, method_not_found, internal_error) are in
+the same table so that every place that turns an error into an exit status or an HTTP status
+reads one row of it.  Imports nothing else of jobd.
 """
 
 from __future__ import annotations
@@ -60,6 +66,24 @@ class JobdError(Exception):
         return CODES[self.code]
 
 
+class ParseError(JobdError):
+    """The request is not valid JSON (or not UTF-8)."""
+
+    code = "parse_error"
+
+
+class InvalidRequest(JobdError):
+    """The message is JSON but not a JSON-RPC 2.0 request."""
+
+    code = "invalid_request"
+
+
+class MethodNotFound(JobdError):
+    """No such method."""
+
+    code = "method_not_found"
+
+
 class InvalidParams(JobdError):
     """The request's parameters are not valid."""
 
@@ -96,10 +120,17 @@ class Unavailable(JobdError):
     code = "unavailable"
 
 
+class DaemonUnreachable(Unavailable):
+    """No jobd answers on the control socket (raised by the client, never sent on the wire)."""
+
+
 ERROR_CLASSES: dict[str, type[JobdError]] = {
     cls.code: cls
     for cls in (
         JobdError,
+        ParseError,
+        InvalidRequest,
+        MethodNotFound,
         InvalidParams,
         UnknownType,
         NotFound,
