@@ -7,6 +7,7 @@ import functools
 import logging
 
 from jobd.config import Config, mask_url
+from jobd.control import ControlServer, ControlSocketError
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
 from jobd.handlers import HandlerImportError, load_modules
@@ -99,9 +100,17 @@ async def serve(config: Config, migrate: bool = False) -> int:
             ),
         )
         try:
+            # Bound now, so a second daemon on the same socket stops before its workers start;
+            # it serves from the supervisor's start to its stop (hooks registered here).
+            control = ControlServer.install(supervisor, config)
+        except ControlSocketError as exc:
+            raise StartupError(str(exc), exc.exit_code) from None
+        try:
             return await supervisor.run()
         except BootError as exc:
             raise StartupError(str(exc)) from exc
+        finally:
+            control.close()
     finally:
         await store.close()
 

@@ -1,0 +1,648 @@
+"""The control server: the control protocol (jobd.protocol) served on a Unix socket, inside the
+supervisor's event loop.
+
+Two parts:
+- `Operations`: the one implementation of every control method (submit, list, cancel, wait, …)
+  over the supervisor and its store.  jobctl and the HTTP shim reach these, and only these,
+  through jobd.client.
+- `ControlServer`: the socket.  One task per connection reads lines (LineFramer bounds each to
+  control.max_request_bytes), answers requests one after another in order, and never lets one
+  connection's garbage, size or slowness reach another.
+
+Creating the socket safely (`bind_control_socket`), in order:
+1. take an exclusive flock on `<socket>.lock`, so two daemons starting at once cannot both decide
+   the socket is theirs (the probe alone leaves that race open);
+2. probe an existing socket with a connect: an answer means another jobd is listening, and we
+   refuse to start; ECONNREFUSED means a crashed daemon left it behind, and we replace it;
+3. bind a temporary name under umask 0177 (nobody else can connect in the meantime), chmod it to
+   control.socket_mode, chgrp it to control.socket_group, and rename it over the real path in
+   one atomic step.
+`jobd run` binds before the workers start (a second daemon fails fast) and starts accepting once
+the supervisor has started; connections made in between wait in the listen backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import grp
+import logging
+import os
+import secrets
+import socket
+import stat
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobd import __version__
+from jobd.config import SUN_PATH_MAX, Config
+from jobd.domain import Job, NewJob, State
+from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
+from jobd.handlers import Registry
+from jobd.protocol import (
+    METHODS,
+    PROTOCOL_VERSION,
+    Call,
+    IdParams,
+    JobSpec,
+    LineFramer,
+    ListParams,
+    NoParams,
+    RequestError,
+    SubmitManyParams,
+    WaitParams,
+    decode,
+    encode,
+    error_response,
+    parse_call,
+    parse_params,
+    result_response,
+)
+from jobd.store import JobFilter, Notification, NotificationKind, Store
+
+log = logging.getLogger("jobd.control")
+
+BACKLOG = 1024  # connections waiting to be accepted; asyncio's default of 100 is tight
+READ_CHUNK = 64 * 1024
+STORE_TIMEOUT = 10.0  # every store call the server makes is bounded by this
+HEALTH_TIMEOUT = 2.0  # health answers quickly even when the store does not
+WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not notified)
+STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
+
+
+class SupervisorView(Protocol):
+    """What the control server needs of the supervisor (jobd.supervisor.Supervisor)."""
+
+    store: Store
+    registry: Registry
+    node: str
+    store_ok: bool
+    draining: bool
+    started_at: float
+    counters: dict[str, int]
+    on_started: list[Callable[[], Awaitable[None]]]
+    on_stopping: list[Callable[[], Awaitable[None]]]
+
+    @property
+    def settings(self) -> Any: ...  # `.workers`: how many workers it keeps
+
+    def worker_views(self) -> list[dict[str, Any]]: ...
+
+    def cancel_running(self, job_id: int) -> bool: ...
+
+
+class ControlSocketError(Exception):
+    """The control socket cannot be created; `exit_code` is jobd's exit status."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- the operations -------------------------------------------------------------------------
+
+
+class Operations:
+    """Every control method, once.  Each takes the typed params jobd.protocol parsed and returns
+    the JSON-able result; errors are jobd.errors exceptions."""
+
+    def __init__(
+        self,
+        supervisor: SupervisorView,
+        *,
+        default_max_attempts: int = 3,
+        store_timeout: float = STORE_TIMEOUT,
+        wait_poll: float = WAIT_POLL,
+    ):
+        self.supervisor = supervisor
+        self.store = supervisor.store
+        self.default_max_attempts = default_max_attempts
+        self.store_timeout = store_timeout
+        self.wait_poll = wait_poll
+        self.closing = asyncio.Event()
+        self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
+            "hello": self.hello,
+            "submit": self.submit,
+            "submit_many": self.submit_many,
+            "get": self.get,
+            "list": self.list,
+            "cancel": self.cancel,
+            "retry": self.retry,
+            "wait": self.wait,
+            "stats": self.stats,
+            "workers": self.workers,
+            "health": self.health,
+        }
+        assert set(self._handlers) == set(METHODS), "the method table and the handlers differ"
+
+    def open(self) -> None:
+        self.store.add_listener(self._on_notification)
+
+    def close(self) -> None:
+        """Answer every wait in progress now (timed_out) and stop listening to the store."""
+        self.closing.set()
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+        self.store.remove_listener(self._on_notification)
+
+    async def call(self, call: Call) -> Any:
+        params = parse_params(call)
+        return await self._handlers[call.method](params)
+
+    async def _store(self, operation: Awaitable[Any], timeout: float | None = None) -> Any:
+        """A store call that cannot hang a client: Unavailable once `timeout` has passed."""
+        timeout = timeout or self.store_timeout
+        try:
+            return await asyncio.wait_for(operation, timeout)
+        except TimeoutError:
+            raise Unavailable(f"store unavailable: no answer within {timeout:g}s") from None
+
+    # --- methods ------------------------------------------------------------------------------
+
+    async def hello(self, _: NoParams) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "server": __version__,
+            "methods": list(METHODS),
+            "node": self.supervisor.node,
+        }
+
+    async def submit(self, spec: JobSpec) -> dict[str, Any]:
+        submitted = await self._store(self.store.submit(self._new_job(spec)))
+        return {"job": submitted.job.to_dict(), "created": submitted.created}
+
+    async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
+        specs = [self._new_job(spec) for spec in params.jobs]
+        submitted = await self._store(self.store.submit_many(specs)) if specs else []
+        return {"results": [{"job": s.job.to_dict(), "created": s.created} for s in submitted]}
+
+    def _new_job(self, spec: JobSpec) -> NewJob:
+        """Check the type is one this daemon runs, fill in the handler's defaults, and run the
+        handler's own payload validator, so a bad job is refused here rather than failing
+        later in a worker."""
+        handler = self.supervisor.registry.get(spec.type)
+        if handler is None:
+            known = self.supervisor.registry.types()
+            raise UnknownType(
+                f"{spec.where}type: unknown job type {spec.type!r}"
+                f" (this daemon runs: {', '.join(known) or 'no types'})",
+                field=f"{spec.where}type",
+                type=spec.type,
+                known=known,
+            )
+        max_attempts = handler.max_attempts or self.default_max_attempts
+        new_job = spec.to_new_job(max_attempts, uuid.uuid4().hex, datetime.now(UTC))
+        if handler.validator is not None:
+            try:
+                handler.validator(new_job.payload)
+            except ValueError as exc:
+                raise InvalidParams(
+                    f"{spec.where}payload: rejected by the {spec.type!r} handler: {exc}",
+                    field=f"{spec.where}payload",
+                    type=spec.type,
+                ) from None
+        return new_job
+
+    async def get(self, params: IdParams) -> dict[str, Any]:
+        return {"job": (await self._store(self.store.get(params.id))).to_dict()}
+
+    async def list(self, params: ListParams) -> dict[str, Any]:
+        filters = JobFilter(
+            states=params.states,
+            type=params.type,
+            queue=params.queue,
+            created_after=params.created_after,
+            created_before=params.created_before,
+        )
+        page = await self._store(self.store.list(filters, params.limit, params.cursor))
+        return {"jobs": [job.to_dict() for job in page.jobs], "next_cursor": page.next_cursor}
+
+    async def cancel(self, params: IdParams) -> dict[str, Any]:
+        job: Job = await self._store(self.store.request_cancel(params.id))
+        if job.state is State.RUNNING and job.lease_owner == self.supervisor.node:
+            # Ours: stop it now.  (Another node's job is stopped by that node when the
+            # store's cancel notification, or failing that its next heartbeat, reaches it.)
+            self.supervisor.cancel_running(job.id)
+        return {"job": job.to_dict()}
+
+    async def retry(self, params: IdParams) -> dict[str, Any]:
+        return {"job": (await self._store(self.store.retry(params.id))).to_dict()}
+
+    async def wait(self, params: WaitParams) -> dict[str, Any]:
+        """Answer when the job is finished or the timeout has passed.  Woken by the store's
+        FINISHED notification for jobs this node finishes; the store is re-read every
+        `wait_poll` seconds as well, for jobs other nodes finish.  Never a busy loop: each turn
+        waits for the notification or the poll interval."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + params.timeout
+        finished = asyncio.Event()
+        self._waiters.setdefault(params.id, set()).add(finished)
+        try:
+            while True:
+                finished.clear()  # before reading, so a notification after it is not lost
+                job: Job = await self._store(self.store.get(params.id))
+                remaining = deadline - loop.time()
+                if job.state.terminal or remaining <= 0 or self.closing.is_set():
+                    return {"job": job.to_dict(), "timed_out": not job.state.terminal}
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), min(remaining, self.wait_poll))
+        finally:
+            waiters = self._waiters.get(params.id, set())
+            waiters.discard(finished)
+            if not waiters:
+                self._waiters.pop(params.id, None)
+
+    def _on_notification(self, notification: Notification) -> None:
+        if notification.kind is NotificationKind.FINISHED and notification.job_id is not None:
+            for event in self._waiters.get(notification.job_id, ()):
+                event.set()
+
+    async def stats(self, _: NoParams) -> dict[str, Any]:
+        counts = await self._store(self.store.counts())
+        sup = self.supervisor
+        return {
+            "node": sup.node,
+            "server": __version__,
+            "uptime": round(time.time() - sup.started_at, 3),
+            "draining": sup.draining,
+            "jobs": {
+                "by_state": counts.by_state(),
+                "by_queue": counts.by("queue"),
+                "by_type": counts.by("type"),
+            },
+            "workers": self._worker_counts(sup.worker_views()),
+            "counters": dict(sup.counters),
+        }
+
+    def _worker_counts(self, views: list[dict[str, Any]]) -> dict[str, int]:
+        states = [view["state"] for view in views]
+        return {
+            "busy": sum(state in ("busy", "stopping") for state in states),
+            "idle": states.count("idle"),
+            "total": len(states),
+            "expected": self.supervisor.settings.workers,
+        }
+
+    async def workers(self, _: NoParams) -> dict[str, Any]:
+        return {"workers": self.supervisor.worker_views()}
+
+    async def health(self, _: NoParams) -> dict[str, Any]:
+        """ok when the store answers, every worker is up and the node is not draining."""
+        problems: list[str] = []
+        try:
+            await self._store(self.store.ping(), HEALTH_TIMEOUT)
+            store = "ok"
+        except Unavailable as exc:
+            store = "unavailable"
+            problems.append(exc.message)
+        expected = self.supervisor.settings.workers
+        ready = sum(v["state"] != "starting" for v in self.supervisor.worker_views())
+        if ready < expected:
+            problems.append(f"{ready} of {expected} workers ready")
+        if self.supervisor.draining:
+            problems.append("draining: this node is shutting down")
+        return {
+            "status": "degraded" if problems else "ok",
+            "store": store,
+            "workers": {"ready": ready, "expected": expected},
+            "draining": self.supervisor.draining,
+            "node": self.supervisor.node,
+            "problems": problems,
+        }
+
+
+# --- the socket -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int | None
+    uid: int | None
+    gid: int | None
+
+
+def peer_credentials(sock: Any) -> Peer:
+    """Who is at the other end of a Unix socket (SO_PEERCRED: Linux)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return Peer(pid, uid, gid)
+    except (AttributeError, OSError):  # not Linux, or not a Unix socket
+        return Peer(None, None, None)
+
+
+@dataclass
+class BoundSocket:
+    sock: socket.socket
+    path: Path
+    inode: int
+    lock_fd: int
+    closed: bool = False
+
+    def close(self) -> None:
+        """Close the socket and remove its file -- unless another daemon has replaced it.
+        Idempotent: closing the lock's descriptor twice could close someone else's file."""
+        if self.closed:
+            return
+        self.closed = True
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self.lock_fd)
+
+
+def bind_control_socket(path: Path, mode: int = 0o660, group: str | None = None) -> BoundSocket:
+    """Create the listening socket at `path` safely (see the module docstring)."""
+    path = Path(path)
+    _prepare_directory(path.parent)
+    lock_fd = _lock(path)
+    try:
+        _probe(path)
+        gid = _group_id(group) if group is not None else None
+        sock = _bind_in_place(path, mode, gid)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return BoundSocket(sock, path, os.stat(path).st_ino, lock_fd)
+
+
+def _prepare_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+        info = directory.stat()
+    except OSError as exc:
+        raise ControlSocketError(f"cannot create the control socket directory: {exc}") from None
+    # Someone else's directory (say a /tmp/jobd-<uid> planted in advance) could swap our socket
+    # for theirs and read what jobctl sends.
+    world_writable = info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX
+    if info.st_uid not in (0, os.geteuid()) or world_writable:
+        raise ControlSocketError(
+            f"refusing to create the control socket in {directory}: it belongs to uid"
+            f" {info.st_uid} or is writable by anyone; choose another control.socket",
+            2,
+        )
+
+
+def _lock(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ControlSocketError(f"cannot create {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ControlSocketError(
+            f"another jobd is already listening on {path} (it holds {lock_path})"
+        ) from None
+    return fd
+
+
+def _probe(path: Path) -> None:
+    """Refuse if something answers on `path`; a dead socket is left for the rename to replace."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ControlSocketError(f"{path} exists and is not a socket; refusing to replace it", 2)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fsencode(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("replacing a stale control socket", extra={"socket": str(path)})
+        return
+    except TimeoutError:  # a listener whose backlog is full is still a listener
+        pass
+    except OSError as exc:
+        raise ControlSocketError(f"cannot probe the existing socket {path}: {exc}") from None
+    finally:
+        probe.close()
+    raise ControlSocketError(f"another jobd is already listening on {path}")
+
+
+def _group_id(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ControlSocketError(f"control.socket_group: no group named {group!r}", 2) from None
+
+
+def _bind_in_place(path: Path, mode: int, gid: int | None) -> socket.socket:
+    temp = path.with_name(f".{path.name[:40]}.{secrets.token_hex(3)}")
+    if len(os.fsencode(temp)) > SUN_PATH_MAX:
+        temp = path.with_name(f".{secrets.token_hex(2)}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)  # the file is ours alone until chmod says otherwise
+        try:
+            sock.bind(os.fsencode(temp))
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(temp, mode)
+            if gid is not None:
+                os.chown(temp, -1, gid)
+            sock.listen(BACKLOG)
+            os.rename(temp, path)  # atomically replaces a stale socket
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+    except OSError as exc:
+        sock.close()
+        exit_code = 2 if exc.errno in (errno.EPERM, errno.EACCES) and gid is not None else 1
+        message = f"cannot create the control socket {path}: {exc}"
+        raise ControlSocketError(message, exit_code) from None
+    sock.setblocking(False)
+    return sock
+
+
+class _Connection:
+    def __init__(self, task: asyncio.Task[None], peer: Peer):
+        self.task = task
+        self.peer = peer
+        self.busy = False
+
+
+class ControlServer:
+    """Serves `operations` on a bound socket; see the module docstring."""
+
+    def __init__(self, operations: Operations, bound: BoundSocket, max_request_bytes: int):
+        self.operations = operations
+        self.bound = bound
+        self.max_request_bytes = max_request_bytes
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+
+    @classmethod
+    def install(cls, supervisor: SupervisorView, config: Config) -> ControlServer:
+        """Bind the configured socket now, and start and stop serving with the supervisor."""
+        control = config.control
+        bound = bind_control_socket(control.socket, control.socket_mode, control.socket_group)
+        operations = Operations(supervisor, default_max_attempts=config.jobs.default_max_attempts)
+        server = cls(operations, bound, control.max_request_bytes)
+        supervisor.on_started.append(server.start)
+        supervisor.on_stopping.append(server.stop)
+        return server
+
+    @property
+    def path(self) -> Path:
+        return self.bound.path
+
+    async def start(self) -> None:
+        self.operations.open()
+        self._server = await asyncio.start_unix_server(
+            self._serve, sock=self.bound.sock, backlog=BACKLOG
+        )
+        log.info("control socket ready", extra={"socket": str(self.path)})
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (waits answer at once), then close
+        every connection and remove the socket file."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        self.operations.close()
+        for conn in list(self._connections):
+            if not conn.busy:
+                conn.task.cancel()
+        tasks = [c.task for c in self._connections]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self.close()
+
+    def close(self) -> None:
+        """Release the socket and its lock (also when the supervisor never started)."""
+        self.bound.close()
+
+    # --- one connection -----------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(
+            asyncio.current_task(), peer_credentials(writer.get_extra_info("socket"))
+        )
+        self._connections.add(conn)
+        try:
+            await self._converse(conn, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; nothing to answer
+        except Exception:
+            log.exception("control connection failed", extra=self._peer_extra(conn.peer))
+        finally:
+            self._connections.discard(conn)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _converse(
+        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        framer = LineFramer(self.max_request_bytes)
+        while not self._stopping:
+            data = await reader.read(READ_CHUNK)
+            lines = framer.feed(data) if data else [framer.rest()]
+            for line in lines:
+                conn.busy = True
+                try:
+                    answer = await self._answer_line(line, conn.peer)
+                finally:
+                    conn.busy = False
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+            if framer.too_large:
+                log.warning("request too large", extra=self._peer_extra(conn.peer))
+                writer.write(encode(error_response(None, framer.oversize_error())))
+                await writer.drain()
+                return
+            if not data:
+                return
+
+    async def _answer_line(self, line: bytes, peer: Peer) -> bytes | None:
+        """The bytes to send back for one request line (None: nothing, e.g. notifications)."""
+        if not line.strip():
+            return None  # blank lines between requests are harmless
+        try:
+            message = decode(line)
+        except JobdError as exc:
+            self._log_request(peer, None, None, exc.code, 0.0)
+            return encode(error_response(None, exc))
+        if isinstance(message, list):
+            return await self._answer_batch(message, peer)
+        reply = await self._answer(message, peer)
+        return self._encode(reply) if reply is not None else None
+
+    async def _answer_batch(self, messages: list[Any], peer: Peer) -> bytes | None:
+        """A JSON-RPC batch: each request answered in turn; no answers at all, no line."""
+        if not messages:
+            return encode(error_response(None, InvalidRequest("empty batch")))
+        replies = [reply for m in messages if (reply := await self._answer(m, peer)) is not None]
+        return self._encode(replies) if replies else None
+
+    async def _answer(self, message: Any, peer: Peer) -> dict[str, Any] | None:
+        started = time.perf_counter()
+        try:
+            call = parse_call(message)
+        except RequestError as exc:
+            self._log_request(peer, None, exc.id, exc.error.code, 0.0)
+            return None if exc.notification else error_response(exc.id, exc.error)
+        try:
+            reply = result_response(call.id, await self.operations.call(call))
+        except JobdError as exc:
+            reply = error_response(call.id, exc)
+        except Exception as exc:  # a bug: the client gets an internal_error, the log the trace
+            log.exception("control method failed", extra={"method": call.method})
+            reply = error_response(call.id, JobdError(f"internal error: {type(exc).__name__}"))
+        code = reply["error"]["data"]["code"] if "error" in reply else "ok"
+        self._log_request(peer, call.method, call.id, code, time.perf_counter() - started)
+        return None if call.notification else reply
+
+    def _encode(self, reply: Any) -> bytes:
+        try:
+            return encode(reply)
+        except (TypeError, ValueError) as exc:  # a result that is not JSON: our bug
+            log.exception("control reply is not JSON")
+            call_id = reply.get("id") if isinstance(reply, dict) else None
+            return encode(error_response(call_id, JobdError(f"internal error: {exc}")))
+
+    def _log_request(
+        self, peer: Peer, method: str | None, call_id: Any, code: str, seconds: float
+    ) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "control request",
+                extra={
+                    "method": method,
+                    "request_id": call_id,
+                    "outcome": code,
+                    "ms": round(seconds * 1000, 3),
+                    **self._peer_extra(peer),
+                },
+            )
+
+    @staticmethod
+    def _peer_extra(peer: Peer) -> dict[str, Any]:
+        return {"peer_pid": peer.pid, "peer_uid": peer.uid}

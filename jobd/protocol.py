@@ -1,0 +1,549 @@
+"""The control protocol, without any I/O: framing, requests, responses, errors, and the method
+table with each method's parameters.
+
+JSON-RPC 2.0, one JSON value per line (UTF-8, `\\n`-terminated) over a SOCK_STREAM Unix socket;
+docs/protocol.md is the reference for people writing a client.  This module is the reference for
+code: the server (jobd.control) and the client (jobd.client) both build on it, and it is pure --
+no sockets, no clock, no store -- so tests/unit/test_protocol.py covers it without a daemon.
+
+    bytes ──LineFramer.feed──► lines ──decode──► JSON ──parse_call──► Call ──METHODS[m].parse──►
+    typed params  …server runs the method…  result / JobdError ──response──► dict ──encode──► bytes
+
+Evolution is additive: unknown members of params are ignored, results only gain members, and a
+breaking change gets a new method name.  `PROTOCOL_VERSION` (sent by `hello`) changes only if
+the framing or the envelope ever does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobd.domain import DEFAULT_QUEUE, ErrorInfo, InvalidJob, Job, NewJob, State
+from jobd.errors import (
+    InvalidParams,
+    InvalidRequest,
+    JobdError,
+    MethodNotFound,
+    ParseError,
+    PayloadTooLarge,
+)
+
+PROTOCOL_VERSION = 1
+JSONRPC = "2.0"
+
+MAX_SUBMIT_MANY = 1000  # jobs in one submit_many (the store's limit too)
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 100
+DEFAULT_WAIT = 30.0  # seconds a `wait` without a timeout waits
+MAX_WAIT = 3600.0  # longer waits are cut to this; the answer says timed_out and clients loop
+MAX_DELAY = 10 * 365 * 86400.0  # a `delay` beyond ten years is a mistake, not a plan
+
+JsonId = str | int | float | None
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+class LineFramer:
+    """Splits a byte stream into lines, refusing any line longer than `max_bytes`.
+
+    Feed it what the socket gave; it returns the complete lines (without their `\\n`).  Once the
+    unfinished line grows past the limit, `too_large` becomes true and everything after is
+    ignored: the server answers payload_too_large and closes, since it cannot find where the
+    next request starts without reading the rest of the oversized one.  The check is made as
+    bytes arrive, so an endless line costs at most `max_bytes` of memory, not the whole line.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.too_large = False
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.too_large:
+            return []
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            piece = data[start:end]
+            if len(self._buffer) + len(piece) > self.max_bytes:
+                self.too_large = True
+                self._buffer.clear()
+                return lines
+            lines.append(bytes(self._buffer + piece) if self._buffer else piece)
+            self._buffer.clear()
+            start = end + 1
+        self._buffer += data[start:]
+        if len(self._buffer) > self.max_bytes:
+            self.too_large = True
+            self._buffer.clear()
+        return lines
+
+    def rest(self) -> bytes:
+        """The unfinished last line, at end of stream (a request sent without its newline)."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return rest
+
+    def oversize_error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request line longer than {self.max_bytes} bytes"
+            " (control.max_request_bytes); closing the connection",
+            limit=self.max_bytes,
+        )
+
+
+def encode(message: Any) -> bytes:
+    """One message as a line: compact JSON, UTF-8, `\\n`-terminated (a JSON text never
+    contains a raw newline, so the framing needs no escaping)."""
+    text = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode() + b"\n"
+
+
+def decode(line: bytes) -> Any:
+    """The JSON value of one line; ParseError if it is not UTF-8 or not JSON."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"request is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"request is not valid JSON: {_short(exc)}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One JSON-RPC request.  A notification (no `id` member) gets no answer, not even an error."""
+
+    method: str
+    params: dict[str, Any]
+    id: JsonId = None
+    notification: bool = False
+
+
+class RequestError(Exception):
+    """A request that cannot be run, with the id to answer it under (None when unknown)."""
+
+    def __init__(self, error: JobdError, id: JsonId = None, notification: bool = False):
+        super().__init__(error.message)
+        self.error = error
+        self.id = id
+        self.notification = notification
+
+
+def parse_call(message: Any) -> Call:
+    """Check a decoded JSON value is a JSON-RPC 2.0 request; RequestError if it is not."""
+    if not isinstance(message, dict):
+        raise RequestError(InvalidRequest("a request must be a JSON object"))
+    notification = "id" not in message
+    call_id = message.get("id")
+    if not _valid_id(call_id):
+        raise RequestError(InvalidRequest("id: must be a string, a number or null"))
+    if message.get("jsonrpc") != JSONRPC:
+        raise RequestError(
+            InvalidRequest('jsonrpc: must be "2.0"'), call_id, notification=notification
+        )
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        raise RequestError(
+            InvalidRequest("method: must be a non-empty string"), call_id, notification
+        )
+    params = message.get("params")
+    if params is None:
+        params = {}
+    elif not isinstance(params, dict):
+        # By-position parameters are allowed by JSON-RPC, but every jobd method takes names.
+        raise RequestError(
+            InvalidParams("params: must be an object (jobd methods take named parameters)"),
+            call_id,
+            notification,
+        )
+    return Call(method, params, call_id, notification)
+
+
+def _valid_id(value: object) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def request(method: str, params: Mapping[str, Any] | None, call_id: JsonId) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": JSONRPC, "id": call_id, "method": method}
+    if params:
+        message["params"] = dict(params)
+    return message
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def result_response(call_id: JsonId, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": JSONRPC, "id": call_id, "result": result}
+
+
+def error_response(call_id: JsonId, error: JobdError) -> dict[str, Any]:
+    """The JSON-RPC error object: the numeric code from errors.CODES, the message, and in
+    `data` the stable string code plus whatever the error carries (field, type, known, …)."""
+    data = {k: _jsonable(v) for k, v in error.data.items()}
+    data["code"] = error.code
+    return {
+        "jsonrpc": JSONRPC,
+        "id": call_id,
+        "error": {"code": error.info.rpc_code, "message": error.message, "data": data},
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response as the client reads it: a result, or an error's parts."""
+
+    id: JsonId
+    result: Any = None
+    error_code: str | None = None  # data.code, the stable string
+    error_message: str = ""
+    error_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+_CODE_BY_RPC = {-32700: "parse_error", -32600: "invalid_request", -32601: "method_not_found"}
+_CODE_BY_RPC |= {-32602: "invalid_params", -32603: "internal_error"}
+
+
+def parse_reply(message: Any) -> Reply:
+    """Read a response object; InvalidRequest if it is not one (a server bug or a stranger)."""
+    if not isinstance(message, dict) or message.get("jsonrpc") != JSONRPC:
+        raise InvalidRequest(f"not a JSON-RPC 2.0 response: {_short(message)}")
+    if "error" in message:
+        error = message["error"]
+        if not isinstance(error, dict):
+            raise InvalidRequest(f"malformed error in response: {_short(error)}")
+        data = dict(error.get("data") or {}) if isinstance(error.get("data"), dict) else {}
+        code = data.pop("code", None)
+        if not isinstance(code, str):
+            code = _CODE_BY_RPC.get(error.get("code"), "internal_error")
+        return Reply(message.get("id"), None, code, str(error.get("message", "")), data)
+    if "result" not in message:
+        raise InvalidRequest(f"response has neither result nor error: {_short(message)}")
+    return Reply(message.get("id"), message["result"])
+
+
+# --- parameters -------------------------------------------------------------------------------
+#
+# Each reader takes the params object and a field name and returns a typed value, raising
+# InvalidParams naming the field.  A member set to null counts as absent, so clients may send
+# their optional fields unconditionally.
+
+
+def _required(params: Mapping[str, Any], name: str, where: str) -> Any:
+    value = params.get(name)
+    if value is None:
+        raise _invalid(where + name, "required")
+    return value
+
+
+def _invalid(name: str, problem: str) -> InvalidParams:
+    return InvalidParams(f"{name}: {problem}", field=name)
+
+
+def _int(params: Mapping[str, Any], name: str, where: str = "", default: Any = None) -> Any:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(where + name, "must be an integer")
+    return value
+
+
+def _number(params: Mapping[str, Any], name: str, where: str = "", default: Any = None) -> Any:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _invalid(where + name, "must be a number")
+    return value
+
+
+def _str(params: Mapping[str, Any], name: str, where: str = "", default: Any = None) -> Any:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _invalid(where + name, "must be a string")
+    return value
+
+
+def _time(params: Mapping[str, Any], name: str, where: str = "") -> datetime | None:
+    text = _str(params, name, where)
+    if text is None:
+        return None
+    return parse_time(text, where + name)
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """An ISO-8601 timestamp with a time zone (`2024-06-01T12:00:00Z`, `…+02:00`)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise _invalid(name, f"not an ISO-8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise _invalid(name, f"needs a time zone, e.g. {text}Z for UTC")
+    return value
+
+
+def _job_id(params: Mapping[str, Any]) -> int:
+    value = _required(params, "id", "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid("id", "must be an integer")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class NoParams:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IdParams:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a client asked for at submit, type-checked; the server fills in the defaults that
+    depend on the handler and the configuration, then the domain checks the rest."""
+
+    type: str
+    payload: dict[str, Any]
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int | None = None
+    run_at: datetime | None = None
+    delay: float | None = None
+    timeout: float | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    where: str = ""  # "jobs[3]." in submit_many, so errors name the job
+
+    def to_new_job(self, max_attempts: int, correlation_id: str, now: datetime) -> NewJob:
+        """The NewJob to store; `max_attempts` and `correlation_id` are used when the client
+        gave none, `now` turns a delay into run_at.  InvalidParams names the field."""
+        run_at = self.run_at
+        if self.delay is not None:
+            run_at = now + timedelta(seconds=self.delay)
+        try:
+            return NewJob(
+                type=self.type,
+                payload=self.payload,
+                queue=self.queue,
+                priority=self.priority,
+                max_attempts=self.max_attempts if self.max_attempts is not None else max_attempts,
+                run_at=run_at,
+                timeout=self.timeout,
+                idempotency_key=self.idempotency_key,
+                correlation_id=self.correlation_id or correlation_id,
+            )
+        except InvalidJob as exc:
+            raise _invalid(self.where + exc.field, str(exc).split(": ", 1)[-1]) from None
+
+
+def parse_job_spec(params: Any, where: str = "") -> JobSpec:
+    if not isinstance(params, dict):
+        raise _invalid(where.rstrip(".") or "params", "must be an object")
+    job_type = _required(params, "type", where)
+    if not isinstance(job_type, str):
+        raise _invalid(where + "type", "must be a string")
+    payload = params.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        raise _invalid(where + "payload", "must be a JSON object")
+    run_at = _time(params, "run_at", where)
+    delay = _number(params, "delay", where)
+    if run_at is not None and delay is not None:
+        raise _invalid(where + "delay", "give run_at or delay, not both")
+    if delay is not None and not 0 <= delay <= MAX_DELAY:
+        raise _invalid(where + "delay", "must be between 0 and 10 years of seconds")
+    return JobSpec(
+        type=job_type,
+        payload=payload,
+        queue=_str(params, "queue", where, DEFAULT_QUEUE),
+        priority=_int(params, "priority", where, 0),
+        max_attempts=_int(params, "max_attempts", where),
+        run_at=run_at,
+        delay=delay,
+        timeout=_number(params, "timeout", where),
+        idempotency_key=_str(params, "idempotency_key", where),
+        correlation_id=_str(params, "correlation_id", where),
+        where=where,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitManyParams:
+    jobs: list[JobSpec]
+
+
+def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
+    jobs = _required(params, "jobs", "")
+    if not isinstance(jobs, list):
+        raise _invalid("jobs", "must be an array of jobs")
+    if len(jobs) > MAX_SUBMIT_MANY:
+        raise _invalid("jobs", f"at most {MAX_SUBMIT_MANY} jobs in one call, got {len(jobs)}")
+    return SubmitManyParams([parse_job_spec(job, f"jobs[{i}].") for i, job in enumerate(jobs)])
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    states: tuple[State, ...] = ()
+    type: str | None = None
+    queue: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = DEFAULT_LIST_LIMIT
+    cursor: str | None = None
+
+
+def parse_list(params: Mapping[str, Any]) -> ListParams:
+    limit = _int(params, "limit", default=DEFAULT_LIST_LIMIT)
+    if limit < 1:
+        raise _invalid("limit", "must be at least 1")
+    return ListParams(
+        states=_states(params.get("state")),
+        type=_str(params, "type"),
+        queue=_str(params, "queue"),
+        created_after=_time(params, "created_after"),
+        created_before=_time(params, "created_before"),
+        limit=min(limit, MAX_LIST_LIMIT),
+        cursor=_str(params, "cursor"),
+    )
+
+
+def _states(value: Any) -> tuple[State, ...]:
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _invalid("state", "must be a state name or an array of them")
+    try:
+        return tuple(State(n) for n in names)
+    except ValueError:
+        known = ", ".join(s.value for s in State)
+        raise _invalid("state", f"unknown state in {names!r} (states: {known})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitParams:
+    id: int
+    timeout: float = DEFAULT_WAIT
+
+
+def parse_wait(params: Mapping[str, Any]) -> WaitParams:
+    timeout = _number(params, "timeout", default=DEFAULT_WAIT)
+    if timeout < 0:
+        raise _invalid("timeout", "must be >= 0")
+    return WaitParams(_job_id(params), min(float(timeout), MAX_WAIT))
+
+
+# --- the method table -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    parse: Callable[[Mapping[str, Any]], Any]
+    summary: str
+    read_only: bool  # safe to send again after a lost connection
+
+
+def _no_params(params: Mapping[str, Any]) -> NoParams:
+    return NoParams()
+
+
+def _id_params(params: Mapping[str, Any]) -> IdParams:
+    return IdParams(_job_id(params))
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("hello", _no_params, "protocol version, server version, methods", True),
+        Method("submit", parse_job_spec, "submit one job", False),
+        Method("submit_many", parse_submit_many, "submit up to 1,000 jobs at once", False),
+        Method("get", _id_params, "one job", True),
+        Method("list", parse_list, "jobs, newest first, filtered and paged", True),
+        Method("cancel", _id_params, "cancel a pending or running job", False),
+        Method("retry", _id_params, "run a failed or canceled job again", False),
+        Method("wait", parse_wait, "wait until a job has finished", True),
+        Method("stats", _no_params, "job counts, workers, node", True),
+        Method("workers", _no_params, "each worker process", True),
+        Method("health", _no_params, "is this node able to work", True),
+    )
+}
+
+
+def parse_params(call: Call) -> Any:
+    """The typed parameters of `call`; MethodNotFound or InvalidParams if it has none."""
+    method = METHODS.get(call.method)
+    if method is None:
+        raise MethodNotFound(
+            f"no method {call.method!r} (methods: {', '.join(METHODS)})", method=call.method
+        )
+    return method.parse(call.params)
+
+
+# --- jobs on the wire -------------------------------------------------------------------------
+
+_TIME_FIELDS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at")
+_TIME_FIELDS += ("finished_at",)
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """A job on the wire: exactly Job.to_dict(), the field names of DESIGN.md."""
+    return job.to_dict()
+
+
+def job_from_dict(data: Mapping[str, Any]) -> Job:
+    """The inverse of Job.to_dict(); members this version does not know are ignored, so an
+    older client reads a newer server's jobs."""
+    try:
+        values = {name: data.get(name) for name in Job.__dataclass_fields__}
+        values["state"] = State(values["state"])
+        values["last_error"] = ErrorInfo.from_dict(values["last_error"])
+        values["payload"] = values["payload"] or {}
+        for name in _TIME_FIELDS:
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        return Job(**values)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InvalidRequest(f"malformed job in response: {_short(exc)}") from None
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
