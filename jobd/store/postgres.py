@@ -104,6 +104,8 @@ QUERIES = load_queries(
 
 
 class PostgresStore(Store):
+    """Jobs in PostgreSQL, in the given schema; several nodes may share one database."""
+
     kind = "postgres"
 
     def __init__(
@@ -124,7 +126,7 @@ class PostgresStore(Store):
                 f"database.schema: {schema!r} is not a plain identifier"
                 " (letters, digits and _, at most 63 characters)"
             )
-        self.url = url
+        self._url = url
         self.schema = schema
         self.submit_channel = f"{schema[:_CHANNEL_PREFIX_LENGTH]}_submit"
         self.cancel_channel = f"{schema[:_CHANNEL_PREFIX_LENGTH]}_cancel"
@@ -146,7 +148,7 @@ class PostgresStore(Store):
             return
         listen_conn = await self._listen_connect()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-            self.url,
+            self._url,
             min_size=self._min_size,
             max_size=self._max_size,
             kwargs=self._connect_kwargs(),
@@ -238,7 +240,8 @@ class PostgresStore(Store):
                     await self._lock_migrations(conn)
                     if migration.version in await self._applied_versions(conn):
                         continue
-                    await conn.execute(migration.sql.encode())  # bytes: no placeholders
+                    # No parameters: sent as it is (a % is no placeholder), many statements.
+                    await conn.execute(migration.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),
@@ -493,7 +496,7 @@ class PostgresStore(Store):
     async def _listen_connect(self) -> Connection:
         kwargs = {**self._connect_kwargs(), "keepalives_idle": 30, "keepalives_interval": 10}
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, **kwargs)
+            conn = await psycopg.AsyncConnection.connect(self._url, **kwargs)
             for channel in (self.submit_channel, self.cancel_channel):
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
