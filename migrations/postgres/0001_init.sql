@@ -13,7 +13,7 @@ CREATE TABLE jobs (
     type             text NOT NULL CHECK (type <> ''),
     queue            text NOT NULL DEFAULT 'default' CHECK (queue <> ''),
     priority         integer NOT NULL DEFAULT 0,
-    payload          jsonb NOT NULL DEFAULT '{}',
+    payload          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
     state            text NOT NULL DEFAULT 'pending'
                      CHECK (state IN ('pending', 'running', 'completed', 'failed', 'canceled')),
     attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),

@@ -370,6 +370,13 @@ async def test_jobd_enqueue_submits_from_an_applications_transaction(
         await app.commit()
     job = await pg.get(job_id)
     assert (job.type, job.queue, job.payload, job.state) == ("report", "batch", {"m": 6}, "pending")
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as app:
+        with pytest.raises(psycopg.errors.CheckViolation):  # the table keeps the domain's rules
+            await app.execute(
+                sql.SQL("SELECT {}.jobd_enqueue('report', '[1, 2]')").format(
+                    sql.Identifier(pg_schema)
+                )
+            )
     await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="batch") in seen)
 
 
