@@ -180,10 +180,19 @@ class Supervisor:
         return self.draining and not self.workers and not self.claimed
 
     def _next_tick(self) -> float:
-        tick = self.settings.poll_interval
+        """Sleep until the poll interval, or the next timeout or kill step, whichever is first."""
+        now = time.monotonic()
+        wake_at = now + self.settings.poll_interval
         if self.draining:
-            tick = min(tick, 0.1)
-        return max(tick, 0.001)
+            wake_at = min(wake_at, self.drain_deadline, now + 0.1)
+        for w in self.workers.values():
+            if w.stop is not None:
+                steps = {"asked": 1, "sigterm": 2}.get(w.stop.stage)
+                if steps:
+                    wake_at = min(wake_at, w.stop.since + steps * self.settings.kill_grace)
+            elif w.running is not None and w.running in w.assigned:
+                wake_at = min(wake_at, w.started_at + self._timeout_of(w.assigned[w.running]))
+        return max(wake_at - now, 0.001)
 
     async def _wait(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
