@@ -3,12 +3,16 @@
 The public Python API::
 
     from jobd import handler, JobContext, PermanentError, RetryLater, Client
+
+    jobd.enqueue(conn, "send_email", {...})   # in the application's own transaction
 """
 
 from __future__ import annotations
 
-from jobd.domain import PermanentError, RetryLater
-
 __version__ = "0.1.0"
 
-__all__ = ["PermanentError", "RetryLater", "__version__"]
+from jobd.client import Client  # after __version__, which jobd modules read
+from jobd.domain import PermanentError, RetryLater
+from jobd.enqueue import aenqueue, enqueue
+
+__all__ = ["Client", "PermanentError", "RetryLater", "__version__", "aenqueue", "enqueue"]

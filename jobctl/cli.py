@@ -1,0 +1,620 @@
+"""The `jobctl` command: submit, inspect and control the jobs of a running jobd over its control
+socket.  A thin layer over jobd.client; every operation is the daemon's.
+
+Exit statuses (the same table, jobd.errors.CODES, gives each error code its status):
+    0  success
+    1  the job ended failed or canceled (or was still running when --timeout ran out) under
+       `wait` / `submit --wait`; a conflict (cancel of a finished job, retry of a running one);
+       `health` found the node degraded
+    2  bad usage or input: an unknown option, malformed --payload, unknown job type, …
+    3  the daemon cannot be reached (the message names the socket) or its store is unavailable
+    4  no such job
+
+The options --socket and --json are accepted before and after the subcommand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+
+from jobctl import output
+from jobd import __version__
+from jobd.client import Client, SubmitResult, job_params_from
+from jobd.domain import Job, State
+from jobd.errors import CODES, InvalidParams, JobdError
+from jobd.protocol import MAX_SUBMIT_MANY, parse_time
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_FAILED = 1  # a job that ended failed or canceled, a degraded node
+_SETTINGS = "jobctl.settings"
+
+
+class CliError(click.ClickException):
+    """`jobctl: message` on stderr, and the exit status."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"jobctl: {self.format_message()}", err=True)
+
+
+def fail(error: JobdError) -> NoReturn:
+    """Leave with the error's message and the exit status the CODES table gives its code."""
+    raise CliError(error.message, CODES.get(error.code, CODES["internal_error"]).exit_status)
+
+
+# --- options accepted on the group and on every subcommand ----------------------------------
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            ctx.meta.setdefault(_SETTINGS, {})[name] = value
+
+    return callback
+
+
+def common_options(command: F) -> F:
+    command = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        default=None,
+        expose_value=False,
+        callback=_remember("json"),
+        help="Machine-readable output: the protocol's objects as JSON on stdout.",
+    )(command)
+    return click.option(
+        "--socket",
+        "socket_path",
+        metavar="PATH",
+        default=None,
+        expose_value=False,
+        callback=_remember("socket"),
+        help="The daemon's control socket. [env: JOBD_SOCKET; default: the path `jobd run` uses]",
+    )(command)
+
+
+def settings(ctx: click.Context) -> dict[str, Any]:
+    return ctx.meta.get(_SETTINGS, {})
+
+
+def client(ctx: click.Context) -> Client:
+    s = settings(ctx)
+    return Client(s.get("socket"))
+
+
+def as_json(ctx: click.Context) -> bool:
+    return bool(settings(ctx).get("json"))
+
+
+def emit(value: Any) -> None:
+    click.echo(output.pretty_json(value))
+
+
+def run(action: Callable[[], None]) -> None:
+    """Run a command's body; a JobdError becomes its message and exit status."""
+    try:
+        action()
+    except JobdError as exc:
+        fail(exc)
+
+
+# --- the group -----------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(__version__, prog_name="jobctl")
+def main() -> None:
+    """Submit and control the jobs of a running jobd.
+
+    \b
+    Talks to the daemon over its control socket: --socket, else $JOBD_SOCKET, else
+    control.socket of the file in $JOBD_CONFIG, else the default path `jobd run` uses.
+    Exit status: 0 ok; 1 the job failed or was canceled (wait), a conflict, or the node is
+    degraded (health); 2 bad usage or input; 3 the daemon cannot be reached; 4 no such job.
+
+    \b
+    Examples:
+      jobctl submit send_email --payload '{"to": "a@example.com"}' --wait
+      jobctl list --state failed
+      jobctl status 42 --json
+    """
+
+
+# --- submit --------------------------------------------------------------------------------
+
+
+def _read_text(source: str, what: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        with open(source, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", param_hint=what) from None
+
+
+def parse_payload(text: str | None) -> dict[str, Any] | None:
+    """--payload JSON, --payload @FILE or --payload - (stdin): a JSON object."""
+    if text is None:
+        return None
+    if text == "-" or text.startswith("@"):
+        text = _read_text(text if text == "-" else text[1:], "--payload")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter('must be a JSON object, e.g. \'{"to": "a@b.c"}\'', "--payload")
+    return value
+
+
+def read_batch(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The jobs of a batch file: one JSON object per line (blank lines skipped), each checked
+    here so a bad line is reported by its number before anything is submitted."""
+    for number, line in enumerate(_read_text(source, "--batch").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            job = json.loads(line)
+        except ValueError as exc:
+            raise click.BadParameter(f"line {number}: not valid JSON: {exc}", "--batch") from None
+        try:
+            yield number, job_params_from(job, f"line {number}")
+        except InvalidParams as exc:
+            raise click.BadParameter(exc.message, param_hint="--batch") from None
+
+
+@main.command()
+@click.argument("job_type", metavar="[TYPE]", required=False)
+@click.option("--payload", "-p", metavar="JSON|@FILE|-", help="The payload: a JSON object.")
+@click.option("--queue", "-q", metavar="NAME", help="Queue (default: default).")
+@click.option("--priority", type=int, help="Higher runs first (default 0).")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts allowed.")
+@click.option(
+    "--timeout", "job_timeout", type=float, metavar="SECONDS", help="How long one attempt may run."
+)
+@click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run later.")
+@click.option("--at", "run_at", metavar="ISO-8601", help="Run at this time (with a zone).")
+@click.option("--key", "idempotency_key", metavar="KEY", help="Idempotency key.")
+@click.option("--correlation-id", metavar="ID", help="Carried into the job's log lines.")
+@click.option("--batch", metavar="FILE|-", help="Submit the jobs of a JSON-lines file.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the job has finished.")
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit 1).",
+)
+@common_options
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    job_type: str | None,
+    payload: str | None,
+    batch: str | None,
+    wait_: bool,
+    wait_timeout: float | None,
+    **options: Any,
+) -> None:
+    """Submit a job of type TYPE (or a batch of jobs).
+
+    \b
+    Prints the job (with --json: the job object).  With --wait, waits until it has finished
+    and exits 1 if it failed or was canceled.  --batch reads one job per line, each a JSON
+    object of the submit fields (type, payload, queue, priority, max_attempts, run_at, delay,
+    timeout, idempotency_key, correlation_id), and submits them 1,000 per transaction.
+
+    \b
+    Examples:
+      jobctl submit echo --payload '{"hello": "world"}'
+      jobctl submit send_email -p @mail.json --key invoice-1234 --wait
+      jobctl submit report --at 2030-01-01T06:00:00Z --queue batch
+      jobctl submit --batch jobs.jsonl
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    if batch is not None:
+        if job_type is not None or payload is not None or given:
+            raise click.UsageError("--batch takes the jobs from the file: no TYPE or job options")
+        run(lambda: _submit_batch(ctx, batch, wait_, wait_timeout))
+        return
+    if job_type is None:
+        raise click.UsageError("missing TYPE (or --batch FILE)")
+    if given.get("delay") is not None and given.get("run_at") is not None:
+        raise click.UsageError("give --delay or --at, not both")
+    if "run_at" in given:
+        try:
+            given["run_at"] = parse_time(given["run_at"], "--at")
+        except InvalidParams as exc:
+            raise click.BadParameter(exc.message.split(": ", 1)[-1], param_hint="--at") from None
+    if "job_timeout" in given:
+        given["timeout"] = given.pop("job_timeout")
+    body = parse_payload(payload)
+    run(lambda: _submit_one(ctx, job_type, body, given, wait_, wait_timeout))
+
+
+def _submit_one(
+    ctx: click.Context,
+    job_type: str,
+    payload: dict[str, Any] | None,
+    options: dict[str, Any],
+    wait_: bool,
+    wait_timeout: float | None,
+) -> None:
+    with client(ctx) as c:
+        submitted = c.submit(job_type, payload, **options)
+        if not submitted.created:
+            click.echo(
+                f"jobctl: job {submitted.job.id} already exists with idempotency key"
+                f" {submitted.job.idempotency_key!r}; not submitted again",
+                err=True,
+            )
+        if not wait_:
+            _show_submitted(ctx, [submitted])
+            return
+        if not as_json(ctx):
+            click.echo(f"job {submitted.job.id} submitted; waiting", err=True)
+        _finish_wait(ctx, [c.wait(submitted.job.id, wait_timeout)])
+
+
+def _submit_batch(ctx: click.Context, source: str, wait_: bool, wait_timeout: float | None) -> None:
+    jobs = list(read_batch(source))
+    submitted: list[SubmitResult] = []
+    with client(ctx) as c:
+        for start in range(0, len(jobs), MAX_SUBMIT_MANY):
+            chunk = jobs[start : start + MAX_SUBMIT_MANY]
+            try:
+                submitted += c.submit_many([params for _, params in chunk])
+            except JobdError as exc:
+                exc.message = _name_line(exc, chunk)
+                if submitted:
+                    exc.message += f" ({len(submitted)} jobs before it were submitted)"
+                raise
+        if not wait_:
+            _show_submitted(ctx, submitted)
+            return
+        _finish_wait(ctx, [c.wait(s.job.id, wait_timeout) for s in submitted])
+
+
+def _name_line(exc: JobdError, chunk: list[tuple[int, dict[str, Any]]]) -> str:
+    """The daemon names a job by its place in the call (jobs[3].type); say its line instead."""
+    match = re.match(r"jobs\[(\d+)\]\.?", exc.message)
+    if match and int(match.group(1)) < len(chunk):
+        line = chunk[int(match.group(1))][0]
+        return f"line {line}: {exc.message[match.end() :]}"
+    return exc.message
+
+
+def _show_submitted(ctx: click.Context, submitted: list[SubmitResult]) -> None:
+    if as_json(ctx):
+        jobs = [s.job.to_dict() for s in submitted]
+        emit(jobs[0] if len(jobs) == 1 and ctx.params.get("batch") is None else jobs)
+        return
+    if len(submitted) == 1:
+        job = submitted[0].job
+        verb = "submitted" if submitted[0].created else "exists"
+        click.echo(f"job {job.id} {verb}: {job.type} in queue {job.queue}, {job.state.value}")
+        return
+    rows = [
+        (s.job.id, s.job.type, s.job.queue, s.job.state.value, "new" if s.created else "existing")
+        for s in submitted
+    ]
+    click.echo(output.table(("ID", "TYPE", "QUEUE", "STATE", "SUBMITTED"), rows))
+
+
+# --- one job ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_id", metavar="ID", type=int)
+@common_options
+@click.pass_context
+def status(ctx: click.Context, job_id: int) -> None:
+    """Show job ID: its state, attempts, times, payload, result and last error.
+
+    \b
+    Exits 4 if there is no such job.
+
+    \b
+    Example:
+      jobctl status 42
+    """
+
+    def show() -> None:
+        with client(ctx) as c:
+            _show_job(ctx, c.get(job_id))
+
+    run(show)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID", type=int)
+@common_options
+@click.pass_context
+def cancel(ctx: click.Context, job_id: int) -> None:
+    """Cancel job ID.
+
+    \b
+    A pending job is canceled at once; a running one is stopped (its worker is asked, then
+    signalled) and shows "cancel requested" until it has.  Exits 1 (conflict) if the job has
+    already finished, 4 if there is no such job.
+
+    \b
+    Example:
+      jobctl cancel 42
+    """
+
+    def act() -> None:
+        with client(ctx) as c:
+            job = c.cancel(job_id)
+        if as_json(ctx):
+            emit(job.to_dict())
+        elif job.state is State.CANCELED:
+            click.echo(f"job {job.id} canceled")
+        else:
+            click.echo(f"job {job.id} is running: cancel requested, it stops shortly")
+
+    run(act)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID", type=int)
+@common_options
+@click.pass_context
+def retry(ctx: click.Context, job_id: int) -> None:
+    """Run failed or canceled job ID again, with a fresh set of attempts.
+
+    \b
+    Exits 1 (conflict) if the job is not failed or canceled, 4 if there is no such job.
+
+    \b
+    Example:
+      jobctl retry 42
+    """
+
+    def act() -> None:
+        with client(ctx) as c:
+            job = c.retry(job_id)
+        if as_json(ctx):
+            emit(job.to_dict())
+        else:
+            click.echo(f"job {job.id} is pending again ({job.max_attempts} attempts)")
+
+    run(act)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID", type=int)
+@click.option(
+    "--timeout",
+    "wait_timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up after this long (default: wait for as long as it takes).",
+)
+@common_options
+@click.pass_context
+def wait(ctx: click.Context, job_id: int, wait_timeout: float | None) -> None:
+    """Wait until job ID has finished, then show it.
+
+    \b
+    The daemon does the waiting (no polling from here).  Exits 0 if the job completed, 1 if it
+    failed or was canceled or is still running when --timeout runs out, 4 if there is no such
+    job.
+
+    \b
+    Example:
+      jobctl wait 42 --timeout 300 && echo done
+    """
+    run(lambda: _wait(ctx, job_id, wait_timeout))
+
+
+def _wait(ctx: click.Context, job_id: int, wait_timeout: float | None) -> None:
+    with client(ctx) as c:
+        _finish_wait(ctx, [c.wait(job_id, wait_timeout)])
+
+
+def _finish_wait(ctx: click.Context, results: list[Any]) -> None:
+    """Show the jobs waited for; exit 1 unless every one of them completed."""
+    jobs = [r.job for r in results]
+    if as_json(ctx):
+        emit(jobs[0].to_dict() if len(jobs) == 1 else [j.to_dict() for j in jobs])
+    elif len(jobs) == 1:
+        _show_job(ctx, jobs[0])
+    else:
+        click.echo(output.job_table(jobs))
+    unfinished = [r.job.id for r in results if r.timed_out]
+    failed = [j.id for j in jobs if j.state in (State.FAILED, State.CANCELED)]
+    if unfinished:
+        ids = ", ".join(map(str, unfinished))
+        raise CliError(f"timed out waiting for job {ids}: not finished yet", EXIT_FAILED)
+    if failed:
+        ids = ", ".join(map(str, failed))
+        states = {j.state.value for j in jobs if j.id in failed}
+        raise CliError(f"job {ids} {' or '.join(sorted(states))}", EXIT_FAILED)
+
+
+def _show_job(ctx: click.Context, job: Job) -> None:
+    if as_json(ctx):
+        emit(job.to_dict())
+    else:
+        click.echo(output.job_detail(job))
+
+
+# --- many jobs -------------------------------------------------------------------------------
+
+
+def _states(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    known = [s.value for s in State]
+    for name in names:
+        if name not in known:
+            raise click.BadParameter(f"{name!r} is not a state ({', '.join(known)})")
+    return names
+
+
+@main.command("list")
+@click.option(
+    "--state",
+    "-s",
+    multiple=True,
+    callback=_states,
+    metavar="STATE[,STATE]",
+    help="Only jobs in these states (pending, running, completed, failed, canceled).",
+)
+@click.option("--type", "-t", "job_type", metavar="TYPE", help="Only jobs of this type.")
+@click.option("--queue", "-q", metavar="NAME", help="Only jobs in this queue.")
+@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--all", "all_", is_flag=True, help="Every matching job, page after page.")
+@click.option("--cursor", metavar="CURSOR", help="Continue after a previous page.")
+@common_options
+@click.pass_context
+def list_jobs(
+    ctx: click.Context,
+    state: list[str],
+    job_type: str | None,
+    queue: str | None,
+    limit: int,
+    all_: bool,
+    cursor: str | None,
+) -> None:
+    """List jobs, newest first.
+
+    \b
+    Shows --limit jobs; when there are more it says how to get the next page (--cursor), and
+    --all fetches every page.  With --json, prints the protocol's list result:
+    {"jobs": [...], "next_cursor": ...}.
+
+    \b
+    Examples:
+      jobctl list --state failed,canceled --type send_email
+      jobctl list --all --json | jq '.jobs[].id'
+    """
+    filters = {"state": state or None, "type": job_type, "queue": queue}
+
+    def show() -> None:
+        with client(ctx) as c:
+            if all_:
+                jobs, next_cursor = list(c.iter_jobs(**filters)), None
+            else:
+                page = c.list(limit=limit, cursor=cursor, **filters)
+                jobs, next_cursor = page.jobs, page.next_cursor
+        if as_json(ctx):
+            emit({"jobs": [j.to_dict() for j in jobs], "next_cursor": next_cursor})
+            return
+        click.echo(output.job_table(jobs) if jobs else "no jobs")
+        if next_cursor:
+            click.echo(f"more: jobctl list --cursor {next_cursor} (or --all)", err=True)
+
+    run(show)
+
+
+# --- the daemon ------------------------------------------------------------------------------
+
+
+@main.command()
+@common_options
+@click.pass_context
+def stats(ctx: click.Context) -> None:
+    """Job counts by state, queue and type; workers busy and idle; the node.
+
+    \b
+    Example:
+      jobctl stats
+    """
+
+    def show() -> None:
+        with client(ctx) as c:
+            s = c.stats()
+        if as_json(ctx):
+            emit(s.raw)
+            return
+        w = s.workers
+        click.echo(f"node      {s.node}{'  (draining)' if s.draining else ''}")
+        click.echo(f"uptime    {output.duration(s.uptime)}")
+        click.echo(
+            f"workers   {w.get('busy', 0)} busy, {w.get('idle', 0)} idle"
+            f" ({w.get('total', 0)} of {w.get('expected', 0)})"
+        )
+        click.echo("")
+        click.echo(output.table(("STATE", "JOBS"), list(s.by_state.items())))
+        for title, groups in (("QUEUE", s.by_queue), ("TYPE", s.by_type)):
+            click.echo("")
+            click.echo(_by_state_table(title, groups))
+
+    run(show)
+
+
+def _by_state_table(title: str, groups: dict[str, dict[str, int]]) -> str:
+    states = [s.value for s in State]
+    rows = [(name, *(counts.get(s, 0) for s in states)) for name, counts in sorted(groups.items())]
+    return output.table((title, *(s.upper() for s in states)), rows)
+
+
+@main.command()
+@common_options
+@click.pass_context
+def workers(ctx: click.Context) -> None:
+    """The worker processes: pid, state, current job, jobs done, memory.
+
+    \b
+    Example:
+      jobctl workers
+    """
+
+    def show() -> None:
+        with client(ctx) as c:
+            views = c.workers()
+        if as_json(ctx):
+            emit([w.raw for w in views])
+            return
+        rows = [(w.index, w.pid, w.state, w.job_id, w.jobs_done, output.size(w.rss)) for w in views]
+        click.echo(output.table(("WORKER", "PID", "STATE", "JOB", "DONE", "RSS"), rows))
+
+    run(show)
+
+
+@main.command()
+@common_options
+@click.pass_context
+def health(ctx: click.Context) -> None:
+    """Whether this node can work: its store answers and its workers are up.
+
+    \b
+    Exits 0 when healthy, 1 when degraded (the problems are listed), 3 if the daemon cannot be
+    reached -- usable as a liveness check.
+
+    \b
+    Example:
+      jobctl health || systemctl restart jobd
+    """
+
+    def show() -> None:
+        with client(ctx) as c:
+            h = c.health()
+        if as_json(ctx):
+            emit(h.raw)
+        else:
+            click.echo(
+                f"{h.status}: store {h.store}, workers {h.workers_ready}/{h.workers_expected}"
+            )
+            for problem in h.problems:
+                click.echo(f"  - {problem}")
+        if not h.ok:
+            ctx.exit(EXIT_FAILED)
+
+    run(show)
+
+
+if __name__ == "__main__":
+    main(prog_name="jobctl")

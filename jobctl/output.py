@@ -1,0 +1,157 @@
+"""How jobctl shows things to a person: aligned tables, readable times, one job in detail.
+
+(`--json` output does not come through here: it is the protocol's own objects, unchanged.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from jobd.domain import Job
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; numbers right-aligned, the rest left-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+        for i in range(len(headers))
+    ]
+    lines = [_line(headers, widths, numeric)]
+    lines += [_line(row, widths, numeric) for row in cells]
+    return "\n".join(lines)
+
+
+def _line(cells: Sequence[str], widths: list[int], numeric: list[bool]) -> str:
+    parts = [
+        c.rjust(w) if right else c.ljust(w)
+        for c, w, right in zip(cells, widths, numeric, strict=True)
+    ]
+    return "  ".join(parts).rstrip()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    """`12s ago`, `3m ago`, `in 2h` -- short, for tables."""
+    if when is None:
+        return "-"
+    now = now or datetime.now(UTC)
+    seconds = (now - when).total_seconds()
+    text = duration(abs(seconds))
+    if abs(seconds) < 1:
+        return "just now"
+    return f"{text} ago" if seconds > 0 else f"in {text}"
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `3m`, `2h5m`, `3d4h`."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m" + (f"{seconds}s" if minutes < 10 and seconds else "")
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h" + (f"{minutes}m" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days}d" + (f"{hours}h" if hours else "")
+
+
+def timestamp(when: datetime | None, now: datetime | None = None) -> str:
+    """Local time to the second, with how long ago: `2024-06-01 14:03:07 (3m ago)`."""
+    if when is None:
+        return "-"
+    local = when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return f"{local} ({ago(when, now)})"
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return str(value)  # pragma: no cover - the loop always returns
+
+
+def job_table(jobs: Sequence[Job]) -> str:
+    rows = [
+        (
+            j.id,
+            j.state.value + ("*" if j.cancel_requested else ""),
+            j.type,
+            j.queue,
+            j.priority,
+            f"{j.attempts}/{j.max_attempts}",
+            ago(j.created_at),
+            _short_error(j),
+        )
+        for j in jobs
+    ]
+    headers = ("ID", "STATE", "TYPE", "QUEUE", "PRIO", "TRIES", "CREATED", "LAST ERROR")
+    return table(headers, rows)
+
+
+def _short_error(job: Job, limit: int = 60) -> str:
+    if job.last_error is None:
+        return ""
+    text = f"{job.last_error.type}: {job.last_error.message}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def job_detail(job: Job) -> str:
+    """Every field of one job, one per line, labels aligned."""
+    fields: list[tuple[str, str]] = [
+        ("id", str(job.id)),
+        ("type", job.type),
+        ("state", job.state.value + (" (cancel requested)" if job.cancel_requested else "")),
+        ("queue", job.queue),
+        ("priority", str(job.priority)),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("crashes", str(job.crashes)),
+        ("timeout", f"{job.timeout:g}s" if job.timeout is not None else "-"),
+        ("run at", timestamp(job.run_at)),
+        ("created", timestamp(job.created_at)),
+        ("updated", timestamp(job.updated_at)),
+        ("started", timestamp(job.started_at)),
+        ("finished", timestamp(job.finished_at)),
+        ("lease", f"{job.lease_owner} until {timestamp(job.lease_expires_at)}"),
+        ("idempotency key", job.idempotency_key or "-"),
+        ("correlation id", job.correlation_id or "-"),
+        ("payload", compact(job.payload)),
+        ("result", compact(job.result) if job.result is not None else "-"),
+    ]
+    if job.lease_owner is None:
+        fields = [f for f in fields if f[0] != "lease"]
+    if job.last_error is not None:
+        fields.append(("last error", f"{job.last_error.type}: {job.last_error.message}"))
+    width = max(len(label) for label, _ in fields)
+    lines = [f"{label + ':':<{width + 1}}  {value}" for label, value in fields]
+    if job.last_error is not None and job.last_error.traceback:
+        lines.append("traceback:")
+        lines += ["  " + line for line in job.last_error.traceback.rstrip().splitlines()]
+    return "\n".join(lines)
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2)

@@ -1,0 +1,520 @@
+"""A small synchronous client of the control protocol: what jobctl, the HTTP shim and
+application code use to talk to a running jobd.
+
+    from jobd import Client
+
+    with Client() as client:                       # $JOBD_SOCKET, or the default socket
+        job = client.submit("send_email", {"to": "a@example.com"}).job
+        done = client.wait(job.id, timeout=60).job
+        print(done.state, done.result)
+
+One method per protocol method, each returning typed values (domain `Job`s and the small
+dataclasses below).  Errors are the exceptions of jobd.errors, rebuilt from the wire code:
+`NotFound`, `Conflict`, `UnknownType`, … each carrying `.code`, `.message` and `.data`.  A daemon
+that cannot be reached raises `DaemonUnreachable` naming the socket.
+
+One connection per Client, opened on first use and kept; calls from several threads take turns
+on it.  A read-only call (get, list, wait, …) that finds its kept connection dropped -- the daemon
+restarted -- is sent once more on a fresh one; a submit, cancel or retry never is, since the
+daemon may have acted on it before the connection broke.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobd.domain import Job
+from jobd.errors import (
+    DaemonUnreachable,
+    InvalidParams,
+    InvalidRequest,
+    JobdError,
+    Unavailable,
+    error_from_code,
+)
+from jobd.protocol import (
+    METHODS,
+    encode,
+    job_from_dict,
+    parse_reply,
+    request,
+)
+
+SOCKET_ENV = "JOBD_SOCKET"
+CONFIG_ENV = "JOBD_CONFIG"
+DEFAULT_TIMEOUT = 30.0
+WAIT_CHUNK = 300.0  # a wait with no timeout is sent as waits of this long, one after another
+_WAIT_MARGIN = 10.0  # a wait's reply may take this much longer than its timeout
+
+
+def default_socket_path(env: Mapping[str, str] = os.environ) -> Path:
+    """Where jobd listens: $JOBD_SOCKET, else control.socket of the file in $JOBD_CONFIG, else
+    the default `jobd run` uses (jobd.config.default_socket_path)."""
+    explicit = env.get(SOCKET_ENV)
+    if explicit:
+        return Path(explicit)
+    configured = _socket_in_config_file(env.get(CONFIG_ENV))
+    if configured:
+        return configured
+    from jobd.config import default_socket_path as computed
+
+    return computed(env)
+
+
+def _socket_in_config_file(path: str | None) -> Path | None:
+    """control.socket from the YAML file, best effort: a file jobctl cannot read is the
+    daemon's problem to report, not jobctl's."""
+    if not path:
+        return None
+    try:
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        value = (data or {}).get("control", {}).get("socket")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return Path(value) if isinstance(value, str) and value else None
+
+
+# --- typed results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: Job
+    created: bool  # False: the idempotency key was taken; `job` is the job holding it
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None  # pass as `cursor` for the next page; None: this was the last
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    job: Job
+    timed_out: bool  # True: the job had not finished when the timeout passed
+
+
+@dataclass(frozen=True)
+class Hello:
+    protocol: int
+    server: str
+    methods: list[str]
+    node: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    index: int
+    pid: int | None
+    state: str  # starting | idle | busy | stopping | retiring
+    job_id: int | None
+    jobs_done: int
+    rss: int | None  # bytes
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerInfo:
+        return cls(
+            index=data.get("index", 0),
+            pid=data.get("pid"),
+            state=data.get("state", "unknown"),
+            job_id=data.get("job_id"),
+            jobs_done=data.get("jobs_done", 0),
+            rss=data.get("rss"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Stats:
+    node: str
+    uptime: float  # seconds
+    draining: bool
+    by_state: dict[str, int]
+    by_queue: dict[str, dict[str, int]]  # queue -> state -> count
+    by_type: dict[str, dict[str, int]]  # type -> state -> count
+    workers: dict[str, int]  # busy, idle, total, expected
+    counters: dict[str, int]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stats:
+        jobs = data.get("jobs", {})
+        return cls(
+            node=data.get("node", ""),
+            uptime=data.get("uptime", 0.0),
+            draining=data.get("draining", False),
+            by_state=jobs.get("by_state", {}),
+            by_queue=jobs.get("by_queue", {}),
+            by_type=jobs.get("by_type", {}),
+            workers=data.get("workers", {}),
+            counters=data.get("counters", {}),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str  # ok | degraded
+    store: str  # ok | unavailable
+    workers_ready: int
+    workers_expected: int
+    draining: bool
+    problems: list[str]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Health:
+        workers = data.get("workers", {})
+        return cls(
+            status=data.get("status", "degraded"),
+            store=data.get("store", "unavailable"),
+            workers_ready=workers.get("ready", 0),
+            workers_expected=workers.get("expected", 0),
+            draining=data.get("draining", False),
+            problems=list(data.get("problems", [])),
+            raw=dict(data),
+        )
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+class Client:
+    """A connection to one jobd.  `timeout` bounds each call (a wait gets its own timeout on
+    top); None waits for ever."""
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ):
+        self.socket_path = Path(socket_path) if socket_path else default_socket_path()
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: Any = None  # the socket's buffered reader
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    # --- the protocol's methods ---------------------------------------------------------------
+
+    def hello(self) -> Hello:
+        raw = self.call("hello")
+        return Hello(raw["protocol"], raw["server"], list(raw["methods"]), raw.get("node"), raw)
+
+    def submit(
+        self,
+        type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        run_at: datetime | str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> SubmitResult:
+        """Submit one job.  `run_at` (a datetime with a time zone, or ISO-8601 text) or `delay`
+        (seconds) postpone it; options left None take the handler's or the daemon's default."""
+        params = job_params(
+            type,
+            payload,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            run_at=run_at,
+            delay=delay,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+        )
+        return _submit_result(self.call("submit", params))
+
+    def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[SubmitResult]:
+        """Submit up to 1,000 jobs in one transaction: all or none.  Each job is a mapping of
+        the submit parameters ({"type": …, "payload": …, …}); datetimes are accepted."""
+        specs = [job_params_from(job, f"jobs[{i}]") for i, job in enumerate(jobs)]
+        raw = self.call("submit_many", {"jobs": specs})
+        return [_submit_result(item) for item in raw["results"]]
+
+    def get(self, job_id: int) -> Job:
+        return job_from_dict(self.call("get", {"id": job_id})["job"])
+
+    def list(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first (at most `limit`, the server's cap being 1,000)."""
+        params = {
+            "state": state if state is None or isinstance(state, str) else list(state),
+            "type": type,
+            "queue": queue,
+            "created_after": _time_text(created_after),
+            "created_before": _time_text(created_before),
+            "limit": limit,
+            "cursor": cursor,
+        }
+        raw = self.call("list", params)
+        return JobPage([job_from_dict(j) for j in raw["jobs"]], raw.get("next_cursor"))
+
+    def iter_jobs(self, *, page_size: int = 1000, **filters: Any) -> Iterator[Job]:
+        """Every job matching the `list` filters, following the cursor from page to page."""
+        cursor = None
+        while True:
+            page = self.list(limit=page_size, cursor=cursor, **filters)
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a pending job, or stop a running one (the job is `running` with
+        cancel_requested until its worker has stopped).  Conflict if it has finished."""
+        return job_from_dict(self.call("cancel", {"id": job_id})["job"])
+
+    def retry(self, job_id: int) -> Job:
+        """Run a failed or canceled job again, with a fresh set of attempts."""
+        return job_from_dict(self.call("retry", {"id": job_id})["job"])
+
+    def wait(self, job_id: int, timeout: float | None = None) -> WaitResult:
+        """Wait until the job has finished, at most `timeout` seconds (None: for ever).  The
+        daemon does the waiting; this sends one request per WAIT_CHUNK seconds at most."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            chunk = WAIT_CHUNK if deadline is None else max(deadline - time.monotonic(), 0.0)
+            chunk = min(chunk, WAIT_CHUNK)
+            raw = self.call(
+                "wait", {"id": job_id, "timeout": chunk}, timeout=self._wait_timeout(chunk)
+            )
+            result = WaitResult(job_from_dict(raw["job"]), bool(raw["timed_out"]))
+            if not result.timed_out or (deadline is not None and time.monotonic() >= deadline):
+                return result
+
+    def _wait_timeout(self, wait: float) -> float | None:
+        return None if self.timeout is None else wait + max(self.timeout, _WAIT_MARGIN)
+
+    def stats(self) -> Stats:
+        return Stats.from_dict(self.call("stats"))
+
+    def workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo.from_dict(w) for w in self.call("workers")["workers"]]
+
+    def health(self) -> Health:
+        return Health.from_dict(self.call("health"))
+
+    # --- the wire ----------------------------------------------------------------------------
+
+    def call(
+        self, method: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = -1
+    ) -> Any:
+        """Send one request and return its raw result; raise the error it got.  `timeout`
+        overrides the client's for this call (-1: the client's)."""
+        timeout = self.timeout if timeout == -1 else timeout
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        with self._lock:
+            reused = self._sock is not None
+            try:
+                return self._exchange(method, params, timeout)
+            except _Dropped:
+                read_only = method in METHODS and METHODS[method].read_only
+                if not (reused and read_only):
+                    raise self._dropped_error() from None
+            # The kept connection was dead (the daemon restarted): once more, on a new one.
+            try:
+                return self._exchange(method, params, timeout)
+            except _Dropped:
+                raise self._dropped_error() from None
+
+    def _exchange(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        sock = self._connect()
+        call_id = next(self._ids)
+        try:
+            line = encode(request(method, params, call_id))
+        except (TypeError, ValueError) as exc:
+            raise JobdError(f"cannot send {method}: parameters are not JSON: {exc}") from None
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(line)
+            answer = self._reader.readline()
+        except TimeoutError:
+            self._disconnect()
+            raise Unavailable(
+                f"jobd at {self.socket_path} did not answer {method} within {timeout:g}s"
+            ) from None
+        except OSError:
+            self._disconnect()
+            raise _Dropped from None
+        if not answer.endswith(b"\n"):
+            self._disconnect()
+            raise _Dropped
+        return self._result(answer, call_id)
+
+    def _result(self, answer: bytes, call_id: int) -> Any:
+        try:
+            reply = parse_reply(json.loads(answer))
+        except (ValueError, InvalidRequest) as exc:
+            self._disconnect()
+            raise JobdError(f"jobd at {self.socket_path} sent a malformed reply: {exc}") from None
+        if reply.id != call_id:
+            # Not the answer to this request: the stream is out of step; start afresh.
+            self._disconnect()
+            if not reply.ok:  # e.g. parse_error (id null): the server could not read ours
+                raise error_from_code(reply.error_code, reply.error_message, reply.error_data)
+            raise JobdError(f"jobd at {self.socket_path} answered request {reply.id!r}")
+        if not reply.ok:
+            raise error_from_code(reply.error_code, reply.error_message, reply.error_data)
+        return reply.result
+
+    def _connect(self) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(os.fsencode(self.socket_path))
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            raise self._unreachable(exc) from None
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        return sock
+
+    def _unreachable(self, exc: BaseException) -> DaemonUnreachable:
+        path = self.socket_path
+        if isinstance(exc, FileNotFoundError):
+            why = f"no socket at {path}"
+        elif isinstance(exc, ConnectionRefusedError):
+            why = f"nothing is listening on {path} (a socket left by a daemon that stopped?)"
+        elif isinstance(exc, PermissionError):
+            return DaemonUnreachable(
+                f"cannot reach jobd at {path}: permission denied; the socket is only open to"
+                " its owner and group (control.socket_mode, control.socket_group)",
+                socket=str(path),
+            )
+        elif isinstance(exc, TimeoutError):
+            why = f"{path} did not accept the connection in time"
+        else:
+            why = f"{path}: {exc}"
+        return DaemonUnreachable(
+            f"cannot reach jobd: {why}. Is it running? Start it with `jobd run`, or point"
+            f" --socket / {SOCKET_ENV} at its socket",
+            socket=str(path),
+        )
+
+    def _dropped_error(self) -> Unavailable:
+        return Unavailable(
+            f"jobd at {self.socket_path} closed the connection before answering"
+            " (is it shutting down?)",
+            socket=str(self.socket_path),
+        )
+
+    def _disconnect(self) -> None:
+        reader, sock = self._reader, self._sock
+        self._reader = self._sock = None
+        for closable in (reader, sock):
+            if closable is not None:
+                with contextlib.suppress(OSError):
+                    closable.close()
+
+
+class _Dropped(Exception):
+    """The connection broke before the answer arrived."""
+
+
+def job_params(
+    type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    run_at: datetime | str | None = None,
+    delay: float | None = None,
+    timeout: float | None = None,
+    idempotency_key: str | None = None,
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """The params of one submit, as the protocol takes them (None: not sent)."""
+    params = {
+        "type": type,
+        "payload": dict(payload) if payload is not None else None,
+        "queue": queue,
+        "priority": priority,
+        "max_attempts": max_attempts,
+        "run_at": _time_text(run_at),
+        "delay": delay,
+        "timeout": timeout,
+        "idempotency_key": idempotency_key,
+        "correlation_id": correlation_id,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+_JOB_FIELDS = frozenset(inspect.signature(job_params).parameters)
+
+
+def job_params_from(job: Any, where: str) -> dict[str, Any]:
+    """The submit params of a job given as a mapping ({"type": …, "payload": …}).  A key that
+    is no submit parameter is refused here (InvalidParams naming `where`), so a typo in a
+    batch file is reported rather than silently ignored by the daemon."""
+    if not isinstance(job, Mapping):
+        raise InvalidParams(f"{where}: must be an object with the submit parameters", field=where)
+    unknown = sorted(set(job) - _JOB_FIELDS)
+    if unknown:
+        raise InvalidParams(
+            f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(_JOB_FIELDS))})",
+            field=f"{where}.{unknown[0]}",
+        )
+    if not isinstance(job.get("type"), str):
+        raise InvalidParams(f"{where}.type: required, a string", field=f"{where}.type")
+    return job_params(**job)
+
+
+def _time_text(value: datetime | str | None) -> str | None:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _submit_result(raw: Mapping[str, Any]) -> SubmitResult:
+    return SubmitResult(job_from_dict(raw["job"]), bool(raw["created"]))
