@@ -181,7 +181,7 @@ class MemoryStore(Store):
         return to_cancel
 
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        applied: dict[int, State] = {}
+        applied: dict[int, Job] = {}
         with self._lock:
             now = self._clock()
             for outcome in outcomes:
@@ -190,9 +190,9 @@ class MemoryStore(Store):
                     continue
                 job = outcome_applied(job, outcome, now)
                 self._jobs[job.id] = job
-                applied[job.id] = job.state
-        self._notify_finished(applied)
-        return applied
+                applied[job.id] = job
+        self._notify_finished(list(applied.values()))
+        return {job_id: job.state for job_id, job in applied.items()}
 
     async def recover_expired(self) -> list[Job]:
         with self._lock:
@@ -206,7 +206,7 @@ class MemoryStore(Store):
             ]
             for job in recovered:
                 self._jobs[job.id] = job
-        self._notify_finished({j.id: j.state for j in recovered})
+        self._notify_finished(recovered)
         return recovered
 
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
@@ -223,7 +223,7 @@ class MemoryStore(Store):
                     self._keys.pop(job.idempotency_key, None)
         return len(doomed)
 
-    def _notify_finished(self, states: dict[int, State]) -> None:
-        for job_id, state in states.items():
-            kind = NotificationKind.FINISHED if state.terminal else NotificationKind.SUBMITTED
-            self._notify(Notification(kind, job_id=job_id))
+    def _notify_finished(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            kind = NotificationKind.FINISHED if job.state.terminal else NotificationKind.SUBMITTED
+            self._notify(Notification(kind, queue=job.queue, job_id=job.id))
