@@ -374,7 +374,10 @@ class Client:
             raise JobdError(f"cannot send {method}: parameters are not JSON: {exc}") from None
         try:
             sock.settimeout(timeout)
-            sock.sendall(line)
+            # A daemon refusing the request (payload_too_large) may close before reading it
+            # all; its answer is waiting all the same, so read on.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(line)
             answer = self._reader.readline()
         except TimeoutError:
             self._disconnect()

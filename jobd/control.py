@@ -76,6 +76,8 @@ STORE_TIMEOUT = 10.0  # every store call the server makes is bounded by this
 HEALTH_TIMEOUT = 2.0  # health answers quickly even when the store does not
 WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not notified)
 STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
+LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is dropped this long
+LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
 
 
 class SupervisorView(Protocol):
@@ -575,11 +577,33 @@ class ControlServer:
                     await writer.drain()
             if framer.too_large:
                 log.warning("request too large", extra=self._peer_extra(conn.peer))
-                writer.write(encode(error_response(None, framer.oversize_error())))
-                await writer.drain()
+                await self._refuse_oversized(framer, reader, writer)
                 return
             if not data:
                 return
+
+    async def _refuse_oversized(
+        self, framer: LineFramer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer payload_too_large, then linger: read and drop what the client is still
+        sending, for a bounded time and amount, before closing.  Closing a Unix socket with
+        unread data resets the peer, and a client still writing its oversized request would
+        get that reset instead of our answer."""
+        writer.write(encode(error_response(None, framer.oversize_error())))
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        dropped = 0
+        while dropped < LINGER_BYTES and (remaining := deadline - loop.time()) > 0:
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
+            except TimeoutError:
+                return
+            if not chunk:
+                return
+            dropped += len(chunk)
 
     async def _answer_line(self, line: bytes, peer: Peer) -> bytes | None:
         """The bytes to send back for one request line (None: nothing, e.g. notifications)."""
