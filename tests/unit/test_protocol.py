@@ -1,0 +1,388 @@
+"""jobd.protocol without any socket: framing, requests, responses, parameters, jobs on the wire."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.errors import (
+    CODES,
+    ERROR_CLASSES,
+    Conflict,
+    InvalidParams,
+    InvalidRequest,
+    JobdError,
+    MethodNotFound,
+    NotFound,
+    ParseError,
+    UnknownType,
+    error_from_code,
+)
+from jobd.protocol import (
+    MAX_LIST_LIMIT,
+    MAX_WAIT,
+    METHODS,
+    Call,
+    LineFramer,
+    RequestError,
+    decode,
+    encode,
+    error_response,
+    job_from_dict,
+    parse_call,
+    parse_params,
+    parse_reply,
+    request,
+    result_response,
+)
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def call(method: str, **params: object) -> Call:
+    return Call(method, dict(params), 1)
+
+
+# --- framing ------------------------------------------------------------------------------------
+
+
+def test_lines_are_split_wherever_the_chunks_end() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b'{"a"') == []
+    assert framer.feed(b": 1}\n{") == [b'{"a": 1}']
+    assert framer.feed(b"}\n\n[1]\n") == [b"{}", b"", b"[1]"]
+    assert framer.rest() == b""
+
+
+@given(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=8))
+def test_any_chunking_gives_the_same_lines(lines: list[bytes]) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    for size in (1, 2, 7, len(stream) or 1):
+        framer = LineFramer(64)
+        got = []
+        for i in range(0, len(stream), size):
+            got += framer.feed(stream[i : i + size])
+        assert got == lines
+        assert not framer.too_large
+
+
+def test_a_line_of_exactly_the_limit_passes_and_one_byte_more_does_not() -> None:
+    framer = LineFramer(10)
+    assert framer.feed(b"0123456789\n") == [b"0123456789"]
+    assert framer.feed(b"0123456789A\n") == []
+    assert framer.too_large
+
+
+def test_an_endless_line_is_refused_before_its_end_arrives() -> None:
+    framer = LineFramer(1024)
+    assert framer.feed(b"ok\n" + b"x" * 1000) == [b"ok"]
+    assert not framer.too_large
+    assert framer.feed(b"x" * 100) == []
+    assert framer.too_large
+    assert framer.feed(b"\n{}\n") == []  # nothing is read after an oversized line
+    error = framer.oversize_error()
+    assert error.code == "payload_too_large" and error.data["limit"] == 1024
+
+
+def test_the_unfinished_last_line_is_kept_for_the_end_of_the_stream() -> None:
+    framer = LineFramer(100)
+    framer.feed(b'{"id": 1}\n{"id"')
+    framer.feed(b": 2}")
+    assert framer.rest() == b'{"id": 2}'
+    assert framer.rest() == b""
+
+
+def test_encode_is_one_compact_utf8_line() -> None:
+    line = encode({"text": "line one\nline two", "name": "Zoë"})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert "Zoë".encode() in line
+    assert json.loads(line) == {"text": "line one\nline two", "name": "Zoë"}
+    with pytest.raises(ValueError):
+        encode({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"\xff\xfe{}", "not valid UTF-8"),
+        (b"{not json", "not valid JSON"),
+        (b'{"x": NaN}', "not valid JSON"),
+        (b"[" * 100_000, "not valid JSON"),
+    ],
+)
+def test_decode_refuses_what_is_not_json(line: bytes, problem: str) -> None:
+    with pytest.raises(ParseError, match=problem):
+        decode(line)
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def test_a_request_and_a_notification() -> None:
+    parsed = parse_call({"jsonrpc": "2.0", "id": "x", "method": "get", "params": {"id": 3}})
+    assert parsed == Call("get", {"id": 3}, "x", notification=False)
+    note = parse_call({"jsonrpc": "2.0", "method": "hello"})
+    assert note.notification and note.params == {}
+    explicit_null = parse_call({"jsonrpc": "2.0", "method": "hello", "id": None})
+    assert not explicit_null.notification  # id null is a (discouraged) request, not a notification
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "answer_id"),
+    [
+        ([], "invalid_request", None),
+        ("hello", "invalid_request", None),
+        ({"jsonrpc": "1.0", "method": "hello", "id": 1}, "invalid_request", 1),
+        ({"method": "hello", "id": 2}, "invalid_request", 2),
+        ({"jsonrpc": "2.0", "method": 5, "id": 3}, "invalid_request", 3),
+        ({"jsonrpc": "2.0", "method": "", "id": 4}, "invalid_request", 4),
+        ({"jsonrpc": "2.0", "method": "get", "id": True}, "invalid_request", None),
+        ({"jsonrpc": "2.0", "method": "get", "id": {"a": 1}}, "invalid_request", None),
+        ({"jsonrpc": "2.0", "method": "get", "id": 5, "params": [1]}, "invalid_params", 5),
+    ],
+)
+def test_malformed_requests(message: object, code: str, answer_id: object) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_call(message)
+    assert caught.value.error.code == code
+    assert caught.value.id == answer_id
+
+
+def test_an_unknown_method_is_named_with_the_known_ones() -> None:
+    with pytest.raises(MethodNotFound) as caught:
+        parse_params(call("frobnicate"))
+    assert "'frobnicate'" in caught.value.message and "submit_many" in caught.value.message
+
+
+def test_every_method_reads_its_params() -> None:
+    samples = {
+        "hello": {},
+        "submit": {"type": "echo"},
+        "submit_many": {"jobs": [{"type": "echo"}]},
+        "get": {"id": 1},
+        "list": {},
+        "cancel": {"id": 1},
+        "retry": {"id": 1},
+        "wait": {"id": 1},
+        "stats": {},
+        "workers": {},
+        "health": {},
+    }
+    assert set(samples) == set(METHODS)
+    for name, params in samples.items():
+        parse_params(Call(name, params | {"added_in_a_later_version": [1, 2]}))
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "type"),
+        ({"type": 5}, "type"),
+        ({"type": "echo", "payload": [1]}, "payload"),
+        ({"type": "echo", "payload": "{}"}, "payload"),
+        ({"type": "echo", "queue": 1}, "queue"),
+        ({"type": "echo", "priority": "high"}, "priority"),
+        ({"type": "echo", "priority": 1.5}, "priority"),
+        ({"type": "echo", "priority": True}, "priority"),
+        ({"type": "echo", "max_attempts": "3"}, "max_attempts"),
+        ({"type": "echo", "timeout": "10s"}, "timeout"),
+        ({"type": "echo", "delay": -1}, "delay"),
+        ({"type": "echo", "delay": 1, "run_at": "2030-01-01T00:00:00Z"}, "delay"),
+        ({"type": "echo", "run_at": "tomorrow"}, "run_at"),
+        ({"type": "echo", "run_at": "2030-01-01T00:00:00"}, "run_at"),
+        ({"type": "echo", "idempotency_key": 7}, "idempotency_key"),
+        ({"type": "echo", "correlation_id": ["x"]}, "correlation_id"),
+    ],
+)
+def test_submit_params_name_the_bad_field(params: dict, field: str) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        parse_params(Call("submit", params))
+    assert caught.value.data["field"] == field
+    assert caught.value.message.startswith(f"{field}: ")
+
+
+def test_null_means_not_given() -> None:
+    spec = parse_params(Call("submit", {"type": "echo", "payload": None, "queue": None}))
+    assert spec.payload == {} and spec.queue == "default"
+
+
+def test_a_job_spec_becomes_a_new_job_with_the_defaults_it_lacks() -> None:
+    spec = parse_params(call("submit", type="echo", delay=90, payload={"a": 1}))
+    job = spec.to_new_job(max_attempts=7, correlation_id="generated", now=NOW)
+    run_at = NOW + timedelta(seconds=90)
+    assert job == NewJob(
+        "echo", {"a": 1}, max_attempts=7, run_at=run_at, correlation_id="generated"
+    )
+    given = parse_params(call("submit", type="echo", max_attempts=2, correlation_id="mine"))
+    job = given.to_new_job(max_attempts=7, correlation_id="generated", now=NOW)
+    assert job.max_attempts == 2 and job.correlation_id == "mine" and job.run_at is None
+    at = parse_params(call("submit", type="echo", run_at="2030-01-01T08:00:00+02:00"))
+    assert at.to_new_job(3, "c", NOW).run_at == datetime(2030, 1, 1, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"type": ""}, "type"),
+        ({"type": "x" * 201}, "type"),
+        ({"type": "echo", "queue": " padded "}, "queue"),
+        ({"type": "echo", "priority": 2**40}, "priority"),
+        ({"type": "echo", "max_attempts": 0}, "max_attempts"),
+        ({"type": "echo", "timeout": 0}, "timeout"),
+        ({"type": "echo", "idempotency_key": ""}, "idempotency_key"),
+    ],
+)
+def test_the_domain_rules_are_reported_by_field(params: dict, field: str) -> None:
+    spec = parse_params(Call("submit", params))
+    with pytest.raises(InvalidParams) as caught:
+        spec.to_new_job(3, "c", NOW)
+    assert caught.value.data["field"] == field
+
+
+def test_submit_many_names_the_job_at_fault() -> None:
+    with pytest.raises(InvalidParams, match=r"^jobs\[1\]\.priority: must be an integer"):
+        parse_params(call("submit_many", jobs=[{"type": "a"}, {"type": "b", "priority": "x"}]))
+    many = parse_params(call("submit_many", jobs=[{"type": "a"}, {"type": "b", "priority": 2**40}]))
+    with pytest.raises(InvalidParams, match=r"^jobs\[1\]\.priority: must fit in 32 bits"):
+        [spec.to_new_job(3, "c", NOW) for spec in many.jobs]
+    with pytest.raises(InvalidParams, match="at most 1000 jobs"):
+        parse_params(call("submit_many", jobs=[{"type": "a"}] * 1001))
+    with pytest.raises(InvalidParams, match=r"^jobs\[0\]: must be an object"):
+        parse_params(call("submit_many", jobs=["echo"]))
+    with pytest.raises(InvalidParams, match=r"^jobs: required"):
+        parse_params(call("submit_many"))
+
+
+def test_list_params() -> None:
+    one = parse_params(call("list", state="failed", limit=5000))
+    assert one.states == (State.FAILED,) and one.limit == MAX_LIST_LIMIT
+    after = "2024-01-01T00:00:00Z"
+    many = parse_params(call("list", state=["pending", "running"], created_after=after))
+    assert many.states == (State.PENDING, State.RUNNING)
+    assert many.created_after == datetime(2024, 1, 1, tzinfo=UTC)
+    for bad, field in (
+        ({"state": "lost"}, "state"),
+        ({"state": [1]}, "state"),
+        ({"limit": 0}, "limit"),
+        ({"created_before": "2024-01-01"}, "created_before"),
+        ({"cursor": 5}, "cursor"),
+    ):
+        with pytest.raises(InvalidParams) as caught:
+            parse_params(Call("list", bad))
+        assert caught.value.data["field"] == field
+
+
+def test_wait_params() -> None:
+    assert parse_params(call("wait", id=3)).timeout == 30.0
+    assert parse_params(call("wait", id=3, timeout=10**9)).timeout == MAX_WAIT
+    with pytest.raises(InvalidParams, match=r"^timeout: must be >= 0"):
+        parse_params(call("wait", id=3, timeout=-1))
+    with pytest.raises(InvalidParams, match=r"^id: required"):
+        parse_params(call("wait"))
+    with pytest.raises(InvalidParams, match=r"^id: must be an integer"):
+        parse_params(call("get", id="3"))
+
+
+# --- responses and errors -----------------------------------------------------------------------
+
+
+def test_an_error_response_carries_both_codes_and_the_errors_data() -> None:
+    error = UnknownType("unknown job type 'x'", type="x", known=["echo"])
+    response = error_response(7, error)
+    assert response == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "error": {
+            "code": CODES["unknown_type"].rpc_code,
+            "message": "unknown job type 'x'",
+            "data": {"type": "x", "known": ["echo"], "code": "unknown_type"},
+        },
+    }
+    reply = parse_reply(json.loads(encode(response)))
+    rebuilt = error_from_code(reply.error_code, reply.error_message, reply.error_data)
+    assert type(rebuilt) is UnknownType and rebuilt.data == {"type": "x", "known": ["echo"]}
+
+
+def test_every_code_has_a_class_a_distinct_rpc_code_and_statuses() -> None:
+    assert set(ERROR_CLASSES) == set(CODES)
+    assert len({c.rpc_code for c in CODES.values()}) == len(CODES)
+    for code, cls in ERROR_CLASSES.items():
+        assert cls.code == code
+        assert CODES[code].exit_status in (1, 2, 3, 4)
+    assert CODES["not_found"].exit_status == 4 and CODES["unavailable"].exit_status == 3
+    assert CODES["conflict"].exit_status == 1 and CODES["invalid_params"].exit_status == 2
+
+
+def test_a_reply_without_data_code_falls_back_on_the_numeric_code() -> None:
+    reply = parse_reply({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}})
+    assert reply.error_code == "method_not_found"
+    strange = parse_reply({"jsonrpc": "2.0", "id": 1, "error": {"code": 1, "message": "?"}})
+    assert strange.error_code == "internal_error"
+    unknown = error_from_code("brand_new_code", "from a newer server")
+    assert type(unknown) is JobdError and unknown.code == "brand_new_code"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [[], {"jsonrpc": "2.0", "id": 1}, {"id": 1, "result": 1}, {"jsonrpc": "2.0", "error": 5}],
+)
+def test_malformed_replies(message: object) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_reply(message)
+
+
+def test_requests_and_results_round_trip() -> None:
+    line = encode(request("get", {"id": 4}, 12))
+    assert parse_call(decode(line)) == Call("get", {"id": 4}, 12)
+    assert request("hello", None, 1) == {"jsonrpc": "2.0", "id": 1, "method": "hello"}
+    assert parse_reply(decode(encode(result_response(12, {"a": 1})))).result == {"a": 1}
+
+
+def test_error_data_that_is_not_json_is_sent_as_text() -> None:
+    response = error_response(1, Conflict("no", state=State.RUNNING, when=NOW))
+    data = json.loads(encode(response))["error"]["data"]
+    assert data["state"] == "running" and data["when"] == str(NOW)
+
+
+def test_the_not_found_message_is_the_errors() -> None:
+    assert error_response(None, NotFound("job 5 not found"))["error"]["message"] == (
+        "job 5 not found"
+    )
+
+
+# --- jobs on the wire ---------------------------------------------------------------------------
+
+
+def _jobs() -> list[Job]:
+    new = Job.new(41, NewJob("echo", {"a": [1, 2]}, correlation_id="c1"), NOW)
+    running = new.claim("node-1", NOW + timedelta(seconds=30), NOW + timedelta(microseconds=7))
+    failed = running.fail_attempt(
+        ErrorInfo("ValueError", "bad", "Traceback…"), None, NOW + timedelta(seconds=1)
+    )
+    done = running.complete({"ok": True}, NOW + timedelta(seconds=2))
+    return [new, running, failed, done]
+
+
+@pytest.mark.parametrize("job", _jobs(), ids=lambda j: j.state.value)
+def test_job_from_dict_is_the_inverse_of_to_dict(job: Job) -> None:
+    wire = json.loads(encode(job.to_dict()))
+    assert job_from_dict(wire) == job
+    assert job_from_dict(wire).to_dict() == wire
+
+
+def test_a_newer_servers_job_fields_are_ignored() -> None:
+    wire = _jobs()[0].to_dict() | {"tags": ["new"]}
+    assert job_from_dict(wire) == _jobs()[0]
+
+
+def test_a_malformed_job_is_reported() -> None:
+    with pytest.raises(InvalidRequest, match="malformed job"):
+        job_from_dict(_jobs()[0].to_dict() | {"state": "exploded"})
