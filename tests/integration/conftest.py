@@ -99,6 +99,19 @@ class Daemon:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def shut_down_quickly(self) -> None:
+        """Two signals: drain at once (so coverage and logs are written), SIGKILL if stuck."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: self.event("draining") or self._died(), what="the drain to begin")
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
@@ -190,8 +203,7 @@ def make_daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
     yield make
     for d in started:
         if d.proc is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait(10)
+            d.shut_down_quickly()
 
 
 @pytest.fixture
