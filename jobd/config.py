@@ -161,6 +161,30 @@ class Text(Kind):
 
 
 @dataclass(frozen=True)
+class Boolean(Kind):
+    _words = {
+        "true": True,
+        "yes": True,
+        "on": True,
+        "1": True,
+        "false": False,
+        "no": False,
+        "off": False,
+        "0": False,
+    }
+
+    def parse(self, value: object) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in self._words:
+            return self._words[value.strip().lower()]
+        raise Problem("must be true or false")
+
+    def describe(self) -> str:
+        return "boolean (`true`/`false`)"
+
+
+@dataclass(frozen=True)
 class Integer(Kind):
     min: int | None = None
     max: int | None = None
@@ -849,6 +873,14 @@ SETTINGS: tuple[Setting, ...] = (
         " a terminal.",
         flag="--log-format",
     ),
+    Setting(
+        "logging.job_events",
+        Boolean(),
+        False,
+        "Log every job's transitions (submitted, started, and each end of an attempt, with"
+        " `from` and `to`) at INFO; when false they are logged at DEBUG, keeping the hot path"
+        " quiet at thousands of jobs a second.",
+    ),
     # --- smtp (the send_email handler) ---
     Setting("smtp.host", Text(noun="host name"), "localhost", "SMTP server for `send_email`."),
     Setting(
@@ -963,6 +995,7 @@ class HttpConfig:
 class LoggingConfig:
     level: str
     format: str
+    job_events: bool
 
 
 @dataclass(frozen=True)
