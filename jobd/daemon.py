@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 
 from jobd.config import Config, mask_url
 from jobd.control import ControlServer, ControlSocketError
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
-from jobd.handlers import HandlerImportError, load_modules
+from jobd.handlers import HandlerImportError, enabled_modules, load_modules
+from jobd.handlers import settings as handler_settings
 from jobd.logs import setup_logging
 from jobd.store import Store, create_store
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
@@ -35,7 +37,7 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
     jobs, workers = config.jobs, config.workers
     return SupervisorSettings(
         workers=workers.count,
-        handler_modules=tuple(config.handlers.modules),
+        handler_modules=handler_modules(config),
         prefetch=workers.prefetch,
         max_jobs_per_worker=workers.max_jobs_per_worker,
         max_worker_memory=workers.max_memory,
@@ -49,7 +51,24 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         retention=jobs.retention,
         drain_timeout=config.shutdown.drain_timeout,
         kill_grace=config.shutdown.kill_grace,
+        job_events=config.logging.job_events,
     )
+
+
+def handler_modules(config: Config) -> tuple[str, ...]:
+    """The modules that register this node's job types: the enabled sample handlers'
+    (`handlers.builtin`), then `handlers.modules`."""
+    return enabled_modules(config.handlers.builtin, config.handlers.modules)
+
+
+def worker_setup(config: Config, node: str) -> Callable[[], None]:
+    """What every worker process runs first: its logging and, when sample handlers are
+    enabled, the settings they read, since workers are not given the Config
+    (docs/adr/0012-handler-settings.md)."""
+    setup = functools.partial(setup_logging, config.logging.level, config.logging.format, node)
+    if not config.handlers.builtin:
+        return setup  # nothing to hand over: spare each worker importing jobd.config
+    return handler_settings.WorkerSetup(setup, handler_settings.HandlerSettings.from_config(config))
 
 
 def open_store(config: Config) -> Store:
@@ -83,8 +102,11 @@ async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
 async def serve(config: Config, migrate: bool = False) -> int:
     node = new_node_id()
     setup_logging(config.logging.level, config.logging.format, node)
+    problems = handler_settings.startup_problems(config)
+    if problems:
+        raise StartupError("; ".join(problems), EXIT_CONFIG)
     try:
-        registry = load_modules(config.handlers.modules)
+        registry = load_modules(handler_modules(config))
     except HandlerImportError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from exc
     store = open_store(config)
@@ -95,9 +117,7 @@ async def serve(config: Config, migrate: bool = False) -> int:
             registry,
             supervisor_settings(config),
             node=node,
-            setup_worker_logging=functools.partial(
-                setup_logging, config.logging.level, config.logging.format, node
-            ),
+            setup_worker_logging=worker_setup(config, node),
         )
         try:
             # Bound now, so a second daemon on the same socket stops before its workers start;

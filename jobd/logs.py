@@ -17,6 +17,23 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 _node: str | None = None
+#: The job this process is running (workers only): its fields go on every log line written
+#: meanwhile, also those a handler writes through plain `logging.getLogger(...)`.
+_job: dict[str, Any] | None = None
+
+
+def bind_job(fields: dict[str, Any] | None) -> None:
+    global _job
+    _job = fields
+
+
+class JobFieldsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _job is not None:
+            for key, value in _job.items():
+                if key not in record.__dict__:
+                    setattr(record, key, value)
+        return True
 
 
 class JobdJsonFormatter(JsonFormatter):
@@ -61,6 +78,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", node: str | None = Non
     _node = node
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JobdJsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(JobFieldsFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

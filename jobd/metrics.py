@@ -83,13 +83,22 @@ class Metrics:
         return generate_latest(self.registry).decode()
 
     def totals(self) -> dict[str, float]:
-        """Each job counter summed over its labels, e.g. {"completed": 1200.0, ...}."""
-        out = {}
-        for event, counter in self.jobs.items():
-            out[event] = sum(
-                s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")
-            )
+        """Each job counter summed over its labels, e.g. {"completed": 1200.0, ...}, and the
+        worker crashes and restarts."""
+        out = {event: total(counter) for event, counter in self.jobs.items()}
+        out["worker_crashes"] = total(self.worker_crashes)
+        out["worker_restarts"] = total(self.worker_restarts)
         return out
+
+
+def total(counter: Counter) -> float:
+    """A counter's value summed over all its labels."""
+    return sum(
+        sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 class StoreCountsCollector(Collector):

@@ -41,11 +41,15 @@ from jobd.domain import (
 )
 from jobd.errors import JobdError, Unavailable
 from jobd.handlers import Registry
+from jobd.metrics import CountsCache, Metrics
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, Store
+from jobd.systemd import Notifier
 from jobd.worker import BOOT_ERROR
 from jobd.workers import StopRequest, WorkerFactory, WorkerProcess, describe_exit
 
 log = logging.getLogger("jobd.supervisor")
+#: One event per job transition (see logging.job_events): INFO when asked for, else DEBUG.
+events = logging.getLogger("jobd.jobs")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class SupervisorSettings:
     kill_grace: float = 5.0
     fail_unknown_types: bool = True
     boot_timeout: float = 30.0
+    job_events: bool = False  # log each job transition at INFO (else DEBUG)
 
 
 class BootError(RuntimeError):
@@ -82,6 +87,24 @@ def new_node_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """The fields every log line about a job carries."""
+    return {
+        "job_id": job.id,
+        "job_type": job.type,
+        "attempt": job.attempts,
+        "queue": job.queue,
+        "correlation_id": job.correlation_id,
+    }
+
+
+#: The metric/event name of each written outcome, by (what the node reported, where it led).
+_EVENTS: dict[tuple[OutcomeKind, State], str] = {
+    (OutcomeKind.FAILED, State.PENDING): "retried",
+    (OutcomeKind.RELEASED, State.PENDING): "released",
+}
 
 
 class Supervisor:
@@ -114,7 +137,11 @@ class Supervisor:
         self.closing = False
         self.boot_error: str | None = None
         self.store_ok = True
-        self.counters: dict[str, int] = {}
+        self.counts_cache = CountsCache()
+        self.metrics = Metrics(counts=self.counts_cache.get)
+        self.notifier = Notifier()
+        self._event_level = logging.INFO if settings.job_events else logging.DEBUG
+        self._outcome_jobs: dict[int, Job] = {}  # the job of each outcome not yet written
         self._signals: deque[int] = deque()
         self._wakeup = asyncio.Event()
         self._work_hint = asyncio.Event()  # new pending work may exist
@@ -164,6 +191,9 @@ class Supervisor:
         ]
         for hook in self.on_started:
             await hook()
+        self.notifier.ready(self._status())
+        if self.notifier.enabled:
+            self._side_tasks.append(asyncio.create_task(self._guard("systemd", self._systemd_loop)))
         log.info(
             "jobd started",
             extra={
@@ -224,6 +254,7 @@ class Supervisor:
         log.info("draining", extra={"reason": why, "drain_timeout": self.settings.drain_timeout})
         self.draining = True
         self.drain_deadline = time.monotonic() + self.settings.drain_timeout
+        self.notifier.stopping(f"draining ({why})")
         self._release_claimed()
         for w in self.workers.values():
             w.retiring = True
@@ -254,7 +285,7 @@ class Supervisor:
         for index in range(1, self.settings.workers + 1):
             if index not in self.workers:
                 self._spawn(index)
-                self.counters["worker_restarts"] = self.counters.get("worker_restarts", 0) + 1
+                self.metrics.worker_restarts.inc()
 
     def _on_worker_readable(self, w: WorkerProcess) -> None:
         try:
@@ -278,11 +309,11 @@ class Supervisor:
             log.error("worker failed to boot", extra={"worker": w.index, "exit": how})
         elif w.running is not None or not (w.retiring or self.draining):
             log.warning("worker died", extra={"worker": w.index, "pid": w.pid, "exit": how})
-            self.counters["worker_crashes"] = self.counters.get("worker_crashes", 0) + 1
+            self.metrics.worker_crashes.inc()
         if w.running is not None:
             self._end_running_job_of_dead_worker(w, how)
         for job in w.assigned.values():
-            self._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED))
+            self._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
         w.assigned.clear()
         w.conn.close()
         w.process.close()
@@ -291,7 +322,7 @@ class Supervisor:
     def _end_running_job_of_dead_worker(self, w: WorkerProcess, how: str) -> None:
         job = w.assigned.pop(w.running)
         if w.stop is not None:
-            self._record(self._stopped_outcome(job, w.stop.reason))
+            self._record(self._stopped_outcome(job, w.stop.reason), job)
             return
         crashes = job.crashes + 1
         error = ErrorInfo("WorkerCrashed", f"worker {w.index} {how} while running this job")
@@ -312,7 +343,8 @@ class Supervisor:
                 error=error,
                 retry_at=retry_at,
                 crashed=True,
-            )
+            ),
+            job,
         )
 
     # --- messages from workers -------------------------------------------------------------
@@ -320,24 +352,22 @@ class Supervisor:
     def _on_message(self, w: WorkerProcess, message: tuple) -> None:
         kind = message[0]
         if kind == "start":
-            w.running = message[1]
-            w.started_at = time.monotonic()
+            self._job_started(w, message[1])
         elif kind == "done":
             job = self._job_ended(w, message[1])
             if job is not None:
-                self._record(
-                    Outcome(job.id, job.attempts, OutcomeKind.COMPLETED, result=message[2])
-                )
+                outcome = Outcome(job.id, job.attempts, OutcomeKind.COMPLETED, result=message[2])
+                self._record(outcome, job)
         elif kind == "fail":
             stop = w.stop
             job = self._job_ended(w, message[1])
             if job is not None:
-                self._record(self._failure_outcome(job, message[2:], stop, w.cancelled))
+                self._record(self._failure_outcome(job, message[2:], stop, w.cancelled), job)
                 w.cancelled.discard(job.id)
         elif kind == "released":
             job = w.assigned.pop(message[1], None)
             if job is not None:
-                self._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED))
+                self._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
         elif kind == "ready":
             w.ready = True
         elif kind == "retiring":
@@ -347,11 +377,36 @@ class Supervisor:
             log.debug("progress", extra={"job_id": message[1], "progress": message[2]})
         self.wake()
 
+    def _job_started(self, w: WorkerProcess, job_id: int) -> None:
+        w.running = job_id
+        w.started_at = time.monotonic()
+        job = w.assigned.get(job_id)
+        if job is None:
+            return
+        waited = max((utcnow() - job.run_at).total_seconds(), 0.0)
+        self.metrics.job("started", job.type, job.queue)
+        self.metrics.queue_wait.labels(job.type).observe(waited)
+        if events.isEnabledFor(self._event_level):
+            events.log(
+                self._event_level,
+                "job started",
+                extra={
+                    **job_fields(job),
+                    "from": "pending",
+                    "to": "running",
+                    "worker": w.index,
+                    "queue_wait": round(waited, 6),
+                },
+            )
+
     def _job_ended(self, w: WorkerProcess, job_id: int) -> Job | None:
         job = w.assigned.pop(job_id, None)
         if w.running == job_id:
             w.running = None
             w.stop = None
+            if job is not None:
+                ran = time.monotonic() - w.started_at
+                self.metrics.run_duration.labels(job.type).observe(ran)
         w.jobs_done += 1
         return job
 
@@ -388,7 +443,7 @@ class Supervisor:
         if reason == "drain":
             return Outcome(job.id, job.attempts, OutcomeKind.RELEASED)
         timeout = self._timeout_of(job)
-        self.counters["timed_out"] = self.counters.get("timed_out", 0) + 1
+        self.metrics.job("timed_out", job.type, job.queue)
         return Outcome(
             job.id,
             job.attempts,
@@ -460,7 +515,7 @@ class Supervisor:
         for job in list(self.claimed):
             if job.id == job_id:
                 self.claimed.remove(job)
-                self._record(Outcome(job.id, job.attempts, OutcomeKind.CANCELED))
+                self._record(Outcome(job.id, job.attempts, OutcomeKind.CANCELED), job)
                 return True
         return False
 
@@ -549,7 +604,7 @@ class Supervisor:
             w = min(candidates, key=lambda c: len(c.assigned))
             job = self.claimed.popleft()
             if job.type not in self.registry:
-                self._record(self._unknown_type(job))
+                self._record(self._unknown_type(job), job)
                 continue
             w.assigned[job.id] = job
             if not w.send(
@@ -575,12 +630,13 @@ class Supervisor:
     def _release_claimed(self) -> None:
         while self.claimed:
             job = self.claimed.popleft()
-            self._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED))
+            self._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
 
     # --- writing results back ----------------------------------------------------------------
 
-    def _record(self, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome, job: Job) -> None:
         self.outcomes.append(outcome)
+        self._outcome_jobs[outcome.job_id] = job
         self._flush_needed.set()
 
     async def _flush_loop(self) -> None:
@@ -610,36 +666,39 @@ class Supervisor:
             self._account(batch, applied)
 
     def _account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
+        """Count and log each written outcome, one transition event each."""
         for outcome in batch:
+            job = self._outcome_jobs.pop(outcome.job_id, None)
+            fields = job_fields(job) if job else {"job_id": outcome.job_id}
+            fields["attempt"] = outcome.attempt
             state = applied.get(outcome.job_id)
             if state is None:
                 log.warning(
                     "result discarded: the job's lease was lost",
-                    extra={
-                        "job_id": outcome.job_id,
-                        "attempt": outcome.attempt,
-                        "outcome": outcome.kind.value,
-                    },
+                    extra={**fields, "outcome": outcome.kind.value},
                 )
                 continue
-            key = (
-                "retried"
-                if state is State.PENDING and outcome.kind is OutcomeKind.FAILED
-                else state.value
-                if outcome.kind is not OutcomeKind.RELEASED
-                else "released"
-            )
-            self.counters[key] = self.counters.get(key, 0) + 1
-            if outcome.error is not None and outcome.kind is not OutcomeKind.RELEASED:
-                log.info(
-                    "attempt failed",
-                    extra={
-                        "job_id": outcome.job_id,
-                        "attempt": outcome.attempt,
-                        "to": state.value,
-                        "error": outcome.error.message,
-                    },
-                )
+            event = _EVENTS.get((outcome.kind, state), state.value)
+            if job is not None:
+                self.metrics.job(event, job.type, job.queue)
+            self._log_transition(event, outcome, state, fields)
+
+    def _log_transition(
+        self, event: str, outcome: Outcome, state: State, fields: dict[str, Any]
+    ) -> None:
+        level = {"failed": logging.WARNING, "retried": logging.INFO, "canceled": logging.INFO}
+        level = level.get(event, self._event_level)
+        if not events.isEnabledFor(level):
+            return
+        extra = {**fields, "from": "running", "to": state.value}
+        if outcome.error is not None and outcome.kind is not OutcomeKind.RELEASED:
+            extra["error_type"] = outcome.error.type
+            extra["error"] = outcome.error.message
+            if state is State.FAILED and outcome.error.traceback:
+                extra["traceback"] = outcome.error.traceback
+        if outcome.retry_at is not None and state is State.PENDING:
+            extra["run_at"] = outcome.retry_at.isoformat()
+        events.log(level, f"job {event}", extra=extra)
 
     # --- periodic store work -----------------------------------------------------------------
 
@@ -660,10 +719,10 @@ class Supervisor:
         while True:
             try:
                 for job in await self.store.recover_expired():
-                    self.counters["recovered"] = self.counters.get("recovered", 0) + 1
+                    self.metrics.job("recovered", job.type, job.queue)
                     log.warning(
                         "recovered a job whose lease expired",
-                        extra={"job_id": job.id, "to": job.state.value, "attempt": job.attempts},
+                        extra={**job_fields(job), "from": "running", "to": job.state.value},
                     )
                     self._work_hint.set()
                     self.wake()
@@ -739,6 +798,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.remove_signal_handler(signum)
         self.store.remove_listener(self._on_notification)
+        self.notifier.close()
         log.info("jobd stopped", extra={"node": self.node})
 
     async def _kill_all_workers(self) -> None:
@@ -753,8 +813,48 @@ class Supervisor:
 
     def _title(self) -> None:
         busy = sum(1 for w in self.workers.values() if w.running is not None)
+        self.metrics.set_workers(busy, len(self.workers) - busy)
         state = "draining" if self.draining else "running"
         setproctitle(f"jobd: supervisor {state} {busy}/{len(self.workers)} busy node={self.node}")
+
+    def _status(self) -> str:
+        busy = sum(1 for w in self.workers.values() if w.running is not None)
+        totals = self.metrics.totals()
+        state = "draining" if self.draining else "running"
+        return (
+            f"{state}: {busy}/{len(self.workers)} workers busy, {totals['completed']:.0f}"
+            f" completed, {totals['failed']:.0f} failed"
+            + ("" if self.store_ok else "; store unavailable")
+        )
+
+    async def _systemd_loop(self) -> None:
+        """Watchdog pings from the loop itself (a stuck loop stops them), a STATUS line every
+        few seconds, and more stop time asked for while a drain waits for long jobs."""
+        interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        while True:
+            self.notifier.watchdog()
+            self.notifier.status(self._status())
+            if self.draining:
+                left = max(self.drain_deadline - time.monotonic(), 0.0)
+                self.notifier.extend_timeout(left + 2 * self.settings.kill_grace + 10.0)
+            await asyncio.sleep(interval)
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    async def metrics_text(self) -> str:
+        """Every metric in the Prometheus text format; the job counts by state and queue are
+        read from the store when the cached ones are older than a few seconds."""
+        if self.counts_cache.stale():
+            try:
+                self.counts_cache.put(await self.store.counts())
+            except Unavailable as exc:
+                self._store_trouble("count jobs", exc)
+        return self.metrics.exposition()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Jobs this node has seen, by event, and its workers' crashes and restarts."""
+        return {k: int(v) for k, v in self.metrics.totals().items()}
 
     # --- views for the control server -------------------------------------------------------
 

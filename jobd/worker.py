@@ -37,6 +37,7 @@ from typing import Any
 
 from setproctitle import setproctitle
 
+from jobd import logs
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
@@ -120,6 +121,16 @@ class Worker:
                 stop.set()
         self.send("start", job_id)
         self._title(f"running {job_type}#{job_id}")
+        logs.bind_job(
+            {
+                "job_id": job_id,
+                "job_type": job_type,
+                "attempt": attempt,
+                "queue": queue_name,
+                "correlation_id": corr,
+                "worker": self.index,
+            }
+        )
         ctx = JobContext(
             job_id,
             job_type,
@@ -136,6 +147,7 @@ class Worker:
         except BaseException as exc:  # every failure is reported, never raised
             self.send("fail", job_id, *describe_failure(exc, stop.is_set()))
         finally:
+            logs.bind_job(None)
             with self._state_lock:
                 self._current = None
                 self._cancelled.discard(job_id)

@@ -109,3 +109,16 @@ def hog(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
     record(ctx, "run")
     _hoard.append(b"x" * (payload.get("mib", 32) << 20))
     return {"pid": os.getpid()}
+
+
+@handler("chatty")
+def chatty(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
+    """Logs through ctx.logger and through plain logging; fails its first attempt."""
+    import logging
+
+    record(ctx, "run")
+    ctx.logger.info("hello from ctx.logger")
+    logging.getLogger("itest.plain").warning("hello from plain logging")
+    if ctx.attempt == 1:
+        raise ValueError("first attempt fails")
+    return {"attempt": ctx.attempt}
