@@ -30,6 +30,14 @@ Validator = Callable[[dict[str, Any]], None]
 #: Modules that are always loaded: the built-in `echo` and `sleep` types.
 BUILTIN_MODULES = ("jobd.handlers.builtin",)
 
+#: The sample handlers that `handlers.builtin` enables, each in a module of its own: job type
+#: -> module.  (They are opt-in because each touches the outside world: an SMTP server, files.)
+SAMPLE_MODULES = {
+    "send_email": "jobd.handlers.mail",
+    "generate_report": "jobd.handlers.report",
+    "process_file": "jobd.handlers.files",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
@@ -99,6 +107,14 @@ def load_modules(modules: Iterable[str]) -> Registry:
                 f"handler module {module!r} failed to import: {type(exc).__name__}: {exc}"
             ) from exc
     return registry
+
+
+def enabled_modules(builtin: Iterable[str], modules: Iterable[str]) -> tuple[str, ...]:
+    """The handler modules a node loads: those of the enabled sample handlers (`builtin`, job
+    type names), then the configured `modules`, each once.  The supervisor (for the types and
+    their validators) and the fork server (for the workers) must both get this list."""
+    names = [SAMPLE_MODULES[name] for name in builtin]
+    return tuple(dict.fromkeys([*names, *modules]))
 
 
 def _where(fn: Callable[..., Any]) -> str:
