@@ -274,11 +274,16 @@ def classify(exc: BaseException, where: str) -> Exception:
         if 400 <= exc.smtp_code < 500:
             return SmtpTemporaryError(detail)
         return PermanentError(detail)
-    if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):  # refused, reset, timeout, TLS
-        return SmtpTemporaryError(f"{where}: {type(exc).__name__}: {exc}")
-    # SMTPNotSupportedError (no STARTTLS, no AUTH, no SMTPUTF8) and other protocol mismatches:
-    # the configuration or the server must change first.
-    return PermanentError(f"{where}: {type(exc).__name__}: {exc}")
+    detail = f"{where}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return SmtpTemporaryError(detail)
+    if isinstance(exc, smtplib.SMTPException):  # (an OSError too, so tested first)
+        # SMTPNotSupportedError (no STARTTLS, no AUTH, no SMTPUTF8) and other protocol
+        # mismatches: the configuration or the server must change first.
+        return PermanentError(detail)
+    if isinstance(exc, OSError):  # refused, reset, timed out, name not found, TLS failures
+        return SmtpTemporaryError(detail)
+    return PermanentError(detail)  # a bug or a value smtplib cannot send: retrying won't help
 
 
 def _describe_refusals(refused: dict[str, tuple[int, bytes]]) -> str:
