@@ -12,7 +12,19 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from jobd.client import Client  # after __version__, which jobd modules read
+from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError, RetryLater
 from jobd.enqueue import aenqueue, enqueue
+from jobd.handlers import handler
 
-__all__ = ["Client", "PermanentError", "RetryLater", "__version__", "aenqueue", "enqueue"]
+__all__ = [
+    "Client",
+    "JobCancelled",
+    "JobContext",
+    "PermanentError",
+    "RetryLater",
+    "__version__",
+    "aenqueue",
+    "enqueue",
+    "handler",
+]
