@@ -1,4 +1,4 @@
-"""The `jobd` command: `jobd migrate`, `jobd config check`, `jobd run`.
+"""The `jobd` command: `jobd migrate`, `jobd config check`, `jobd run`, `jobd http`.
 
 Exit statuses:  0 success;  1 the command's own "no" (pending migrations under `--check`;
 the daemon's workers failed to start);  2 bad usage or configuration (the message names the
@@ -224,6 +224,33 @@ def run(ctx: click.Context, migrate_first: bool) -> None:
     try:
         status = daemon.run(config, migrate=migrate_first)
     except daemon.StartupError as exc:
+        fail(str(exc), exc.exit_code)
+    ctx.exit(status)
+
+
+@main.command("http")
+@setting_option("http.listen", "HOST:PORT")
+@setting_option("control.socket", "PATH")
+@global_options
+@click.pass_context
+def http_command(ctx: click.Context) -> None:
+    """Run the HTTP shim: REST over the control socket of a running `jobd run`.
+
+    \b
+    Listens on http.listen (default 127.0.0.1:8080); a non-loopback address needs
+    http.tokens (JOBD_HTTP_TOKENS).  Stops on SIGTERM or SIGINT.  See docs/http.md, and
+    GET /openapi.json for the API.
+
+    \b
+    Example:
+      JOBD_HTTP_TOKENS=s3cret jobd http --listen 0.0.0.0:8080
+    """
+    from jobd import http
+
+    config = load(ctx)
+    try:
+        status = http.serve(http.settings_from_config(config))
+    except http.StartError as exc:
         fail(str(exc), exc.exit_code)
     ctx.exit(status)
 

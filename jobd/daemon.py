@@ -13,6 +13,7 @@ from jobd.domain import Backoff
 from jobd.errors import Unavailable
 from jobd.handlers import HandlerImportError, enabled_modules, load_modules
 from jobd.handlers import settings as handler_settings
+from jobd.http.child import HttpChild
 from jobd.logs import setup_logging
 from jobd.store import Store, create_store
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
@@ -125,6 +126,9 @@ async def serve(config: Config, migrate: bool = False) -> int:
             control = ControlServer.install(supervisor, config)
         except ControlSocketError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
+        # With http.listen set, the HTTP shim runs as a child process for as long as the
+        # supervisor does (jobd/http/child.py).
+        HttpChild.install(supervisor, config, node)
         try:
             return await supervisor.run()
         except BootError as exc:

@@ -1,0 +1,319 @@
+"""The endpoints: each turns one HTTP request into one control-protocol call and its answer
+into an HTTP response.  No job logic lives here: the daemon checks every field and names the bad
+one; this module only reads HTTP (paths, query strings, headers, a JSON body) and writes it back.
+
+    POST   /jobs                  submit          201 + Location, or 200 for a repeated key
+    GET    /jobs                  list            {"jobs": [...], "next_cursor": ...}
+    GET    /jobs/{id}             get
+    DELETE /jobs/{id}             cancel          409 when it has finished
+    POST   /jobs/{id}/retry       retry
+    GET    /jobs/{id}/wait        wait            long poll: ?timeout= seconds
+    GET    /healthz               this process is alive (no daemon call, no token)
+    GET    /readyz                health          503 unless the daemon is ready (no token)
+    GET    /metrics               metrics         Prometheus text
+    GET    /openapi.json          the OpenAPI document (no token)
+
+Pure apart from the calls on the ClientPool, so tests/unit/test_http_api.py drives it with a
+fake pool and no sockets.  docs/openapi.yaml describes the same endpoints for clients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from jobd.errors import ParseError
+from jobd.http.openapi import document_json
+from jobd.http.problems import Problem, invalid
+from jobd.protocol import JobSpec, decode, encode
+
+JSON = "application/json"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+MAX_JOB_ID = 2**63 - 1  # ids are bigints: a larger one names no job
+DEFAULT_WAIT = 30.0
+MAX_WAIT = 300.0  # a longer long-poll is cut to this; the answer says timed_out, clients loop
+WAIT_MARGIN = 10.0  # how much longer than its timeout a wait's answer may take
+READY_TIMEOUT = 5.0  # a readiness probe that takes longer than this is a "no"
+#: The fields of a submit body: the protocol's submit parameters.
+SUBMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(JobSpec)) - {"where"}
+LIST_PARAMS = ("state", "type", "queue", "created_after", "created_before", "limit", "cursor")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"-?\d{1,19}")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # without the query string
+    query: dict[str, list[str]]
+    headers: Message  # case-insensitive .get(), as http.server gives them
+    body: bytes
+    request_id: str
+    path_params: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
+    # protocol.encode: compact UTF-8 JSON, NaN refused -- the daemon's own encoding.
+    return Response(status, encode(data), JSON, dict(headers or {}))
+
+
+class Clients(Protocol):
+    """What the endpoints need of jobd.http.clients.ClientPool."""
+
+    def reader(self) -> Any: ...
+
+    def writer(self) -> Any: ...
+
+
+# --- the routes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    template: str  # "/jobs/{id}": also what the access log shows
+    handlers: Mapping[str, str]  # HTTP method -> Api method name
+    open: bool = False  # served without a token even when tokens are configured
+    pattern: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
+        object.__setattr__(self, "pattern", re.compile(regex))
+
+    @property
+    def allow(self) -> str:
+        methods = list(self.handlers)
+        if "GET" in methods:
+            methods.append("HEAD")
+        return ", ".join(methods)
+
+
+# Which endpoints need no token (docs/adr/0013-http-shim.md): /healthz and /readyz, which
+# probes must reach and which say nothing about jobs, and /openapi.json, which is public
+# documentation.  /metrics names job types and queues and counts their traffic: it needs one.
+ROUTES: tuple[Route, ...] = (
+    Route("/jobs", {"GET": "list_jobs", "POST": "submit"}),
+    Route("/jobs/{id}", {"GET": "get_job", "DELETE": "cancel"}),
+    Route("/jobs/{id}/retry", {"POST": "retry"}),
+    Route("/jobs/{id}/wait", {"GET": "wait"}),
+    Route("/healthz", {"GET": "healthz"}, open=True),
+    Route("/readyz", {"GET": "readyz"}, open=True),
+    Route("/metrics", {"GET": "metrics"}),
+    Route("/openapi.json", {"GET": "openapi"}, open=True),
+)
+
+
+def match(path: str) -> tuple[Route, dict[str, str]] | None:
+    for route in ROUTES:
+        found = route.pattern.fullmatch(path)
+        if found:
+            return route, {name: unquote(value) for name, value in found.groupdict().items()}
+    return None
+
+
+# --- the endpoints --------------------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, clients: Clients):
+        self.clients = clients
+
+    def handler(self, route: Route, method: str) -> Callable[[Request], Response]:
+        """The endpoint for `method` on `route` (HEAD is GET without the body); 405 if none."""
+        name = route.handlers.get("GET" if method == "HEAD" else method)
+        if name is None:
+            raise Problem(
+                "method_not_allowed",
+                f"{method} is not allowed on {route.template} (allowed: {route.allow})",
+                headers={"Allow": route.allow},
+            )
+        return getattr(self, name)
+
+    def submit(self, request: Request) -> Response:
+        params = submit_params(request)
+        with self.clients.writer() as client:
+            result = client.call("submit", params)
+        job = result["job"]
+        if result["created"]:
+            return json_response(201, job, {"Location": f"/jobs/{job['id']}"})
+        return json_response(200, job)  # the idempotency key was taken: the job holding it
+
+    def get_job(self, request: Request) -> Response:
+        with self.clients.reader() as client:
+            return json_response(200, client.call("get", {"id": job_id(request)})["job"])
+
+    def cancel(self, request: Request) -> Response:
+        with self.clients.writer() as client:
+            return json_response(200, client.call("cancel", {"id": job_id(request)})["job"])
+
+    def retry(self, request: Request) -> Response:
+        with self.clients.writer() as client:
+            return json_response(200, client.call("retry", {"id": job_id(request)})["job"])
+
+    def wait(self, request: Request) -> Response:
+        known_params(request, ("timeout",))
+        timeout = number_param(request, "timeout")
+        timeout = DEFAULT_WAIT if timeout is None else min(timeout, MAX_WAIT)
+        params = {"id": job_id(request), "timeout": timeout}
+        with self.clients.reader() as client:
+            reply_within = max(timeout, 0.0) + max(client.timeout or 0.0, WAIT_MARGIN)
+            result = client.call("wait", params, timeout=reply_within)
+        return json_response(200, {"job": result["job"], "timed_out": result["timed_out"]})
+
+    def list_jobs(self, request: Request) -> Response:
+        params = list_params(request)
+        with self.clients.reader() as client:
+            result = client.call("list", params)
+        return json_response(200, {"jobs": result["jobs"], "next_cursor": result["next_cursor"]})
+
+    def healthz(self, request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    def readyz(self, request: Request) -> Response:
+        with self.clients.reader() as client:
+            health = client.call("health", timeout=READY_TIMEOUT)
+        # Only the coarse facts: this endpoint needs no token, and the daemon's problem
+        # messages (a database error, say) are for its log and jobctl, not for strangers.
+        body = {
+            "status": health["status"],
+            "store": health["store"],
+            "draining": health["draining"],
+            "workers": health["workers"],
+        }
+        return json_response(200 if health["status"] == "ok" else 503, body)
+
+    def metrics(self, request: Request) -> Response:
+        with self.clients.reader() as client:
+            text = client.metrics()
+        return Response(200, text.encode(), PROMETHEUS_TEXT)
+
+    def openapi(self, request: Request) -> Response:
+        return Response(200, document_json(), JSON)
+
+
+# --- reading requests -----------------------------------------------------------------------
+
+
+def job_id(request: Request) -> int:
+    """The {id} of the path.  Anything but a positive bigint names no job: 404 without asking
+    the daemon."""
+    text = request.path_params["id"]
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise Problem("not_found", f"id: no job {text!r}: job ids are positive integers", "id")
+    value = int(text)
+    if not 1 <= value <= MAX_JOB_ID:
+        raise Problem("not_found", f"id: no job {value}", "id")
+    return value
+
+
+def submit_params(request: Request) -> dict[str, Any]:
+    """The submit parameters from a POST /jobs: the JSON body's fields, the Idempotency-Key
+    header as `idempotency_key`, and the request id as `correlation_id` unless the body has
+    one."""
+    body = json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("body", "must be a JSON object with the job's fields (type, payload, …)")
+    unknown = sorted(set(body) - SUBMIT_FIELDS)
+    if unknown:
+        raise invalid(unknown[0], f"unknown field (fields: {', '.join(sorted(SUBMIT_FIELDS))})")
+    params = dict(body)
+    key = request.header("Idempotency-Key")
+    if key is not None:
+        if params.get("idempotency_key") not in (None, key):
+            raise invalid("Idempotency-Key", "differs from the body's idempotency_key")
+        params["idempotency_key"] = key
+    if params.get("correlation_id") is None:
+        params["correlation_id"] = request.request_id
+    return params
+
+
+def json_body(request: Request) -> Any:
+    """The body as JSON: 415 unless it is application/json (UTF-8), 400 if it is not JSON."""
+    content_type = request.header("Content-Type")
+    if content_type is None:
+        raise Problem(
+            "unsupported_media_type", "Content-Type: required: application/json", "Content-Type"
+        )
+    parsed = Message()
+    parsed["Content-Type"] = content_type
+    media_type = parsed.get_content_type()
+    charset = parsed.get_param("charset")
+    utf8 = not isinstance(charset, str) or charset.lower() in ("utf-8", "utf8")
+    if media_type != JSON or not utf8:
+        raise Problem(
+            "unsupported_media_type",
+            f"Content-Type: {content_type!r} is not supported: send application/json (UTF-8)",
+            "Content-Type",
+        )
+    if not request.body.strip():
+        raise invalid("body", "required: a JSON object with the job's fields (type, payload, …)")
+    try:
+        return decode(request.body)
+    except ParseError as exc:
+        raise Problem(
+            "parse_error", "body: " + exc.message.removeprefix("request is "), "body"
+        ) from None
+
+
+def known_params(request: Request, names: tuple[str, ...]) -> None:
+    """A query parameter this endpoint does not take is an error, not silently ignored: a
+    typo (`?stat=failed`) would otherwise list every job."""
+    unknown = sorted(set(request.query) - set(names))
+    if unknown:
+        raise invalid(
+            unknown[0], f"unknown query parameter (parameters: {', '.join(names) or 'none'})"
+        )
+
+
+def one_param(request: Request, name: str) -> str | None:
+    values = request.query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise invalid(name, "give it once")
+    return values[0]
+
+
+def number_param(request: Request, name: str) -> float | None:
+    text = one_param(request, name)
+    if text is None:
+        return None
+    if not _NUMBER.fullmatch(text) or not math.isfinite(float(text)):
+        raise invalid(name, "must be a number")
+    return float(text)
+
+
+def int_param(request: Request, name: str) -> int | None:
+    text = one_param(request, name)
+    if text is None:
+        return None
+    if not _INTEGER.fullmatch(text):
+        raise invalid(name, "must be an integer")
+    return int(text)
+
+
+def list_params(request: Request) -> dict[str, Any]:
+    """The list filters from the query string.  `state` may be repeated or comma-separated
+    (`?state=failed&state=canceled`, `?state=failed,canceled`)."""
+    known_params(request, LIST_PARAMS)
+    states = [s for value in request.query.get("state", []) for s in value.split(",")]
+    params: dict[str, Any] = {"state": states or None, "limit": int_param(request, "limit")}
+    for name in ("type", "queue", "created_after", "created_before", "cursor"):
+        params[name] = one_param(request, name)
+    return params
