@@ -155,7 +155,8 @@ def parse_payload(text: str | None) -> dict[str, Any] | None:
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
     if not isinstance(value, dict):
-        raise click.BadParameter('must be a JSON object, e.g. \'{"to": "a@b.c"}\'', "--payload")
+        message = 'must be a JSON object, e.g. \'{"to": "a@b.c"}\''
+        raise click.BadParameter(message, param_hint="--payload")
     return value
 
 
@@ -168,7 +169,8 @@ def read_batch(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             job = json.loads(line)
         except ValueError as exc:
-            raise click.BadParameter(f"line {number}: not valid JSON: {exc}", "--batch") from None
+            message = f"line {number}: not valid JSON: {exc}"
+            raise click.BadParameter(message, param_hint="--batch") from None
         try:
             yield number, job_params_from(job, f"line {number}")
         except InvalidParams as exc:

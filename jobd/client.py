@@ -509,7 +509,7 @@ def job_params_from(job: Any, where: str) -> dict[str, Any]:
             field=f"{where}.{unknown[0]}",
         )
     if not isinstance(job.get("type"), str):
-        raise InvalidParams(f"{where}.type: required, a string", field=f"{where}.type")
+        raise InvalidParams(f"{where}: type: required, a string", field=f"{where}.type")
     return job_params(**job)
 
 

@@ -302,7 +302,7 @@ class Operations:
         """ok when the store answers, every worker is up and the node is not draining."""
         problems: list[str] = []
         try:
-            await self._store(self.store.ping(), HEALTH_TIMEOUT)
+            await self._store(self.store.ping(), min(HEALTH_TIMEOUT, self.store_timeout))
             store = "ok"
         except Unavailable as exc:
             store = "unavailable"
