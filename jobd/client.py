@@ -342,6 +342,10 @@ class Client:
     def health(self) -> Health:
         return Health.from_dict(self.call("health"))
 
+    def metrics(self) -> str:
+        """This node's metrics in the Prometheus text format."""
+        return str(self.call("metrics")["text"])
+
     # --- the wire ----------------------------------------------------------------------------
 
     def call(

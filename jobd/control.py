@@ -100,6 +100,8 @@ class SupervisorView(Protocol):
 
     def cancel_running(self, job_id: int) -> bool: ...
 
+    async def metrics_text(self) -> str: ...
+
 
 class ControlSocketError(Exception):
     """The control socket cannot be created; `exit_code` is jobd's exit status."""
@@ -143,6 +145,7 @@ class Operations:
             "stats": self.stats,
             "workers": self.workers,
             "health": self.health,
+            "metrics": self.metrics,
         }
         assert set(self._handlers) == set(METHODS), "the method table and the handlers differ"
 
@@ -321,6 +324,11 @@ class Operations:
             "node": self.supervisor.node,
             "problems": problems,
         }
+
+    async def metrics(self, _: NoParams) -> dict[str, Any]:
+        """The Prometheus text exposition of this node's metrics (the HTTP shim serves it at
+        /metrics); the job counts in it may come from the store, hence the bound."""
+        return {"text": await self._store(self.supervisor.metrics_text())}
 
 
 # --- the socket -------------------------------------------------------------------------------

@@ -503,6 +503,7 @@ METHODS: dict[str, Method] = {
         Method("stats", _no_params, "job counts, workers, node", True),
         Method("workers", _no_params, "each worker process", True),
         Method("health", _no_params, "is this node able to work", True),
+        Method("metrics", _no_params, "this node's Prometheus metrics, as text", True),
     )
 }
 

@@ -428,3 +428,10 @@ def test_the_client_reports_an_oversized_request(client: Client) -> None:
     with pytest.raises(PayloadTooLarge, match=r"control\.max_request_bytes"):
         client.submit("echo", {"x": "a" * (2 * MAX_REQUEST)})
     assert client.hello().protocol == 1  # on a new connection
+
+
+def test_metrics_are_prometheus_text(client: Client) -> None:
+    client.submit("echo")
+    text = client.metrics()
+    assert "# TYPE jobd_jobs_completed_total counter" in text or "jobd_jobs_completed" in text
+    assert 'jobd_jobs{queue="default",state=' in text

@@ -74,6 +74,10 @@ class FakeSupervisor:
         self.cancelled.append(job_id)
         return True
 
+    async def metrics_text(self) -> str:
+        await self.store.counts()  # as the supervisor's may, when its cached counts are old
+        return "# HELP jobd_test A metric.\n# TYPE jobd_test gauge\njobd_test 1.0\n"
+
 
 def _needs_n(payload: dict[str, Any]) -> None:
     if not isinstance(payload.get("n"), int):
@@ -250,6 +254,14 @@ async def test_a_store_that_hangs_is_unavailable_not_a_hang() -> None:
         await ops.get(IdParams(1))
     health = await ops.health(NoParams())
     assert health["status"] == "degraded" and health["store"] == "unavailable"
+
+    async def hanging_metrics() -> str:
+        await asyncio.sleep(3600)
+        return ""
+
+    sup.metrics_text = hanging_metrics  # type: ignore[method-assign]
+    with pytest.raises(Unavailable, match="no answer within"):
+        await ops.metrics(NoParams())
     assert time.monotonic() - started < 5
 
 
@@ -589,6 +601,7 @@ async def test_the_client(server: ControlServer, sup: FakeSupervisor) -> None:
             assert c.stats().by_state["pending"] == 4
             assert [w.pid for w in c.workers()] == [101, 102]
             assert c.health().ok
+            assert "jobd_test 1.0" in c.metrics()
             assert c.hello().methods[0] == "hello"
             with pytest.raises(UnknownType) as unknown:
                 c.submit("nope")

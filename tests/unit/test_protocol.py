@@ -172,6 +172,7 @@ def test_every_method_reads_its_params() -> None:
         "stats": {},
         "workers": {},
         "health": {},
+        "metrics": {},
     }
     assert set(samples) == set(METHODS)
     for name, params in samples.items():
