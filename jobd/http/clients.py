@@ -58,7 +58,7 @@ class ClientPool:
         client, idle_since = self._take()
         try:
             if idle_since is not None and time.monotonic() - idle_since > self.probe_after:
-                client.hello()
+                client.call("hello")
             yield client
         finally:
             self._give_back(client)

@@ -441,6 +441,10 @@ class Handler(BaseHTTPRequestHandler):
         """The standard library's own errors (bad request line, too many headers, …), as
         problem+json like every other error."""
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            # The standard library answers a request line it could not read (a bad version
+            # included) as HTTP/0.9: a bare body.  A status line and headers serve better.
+            self.request_version = "HTTP/1.0"
         problem = Problem(
             STDLIB_STATUS_CODES.get(code, "invalid_request"), message or "malformed request"
         )
