@@ -66,7 +66,7 @@ from jobd.protocol import (
     parse_params,
     result_response,
 )
-from jobd.store import JobFilter, Notification, NotificationKind, Store
+from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
 
 log = logging.getLogger("jobd.control")
 
@@ -80,6 +80,10 @@ LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is drop
 LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
 
 
+class JobMetrics(Protocol):
+    def job(self, event: str, job_type: str, queue: str) -> None: ...
+
+
 class SupervisorView(Protocol):
     """What the control server needs of the supervisor (jobd.supervisor.Supervisor)."""
 
@@ -90,6 +94,7 @@ class SupervisorView(Protocol):
     draining: bool
     started_at: float
     counters: dict[str, int]
+    metrics: JobMetrics  # jobd.metrics.Metrics
     on_started: list[Callable[[], Awaitable[None]]]
     on_stopping: list[Callable[[], Awaitable[None]]]
 
@@ -184,12 +189,21 @@ class Operations:
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         submitted = await self._store(self.store.submit(self._new_job(spec)))
+        self._count_submitted([submitted])
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
         specs = [self._new_job(spec) for spec in params.jobs]
         submitted = await self._store(self.store.submit_many(specs)) if specs else []
+        self._count_submitted(submitted)
         return {"results": [{"job": s.job.to_dict(), "created": s.created} for s in submitted]}
+
+    def _count_submitted(self, submitted: list[Submitted]) -> None:
+        """jobd_jobs_submitted: every submit of this node comes through here (a job that
+        matched an existing idempotency key is not a new one)."""
+        for s in submitted:
+            if s.created:
+                self.supervisor.metrics.job("submitted", s.job.type, s.job.queue)
 
     def _new_job(self, spec: JobSpec) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the

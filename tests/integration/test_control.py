@@ -431,7 +431,8 @@ def test_the_client_reports_an_oversized_request(client: Client) -> None:
 
 
 def test_metrics_are_prometheus_text(client: Client) -> None:
-    client.submit("echo")
+    queue = new_queue()
+    client.submit("echo", queue=queue, delay=3600)
     text = client.metrics()
-    assert "# TYPE jobd_jobs_completed_total counter" in text or "jobd_jobs_completed" in text
+    assert f'jobd_jobs_submitted_total{{queue="{queue}",type="echo"}} 1.0' in text
     assert 'jobd_jobs{queue="default",state=' in text

@@ -66,6 +66,10 @@ class FakeSupervisor:
             for i in range(1, workers + 1)
         ]
         self.cancelled: list[int] = []
+        self.metrics = SimpleNamespace(events=[])
+        self.metrics.job = lambda event, job_type, queue: self.metrics.events.append(
+            (event, job_type, queue)
+        )
 
     def worker_views(self) -> list[dict[str, Any]]:
         return self.views
@@ -148,6 +152,19 @@ async def finish(store: MemoryStore, job_id: int, node: str = "node-a") -> None:
 
 
 # --- operations -----------------------------------------------------------------------------------
+
+
+async def test_new_jobs_are_counted_in_the_metrics(ops: Operations, sup: FakeSupervisor) -> None:
+    from jobd.protocol import SubmitManyParams
+
+    await ops.submit(spec(queue="q1", idempotency_key="k"))
+    await ops.submit(spec(queue="q1", idempotency_key="k"))  # the same job: not counted again
+    await ops.submit_many(SubmitManyParams([spec(), spec("strict", payload={"n": 1})]))
+    assert sup.metrics.events == [
+        ("submitted", "echo", "q1"),
+        ("submitted", "echo", "default"),
+        ("submitted", "strict", "default"),
+    ]
 
 
 async def test_submit_fills_in_the_defaults(ops: Operations) -> None:

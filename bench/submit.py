@@ -1,0 +1,211 @@
+"""Submits per second through the control socket: `submit` one job at a time, from one client
+and from several at once, and `submit_many` in batches.
+
+    python bench/submit.py [--jobs N] [--clients 1,8] [--batch 1000] [--pg ADMIN_URL]
+    python bench/submit.py --socket /run/jobd/jobd.sock     # a daemon that is already running
+
+Without --socket: a database of its own (created and dropped, as bench/store.py does) and a
+`jobd run --migrate` subprocess with 2 workers on it, stopped with SIGTERM at the end.  Every
+job is submitted with a delay of a day, so the workers never claim one: this measures the
+submit path alone (client, socket, protocol, server, one store transaction per call), not the
+running of jobs (bench/e2e.py does that).  Against a daemon given with --socket, the jobs are
+canceled afterwards.
+
+Each `submit` is one round trip and one PostgreSQL commit, so one client is bound by the
+commit's latency; several clients overlap their commits.  `submit_many` puts a whole batch in
+one commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from store import postgres_database
+
+from jobd.client import Client
+from jobd.errors import Unavailable
+
+DELAY = 86400.0  # out of the workers' reach for the whole run
+
+
+@dataclass(frozen=True)
+class Result:
+    method: str
+    clients: int
+    batch: int
+    jobs: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds if self.seconds else float("inf")
+
+
+def submit_one_at_a_time(socket: Path, jobs: int, clients: int, queue: str) -> Result:
+    """`jobs` submits spread over `clients` threads, each with its own connection."""
+    shares = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
+
+    def one_client(count: int) -> int:
+        with Client(socket) as client:
+            client.hello()  # connected before the clock starts mattering
+            for i in range(count):
+                client.submit("echo", {"i": i}, queue=queue, delay=DELAY)
+        return count
+
+    return _timed("submit", clients, 1, lambda: _in_threads(one_client, shares))
+
+
+def submit_in_batches(socket: Path, jobs: int, batch: int, queue: str) -> Result:
+    def run() -> int:
+        done = 0
+        with Client(socket) as client:
+            while done < jobs:
+                count = min(batch, jobs - done)
+                specs = [
+                    {"type": "echo", "payload": {"i": done + i}, "queue": queue, "delay": DELAY}
+                    for i in range(count)
+                ]
+                done += len(client.submit_many(specs))
+        return done
+
+    return _timed("submit_many", 1, batch, run)
+
+
+def _in_threads(fn: Callable[[int], int], shares: list[int]) -> int:
+    with ThreadPoolExecutor(len(shares)) as pool:
+        return sum(pool.map(fn, shares))
+
+
+def _timed(method: str, clients: int, batch: int, run: Callable[[], int]) -> Result:
+    began = time.perf_counter()
+    jobs = run()
+    seconds = time.perf_counter() - began
+    rate = jobs / seconds
+    print(f"  {method}, {clients} clients, batch {batch}: {rate:,.0f} jobs/s", file=sys.stderr)
+    return Result(method, clients, batch, jobs, seconds)
+
+
+def cancel_queue(socket: Path, queue: str) -> None:
+    with Client(socket) as client:
+        for job in list(client.iter_jobs(queue=queue, state="pending")):
+            client.cancel(job.id)
+
+
+@contextmanager
+def daemon(url: str, workers: int = 2) -> Iterator[Path]:
+    """`jobd run --migrate` on `url`, answering on a socket in a directory of its own."""
+    directory = Path(tempfile.mkdtemp(prefix="jobd", dir="/tmp"))
+    socket = directory / "jobd.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
+    env.update(
+        JOBD_DATABASE_URL=url,
+        JOBD_SOCKET=str(socket),
+        JOBD_WORKERS=str(workers),
+        JOBD_LOGGING_LEVEL="WARNING",
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    )
+    with open(directory / "jobd.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        _wait_ready(socket, process, directory / "jobd.log")
+        yield socket
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+        if code != 0:
+            print(f"jobd exited {code}; its log is in {directory}", file=sys.stderr)
+
+
+def _wait_ready(socket: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"jobd exited {process.returncode}:\n{log.read_text()}")
+        try:
+            with Client(socket, timeout=1) as client:
+                client.hello()
+            return
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobd did not answer within 30s:\n{log.read_text()}") from None
+            time.sleep(0.05)
+
+
+def run_all(socket: Path, args: argparse.Namespace) -> list[Result]:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    results = [submit_one_at_a_time(socket, args.jobs, clients, queue) for clients in args.clients]
+    results.append(submit_in_batches(socket, args.batch_jobs, args.batch, queue))
+    if args.socket:
+        cancel_queue(socket, queue)
+    return results
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"{'method':<12} {'clients':>7} {'batch':>6} {'jobs':>7} {'seconds':>8} {'jobs/s':>9}")
+    for r in results:
+        print(
+            f"{r.method:<12} {r.clients:>7} {r.batch:>6} {r.jobs:>7} {r.seconds:>8.2f}"
+            f" {r.rate:>9,.0f}"
+        )
+
+
+async def main(args: argparse.Namespace) -> int:
+    if args.socket:
+        results = run_all(Path(args.socket), args)
+    else:
+        async with postgres_database(args.pg) as url:
+            with daemon(url) as socket:
+                results = await asyncio.to_thread(run_all, socket, args)
+    print_table(results)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs per submit run (2000)")
+    parser.add_argument(
+        "--clients",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 8],
+        help="comma-separated numbers of concurrent clients for `submit` (default 1,8)",
+    )
+    parser.add_argument("--batch", type=int, default=1000, help="submit_many batch (1000)")
+    parser.add_argument(
+        "--batch-jobs", type=int, default=20000, help="jobs through submit_many (20000)"
+    )
+    parser.add_argument("--socket", help="use the daemon listening here instead of starting one")
+    parser.add_argument(
+        "--pg",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL URL allowed to CREATE DATABASE (default: local, as postgres)",
+    )
+    args = parser.parse_args(argv)
+    if min(args.jobs, args.batch, args.batch_jobs, *args.clients) < 1 or args.batch > 1000:
+        parser.error("every count must be positive, and --batch at most 1000")
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
