@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -387,3 +389,17 @@ def test_a_newer_servers_job_fields_are_ignored() -> None:
 def test_a_malformed_job_is_reported() -> None:
     with pytest.raises(InvalidRequest, match="malformed job"):
         job_from_dict(_jobs()[0].to_dict() | {"state": "exploded"})
+
+
+def test_the_error_table_in_the_docs_is_the_code_table() -> None:
+    """docs/protocol.md's error table, row by row, against jobd.errors.CODES."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (-?\d+) \| (\d) \| (\d{3}) \|", docs, re.MULTILINE)
+    documented = {code: (int(rpc), int(exit_), int(http)) for code, rpc, exit_, http in rows}
+    actual = {c.code: (c.rpc_code, c.exit_status, c.http_status) for c in CODES.values()}
+    assert documented == actual
+
+
+def test_every_method_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    assert set(re.findall(r"^### `(\w+)`$", docs, re.MULTILINE)) == set(METHODS)
