@@ -26,12 +26,8 @@ from typing import Any
 import pytest
 
 from jobd.client import Client
-from jobd.control import (
-    ControlServer,
-    ControlSocketError,
-    Operations,
-    bind_control_socket,
-)
+from jobd.control import ControlServer, Operations
+from jobd.control_socket import ControlSocketError, bind_control_socket
 from jobd.domain import NewJob, State
 from jobd.errors import (
     Conflict,
