@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -25,7 +26,7 @@ import click
 
 from jobctl import output
 from jobd import __version__
-from jobd.client import Client, SubmitResult, job_params_from
+from jobd.client import Client, SubmitResult, WaitResult, job_params_from
 from jobd.domain import Job, State
 from jobd.errors import CODES, InvalidParams, JobdError
 from jobd.protocol import MAX_SUBMIT_MANY, parse_time
@@ -285,7 +286,16 @@ def _submit_batch(ctx: click.Context, source: str, wait_: bool, wait_timeout: fl
         if not wait_:
             _show_submitted(ctx, submitted)
             return
-        _finish_wait(ctx, [c.wait(s.job.id, wait_timeout) for s in submitted])
+        _finish_wait(ctx, _wait_all(c, [s.job.id for s in submitted], wait_timeout))
+
+
+def _wait_all(c: Client, ids: list[int], timeout: float | None) -> list[WaitResult]:
+    """Wait for every job, `timeout` being for all of them together."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return [
+        c.wait(job_id, None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        for job_id in ids
+    ]
 
 
 def _name_line(exc: JobdError, chunk: list[tuple[int, dict[str, Any]]]) -> str:
@@ -426,7 +436,7 @@ def _wait(ctx: click.Context, job_id: int, wait_timeout: float | None) -> None:
         _finish_wait(ctx, [c.wait(job_id, wait_timeout)])
 
 
-def _finish_wait(ctx: click.Context, results: list[Any]) -> None:
+def _finish_wait(ctx: click.Context, results: list[WaitResult]) -> None:
     """Show the jobs waited for; exit 1 unless every one of them completed."""
     jobs = [r.job for r in results]
     if as_json(ctx):
