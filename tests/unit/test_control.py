@@ -8,7 +8,6 @@ the same things to a real `jobd run` on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import grp
 import json
 import logging
@@ -704,7 +703,7 @@ def test_the_default_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert default_socket_path({"JOBD_CONFIG": str(config)}) == Path("/run/custom/jobd.sock")
     env = {"JOBD_CONFIG": str(tmp_path / "missing.yaml"), "XDG_RUNTIME_DIR": "/run/user/7"}
     assert default_socket_path(env) == Path("/run/user/7/jobd.sock")
-    with contextlib.suppress(KeyError):
-        monkeypatch.delenv("JOBD_SOCKET")
+    for name in ("JOBD_SOCKET", "JOBD_CONFIG", "RUNTIME_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/8")
     assert Client().socket_path == Path("/run/user/8/jobd.sock")
