@@ -152,8 +152,9 @@ class HttpChild:
         return process
 
     def _extra(self) -> dict[str, Any]:
+        # Not "pid": every log line has that field already, the writer's (the supervisor's).
         pid = self.process.pid if self.process is not None else None
-        return {"pid": pid, "listen": self.settings.listen}
+        return {"child_pid": pid, "listen": self.settings.listen}
 
 
 def describe_exit(code: int) -> str:

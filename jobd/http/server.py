@@ -48,6 +48,7 @@ MAX_CONNECTIONS = 256
 MAX_QUERY_FIELDS = 100
 _REQUEST_ID_CHARS = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII
 MAX_REQUEST_ID = 200
+PROBES = ("/healthz", "/readyz")
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,16 @@ class ShimServer(ThreadingHTTPServer):
         for token in self.tokens:
             found |= hmac.compare_digest(given, token)
         return found
+
+
+def _access_level(route: str, status: int) -> int:
+    """Quiet for successes and for probes (polled every few seconds, and answering 503 is
+    their job while the daemon drains); louder for client errors, louder still for a bug."""
+    if status < 400 or route in PROBES:
+        return logging.DEBUG
+    if status < 500:
+        return logging.INFO
+    return logging.ERROR if status == 500 else logging.WARNING
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -458,7 +469,7 @@ class Handler(BaseHTTPRequestHandler):
         log.info(format % args, extra=self._peer())
 
     def _access_log(self, route: str, status: int) -> None:
-        level = logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
+        level = _access_level(route, status)
         if not log.isEnabledFor(level):
             return
         started = getattr(self, "started", time.monotonic())
