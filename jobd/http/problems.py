@@ -29,7 +29,6 @@ PROBLEM_JSON = "application/problem+json"
 HTTP_ONLY: dict[str, int] = {
     "unauthorized": 401,
     "method_not_allowed": 405,
-    "request_timeout": 408,
     "length_required": 411,
     "uri_too_long": 414,
     "unsupported_media_type": 415,
@@ -41,7 +40,6 @@ HTTP_ONLY: dict[str, int] = {
 #: What the standard library's parse_request reports, by status, as a code of ours.
 STDLIB_STATUS_CODES: dict[int, str] = {
     400: "invalid_request",
-    408: "request_timeout",
     414: "uri_too_long",
     417: "expectation_failed",
     431: "headers_too_large",
