@@ -79,14 +79,15 @@ class HttpChild:
 
     @classmethod
     def install(cls, supervisor: Any, config: Config, node: str | None) -> HttpChild | None:
-        """Start and stop with the supervisor (after the control server, so the shim's first
-        request finds the socket), when http.listen is set; None otherwise."""
+        """Start after the control server (so the shim's first request finds the socket) and
+        stop before it, when http.listen is set; None otherwise."""
         if config.http.listen is None:
             return None
         child = cls(settings_from_config(config, node=node))
         child.settings.check()  # refused at load already; this also covers a hand-made Config
         supervisor.on_started.append(child.start)
-        supervisor.on_stopping.append(child.stop)
+        # First of the stop hooks: the front door closes before the control server it uses.
+        supervisor.on_stopping.insert(0, child.stop)
         return child
 
     async def start(self) -> None:

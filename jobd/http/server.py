@@ -26,6 +26,7 @@ import io
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 import uuid
@@ -165,6 +166,9 @@ class ShimServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr; a client going away is no error of ours.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("connection lost", extra={"peer": f"{client_address[0]}:{client_address[1]}"})
+            return
         log.exception("error while serving a connection")
 
     def server_close(self) -> None:
@@ -183,7 +187,8 @@ class ShimServer(ThreadingHTTPServer):
         scheme, _, credentials = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             return False
-        given = credentials.strip().encode("utf-8", "surrogateescape")
+        # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
+        given = credentials.strip().encode("latin-1", "replace")
         found = False
         for token in self.tokens:
             found |= hmac.compare_digest(given, token)
@@ -231,7 +236,10 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.deadline = time.monotonic() + self.server.settings.request_timeout
         self.request_id: str | None = None
+        # Headers and body go out in two writes: without NODELAY, Nagle would hold the body
+        # back until the client acknowledged the headers (40 ms a request on keep-alive).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # the plain reader setup() made; ours replaces it
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
 
     # --- one request ------------------------------------------------------------------------

@@ -220,6 +220,15 @@ def test_tokens_missing_wrong_right(make_shim: Any) -> None:
     assert json.loads(body) == JOB
 
 
+def test_a_non_ascii_token_matches_its_utf8_bytes(make_shim: Any) -> None:
+    shim = make_shim(tokens=("clé-secrète",))
+    for token, status in (("clé-secrète".encode(), 200), (b"cle-secrete", 401)):
+        with shim.raw() as sock:
+            sock.sendall(b"GET /jobs/7 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token)
+            sock.sendall(b"\r\n\r\n")
+            assert read_response(sock)[0] == status
+
+
 def test_open_endpoints_need_no_token_but_metrics_does(make_shim: Any) -> None:
     shim = make_shim(Pool(metrics="x 1\n"), tokens=(TOKEN,))
     for path in ("/healthz", "/readyz", "/openapi.json"):
@@ -355,6 +364,14 @@ def test_too_many_headers_is_431_problem(make_shim: Any) -> None:
         assert status == 431
         assert response_headers["content-type"] == "application/problem+json"
         assert json.loads(body)["code"] == "headers_too_large"
+
+
+def test_a_garbage_request_line_is_a_400_problem(make_shim: Any) -> None:
+    with make_shim().raw() as sock:
+        sock.sendall(b"GET / HTTP/1.1 and more\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert (status, json.loads(body)["code"]) == (400, "invalid_request")
+        assert headers["connection"] == "close"
 
 
 def test_bad_http_version_is_a_problem(make_shim: Any) -> None:
