@@ -222,6 +222,8 @@ class PostgresStore(Store):
                 yield conn
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from exc
+        except psycopg.DataError as exc:  # a value the database cannot hold, e.g. a NUL byte
+            raise InvalidParams(f"rejected by the database: {_describe(exc)}") from exc
 
     # --- migrations --------------------------------------------------------------------------
 

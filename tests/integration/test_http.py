@@ -336,12 +336,6 @@ def test_list_filters_and_pages(http, shim) -> None:
     assert_problem(http.get(url(shim, "/jobs?stat=failed")), 400, "invalid_params", "stat")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: the PostgreSQL store answers a NUL in a list filter with internal_error"
-    " (a DataError) instead of invalid_params; when this passes, drop the xfail and the NUL"
-    " filter in test_http_schemathesis.py",
-)
 @pytest.mark.parametrize("name", ["type", "queue"])
 def test_a_nul_in_a_list_filter_is_400(http, shim, name: str) -> None:
     response = http.get(url(shim, "/jobs"), params={name: "a\x00b"})

@@ -515,3 +515,12 @@ async def test_ping_and_migrate_again(store: Store) -> None:
     await store.ping()
     assert await store.migrate() == []
     assert await store.pending_migrations() == []
+
+
+async def test_a_nul_byte_in_a_filter_is_invalid_params_or_matches_nothing(store: Store) -> None:
+    await store.submit(spec())
+    try:
+        page = await store.list(JobFilter(type="a\x00b"))
+    except InvalidParams:
+        return
+    assert page.jobs == []
