@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -194,8 +196,12 @@ def daemon_env(pg_url: str, pg_schema: str, runlog: RunLog) -> dict[str, str]:
 def make_daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
+    socket_dirs: list[str] = []
+
     def make(name: str = "jobd", **settings: str) -> Daemon:
-        sock = Path(f"/tmp/jobd-it-{os.getpid()}-{len(started)}-{name}.sock")
+        # A socket path must stay short (108 bytes): a directory of its own under /tmp.
+        socket_dirs.append(tempfile.mkdtemp(prefix="jobd-it"))
+        sock = Path(socket_dirs[-1]) / "jobd.sock"
         d = Daemon({**daemon_env, "JOBD_SOCKET": str(sock), **settings}, tmp_path, name)
         started.append(d)
         return d
@@ -204,6 +210,8 @@ def make_daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
     for d in started:
         if d.proc is not None and d.proc.poll() is None:
             d.shut_down_quickly()
+    for path in socket_dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
