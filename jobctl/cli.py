@@ -558,6 +558,13 @@ def stats(ctx: click.Context) -> None:
             f"workers   {w.get('busy', 0)} busy, {w.get('idle', 0)} idle"
             f" ({w.get('total', 0)} of {w.get('expected', 0)})"
         )
+        rates = s.raw.get("rates") or {}
+        shown = ("submitted", "started", "completed", "retried", "failed", "canceled")
+        click.echo(
+            "rates     "
+            + ", ".join(f"{rates.get(name, 0):.1f} {name}/s" for name in shown)
+            + "  (last minute)"
+        )
         click.echo("")
         click.echo(output.table(("STATE", "JOBS"), list(s.by_state.items())))
         for title, groups in (("QUEUE", s.by_queue), ("TYPE", s.by_type)):

@@ -68,6 +68,7 @@ log = logging.getLogger("jobd.control")
 READ_CHUNK = 64 * 1024
 STORE_TIMEOUT = 10.0  # every store call the server makes is bounded by this
 HEALTH_TIMEOUT = 2.0  # health answers quickly even when the store does not
+WORKERS_GRACE = 10.0  # fewer workers than configured for longer than this: degraded
 WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not notified)
 STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
 LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is dropped this long
@@ -75,7 +76,11 @@ LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
 
 
 class JobMetrics(Protocol):
-    def job(self, event: str, job_type: str, queue: str) -> None: ...
+    def totals(self) -> dict[str, float]: ...
+
+
+class JobRates(Protocol):
+    def per_second(self, totals: dict[str, float]) -> dict[str, float]: ...
 
 
 class SupervisorView(Protocol):
@@ -89,6 +94,7 @@ class SupervisorView(Protocol):
     started_at: float
     counters: dict[str, int]
     metrics: JobMetrics  # jobd.metrics.Metrics
+    rates: JobRates  # jobd.metrics.Rates
     on_started: list[Callable[[], Awaitable[None]]]
     on_stopping: list[Callable[[], Awaitable[None]]]
 
@@ -98,6 +104,10 @@ class SupervisorView(Protocol):
     def worker_views(self) -> list[dict[str, Any]]: ...
 
     def cancel_running(self, job_id: int) -> bool: ...
+
+    def job_event(self, event: str, job: Job, source: str | None) -> None: ...  # count, log
+
+    def workers_short_for(self) -> float: ...
 
     async def metrics_text(self) -> str: ...
 
@@ -189,7 +199,7 @@ class Operations:
         matched an existing idempotency key is not a new one)."""
         for s in submitted:
             if s.created:
-                self.supervisor.metrics.job("submitted", s.job.type, s.job.queue)
+                self.supervisor.job_event("submitted", s.job, None)
 
     def _new_job(self, spec: JobSpec) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
@@ -234,6 +244,8 @@ class Operations:
 
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))
+        if job.state is State.CANCELED:  # it was pending: canceled here and now
+            self.supervisor.job_event("canceled", job, "pending")
         if job.state is State.RUNNING and job.lease_owner == self.supervisor.node:
             # Ours: stop it now.  (Another node's job is stopped by that node when the
             # store's cancel notification, or failing that its next heartbeat, reaches it.)
@@ -241,7 +253,9 @@ class Operations:
         return {"job": job.to_dict()}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
-        return {"job": (await self._store(self.store.retry(params.id))).to_dict()}
+        job: Job = await self._store(self.store.retry(params.id))
+        self.supervisor.job_event("requeued", job, None)
+        return {"job": job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
         """Answer when the job is finished or the timeout has passed.  Woken by the store's
@@ -287,6 +301,9 @@ class Operations:
             },
             "workers": self._worker_counts(sup.worker_views()),
             "counters": dict(sup.counters),
+            "rates": {
+                k: round(v, 3) for k, v in sup.rates.per_second(sup.metrics.totals()).items()
+            },
         }
 
     def _worker_counts(self, views: list[dict[str, Any]]) -> dict[str, int]:
@@ -312,8 +329,9 @@ class Operations:
             problems.append(exc.message)
         expected = self.supervisor.settings.workers
         ready = sum(v["state"] != "starting" for v in self.supervisor.worker_views())
-        if ready < expected:
-            problems.append(f"{ready} of {expected} workers ready")
+        short_for = self.supervisor.workers_short_for()
+        if short_for > WORKERS_GRACE:
+            problems.append(f"{ready} of {expected} workers ready for {short_for:.0f}s")
         if self.supervisor.draining:
             problems.append("draining: this node is shutting down")
         return {

@@ -10,6 +10,7 @@ several supervisors in one process (tests) do not share numbers.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -125,6 +126,37 @@ class StoreCountsCollector(Collector):
         yield GaugeMetricFamily(
             "jobd_jobs", "Jobs in the store by state and queue.", labels=["state", "queue"]
         )
+
+
+class Rates:
+    """Per-second rates of the job counters over the last minute or so, from snapshots of
+    their totals taken at most every `every` seconds (for `jobctl stats`)."""
+
+    def __init__(self, window: float = 60.0, every: float = 5.0):
+        self.window = window
+        self.every = every
+        self._snapshots: deque[tuple[float, dict[str, float]]] = deque()
+
+    def due(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return not self._snapshots or now - self._snapshots[-1][0] >= self.every
+
+    def sample(self, totals: dict[str, float], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if not self.due(now):
+            return
+        self._snapshots.append((now, dict(totals)))
+        while len(self._snapshots) > 2 and now - self._snapshots[1][0] >= self.window:
+            self._snapshots.popleft()
+
+    def per_second(self, totals: dict[str, float], now: float | None = None) -> dict[str, float]:
+        """Each counter's rate from the oldest snapshot in the window up to `totals` now."""
+        now = time.monotonic() if now is None else now
+        if not self._snapshots or now - self._snapshots[0][0] <= 0:
+            return {name: 0.0 for name in totals}
+        since, then = self._snapshots[0]
+        elapsed = now - since
+        return {name: (value - then.get(name, 0.0)) / elapsed for name, value in totals.items()}
 
 
 class CountsCache:

@@ -41,7 +41,7 @@ from jobd.domain import (
 )
 from jobd.errors import JobdError, Unavailable
 from jobd.handlers import Registry
-from jobd.metrics import CountsCache, Metrics
+from jobd.metrics import CountsCache, Metrics, Rates
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, Store
 from jobd.systemd import Notifier
 from jobd.worker import BOOT_ERROR
@@ -142,6 +142,8 @@ class Supervisor:
         self.notifier = Notifier()
         self._event_level = logging.INFO if settings.job_events else logging.DEBUG
         self._outcome_jobs: dict[int, Job] = {}  # the job of each outcome not yet written
+        self._workers_short_since: float | None = None
+        self.rates = Rates()
         self._signals: deque[int] = deque()
         self._wakeup = asyncio.Event()
         self._work_hint = asyncio.Event()  # new pending work may exist
@@ -376,6 +378,15 @@ class Supervisor:
         elif kind == "progress":
             log.debug("progress", extra={"job_id": message[1], "progress": message[2]})
         self.wake()
+
+    def job_event(self, event: str, job: Job, source: str | None) -> None:
+        """A change the control server made (a job `submitted`, a pending one `canceled`, an
+        operator's `requeued`): counted where a counter exists, and logged like the others."""
+        if event in self.metrics.jobs:
+            self.metrics.job(event, job.type, job.queue)
+        if events.isEnabledFor(self._event_level):
+            extra = {**job_fields(job), "from": source, "to": job.state.value}
+            events.log(self._event_level, f"job {event}", extra=extra)
 
     def _job_started(self, w: WorkerProcess, job_id: int) -> None:
         w.running = job_id
@@ -814,8 +825,25 @@ class Supervisor:
     def _title(self) -> None:
         busy = sum(1 for w in self.workers.values() if w.running is not None)
         self.metrics.set_workers(busy, len(self.workers) - busy)
+        self._track_worker_count()
+        if self.rates.due():
+            self.rates.sample(self.metrics.totals())
         state = "draining" if self.draining else "running"
         setproctitle(f"jobd: supervisor {state} {busy}/{len(self.workers)} busy node={self.node}")
+
+    def _track_worker_count(self) -> None:
+        ready = sum(1 for w in self.workers.values() if w.ready)
+        if ready >= self.settings.workers:
+            self._workers_short_since = None
+        elif self._workers_short_since is None:
+            self._workers_short_since = time.monotonic()
+
+    def workers_short_for(self) -> float:
+        """Seconds this node has had fewer ready workers than configured (0: it has them all).
+        A worker being replaced is short for milliseconds; health only minds a long gap."""
+        if self._workers_short_since is None:
+            return 0.0
+        return time.monotonic() - self._workers_short_since
 
     def _status(self) -> str:
         busy = sum(1 for w in self.workers.values() if w.running is not None)

@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from jobd import Client
 from jobd.domain import NewJob, State
 from jobd.store import Store
 
@@ -21,7 +24,8 @@ pytestmark = pytest.mark.postgres
 
 async def test_logs_follow_a_job_by_its_correlation_id(make_daemon, pg_store: Store) -> None:
     d = make_daemon(JOBD_LOGGING_JOB_EVENTS="true").start()
-    job = (await pg_store.submit(NewJob("chatty", {}, correlation_id="req-42"))).job
+    with Client(d.env["JOBD_SOCKET"]) as client:
+        job = client.submit("chatty", {}, correlation_id="req-42").job
     await until_state(pg_store, job.id, State.COMPLETED)
     wait_for(lambda: any(e.get("message") == "job completed" for e in d.events()))
     assert d.stop() == 0
@@ -30,6 +34,7 @@ async def test_logs_follow_a_job_by_its_correlation_id(make_daemon, pg_store: St
     mine = [e for e in events if e.get("correlation_id") == "req-42"]
     story = [(e["message"], e.get("attempt")) for e in mine if e["logger"] == "jobd.jobs"]
     assert story == [
+        ("job submitted", 0),
         ("job started", 1),
         ("job retried", 1),
         ("job started", 2),
@@ -65,6 +70,58 @@ async def test_a_failed_job_logs_its_traceback_as_one_field(make_daemon, pg_stor
     line = wait_for(lambda: next((e for e in d.events() if e.get("message") == "job failed"), None))
     assert line["level"] == "WARNING" and line["job_id"] == job.id
     assert line["traceback"].startswith("Traceback") and "flaky failure" in line["traceback"]
+
+
+async def test_metrics_count_a_known_mix_of_jobs(make_daemon, pg_store: Store) -> None:
+    token = "metrics-test-token"
+    d = make_daemon(JOBD_HTTP_LISTEN="127.0.0.1:0", JOBD_HTTP_TOKENS=token).start()
+    listen = wait_for(lambda: d.event("http shim listening"), what="the shim")["listen"]
+    with Client(d.env["JOBD_SOCKET"]) as client:
+        ids = [client.submit("noop", {}).job.id for _ in range(3)]
+        ids.append(client.submit("flaky", {"fail_times": 1}).job.id)
+        ids.append(client.submit("permanent", {}).job.id)
+        later = client.submit("noop", {}, delay=3600).job.id
+        client.cancel(later)
+        for job_id in ids:
+            client.wait(job_id, timeout=20)
+    request = urllib.request.Request(
+        f"http://{listen}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    def scrape() -> dict[tuple[str, tuple], float]:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def count(event: str, job_type: str) -> float:
+        return samples.get(
+            (f"jobd_jobs_{event}_total", (("queue", "default"), ("type", job_type))), 0.0
+        )
+
+    def settled() -> dict | None:
+        # The counters move once the outcomes are written, just after `wait` may answer.
+        nonlocal samples
+        samples = scrape()
+        return samples if count("completed", "flaky") and count("failed", "permanent") else None
+
+    samples: dict = {}
+    wait_for(settled, what="the last outcomes to be counted")
+    assert count("submitted", "noop") == 4 and count("submitted", "flaky") == 1
+    assert count("completed", "noop") == 3 and count("completed", "flaky") == 1
+    assert count("started", "noop") == 3 and count("started", "flaky") == 2
+    assert count("retried", "flaky") == 1 and count("failed", "permanent") == 1
+    assert count("canceled", "noop") == 1 and count("failed", "noop") == 0
+    assert samples[("jobd_job_run_duration_seconds_count", (("type", "flaky"),))] == 2
+    by_state = {labels: v for (name, labels), v in samples.items() if name == "jobd_jobs"}
+    assert by_state[(("queue", "default"), ("state", "completed"))] == 4
+    assert by_state[(("queue", "default"), ("state", "failed"))] == 1
+    assert by_state[(("queue", "default"), ("state", "canceled"))] == 1
+    assert ("jobd_workers", (("state", "idle"),)) in samples
+    assert token not in d.stderr()
 
 
 def test_sd_notify_ready_watchdog_stopping(make_daemon, tmp_path: Path) -> None:

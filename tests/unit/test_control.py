@@ -61,10 +61,15 @@ class FakeSupervisor:
             for i in range(1, workers + 1)
         ]
         self.cancelled: list[int] = []
-        self.metrics = SimpleNamespace(events=[])
-        self.metrics.job = lambda event, job_type, queue: self.metrics.events.append(
-            (event, job_type, queue)
-        )
+        self.metrics = SimpleNamespace(events=[], totals=lambda: {"completed": 3.0})
+        self.rates = SimpleNamespace(per_second=lambda totals: {"completed": 0.5})
+        self.short_for = 0.0
+
+    def job_event(self, event: str, job: Any, source: str | None) -> None:
+        self.metrics.events.append((event, job.type, job.queue))
+
+    def workers_short_for(self) -> float:
+        return self.short_for
 
     def worker_views(self) -> list[dict[str, Any]]:
         return self.views
@@ -312,6 +317,7 @@ async def test_stats_and_workers(ops: Operations, sup: FakeSupervisor) -> None:
     assert stats["jobs"]["by_type"] == {"echo": {"pending": 1}}
     assert stats["workers"] == {"busy": 1, "idle": 1, "total": 2, "expected": 2}
     assert stats["counters"] == {"completed": 3}
+    assert stats["rates"] == {"completed": 0.5}
     assert (await ops.workers(NoParams()))["workers"] == sup.views
 
 
@@ -326,10 +332,16 @@ async def test_health(ops: Operations, sup: FakeSupervisor) -> None:
         "problems": [],
     }
     sup.views[1]["state"] = "starting"
+    sup.short_for = 1.0  # a worker being replaced: not a problem yet
+    assert (await ops.health(NoParams()))["status"] == "ok"
+    sup.short_for = 11.0
     sup.draining = True
     degraded = await ops.health(NoParams())
     assert degraded["status"] == "degraded" and degraded["workers"]["ready"] == 1
-    assert degraded["problems"] == ["1 of 2 workers ready", "draining: this node is shutting down"]
+    assert degraded["problems"] == [
+        "1 of 2 workers ready for 11s",
+        "draining: this node is shutting down",
+    ]
 
 
 # --- the socket -----------------------------------------------------------------------------------
