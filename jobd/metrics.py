@@ -13,11 +13,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from jobd.store import Counts
+
+# A `_created` timestamp series beside every counter doubles the series for nothing Prometheus
+# needs (it sees resets by itself).
+disable_created_metrics()
 
 #: Outcome counters, by the event that moves them; each is labelled by job type and queue.
 JOB_EVENTS = {
