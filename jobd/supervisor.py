@@ -89,6 +89,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Bound on jobs claimed ahead of free worker slots, per worker (see Supervisor._claim_ahead).
+CLAIM_AHEAD_PER_WORKER = 8
+
+
+def _ewma(average: float, sample: float, weight: float = 0.2) -> float:
+    return sample if average == 0 else average + weight * (sample - average)
+
+
 def job_fields(job: Job) -> dict[str, Any]:
     """The fields every log line about a job carries."""
     return {
@@ -143,6 +151,9 @@ class Supervisor:
         self._event_level = logging.INFO if settings.job_events else logging.DEBUG
         self._outcome_jobs: dict[int, Job] = {}  # the job of each outcome not yet written
         self._workers_short_since: float | None = None
+        self._backlog = False  # the last claim got all it asked for: more is waiting
+        self._claim_time = 0.0  # claim round trip (moving average), seconds
+        self._run_time = 0.0  # how long jobs run (moving average), seconds
         self.rates = Rates()
         self._signals: deque[int] = deque()
         self._wakeup = asyncio.Event()
@@ -377,6 +388,8 @@ class Supervisor:
             log.info("worker retiring", extra={"worker": w.index, "reason": message[1]})
         elif kind == "progress":
             log.debug("progress", extra={"job_id": message[1], "progress": message[2]})
+        if self.claimed and kind != "start":
+            self._hand_out()  # a slot is free: the next claimed job goes now, not next turn
         self.wake()
 
     def job_event(self, event: str, job: Job, source: str | None) -> None:
@@ -418,6 +431,7 @@ class Supervisor:
             if job is not None:
                 ran = time.monotonic() - w.started_at
                 self.metrics.run_duration.labels(job.type).observe(ran)
+                self._run_time = _ewma(self._run_time, ran)
         w.jobs_done += 1
         return job
 
@@ -539,11 +553,24 @@ class Supervisor:
         self._hand_out()
 
     def _capacity(self) -> int:
+        """How many jobs to claim now: the free slots in the workers (each may hold 1 +
+        prefetch), plus what the workers will have started by the time the next claim comes
+        back (see _claim_ahead), less what is already claimed and waiting."""
         depth = 1 + self.settings.prefetch
         free = sum(
             depth - len(w.assigned) for w in self.workers.values() if w.ready and not w.retiring
         )
-        return max(free - len(self.claimed), 0)
+        return max(free + self._claim_ahead() - len(self.claimed), 0)
+
+    def _claim_ahead(self) -> int:
+        """Jobs worth holding claimed beyond the free slots: as many as the workers finish in
+        two claim round trips, when jobs are short and a backlog is waiting; none for long jobs
+        (they would wait here while another node could run them) or without a backlog."""
+        if not self._backlog or self._run_time <= 0:
+            return 0
+        busy = sum(1 for w in self.workers.values() if w.ready and not w.retiring)
+        ahead = busy * 2 * self._claim_time / self._run_time
+        return min(int(ahead), busy * CLAIM_AHEAD_PER_WORKER)
 
     async def _claim_more(self) -> None:
         wanted = self._capacity()
@@ -563,8 +590,11 @@ class Supervisor:
             self._store_trouble("claim", exc)
             return
         self._store_ok()
+        self._claim_time = _ewma(self._claim_time, time.monotonic() - now)
         self.claimed.extend(jobs)
-        if len(jobs) == wanted:
+        self._hand_out()
+        self._backlog = len(jobs) == wanted
+        if self._backlog:
             self._work_hint.set()  # there may be more: claim again on the next turn
             self.wake()
         else:
