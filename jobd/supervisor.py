@@ -91,6 +91,8 @@ def utcnow() -> datetime:
 
 #: Bound on jobs claimed ahead of free worker slots, per worker (see Supervisor._claim_ahead).
 CLAIM_AHEAD_PER_WORKER = 8
+MAINTENANCE_INTERVAL = 5.0  # seconds between the store's maintenance checks
+PRUNE_INTERVAL = 60.0  # seconds between prunes of finished jobs past jobs.retention
 
 
 def _ewma(average: float, sample: float, weight: float = 0.2) -> float:
@@ -772,15 +774,22 @@ class Supervisor:
             await asyncio.sleep(interval)
 
     async def _prune_loop(self) -> None:
+        """Housekeeping: the store's maintenance every few seconds (PostgreSQL vacuums the jobs
+        table when dead rows pile up), pruning of old finished jobs every minute."""
+        last_prune = time.monotonic()
         while True:
-            await asyncio.sleep(60)
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
-                pruned = await self.store.prune(timedelta(seconds=self.settings.retention))
+                if await self.store.maintain():
+                    log.debug("store maintenance done")
+                retention = self.settings.retention  # 0: finished jobs are kept forever
+                if retention > 0 and time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    pruned = await self.store.prune(timedelta(seconds=retention))
+                    if pruned:
+                        log.info("pruned finished jobs", extra={"count": pruned})
             except Unavailable as exc:
-                self._store_trouble("prune", exc)
-                continue
-            if pruned:
-                log.info("pruned finished jobs", extra={"count": pruned})
+                self._store_trouble("maintenance", exc)
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Run a side task; if it dies of a bug, the supervisor drains instead of limping on."""

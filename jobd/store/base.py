@@ -249,6 +249,11 @@ class Store(abc.ABC):
         """Delete finished jobs whose finished_at is older than `older_than`; at most `batch`
         rows per transaction; return how many went."""
 
+    async def maintain(self) -> bool:
+        """Housekeeping the database needs under a busy queue (PostgreSQL: VACUUM when dead
+        rows pile up); called every few seconds by the supervisor.  True if it did something."""
+        return False
+
     # --- notifications --------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:

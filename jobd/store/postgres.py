@@ -81,6 +81,10 @@ _CHANNEL_PREFIX_LENGTH = 56
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 # Pooled connections are recycled after this long, so an older backend pid is not ours.
 _MAX_LIFETIME = 3600.0
+#: Dead row versions in the jobs table that make `maintain` vacuum it (a few seconds of a busy
+#: queue's churn: small enough that claims never wade through many, large enough that the
+#: vacuum's fixed cost is paid rarely).
+VACUUM_DEAD_ROWS = 50_000
 
 
 def load_queries(text: str) -> dict[str, str]:
@@ -476,6 +480,29 @@ class PostgresStore(Store):
                 deleted += cur.rowcount
                 if cur.rowcount < batch:
                     return deleted
+
+    async def maintain(self) -> bool:
+        """VACUUM the jobs table once dead rows pass VACUUM_DEAD_ROWS.
+
+        Every job updates its row twice (claim, finish), so a busy queue makes dead rows by
+        the thousand each second; left alone they slow the claim within minutes (measured:
+        half the throughput at 1.8 million).  Autovacuum keeps up where it runs with the
+        table's settings (see 0001_init.sql), but a server may have it off, or it may lag.
+        One node at a time (an advisory lock); a plain VACUUM takes no lock that blocks claims.
+        True if it vacuumed."""
+        async with self._connection() as conn:
+            row = await _one(await conn.execute(QUERIES["dead_rows"]))
+            if row is None or row["dead"] < VACUUM_DEAD_ROWS:
+                return False
+            key = zlib.crc32(f"jobd vacuum {self.schema}".encode()) - 2**31
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (key,))
+            if not (await _one(cur))["got"]:
+                return False  # another node is at it
+            try:
+                await conn.execute("VACUUM (ANALYZE) jobs")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            return True
 
     # --- notifications -------------------------------------------------------------------------
 

@@ -488,3 +488,36 @@ async def test_payload_postgres_cannot_store_is_invalid(pg: PostgresStore) -> No
 def test_schema_must_be_a_plain_identifier() -> None:
     with pytest.raises(ValueError, match=r"database\.schema"):
         PostgresStore("postgresql://localhost/x", schema='evil"; DROP')
+
+
+async def test_maintain_vacuums_the_jobs_table_once_dead_rows_pile_up(
+    pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobd.store.postgres as pg_module
+
+    store = create_store(pg_url, schema=pg_schema)
+    await store.open()
+    try:
+        await store.migrate()
+        assert await store.maintain() is False  # nothing dead yet
+        await store.submit_many([NewJob("echo", {}) for _ in range(300)])
+        jobs = await store.claim("n", 300, lease=30)
+        await store.finish("n", [Outcome(j.id, 1, OutcomeKind.COMPLETED) for j in jobs])
+        monkeypatch.setattr(pg_module, "VACUUM_DEAD_ROWS", 100)
+
+        async def dead_rows() -> int:
+            async with store._connection() as conn:
+                cur = await conn.execute(pg_module.QUERIES["dead_rows"])
+                return (await cur.fetchone())["dead"]
+
+        deadline = time.monotonic() + 20
+        while await dead_rows() < 100:  # cumulative statistics arrive a little late
+            assert time.monotonic() < deadline, "statistics never showed the dead rows"
+            await asyncio.sleep(0.1)
+        assert await store.maintain() is True
+        deadline = time.monotonic() + 20
+        while await dead_rows() >= 100:
+            assert time.monotonic() < deadline, "VACUUM left the dead rows"
+            await asyncio.sleep(0.1)
+    finally:
+        await store.close()

@@ -237,6 +237,14 @@ UPDATE jobs
 RETURNING *
 
 
+-- name: dead_rows
+-- How many dead row versions the jobs table carries (each job leaves two behind: its claim and
+-- its finish update the row).  Cumulative statistics, a little behind; good enough to decide.
+SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
+  FROM pg_stat_user_tables
+ WHERE relid = 'jobs'::regclass
+
+
 -- name: prune_cutoff
 SELECT now() - make_interval(secs => %(seconds)s) AS cutoff
 
