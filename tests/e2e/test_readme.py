@@ -1,0 +1,295 @@
+"""The README's five-minute tour, run as a reader runs it.
+
+The commands are read from README.md, not copied here: the code block after
+`<!-- tour: daemon -->` starts the daemon (in the background, as in a first terminal), and the
+`console` block after `<!-- tour: session -->` holds the commands typed in a second terminal,
+each (`$ command`) followed by the output the README promises.  Each command runs verbatim
+through bash, in a fresh home, state and runtime directory, with `jobd` and `jobctl` on the
+PATH running this checkout; its output (stdout and stderr together) must match the README's:
+
+- lines are compared with runs of spaces collapsed;
+- `…` inside a line stands for any text; a line that is only `…` for any number of lines;
+- otherwise every line shown must be there, in order, and nothing else.
+
+Then the daemon gets SIGINT (the README's Ctrl-C) by pid and must drain and exit 0.  The
+set-up's `pip install .` is what tests/e2e/test_wheel.py checks; the test command is checked by
+.ci/run, which runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jobd.client import Client
+from jobd.errors import Unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+ELLIPSIS = "…"
+
+
+# --- reading the tour ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str
+    expected: list[str]
+
+
+def block_after(text: str, marker: str) -> tuple[str, str]:
+    """The language and the body of the fenced code block that follows `marker`."""
+    start = text.index(marker) + len(marker)
+    match = re.compile(r"\n```(\w*)\n(.*?)\n```", re.S).search(text, start)
+    assert match is not None, f"README.md: no code block after {marker}"
+    between = text[start : match.start()].strip()
+    assert not between, f"README.md: text between {marker} and its code block: {between!r}"
+    return match.group(1), match.group(2)
+
+
+def daemon_command(text: str) -> str:
+    language, body = block_after(text, "<!-- tour: daemon -->")
+    assert language == "sh"
+    lines = [line for line in body.splitlines() if line.strip()]
+    assert len(lines) == 1, f"the daemon block should hold one command: {lines}"
+    return lines[0]
+
+
+def session_steps(text: str) -> list[Step]:
+    language, body = block_after(text, "<!-- tour: session -->")
+    assert language == "console"
+    steps: list[Step] = []
+    for line in body.splitlines():
+        if line.startswith("$ "):
+            steps.append(Step(line[2:], []))
+        else:
+            assert steps, f"output before the first command: {line!r}"
+            steps[-1].expected.append(line)
+    return steps
+
+
+# --- comparing output ---------------------------------------------------------------------------
+
+
+def _normal(line: str) -> str:
+    return " ".join(line.split())
+
+
+def _line_pattern(expected: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in _normal(expected).split(ELLIPSIS)))
+
+
+def output_matches(expected: list[str], actual: list[str]) -> bool:
+    """True if `actual` is what `expected` shows (see the module docstring)."""
+    if not expected:
+        return not actual
+    head, rest = expected[0], expected[1:]
+    if _normal(head) == ELLIPSIS:
+        return any(output_matches(rest, actual[i:]) for i in range(len(actual) + 1))
+    return (
+        bool(actual)
+        and _line_pattern(head).fullmatch(_normal(actual[0])) is not None
+        and output_matches(rest, actual[1:])
+    )
+
+
+def test_output_matching_rules() -> None:
+    shown = ["job 1 done", ELLIPSIS, "result:  {…}"]
+    assert output_matches(shown, ["job 1 done", "a", "b", "result: {1}"])
+    assert output_matches(shown, ["job  1 done", "result: {}"])
+    assert not output_matches(shown, ["job 1 done", "result: {1}", "more"])
+    assert not output_matches(shown, ["job 2 done", "result: {1}"])
+    assert not output_matches(["a"], [])
+    assert output_matches([], [])
+
+
+def test_the_tour_is_in_the_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "jobd run" in daemon_command(text)
+    commands = [step.command.split()[0] for step in session_steps(text)]
+    assert commands == ["jobctl", "jobctl", "curl"], commands
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Shell:
+    """A fresh user's shell: its own HOME and XDG directories, this checkout's jobd."""
+
+    root: Path
+    env: dict[str, str]
+
+    def run(self, command: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.root / "home",
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def shell() -> Iterator[Shell]:
+    # A short directory: the control socket's path must fit in 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="readme-"))
+    try:
+        bin_dir = root / "bin"
+        for path in (bin_dir, root / "home", root / "state"):
+            path.mkdir()
+        (root / "run").mkdir(mode=0o700)  # what a login session's XDG_RUNTIME_DIR is like
+        for name, module in (("jobd", "jobd.cli"), ("jobctl", "jobctl")):
+            script = bin_dir / name
+            script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+            script.chmod(0o755)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JOBD_", "XDG_"))
+            and k not in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY")
+        }
+        env.update(
+            HOME=str(root / "home"),
+            XDG_STATE_HOME=str(root / "state"),
+            XDG_RUNTIME_DIR=str(root / "run"),
+            PATH=os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        )
+        yield Shell(root, env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _port_of(command: str) -> int:
+    match = re.search(r"127\.0\.0\.1:(\d+)", command)
+    assert match, f"no 127.0.0.1:PORT in {command!r}"
+    return int(match.group(1))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _daemon_answers(socket_path: Path) -> bool:
+    try:
+        with Client(socket_path, timeout=2.0) as client:
+            client.hello()
+        return True
+    except Unavailable:
+        return False
+
+
+def _is_jobd(pid: int) -> bool:
+    """Whether `pid` runs jobd itself (before or after it names itself with setproctitle)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"jobd.cli" in cmdline or cmdline.startswith(b"jobd: ")
+
+
+def _wait_until(condition, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"jobd exited {process.returncode} before {what}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {what} within {START_TIMEOUT}s:\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+def test_the_tour_runs_as_written(shell: Shell) -> None:
+    text = README.read_text(encoding="utf-8")
+    command, steps = daemon_command(text), session_steps(text)
+    port = _port_of(command)
+    if shutil.which("curl") is None:
+        pytest.skip("the tour uses curl, which this machine does not have")
+    if not _port_free(port):
+        pytest.skip(f"the tour's port {port} is taken on this machine")
+
+    log = shell.root / "jobd.log"
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=shell.root / "home",
+            env=shell.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # pytest's own Ctrl-C is not the daemon's
+        )
+    try:
+        # bash runs a one-command script by exec: the pid is jobd's, which gets the Ctrl-C.
+        _wait_until(lambda: _is_jobd(daemon.pid), daemon, log, "running jobd as its own process")
+        socket_path = shell.root / "run" / "jobd.sock"
+        _wait_until(lambda: _daemon_answers(socket_path), daemon, log, "answering on its socket")
+        _wait_until(lambda: _http_ready(port), daemon, log, "ready over HTTP")
+
+        for step in steps:
+            result = shell.run(step.command)
+            actual = result.stdout.splitlines()
+            assert result.returncode == 0, (
+                f"$ {step.command}\nexit {result.returncode}\n{result.stdout}"
+            )
+            assert output_matches(step.expected, actual), (
+                f"$ {step.command}\n--- README shows\n"
+                + "\n".join(step.expected)
+                + "\n--- it printed\n"
+                + result.stdout
+            )
+
+        daemon.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            status = daemon.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"jobd did not stop within {STOP_TIMEOUT}s of SIGINT:\n{log.read_text()}")
+        output = log.read_text()
+        assert status == 0, f"jobd exited {status}:\n{output}"
+        assert "draining" in output and "jobd stopped" in output, output
+        assert not socket_path.exists(), "jobd left its socket behind"
+        # Set-up's promise: the embedded default lives in $XDG_STATE_HOME/jobd/jobd.db.
+        assert (shell.root / "state" / "jobd" / "jobd.db").is_file()
+        if "Fatal Python error" in output:
+            # Known bug, reported: the HTTP shim child aborts at exit (its thread watching the
+            # stdin pipe from `jobd run` still holds the buffered reader's lock during
+            # interpreter shutdown); the reader sees "Fatal Python error" at Ctrl-C.
+            pytest.xfail("the HTTP shim child of `jobd run` aborts (SIGABRT) when it stops")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
