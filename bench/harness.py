@@ -1,0 +1,426 @@
+"""What bench/run.py's scenarios share: a store of the scenario's own (a schema in the run's
+PostgreSQL database, or a SQLite file in the run's temporary directory), `jobd run` as a real
+subprocess on it, and the queries that read what happened back from the jobs' own timestamps.
+
+Every rate here comes from the store's clock: `started_at` is set by the claim statement and
+`finished_at` by the statement that writes the result, both from one clock reading per
+statement (PostgreSQL's now(), the SQLite store's clock per call).  So "first claim to last
+completion" needs nothing from the benchmark's side, and the number of distinct `started_at`
+(`finished_at`) values is the number of claim (finish) statements: the batch sizes the daemon
+really used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+import psycopg
+
+from jobd.client import Client
+from jobd.domain import NewJob
+from jobd.errors import Unavailable
+from jobd.store import Store, create_store
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SUBMIT_CHUNK = 1000  # the most jobs one submit_many takes
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1024 * 1024
+
+
+_BEGAN = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """A line on stderr, stamped with the seconds since the run began."""
+    print(f"[{time.monotonic() - _BEGAN:7.1f}s]   {message}", file=sys.stderr, flush=True)
+
+
+# --- a store of the scenario's own --------------------------------------------------------------
+
+
+class BenchStore:
+    """One scenario's jobd store, and a plain connection (autocommit) to look inside it.
+
+    PostgreSQL: a schema of the run's database (jobd's `database.schema`), created by jobd's
+    own migrations and dropped afterwards.  SQLite: a file in the run's temporary directory."""
+
+    def __init__(self, kind: str, url: str, schema: str | None = None):
+        self.kind = kind
+        self.url = url
+        self.schema = schema
+        self._conn: Any = None
+
+    @classmethod
+    def postgres(cls, database_url: str, schema: str) -> BenchStore:
+        return cls("postgres", database_url, schema)
+
+    @classmethod
+    def sqlite(cls, directory: Path, name: str) -> BenchStore:
+        return cls("sqlite", f"sqlite://{directory / name}.db")
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return Path(self.url.removeprefix("sqlite://"))
+
+    def daemon_env(self) -> dict[str, str]:
+        env = {"JOBD_DATABASE_URL": self.url}
+        if self.schema:
+            env["JOBD_DATABASE_SCHEMA"] = self.schema
+        return env
+
+    def jobd_store(self) -> Store:
+        if self.kind == "postgres":
+            return create_store(self.url, schema=self.schema)
+        return create_store(self.url)
+
+    # --- looking inside ------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one statement, written with %s placeholders for both databases."""
+        conn = self._connection()
+        if self.kind == "postgres":
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+        return conn.execute(sql.replace("%s", "?"), params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.query(sql, params)[0][0]
+
+    def epoch(self, column: str) -> str:
+        """SQL for a timestamp column as float seconds since the epoch."""
+        return f"extract(epoch FROM {column})::float8" if self.kind == "postgres" else column
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            if self.kind == "postgres":
+                self._conn = psycopg.connect(self.url, autocommit=True)
+                self._conn.execute(f'SET search_path TO "{self.schema}"; SET jit = off')
+            else:
+                self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        return self._conn
+
+    def checkpoint(self) -> None:
+        """Write dirty pages out before a timed phase, so a checkpoint does not land in it."""
+        if self.kind == "postgres":
+            self.query("CHECKPOINT")
+        else:
+            self.query("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def drop(self) -> None:
+        """Give the space back (with autovacuum off, nothing else would)."""
+        if self.kind == "postgres":
+            self.query(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            self.close()
+        else:
+            self.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+async def migrate(store: BenchStore) -> None:
+    """jobd's own migrations: the schema the daemon runs on, exactly."""
+    jobd_store = store.jobd_store()
+    await jobd_store.open()
+    try:
+        await jobd_store.migrate()
+    finally:
+        await jobd_store.close()
+
+
+async def fill(
+    store: BenchStore,
+    jobs: int,
+    job_type: str = "bench_noop",
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """`jobs` pending jobs, through the store's own submit_many (what the control server's
+    submit_many calls), in batches of the largest size a client may send."""
+    jobd_store = store.jobd_store()
+    await jobd_store.open()
+    try:
+        await jobd_store.migrate()
+        for start in range(0, jobs, SUBMIT_CHUNK):
+            count = min(SUBMIT_CHUNK, jobs - start)
+            await jobd_store.submit_many([NewJob(job_type, payload or {}) for _ in range(count)])
+    finally:
+        await jobd_store.close()
+
+
+# --- what happened, from the jobs' timestamps -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """Completed jobs: first claim to last completion, and how many statements did it."""
+
+    jobs: int
+    first_start: float
+    last_finish: float
+    claims: int  # distinct started_at values: claim statements
+    finishes: int  # distinct finished_at values: finish statements
+
+    @property
+    def seconds(self) -> float:
+        return self.last_finish - self.first_start
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def claim_batch(self) -> float:
+        return self.jobs / self.claims if self.claims else float("nan")
+
+    @property
+    def finish_batch(self) -> float:
+        return self.jobs / self.finishes if self.finishes else float("nan")
+
+
+def span(store: BenchStore, after_id: int = 0) -> Span:
+    """The completed jobs whose id is above `after_id`."""
+    row = store.query(
+        f"SELECT count(*), min({store.epoch('started_at')}), max({store.epoch('finished_at')}),"
+        "       count(DISTINCT started_at), count(DISTINCT finished_at)"
+        "  FROM jobs WHERE id > %s AND state = 'completed'",
+        (after_id,),
+    )[0]
+    if not row[0]:
+        raise RuntimeError("no completed job found")
+    return Span(row[0], row[1], row[2], row[3], row[4])
+
+
+def max_id(store: BenchStore) -> int:
+    return int(store.scalar("SELECT coalesce(max(id), 0) FROM jobs"))
+
+
+def unfinished(store: BenchStore) -> bool:
+    """Any job pending or running?  Two EXISTS, so each stops at the first live entry of its
+    partial index instead of counting a backlog (this is polled while the daemon works)."""
+    return bool(
+        store.scalar(
+            "SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'pending'))"
+            "    OR (EXISTS (SELECT 1 FROM jobs WHERE state = 'running'))"
+        )
+    )
+
+
+def completed(store: BenchStore, after_id: int = 0) -> int:
+    return int(
+        store.scalar("SELECT count(*) FROM jobs WHERE id > %s AND state = 'completed'", (after_id,))
+    )
+
+
+def wait_drained(
+    store: BenchStore, timeout: float, alive: Callable[[], None] = lambda: None, poll: float = 0.2
+) -> None:
+    """Until no job is pending or running; `alive` raises if the daemon has died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while unfinished(store):
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"jobs still pending or running after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def expect_completed(found: Span, expected: int, what: str) -> None:
+    """Every job must have completed: a benchmark that loses jobs measures nothing."""
+    if found.jobs != expected:
+        raise RuntimeError(f"{what}: {found.jobs} of {expected} jobs completed")
+
+
+@dataclass(frozen=True)
+class TableSize:
+    dead_tuples: int | None  # PostgreSQL's pg_stat_user_tables.n_dead_tup for jobs
+    live_tuples: int | None
+    jobs_bytes: int  # the jobs table with its indexes and TOAST (SQLite: the whole file)
+    all_bytes: int  # every table of jobd's schema (SQLite: the file and its WAL)
+
+
+def table_size(store: BenchStore) -> TableSize:
+    """Cheap to read while the daemon works: statistics and file sizes, no scan of the table
+    (a scan would also prune pages for the daemon and change what is measured)."""
+    if store.kind == "postgres":
+        rows = store.query(
+            "SELECT relname, n_dead_tup, n_live_tup, pg_total_relation_size(relid)"
+            "  FROM pg_stat_user_tables WHERE schemaname = %s",
+            (store.schema,),
+        )
+        jobs = next((r for r in rows if r[0] == "jobs"), ("jobs", None, None, 0))
+        return TableSize(jobs[1], jobs[2], jobs[3], sum(r[3] for r in rows))
+    main = _file_size(store.path)
+    return TableSize(None, None, main, main + _file_size(Path(f"{store.path}-wal")))
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size, from /proc/<pid>/statm (its second field, in pages)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class Daemon:
+    """`jobd run --migrate` as a real subprocess, answering on a socket in a directory of its
+    own (short enough for sun_path), its log kept there."""
+
+    def __init__(self, store: BenchStore, workers: int, env: Mapping[str, str]):
+        self.directory = Path(tempfile.mkdtemp(prefix="jobd-bench-", dir="/tmp"))
+        self.socket = self.directory / "jobd.sock"
+        self.log = self.directory / "jobd.log"
+        self.workers = workers
+        self._env = _daemon_env(store, workers, self.socket, env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.directory,
+                start_new_session=True,  # a Ctrl-C at the terminal reaches us, not jobd
+            )
+
+    def client(self, timeout: float | None = 30.0) -> Client:
+        return Client(self.socket, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the control socket answers and every worker is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with self.client(timeout=5) as client:
+                    health = client.health()
+                if health.workers_ready >= health.workers_expected:
+                    return
+            except (Unavailable, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobd not ready within {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def worker_pids(self) -> list[int]:
+        with self.client() as client:
+            return [w.pid for w in client.workers() if w.pid is not None]
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM, which drains; jobd must exit 0.  The directory goes only if it did."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if code != 0:
+            raise RuntimeError(f"jobd exited {code}; log in {self.log}:\n{self.log_tail()}")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def kill(self) -> None:
+        """After a failure: make sure nothing of ours is left running."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"jobd exited {self.process.returncode}:\n{self.log_tail()}")
+
+
+def _daemon_env(
+    store: BenchStore, workers: int, socket: Path, extra: Mapping[str, str]
+) -> dict[str, str]:
+    """The caller's environment without its JOBD_* settings, then --daemon-env, then what the
+    scenario needs (which wins: a scenario with 1 worker must get 1 worker)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
+    env.update(extra)
+    env.update(store.daemon_env())
+    env.update(
+        JOBD_SOCKET=str(socket),
+        JOBD_WORKERS=str(workers),
+        # bench/ itself must not go on the path: bench/http.py would shadow the stdlib's http.
+        JOBD_HANDLER_MODULES="bench.bench_handlers",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    return env
+
+
+@contextmanager
+def running(
+    store: BenchStore, workers: int, env: Mapping[str, str], *, ready: bool = True
+) -> Iterator[Daemon]:
+    """A started daemon (every worker up, unless ready=False), stopped afterwards."""
+    daemon = Daemon(store, workers, env)
+    daemon.start()
+    try:
+        if ready:
+            daemon.wait_ready()
+        yield daemon
+    except BaseException:
+        daemon.kill()
+        print(f"  jobd's log is in {daemon.log}", file=sys.stderr)
+        raise
+    daemon.stop()
+
+
+# --- small statistics ------------------------------------------------------------------------
+
+
+def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> list[float]:
+    """Linear-interpolated percentiles (statistics.quantiles, inclusive)."""
+    if len(values) < 2:
+        return [values[0] if values else float("nan")] * len(points)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[p - 1] for p in points]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
