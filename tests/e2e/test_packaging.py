@@ -686,6 +686,25 @@ def test_docs_compose_commands_name_its_services() -> None:
     assert seen >= 3, "the docs show no docker compose commands"
 
 
+def test_docs_docker_commands_use_the_image_they_build() -> None:
+    """`docker build -t TAG` and the `docker run … TAG` after it agree, and the jobd and jobctl
+    commands given to `docker exec` are valid."""
+    tags, runs, execs = set(), 0, 0
+    for line in doc_command_lines():
+        words = shlex.split(line)
+        if words[:2] == ["docker", "build"]:
+            tags.add(words[words.index("-t") + 1])
+            assert words[-1] == ".", line
+        elif words[:2] == ["docker", "run"]:
+            runs += 1
+            assert words[-1] in tags, f"{line}: no image built as {words[-1]}"
+        elif words[:2] == ["docker", "exec"]:
+            execs += 1
+            argv = [w for w in words[2:] if not w.startswith("-")][1:]
+            check_command(words[words.index(argv[0]) :])
+    assert tags and runs and execs
+
+
 # --- the wheel's dependencies -------------------------------------------------------------------
 
 
