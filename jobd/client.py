@@ -53,6 +53,7 @@ from jobd.protocol import (
 )
 
 SOCKET_ENV = "JOBD_SOCKET"
+SYSTEM_SOCKET = Path("/run/jobd/jobd.sock")  # jobd.service's RuntimeDirectory=jobd
 CONFIG_ENV = "JOBD_CONFIG"
 DEFAULT_TIMEOUT = 30.0
 WAIT_CHUNK = 300.0  # a wait with no timeout is sent as waits of this long, one after another
@@ -61,7 +62,9 @@ _WAIT_MARGIN = 10.0  # a wait's reply may take this much longer than its timeout
 
 def default_socket_path(env: Mapping[str, str] = os.environ) -> Path:
     """Where jobd listens: $JOBD_SOCKET, else control.socket of the file in $JOBD_CONFIG, else
-    the default `jobd run` uses (jobd.config.default_socket_path)."""
+    the default `jobd run` uses (jobd.config.default_socket_path) if a socket is there, else
+    the system service's socket if one is there (an operator's shell has no RUNTIME_DIRECTORY),
+    else that default."""
     explicit = env.get(SOCKET_ENV)
     if explicit:
         return Path(explicit)
@@ -70,7 +73,10 @@ def default_socket_path(env: Mapping[str, str] = os.environ) -> Path:
         return configured
     from jobd.config import default_socket_path as computed
 
-    return computed(env)
+    default = computed(env)
+    if not default.exists() and SYSTEM_SOCKET.exists():
+        return SYSTEM_SOCKET
+    return default
 
 
 def _socket_in_config_file(path: str | None) -> Path | None:

@@ -86,7 +86,7 @@ async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
         pending = await store.pending_migrations()
         if pending and (migrate or store.kind != "postgres"):
             for name in await store.migrate():
-                log.info("applied migration", extra={"migration": name})
+                log.info("applied migration", extra={"migration": name, "store": store.kind})
         elif pending:
             raise StartupError(
                 f"the database schema is out of date (pending: {', '.join(pending)});"

@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import threading
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from jobd.http.server import HttpSettings, ShimServer
 from jobd.logs import setup_logging
@@ -67,10 +67,10 @@ def settings_from_config(
     )
 
 
-def serve(settings: HttpSettings, parent: IO[bytes] | None = None) -> int:
+def serve(settings: HttpSettings, parent: int | None = None) -> int:
     """Run the shim in this process until SIGTERM or SIGINT (or, given `parent`, until that
-    stream ends: the pipe from `jobd run`, closed when it exits however it exits).  Requests
-    in progress then get STOP_GRACE seconds to finish.  Returns the exit status."""
+    file descriptor ends: the pipe from `jobd run`, closed when it exits however it exits).
+    Requests in progress then get STOP_GRACE seconds to finish.  Returns the exit status."""
     setup_logging(settings.log_level, settings.log_format, settings.node)
     # Signals are taken by sigwait in this thread, never by a handler: block them before any
     # thread starts, so every thread inherits the mask and none is interrupted by them.
@@ -102,9 +102,13 @@ def _auth(settings: HttpSettings) -> str:
     return f"{len(settings.tokens)} bearer token(s)" if settings.tokens else "none (loopback)"
 
 
-def _watch_parent(stream: IO[bytes]) -> None:
-    """Read the parent's pipe until it ends, then stop as if sent SIGTERM."""
-    while stream.read(4096):
+def _watch_parent(fd: int) -> None:
+    """Read the parent's pipe until it ends, then stop as if sent SIGTERM.
+
+    A raw os.read on the descriptor, not the buffered sys.stdin: this thread is still blocked
+    in the read when the interpreter shuts down, and a buffered reader's lock held by it then
+    aborts the process ("Fatal Python error: _enter_buffered_busy")."""
+    while os.read(fd, 4096):
         pass
     log.info("jobd run is gone (its pipe closed)")
     # Process-directed, so the main thread's sigwait sees it (raise_signal would aim at this

@@ -17,7 +17,7 @@ from jobd.http.child import settings_from_line
 def main() -> int:
     settings = settings_from_line(sys.stdin.buffer.readline())
     try:
-        return serve(settings, parent=sys.stdin.buffer)
+        return serve(settings, parent=sys.stdin.fileno())
     except StartError as exc:
         print(f"jobd http: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -535,8 +535,7 @@ class SQLiteStore(Store):
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, _ts(self._clock())),
                 )
-            log.info("SQLite database %s: applied migration %s", self.path, migration.name)
-            applied.append(migration.name)
+            applied.append(migration.name)  # the caller reports it (jobd run logs, migrate prints)
         return applied
 
     def _pending_migrations(self, conn: sqlite3.Connection) -> list[str]:

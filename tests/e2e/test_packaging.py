@@ -712,11 +712,6 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobd/metrics.py imports prometheus_client, which pyproject.toml does not declare:"
-    " `pip install . && jobd run` fails on a machine that lacks it",
-)
 def test_every_imported_distribution_is_declared() -> None:
     """A clean `pip install .` brings everything jobd and jobctl import."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

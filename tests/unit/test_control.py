@@ -719,3 +719,20 @@ def test_the_default_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/8")
     assert Client().socket_path == Path("/run/user/8/jobd.sock")
+
+
+def test_the_system_service_socket_is_found_from_a_login_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobd.client
+
+    system = tmp_path / "run-jobd" / "jobd.sock"
+    monkeypatch.setattr(jobd.client, "SYSTEM_SOCKET", system)
+    env = {"XDG_RUNTIME_DIR": str(tmp_path / "user")}
+    assert jobd.client.default_socket_path(env) == tmp_path / "user" / "jobd.sock"
+    system.parent.mkdir()
+    system.touch()  # jobd.service is running: its socket is there, the user's is not
+    assert jobd.client.default_socket_path(env) == system
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "jobd.sock").touch()  # a daemon of the user's own wins
+    assert jobd.client.default_socket_path(env) == tmp_path / "user" / "jobd.sock"
