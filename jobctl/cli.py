@@ -615,7 +615,7 @@ def health(ctx: click.Context) -> None:
 
     \b
     Example:
-      jobctl health || systemctl restart jobd
+      jobctl health || echo "jobd needs attention" >&2
     """
 
     def show() -> None:
