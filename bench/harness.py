@@ -289,6 +289,25 @@ def rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (/proc/<pid>/stat, fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent not idle since boot (/proc/stat): with
+    cpu_seconds of our own processes, it tells how much of the machine other work took."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    idle, iowait = values[3], values[4]
+    return (sum(values) - idle - iowait) / TICK
+
+
 class Daemon:
     """`jobd run --migrate` as a real subprocess, answering on a socket in a directory of its
     own (short enough for sun_path), its log kept there."""

@@ -24,7 +24,8 @@ Scenarios (--scenario, comma-separated; they run in this order):
              the worker to a freshly submitted job starting in its replacement.
   steady     a producer submitting as fast as it can (submit_many over the control socket)
              for 5 minutes: jobs/s per 30-second window, the backlog, the jobs table's dead
-             tuples and size over time.
+             tuples and size over time.  --steady-backlog N holds the backlog near N instead,
+             so the table's growth is the daemon's doing, not the producer's.
 
 Stores (--store): PostgreSQL in a database this command creates and drops (--pg: a URL allowed
 to CREATE DATABASE), each scenario in a schema of its own dropped when it ends; SQLite in a
@@ -221,6 +222,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "respawns": args.respawns,
         "steady_seconds": args.steady_seconds,
         "steady_window": args.window,
+        "steady_cap": args.steady_backlog,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
@@ -295,6 +297,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--respawns", type=int, help="worker kills to time (5)")
     p.add_argument("--steady-seconds", type=float, help="steady-state duration (300)")
     p.add_argument("--window", type=float, help="steady-state window in seconds (30)")
+    p.add_argument(
+        "--steady-backlog",
+        type=int,
+        metavar="N",
+        help="the steady-state producer waits while N jobs are pending (default: never)",
+    )
     return p.parse_args(argv)
 
 

@@ -22,8 +22,10 @@ from harness import (
     BenchStore,
     Daemon,
     Span,
+    cpu_seconds,
     expect_completed,
     fill,
+    machine_busy_seconds,
     max_id,
     migrate,
     percentiles,
@@ -118,6 +120,7 @@ class Sizes:
     settle: float = 1.0  # seconds an idle daemon is left alone before its RSS is read
     steady_seconds: float = 300.0
     steady_window: float = 30.0
+    steady_cap: int = 0  # the producer keeps at most this many jobs pending (0: no limit)
 
 
 QUICK = Sizes(
@@ -524,17 +527,21 @@ async def cpu(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     jobs are submitted once every worker is up, so the span has all of them working."""
     jobs, ms = run.sizes.cpu_jobs, run.sizes.cpu_ms
     rates = {}
+    lines = [
+        f"#### CPU-bound, {kind}: {jobs} jobs of {ms:g} ms CPU, and who had the CPUs",
+        "",
+        "| workers | jobs/s | seconds | workers' CPU s | whole machine's busy CPU s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for workers in (1, 2):
         with make(f"cpu_{workers}") as store, running(store, workers, run.env) as daemon:
-            spec = {"type": "bench_burn", "payload": {"ms": ms}}
-            with daemon.client() as client:
-                for start in range(0, jobs, SUBMIT_CHUNK):
-                    client.submit_many([spec] * min(SUBMIT_CHUNK, jobs - start))
-            wait_drained(store, drain_timeout(jobs) + jobs * ms / 1000, daemon.check_alive)
-            found = span(store)
-            expect_completed(found, jobs, f"CPU-bound, {workers} workers")
-            rates[workers] = found.rate
-            progress(f"cpu-bound, {workers} workers: {found.rate:,.1f} jobs/s")
+            found, usage = _burn(store, daemon, jobs, ms)
+        rates[workers] = found.rate
+        progress(f"cpu-bound, {workers} workers: {found.rate:,.1f} jobs/s")
+        lines.append(
+            f"| {workers} | {found.rate:,.1f} | {usage[0]:.2f} | {usage[1]:.2f} | {usage[2]:.2f} |"
+        )
+    run.details.append("\n".join(lines))
     name = f"{jobs} jobs of {ms:g} ms CPU"
     return [
         Figure("cpu-bound", kind, f"{name}, 1 worker", rates[1], "jobs/s"),
@@ -548,6 +555,32 @@ async def cpu(run: Run, kind: str, make: MakeStore) -> list[Figure]:
             Target(">=", 1.8),
         ),
     ]
+
+
+def _burn(
+    store: BenchStore, daemon: Daemon, jobs: int, ms: float
+) -> tuple[Span, tuple[float, float, float]]:
+    """Submit and drain the CPU-burning jobs; also (wall seconds, the workers' CPU seconds,
+    the machine's busy CPU seconds) over the drain, to show what other work took."""
+    pids = daemon.worker_pids()
+    spec = {"type": "bench_burn", "payload": {"ms": ms}}
+    began, busy, used = time.monotonic(), machine_busy_seconds(), _cpu_of(pids)
+    with daemon.client() as client:
+        for start in range(0, jobs, SUBMIT_CHUNK):
+            client.submit_many([spec] * min(SUBMIT_CHUNK, jobs - start))
+    wait_drained(store, drain_timeout(jobs) + jobs * ms / 1000, daemon.check_alive)
+    usage = (
+        time.monotonic() - began,
+        _cpu_of(pids) - used,
+        machine_busy_seconds() - busy,
+    )
+    found = span(store)
+    expect_completed(found, jobs, f"CPU-bound, {daemon.workers} workers")
+    return found, usage
+
+
+def _cpu_of(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 # --- memory and respawn ------------------------------------------------------------------------
@@ -687,22 +720,25 @@ class Window:
 
 
 async def steady(run: Run, kind: str, make: MakeStore) -> list[Figure]:
-    """A producer submits (submit_many of 1,000 over the control socket, as fast as it can)
-    while the workers drain.  While it runs only statistics and file sizes are read; the
-    per-window counts come afterwards from created_at/finished_at, so the measuring never
-    scans the table under the daemon."""
-    seconds, width = run.sizes.steady_seconds, run.sizes.steady_window
+    """A producer submits (submit_many of 1,000 over the control socket, as fast as it can,
+    or holding the backlog under --steady-backlog) while the workers drain.  While it runs
+    only statistics and file sizes are read; the per-window counts come afterwards from
+    created_at/finished_at, so the measuring never scans the table under the daemon."""
+    seconds, width, cap = run.sizes.steady_seconds, run.sizes.steady_window, run.sizes.steady_cap
     with make("steady") as store, running(store, run.sizes.workers, run.env) as daemon:
         began = time.time()
-        with Producer(daemon) as produced:
+        with Producer(daemon, store, cap) as produced:
             samples = _sample_until(store, began, seconds, width)
         windows = _windows(store, began, seconds, width, samples)
         size = table_size(store)
-    run.details.append(_steady_table(kind, width, windows, produced[0]))
+    producer = f"≤ {cap:,} pending" if cap else "as fast as it can"
+    run.details.append(_steady_table(kind, width, windows, produced[0], producer))
     first, last = windows[0], windows[-1]
+    name = f"producer {producer}, {seconds:g} s: jobs/s"
+    where = "jobs table size (with indexes)" if kind == "postgres" else "database file size"
     figures = [
-        Figure("steady", kind, "jobs/s, first window", first.completed / width, "jobs/s"),
-        Figure("steady", kind, "jobs/s, last window", last.completed / width, "jobs/s"),
+        Figure("steady", kind, f"{name}, first window", first.completed / width, "jobs/s"),
+        Figure("steady", kind, f"{name}, last window", last.completed / width, "jobs/s"),
         Figure(
             "steady",
             kind,
@@ -712,9 +748,7 @@ async def steady(run: Run, kind: str, make: MakeStore) -> list[Figure]:
             Target(">=", 0.9),
         ),
         Figure("steady", kind, f"backlog after {seconds:g} s", last.backlog, "n"),
-        Figure(
-            "steady", kind, "jobs table size at the end (with indexes)", size.jobs_bytes, "bytes"
-        ),
+        Figure("steady", kind, f"{where} at the end", size.jobs_bytes, "bytes"),
     ]
     if size.dead_tuples is not None:
         figures.append(
@@ -725,10 +759,13 @@ async def steady(run: Run, kind: str, make: MakeStore) -> list[Figure]:
 
 class Producer(AbstractContextManager["list[int]"]):
     """A thread submitting batches of 1,000 no-op jobs until the block ends; yields a
-    one-element list holding how many it submitted."""
+    one-element list holding how many it submitted.  With a `cap`, it waits while that many
+    jobs are pending (counted on a connection of its own: cheap, as the backlog is small)."""
 
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: Daemon, store: BenchStore, cap: int = 0):
         self._daemon = daemon
+        self._counter = BenchStore(store.kind, store.url, store.schema) if cap else None
+        self._cap = cap
         self._stop = threading.Event()
         self._count = [0]
         self._error: BaseException | None = None
@@ -749,9 +786,21 @@ class Producer(AbstractContextManager["list[int]"]):
         try:
             with self._daemon.client() as client:
                 while not self._stop.is_set():
+                    if self._full():
+                        time.sleep(0.01)
+                        continue
                     self._count[0] += len(client.submit_many(batch))
         except BaseException as exc:  # reported by __exit__, in the main thread
             self._error = exc
+        finally:
+            if self._counter is not None:
+                self._counter.close()
+
+    def _full(self) -> bool:
+        if self._counter is None:
+            return False
+        pending = self._counter.scalar("SELECT count(*) FROM jobs WHERE state = 'pending'")
+        return int(pending) >= self._cap
 
 
 def _sample_until(store: BenchStore, began: float, seconds: float, width: float) -> list[Sample]:
@@ -796,9 +845,12 @@ def _histogram(store: BenchStore, column: str, began: float, width: float, count
     return counts
 
 
-def _steady_table(kind: str, width: float, windows: list[Window], produced: int) -> str:
+def _steady_table(
+    kind: str, width: float, windows: list[Window], produced: int, producer: str
+) -> str:
     lines = [
-        f"#### Steady state, {kind}: {width:g}-second windows ({produced:,} jobs submitted)",
+        f"#### Steady state, {kind}: producer {producer}, {width:g}-second windows"
+        f" ({produced:,} jobs submitted)",
         "",
         "| window | submitted/s | completed/s | backlog at end | dead tuples | jobs table"
         " | schema |",
