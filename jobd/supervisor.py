@@ -748,8 +748,11 @@ class Supervisor:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
+            # Only the jobs this node knows it holds: one the database gave it whose claim
+            # answer never arrived must expire and be recovered, not be renewed for ever.
+            held = {job.id for job in self._held_jobs()} | set(self._outcome_jobs)
             try:
-                to_cancel = await self.store.heartbeat(self.node, self.settings.lease_seconds)
+                to_cancel = await self.store.heartbeat(self.node, self.settings.lease_seconds, held)
             except Unavailable as exc:
                 self._store_trouble("heartbeat", exc)
                 continue

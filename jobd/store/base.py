@@ -15,7 +15,7 @@ import abc
 import base64
 import binascii
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -230,9 +230,17 @@ class Store(abc.ABC):
         becomes running, owned by `node` until now + `lease` seconds, its attempt counted."""
 
     @abc.abstractmethod
-    async def heartbeat(self, node: str, lease: float) -> list[int]:
-        """Extend every lease `node` holds to now + `lease`; return the ids of its running
-        jobs whose cancel has been requested (so a missed notification is caught here)."""
+    async def heartbeat(
+        self, node: str, lease: float, job_ids: Collection[int] | None = None
+    ) -> list[int]:
+        """Extend the leases `node` holds to now + `lease` -- only those of `job_ids` when
+        given -- and return the ids of the extended jobs whose cancel has been requested (so a
+        missed notification is caught here).
+
+        The supervisor passes the jobs it knows it holds: a job the database gave the node but
+        the node never heard of (the claim's answer was lost with its connection) must not be
+        kept alive by the heartbeat, or it would stay `running` for ever; left out, its lease
+        expires and any node recovers it."""
 
     @abc.abstractmethod
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 from jobd.domain import IllegalTransition, Job, NewJob, State
@@ -167,11 +167,16 @@ class MemoryStore(Store):
                 self._jobs[job.id] = job
         return claimed
 
-    async def heartbeat(self, node: str, lease: float) -> list[int]:
+    async def heartbeat(
+        self, node: str, lease: float, job_ids: Collection[int] | None = None
+    ) -> list[int]:
         to_cancel = []
+        wanted = None if job_ids is None else set(job_ids)
         with self._lock:
             now = self._clock()
             for job in list(self._jobs.values()):
+                if wanted is not None and job.id not in wanted:
+                    continue
                 if job.state is State.RUNNING and job.lease_owner == node:
                     self._jobs[job.id] = dataclasses.replace(
                         job, lease_expires_at=lease_until(now, lease)

@@ -33,7 +33,7 @@ import random
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
@@ -435,10 +435,15 @@ class PostgresStore(Store):
             jobs = [_job(row) for row in await cur.fetchall()]
         return sorted(jobs, key=ordering_key)
 
-    async def heartbeat(self, node: str, lease: float) -> list[int]:
+    async def heartbeat(
+        self, node: str, lease: float, job_ids: Collection[int] | None = None
+    ) -> list[int]:
+        ids = None if job_ids is None else sorted(int(i) for i in job_ids)
         async with self._connection() as conn:
             cur = await conn.execute(
-                QUERIES["heartbeat"], {"node": node, "lease": float(lease)}, prepare=True
+                QUERIES["heartbeat"],
+                {"node": node, "lease": float(lease), "ids": ids},
+                prepare=True,
             )
             rows = await cur.fetchall()
         return sorted(row["id"] for row in rows if row["cancel_requested"])

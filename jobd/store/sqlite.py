@@ -31,7 +31,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,10 +124,16 @@ UPDATE jobs
  WHERE id = ?
 """
 
-HEARTBEAT = "UPDATE jobs SET lease_expires_at = ? WHERE state = 'running' AND lease_owner = ?"
+# The ids of the jobs the node holds come as a JSON array (NULL: every job of the node).
+HEARTBEAT = """
+UPDATE jobs SET lease_expires_at = ?
+ WHERE state = 'running' AND lease_owner = ?
+   AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))
+"""
 CANCELS_OF_NODE = """
 SELECT id FROM jobs
  WHERE state = 'running' AND lease_owner = ? AND cancel_requested = 1
+   AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
  ORDER BY id
 """
 # No ORDER BY: with one, SQLite prefers walking the whole table in id order to sorting the few
@@ -708,14 +714,19 @@ class SQLiteStore(Store):
             )
         return claimed
 
-    async def heartbeat(self, node: str, lease: float) -> list[int]:
-        return await self._run(self._heartbeat, node, lease)
+    async def heartbeat(
+        self, node: str, lease: float, job_ids: Collection[int] | None = None
+    ) -> list[int]:
+        ids = None if job_ids is None else json.dumps(sorted(int(i) for i in job_ids))
+        return await self._run(self._heartbeat, node, lease, ids)
 
-    def _heartbeat(self, conn: sqlite3.Connection, node: str, lease: float) -> list[int]:
+    def _heartbeat(
+        self, conn: sqlite3.Connection, node: str, lease: float, ids: str | None
+    ) -> list[int]:
         with write_transaction(conn):
             now = self._clock()
-            conn.execute(HEARTBEAT, (_ts(lease_until(now, lease)), node))
-            return [job_id for (job_id,) in conn.execute(CANCELS_OF_NODE, (node,))]
+            conn.execute(HEARTBEAT, (_ts(lease_until(now, lease)), node, ids))
+            return [job_id for (job_id,) in conn.execute(CANCELS_OF_NODE, (node, ids))]
 
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
         if not outcomes:

@@ -348,6 +348,21 @@ async def test_heartbeat_extends_only_my_leases(store: Store) -> None:
     assert (await store.get(theirs.id)).lease_expires_at == theirs.lease_expires_at
 
 
+async def test_heartbeat_given_ids_extends_only_those(store: Store) -> None:
+    """A job the node does not know it holds (its claim's answer was lost) is not renewed:
+    it expires and is recovered (tests/integration/test_guarantees.py)."""
+    await store.submit_many([spec(), spec(), spec()])
+    known, unknown, cancelled = await store.claim(NODE, 3, lease=0.5)
+    await store.request_cancel(cancelled.id)
+    assert await store.heartbeat(NODE, 60, [known.id, cancelled.id]) == [cancelled.id]
+    assert (await store.get(known.id)).lease_expires_at > known.lease_expires_at
+    assert (await store.get(unknown.id)).lease_expires_at == unknown.lease_expires_at
+    assert await store.heartbeat(NODE, 60, []) == []
+    assert (await store.get(unknown.id)).lease_expires_at == unknown.lease_expires_at
+    recovered = await eventually(store.recover_expired)
+    assert [j.id for j in recovered] == [unknown.id]
+
+
 async def test_recover_expired_leases(store: Store) -> None:
     await store.submit_many([spec(max_attempts=1), spec(max_attempts=3), spec()])
     last, retry, fresh = await store.claim(NODE, 3, lease=0.05)

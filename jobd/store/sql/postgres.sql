@@ -141,12 +141,15 @@ RETURNING jobs.*
 
 
 -- name: heartbeat
--- Extend a node's leases.  Touches no indexed column, so it is a HOT update (see the
--- table's fillfactor).  Returns each running job, flagging those with a cancel requested.
+-- Extend a node's leases: those of the jobs it says it holds (%(ids)s; NULL: all of them), so a
+-- job whose claim answer the node never received expires instead of living for ever.  Touches
+-- no indexed column, so it is a HOT update (see the table's fillfactor).  Returns each job
+-- extended, flagging those with a cancel requested.
 UPDATE jobs
    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
  WHERE state = 'running'
    AND lease_owner = %(node)s
+   AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
 RETURNING id, cancel_requested
 
 

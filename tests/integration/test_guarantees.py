@@ -1,0 +1,58 @@
+"""Guarantees that the chaos harness can only hit by chance, each made to happen on purpose here
+against a real `jobd run` on PostgreSQL (docs/guarantees.md names the test of each promise)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from jobd.client import Client
+from jobd.domain import NewJob, State
+from jobd.store import Store
+
+from .conftest import RunLog, eventually, wait_for
+
+pytestmark = pytest.mark.postgres
+
+
+async def until_state(store: Store, job_id: int, *states: State, timeout: float = 20.0):
+    async def check():
+        job = await store.get(job_id)
+        return job if job.state in states else None
+
+    return await eventually(check, timeout, f"job {job_id} to be {'/'.join(states)}")
+
+
+def node_of(daemon) -> str:
+    with Client(daemon.env["JOBD_SOCKET"], timeout=10) as client:
+        return client.hello().node
+
+
+async def test_a_claim_whose_answer_was_lost_is_not_stuck(
+    make_daemon, pg_url: str, pg_schema: str, pg_store: Store, runlog: RunLog
+) -> None:
+    """The database committed a claim but the node never got the answer (the connection broke
+    on the way back): the job is `running` under the node's lease, and the node does not know
+    it.  Its heartbeat must not keep that lease alive: the job expires, is recovered and runs.
+    (Before the fix, the heartbeat renewed every running row of the node, for ever.)"""
+    d = make_daemon(JOBD_JOBS_LEASE_SECONDS="2", JOBD_JOBS_HEARTBEAT_SECONDS="0.3").start()
+    node = node_of(d)
+    later = datetime.now(UTC) + timedelta(hours=1)  # not claimable: only our UPDATE claims it
+    job_id = (await pg_store.submit(NewJob("noop", {}, run_at=later))).job.id
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            f'UPDATE "{pg_schema}".jobs SET state = \'running\', attempts = attempts + 1,'
+            " lease_owner = %s, lease_expires_at = now() + interval '2 seconds',"
+            " started_at = now(), updated_at = now(), run_at = now() WHERE id = %s",
+            (node, job_id),
+        )
+    job = await until_state(pg_store, job_id, State.COMPLETED, timeout=20)
+    assert job.attempts == 2  # the lost attempt was spent, as for any expired lease
+    assert runlog.runs()[job_id] == 1
+    recovered = wait_for(
+        lambda: [e for e in d.events() if e.get("message") == "recovered a job whose lease expired"],
+        what="the recovery to be logged",
+    )
+    assert recovered[0]["job_id"] == job_id
