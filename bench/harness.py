@@ -308,6 +308,76 @@ def machine_busy_seconds() -> float:
     return (sum(values) - idle - iowait) / TICK
 
 
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds between two readings, by whom."""
+
+    supervisor: float
+    workers: float
+    database: float | None  # jobd's PostgreSQL backends (SQLite runs inside the supervisor)
+    benchmark: float  # this process: its polling of the store
+    machine: float  # every CPU of the machine, busy
+
+
+class CpuMeter:
+    """Reads the CPU time of a running daemon's processes, of its PostgreSQL backends (by
+    application_name, in the store's database) and of the whole machine."""
+
+    def __init__(self, daemon: Daemon, store: BenchStore):
+        self._daemon = daemon
+        self._store = store
+        self._workers: list[int] = []
+        self._before: dict[int, float] = {}
+        self._busy = 0.0
+
+    def start(self) -> None:
+        self._workers = self._daemon.worker_pids()
+        self._before = {pid: _cpu_or_zero(pid) for pid in [*self._pids(), os.getpid()]}
+        self._busy = machine_busy_seconds()
+
+    def stop(self) -> CpuUse:
+        busy = machine_busy_seconds() - self._busy
+        pids = [*self._pids(), os.getpid()]
+        used = {pid: _cpu_or_zero(pid) - self._before.get(pid, 0.0) for pid in pids}
+        backends = self._backends()
+        return CpuUse(
+            supervisor=used[self._daemon.pid],
+            workers=sum(used[pid] for pid in self._workers),
+            database=sum(used[pid] for pid in backends) if self._store.kind == "postgres" else None,
+            benchmark=used[os.getpid()],
+            machine=busy,
+        )
+
+    def _pids(self) -> list[int]:
+        return [self._daemon.pid, *self._workers, *self._backends()]
+
+    def _backends(self) -> list[int]:
+        if self._store.kind != "postgres":
+            return []
+        rows = self._store.query(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = 'jobd' AND datname = current_database()"
+        )
+        return [row[0] for row in rows]
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # a backend that has gone: its time is lost, a small error
+
+
+def wait_first_claim(store: BenchStore, timeout: float, alive: Callable[[], None]) -> None:
+    """Until some job is running (the partial index on running jobs makes this cheap)."""
+    deadline = time.monotonic() + timeout
+    while not store.scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'running')"):
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no job claimed within {timeout:.0f} s")
+        time.sleep(0.005)
+
+
 class Daemon:
     """`jobd run --migrate` as a real subprocess, answering on a socket in a directory of its
     own (short enough for sun_path), its log kept there."""

@@ -20,6 +20,8 @@ from harness import (
     MB,
     SUBMIT_CHUNK,
     BenchStore,
+    CpuMeter,
+    CpuUse,
     Daemon,
     Span,
     cpu_seconds,
@@ -35,6 +37,7 @@ from harness import (
     span,
     table_size,
     wait_drained,
+    wait_first_claim,
 )
 
 from jobd.store import Outcome, OutcomeKind
@@ -167,11 +170,10 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     with make("burn_down") as store:
         await fill(store, jobs)
         store.checkpoint()
-        with running(store, workers, run.env, ready=False) as daemon:
-            wait_drained(store, drain_timeout(jobs), daemon.check_alive)
-        found = span(store)
+        found, use = _drain_metered(run, store, jobs)
     expect_completed(found, jobs, "burn-down")
     progress(f"burn-down: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
+    run.details.append(_cpu_table(f"burn-down, {kind}", found, use))
     run.burn_down[kind] = found
     target = Target(">=", 6000 if kind == "postgres" else 4000)
     return [
@@ -192,6 +194,45 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
             text=f"{found.claim_batch:.1f} / {found.finish_batch:.1f}",
         ),
     ]
+
+
+def _drain_metered(
+    run: Run, store: BenchStore, jobs: int, after_id: int = 0
+) -> tuple[Span, CpuUse]:
+    """Start jobd on a store full of pending jobs and let it drain them; the CPU it used is
+    read from its first claim to the end."""
+    with running(store, run.sizes.workers, run.env, ready=False) as daemon:
+        wait_first_claim(store, 120.0, daemon.check_alive)
+        meter = CpuMeter(daemon, store)
+        meter.start()
+        wait_drained(store, drain_timeout(jobs), daemon.check_alive)
+        use = meter.stop()
+    return span(store, after_id), use
+
+
+def _cpu_table(what: str, found: Span, use: CpuUse) -> str:
+    """Where the CPU went: per 1,000 jobs, and as CPUs kept busy over the drain."""
+    per_k = 1000 / found.jobs
+    rows = [
+        ("jobd supervisor", use.supervisor),
+        ("jobd workers (all)", use.workers),
+        ("PostgreSQL backends of jobd", use.database),
+        ("this benchmark (polling the store)", use.benchmark),
+        ("the whole machine, busy", use.machine),
+    ]
+    lines = [
+        f"#### Where the CPU went: {what}, {found.jobs:,} jobs in {found.seconds:.1f} s",
+        "",
+        "| who | CPU seconds | CPU ms per 1,000 jobs | CPUs busy |",
+        "|---|---:|---:|---:|",
+    ]
+    for who, seconds in rows:
+        if seconds is not None:
+            lines.append(
+                f"| {who} | {seconds:.2f} | {seconds * per_k * 1000:,.0f}"
+                f" | {seconds / found.seconds:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 # --- the limit: jobd's own SQL without jobd ----------------------------------------------------
@@ -420,10 +461,9 @@ async def backlog(run: Run, kind: str, make: MakeStore) -> list[Figure]:
         last_old = prefill(store, finished, pending)
         progress(f"backlog: table filled, {fmt(table_size(store).jobs_bytes, 'bytes')}")
         store.checkpoint()
-        with running(store, run.sizes.workers, run.env, ready=False) as daemon:
-            wait_drained(store, drain_timeout(pending), daemon.check_alive)
-        found = span(store, after_id=last_old)
+        found, use = _drain_metered(run, store, pending, after_id=last_old)
     expect_completed(found, pending, "backlog")
+    run.details.append(_cpu_table(f"backlog, {kind}", found, use))
     progress(f"backlog: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
     empty = run.burn_down.get(kind)
     return [
@@ -852,8 +892,8 @@ def _steady_table(
         f"#### Steady state, {kind}: producer {producer}, {width:g}-second windows"
         f" ({produced:,} jobs submitted)",
         "",
-        "| window | submitted/s | completed/s | backlog at end | dead tuples | jobs table"
-        " | schema |",
+        "| window | submitted/s | completed/s | backlog at end | dead tuples | "
+        + ("jobs table | schema |" if kind == "postgres" else "database file | with WAL |"),
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in windows:
