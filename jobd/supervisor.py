@@ -45,7 +45,13 @@ from jobd.metrics import CountsCache, Metrics, Rates
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, Store
 from jobd.systemd import Notifier
 from jobd.worker import BOOT_ERROR
-from jobd.workers import StopRequest, WorkerFactory, WorkerProcess, describe_exit
+from jobd.workers import (
+    StopRequest,
+    WorkerFactory,
+    WorkerProcess,
+    describe_exit,
+    resident_memory_of,
+)
 
 log = logging.getLogger("jobd.supervisor")
 #: One event per job transition (see logging.job_events): INFO when asked for, else DEBUG.
@@ -929,8 +935,6 @@ class Supervisor:
     # --- views for the control server -------------------------------------------------------
 
     def worker_views(self) -> list[dict[str, Any]]:
-        from jobd.workers import resident_memory_of
-
         return [
             {
                 "index": w.index,
