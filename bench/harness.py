@@ -256,6 +256,7 @@ class TableSize:
     live_tuples: int | None
     jobs_bytes: int  # the jobs table with its indexes and TOAST (SQLite: the whole file)
     all_bytes: int  # every table of jobd's schema (SQLite: the file and its WAL)
+    vacuums: int | None = None  # VACUUMs of jobs so far, jobd's own and autovacuum's
 
 
 def table_size(store: BenchStore) -> TableSize:
@@ -263,12 +264,13 @@ def table_size(store: BenchStore) -> TableSize:
     (a scan would also prune pages for the daemon and change what is measured)."""
     if store.kind == "postgres":
         rows = store.query(
-            "SELECT relname, n_dead_tup, n_live_tup, pg_total_relation_size(relid)"
+            "SELECT relname, n_dead_tup, n_live_tup, pg_total_relation_size(relid),"
+            "       vacuum_count + autovacuum_count"
             "  FROM pg_stat_user_tables WHERE schemaname = %s",
             (store.schema,),
         )
-        jobs = next((r for r in rows if r[0] == "jobs"), ("jobs", None, None, 0))
-        return TableSize(jobs[1], jobs[2], jobs[3], sum(r[3] for r in rows))
+        jobs = next((r for r in rows if r[0] == "jobs"), ("jobs", None, None, 0, None))
+        return TableSize(jobs[1], jobs[2], jobs[3], sum(r[3] for r in rows), jobs[4])
     main = _file_size(store.path)
     return TableSize(None, None, main, main + _file_size(Path(f"{store.path}-wal")))
 

@@ -24,6 +24,7 @@ from harness import (
     CpuUse,
     Daemon,
     Span,
+    TableSize,
     cpu_seconds,
     expect_completed,
     fill,
@@ -170,10 +171,10 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     with make("burn_down") as store:
         await fill(store, jobs)
         store.checkpoint()
-        found, use = _drain_metered(run, store, jobs)
+        found, use, size = _drain_metered(run, store, jobs)
     expect_completed(found, jobs, "burn-down")
     progress(f"burn-down: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
-    run.details.append(_cpu_table(f"burn-down, {kind}", found, use))
+    run.details.append(_cpu_table(f"burn-down, {kind}", found, use, size))
     run.burn_down[kind] = found
     target = Target(">=", 6000 if kind == "postgres" else 4000)
     return [
@@ -198,19 +199,19 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
 
 def _drain_metered(
     run: Run, store: BenchStore, jobs: int, after_id: int = 0
-) -> tuple[Span, CpuUse]:
+) -> tuple[Span, CpuUse, TableSize]:
     """Start jobd on a store full of pending jobs and let it drain them; the CPU it used is
-    read from its first claim to the end."""
+    read from its first claim to the end, the table's statistics after it."""
     with running(store, run.sizes.workers, run.env, ready=False) as daemon:
         wait_first_claim(store, 120.0, daemon.check_alive)
         meter = CpuMeter(daemon, store)
         meter.start()
         wait_drained(store, drain_timeout(jobs), daemon.check_alive)
         use = meter.stop()
-    return span(store, after_id), use
+    return span(store, after_id), use, table_size(store)
 
 
-def _cpu_table(what: str, found: Span, use: CpuUse) -> str:
+def _cpu_table(what: str, found: Span, use: CpuUse, size: TableSize) -> str:
     """Where the CPU went: per 1,000 jobs, and as CPUs kept busy over the drain."""
     per_k = 1000 / found.jobs
     rows = [
@@ -232,6 +233,12 @@ def _cpu_table(what: str, found: Span, use: CpuUse) -> str:
                 f"| {who} | {seconds:.2f} | {seconds * per_k * 1000:,.0f}"
                 f" | {seconds / found.seconds:.2f} |"
             )
+    if size.dead_tuples is not None:
+        lines += [
+            "",
+            f"Afterwards: {size.dead_tuples:,} dead tuples in jobs, {fmt(size.jobs_bytes, 'bytes')}"
+            f" with its indexes; VACUUMs of jobs so far: {size.vacuums}.",
+        ]
     return "\n".join(lines)
 
 
@@ -461,9 +468,9 @@ async def backlog(run: Run, kind: str, make: MakeStore) -> list[Figure]:
         last_old = prefill(store, finished, pending)
         progress(f"backlog: table filled, {fmt(table_size(store).jobs_bytes, 'bytes')}")
         store.checkpoint()
-        found, use = _drain_metered(run, store, pending, after_id=last_old)
+        found, use, size = _drain_metered(run, store, pending, after_id=last_old)
     expect_completed(found, pending, "backlog")
-    run.details.append(_cpu_table(f"backlog, {kind}", found, use))
+    run.details.append(_cpu_table(f"backlog, {kind}", found, use, size))
     progress(f"backlog: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
     empty = run.burn_down.get(kind)
     return [
@@ -748,6 +755,7 @@ class Sample:
     dead_tuples: int | None
     jobs_bytes: int
     all_bytes: int
+    vacuums: int | None
 
 
 @dataclass(frozen=True)
@@ -851,7 +859,13 @@ def _sample_until(store: BenchStore, began: float, seconds: float, width: float)
         size = table_size(store)
         progress(f"steady: dead tuples {size.dead_tuples}, {fmt(size.jobs_bytes, 'bytes')}")
         samples.append(
-            Sample(time.time() - began, size.dead_tuples, size.jobs_bytes, size.all_bytes)
+            Sample(
+                time.time() - began,
+                size.dead_tuples,
+                size.jobs_bytes,
+                size.all_bytes,
+                size.vacuums,
+            )
         )
     return samples
 
@@ -892,18 +906,19 @@ def _steady_table(
         f"#### Steady state, {kind}: producer {producer}, {width:g}-second windows"
         f" ({produced:,} jobs submitted)",
         "",
-        "| window | submitted/s | completed/s | backlog at end | dead tuples | "
+        "| window | submitted/s | completed/s | backlog at end | dead tuples | VACUUMs | "
         + ("jobs table | schema |" if kind == "postgres" else "database file | with WAL |"),
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in windows:
         s = w.sample
         dead = "—" if s is None or s.dead_tuples is None else f"{s.dead_tuples:,}"
+        vacuums = "—" if s is None or s.vacuums is None else f"{s.vacuums}"
         size = "—" if s is None else fmt(s.jobs_bytes, "bytes")
         total = "—" if s is None else fmt(s.all_bytes, "bytes")
         lines.append(
             f"| {w.index + 1} | {w.submitted / width:,.0f} | {w.completed / width:,.0f}"
-            f" | {w.backlog:,} | {dead} | {size} | {total} |"
+            f" | {w.backlog:,} | {dead} | {vacuums} | {size} | {total} |"
         )
     return "\n".join(lines)
 
