@@ -43,7 +43,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobd import migrations
 from jobd.domain import ErrorInfo, IllegalTransition, Job, NewJob, State
@@ -81,6 +81,17 @@ _CHANNEL_PREFIX_LENGTH = 56
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 # Pooled connections are recycled after this long, so an older backend pid is not ours.
 _MAX_LIFETIME = 3600.0
+#: How long the pool keeps retrying one failed connection attempt.  psycopg_pool doubles the
+#: delay between retries (1, 2, 4, 8, 16 s...), so with its default of 5 minutes the first try
+#: after a 15-second outage could come 16 s after the database was back (measured: work resumed
+#: 20+ s late).  Giving up after a few seconds lets the next request start a fresh attempt at
+#: once, so work resumes within a couple of seconds of the database's return.
+RECONNECT_TIMEOUT = 5.0
+#: While the database is known to be unreachable (the last call failed to reach it), a call
+#: waits at most this long for a pooled connection before it is Unavailable -- instead of the
+#: full acquire timeout, which would hold every jobctl call for its whole timeout and the
+#: supervisor's loop (which awaits its claims) for seconds at a time.
+DOWN_ACQUIRE_TIMEOUT = 1.0
 #: Dead row versions in the jobs table that make `maintain` vacuum it (a few seconds of a busy
 #: queue's churn: small enough that claims never wade through many, large enough that the
 #: vacuum's fixed cost is paid rarely).
@@ -142,6 +153,7 @@ class PostgresStore(Store):
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._own_backends: dict[int, float] = {}  # pid of each pooled connection -> born
+        self._down: str | None = None  # why the database could not be reached, until it can
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -160,6 +172,7 @@ class PostgresStore(Store):
             open=False,
             timeout=self._acquire_timeout,
             max_lifetime=_MAX_LIFETIME,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             name=f"jobd-{self.schema}",
         )
         try:
@@ -221,13 +234,24 @@ class PostgresStore(Store):
         """A pooled connection; a database that cannot be reached becomes Unavailable."""
         if self._pool is None:
             raise Unavailable("store unavailable: the store is not open")
+        down = self._down
+        wait = self._acquire_timeout if down is None else DOWN_ACQUIRE_TIMEOUT
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=wait) as conn:
                 yield conn
+        except PoolTimeout as exc:
+            if down is not None:  # still down: say why, not only that no connection came
+                raise Unavailable(
+                    f"store unavailable: the database cannot be reached (last error: {down})"
+                ) from exc
+            self._down = _describe(exc)
+            raise _unavailable(exc) from exc
         except psycopg.OperationalError as exc:
+            self._down = _describe(exc)
             raise _unavailable(exc) from exc
         except psycopg.DataError as exc:  # a value the database cannot hold, e.g. a NUL byte
             raise InvalidParams(f"rejected by the database: {_describe(exc)}") from exc
+        self._down = None
 
     # --- migrations --------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from .conftest import RunLog, eventually, wait_for
 
 pytestmark = pytest.mark.postgres
 
+RECOVERED = "recovered a job whose lease expired"
+
 
 async def until_state(store: Store, job_id: int, *states: State, timeout: float = 20.0):
     async def check():
@@ -43,7 +45,7 @@ async def test_a_claim_whose_answer_was_lost_is_not_stuck(
     job_id = (await pg_store.submit(NewJob("noop", {}, run_at=later))).job.id
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
-            f'UPDATE "{pg_schema}".jobs SET state = \'running\', attempts = attempts + 1,'
+            f"UPDATE \"{pg_schema}\".jobs SET state = 'running', attempts = attempts + 1,"
             " lease_owner = %s, lease_expires_at = now() + interval '2 seconds',"
             " started_at = now(), updated_at = now(), run_at = now() WHERE id = %s",
             (node, job_id),
@@ -52,7 +54,7 @@ async def test_a_claim_whose_answer_was_lost_is_not_stuck(
     assert job.attempts == 2  # the lost attempt was spent, as for any expired lease
     assert runlog.runs()[job_id] == 1
     recovered = wait_for(
-        lambda: [e for e in d.events() if e.get("message") == "recovered a job whose lease expired"],
+        lambda: [e for e in d.events() if e.get("message") == RECOVERED],
         what="the recovery to be logged",
     )
     assert recovered[0]["job_id"] == job_id

@@ -1,0 +1,122 @@
+"""A small TCP proxy for simulating a database outage without touching the database server.
+
+    proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    url = proxy.url("postgresql://postgres@127.0.0.1:5432/db")   # ...:<proxy port>/db
+    proxy.cut()       # connections through it are closed, new ones refused: the server is "down"
+    proxy.restore()   # listening again on the same port: the server is "back"
+    proxy.close()
+
+Threads: one accepts, two per connection pump bytes.  `cut` closes the listening socket (a
+connect gets ECONNREFUSED, as from a stopped server) and every connection in flight (its
+clients see the connection drop, as when the server is killed).
+
+Importable as `tcp_proxy` (tests/ is on sys.path for the rootdir conftest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+
+class TcpProxy:
+    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1"):
+        self.target = target
+        self.host = host
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._closed = False
+        self.accepted = 0
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        """The database goes away: refuse new connections and drop the open ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            listener.close()
+        for sock in sockets:  # the pumps wake up, and the last of each pair closes them
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        """The database is back, on the same port."""
+        if self._listener is None:
+            self.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+
+    @property
+    def up(self) -> bool:
+        return self._listener is not None
+
+    def url(self, url: str) -> str:
+        """`url` with its host and port replaced by the proxy's."""
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{self.host}:{self.port}" if userinfo else f"{self.host}:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    # --- the threads ------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut or closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets |= {client, upstream}
+                self.accepted += 1
+            pumps = [2]  # the second pump to finish closes both sockets
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b, pumps), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, pumps: list[int]) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):  # wakes the other pump, if it still runs
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                pumps[0] -= 1
+                last = pumps[0] == 0
+                if last:
+                    self._sockets.discard(source)
+                    self._sockets.discard(sink)
+            if last:
+                source.close()
+                sink.close()
