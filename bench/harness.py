@@ -500,6 +500,74 @@ def running(
     daemon.stop()
 
 
+# --- profiles ----------------------------------------------------------------------------------
+
+
+class Profiler:
+    """py-spy sampling one process (the supervisor) into a collapsed-stacks file, without
+    pausing it (--nonblocking), active samples only: where its CPU goes, not where it waits."""
+
+    def __init__(self, pid: int, path: Path, rate: int = 100):
+        self._command = ["py-spy", "record", "--nonblocking", "-r", str(rate), "-f", "raw"]
+        self._command += ["-o", str(path), "-p", str(pid)]
+        self.path = path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        if shutil.which("py-spy") is None:
+            raise RuntimeError("--profile needs py-spy: pip install py-spy")
+        self._process = subprocess.Popen(
+            self._command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(0.2)  # attached before the work starts in earnest
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            self._process.wait(60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+# The frames every stack of the main thread starts with: no news.
+_ENTRY = {"<module> (jobd/cli.py)", "run (jobd/cli.py)", "run (jobd/daemon.py)"}
+
+
+def profile_summary(path: Path, top: int = 12) -> list[str]:
+    """Markdown: the share of samples by package of the innermost frame, and the jobd
+    functions with the most samples under them."""
+    by_package: dict[str, int] = {}
+    under: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames, n = stack.split(";"), int(count)
+        total += n
+        package = _package(frames[-1])
+        by_package[package] = by_package.get(package, 0) + n
+        for name in {f.rpartition(":")[0] + ")" for f in frames if "(jobd/" in f} - _ENTRY:
+            under[name] = under.get(name, 0) + n
+    if not total:
+        return ["(no samples)"]
+    lines = ["| innermost frame in | share |", "|---|---:|"]
+    for package, n in sorted(by_package.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {package} | {100 * n / total:.0f}% |")
+    lines += ["", "| jobd function (samples in it or below) | share |", "|---|---:|"]
+    for name, n in sorted(under.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| `{name}` | {100 * n / total:.0f}% |")
+    return [f"{total:,} samples (100 a second while on CPU)", "", *lines]
+
+
+def _package(frame: str) -> str:
+    """`func (psycopg/cursor.py:12)` → psycopg; the standard library's by module."""
+    where = frame.rpartition("(")[2].rstrip(")").rpartition(":")[0]
+    top = where.split("/")[0] if "/" in where else where.removesuffix(".py")
+    return top or "?"
+
+
 # --- small statistics ------------------------------------------------------------------------
 
 

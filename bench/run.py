@@ -181,7 +181,9 @@ def table(figures: list[Figure]) -> str:
 async def run_all(args: argparse.Namespace) -> int:
     sizes = sizes_from(args)
     env = dict(item.split("=", 1) for item in args.daemon_env)
-    run = Run(sizes, env)
+    run = Run(sizes, env, profile=args.profile)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     stores = args.store
     print("\n".join(machine(args, stores)), flush=True)
     figures: list[Figure] = []
@@ -279,6 +281,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="JOBD_X=V",
         help="a setting for every daemon (repeatable)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy the supervisor during the burn-down and backlog drains (files in DIR)",
     )
     p.add_argument("--jobs", type=int, help="burn-down jobs (50,000)")
     p.add_argument("--limit-jobs", type=int, help="jobs through the limit loop (50,000)")

@@ -10,9 +10,10 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,6 +24,7 @@ from harness import (
     CpuMeter,
     CpuUse,
     Daemon,
+    Profiler,
     Span,
     TableSize,
     cpu_seconds,
@@ -32,6 +34,7 @@ from harness import (
     max_id,
     migrate,
     percentiles,
+    profile_summary,
     progress,
     rss_bytes,
     running,
@@ -151,6 +154,7 @@ MakeStore = Callable[[str], AbstractContextManager[BenchStore]]
 class Run:
     sizes: Sizes
     env: dict[str, str]  # --daemon-env: extra JOBD_* settings for every daemon
+    profile: Path | None = None  # --profile: py-spy the supervisor during drains, files here
     burn_down: dict[str, Span] = field(default_factory=dict)  # store kind -> its burn-down
     details: list[str] = field(default_factory=list)  # Markdown sections shown before the table
 
@@ -171,7 +175,7 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     with make("burn_down") as store:
         await fill(store, jobs)
         store.checkpoint()
-        found, use, size = _drain_metered(run, store, jobs)
+        found, use, size = _drain_metered(run, store, jobs, f"burn-down-{kind}")
     expect_completed(found, jobs, "burn-down")
     progress(f"burn-down: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
     run.details.append(_cpu_table(f"burn-down, {kind}", found, use, size))
@@ -198,7 +202,7 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
 
 
 def _drain_metered(
-    run: Run, store: BenchStore, jobs: int, after_id: int = 0
+    run: Run, store: BenchStore, jobs: int, name: str, after_id: int = 0
 ) -> tuple[Span, CpuUse, TableSize]:
     """Start jobd on a store full of pending jobs and let it drain them; the CPU it used is
     read from its first claim to the end, the table's statistics after it."""
@@ -206,9 +210,26 @@ def _drain_metered(
         wait_first_claim(store, 120.0, daemon.check_alive)
         meter = CpuMeter(daemon, store)
         meter.start()
-        wait_drained(store, drain_timeout(jobs), daemon.check_alive)
+        with _profiled(run, daemon, name):
+            wait_drained(store, drain_timeout(jobs), daemon.check_alive)
         use = meter.stop()
     return span(store, after_id), use, table_size(store)
+
+
+def _profiled(run: Run, daemon: Daemon, name: str) -> AbstractContextManager[object]:
+    """py-spy on the supervisor when --profile is given; its summary goes to the details."""
+    if run.profile is None:
+        return nullcontext()
+    path = run.profile / f"{name}.txt"
+
+    @contextmanager
+    def profiled() -> Iterator[None]:
+        with Profiler(daemon.pid, path):
+            yield
+        summary = "\n".join(profile_summary(path))
+        run.details.append(f"#### Supervisor profile, {name} (py-spy, {path})\n\n{summary}")
+
+    return profiled()
 
 
 def _cpu_table(what: str, found: Span, use: CpuUse, size: TableSize) -> str:
@@ -468,7 +489,7 @@ async def backlog(run: Run, kind: str, make: MakeStore) -> list[Figure]:
         last_old = prefill(store, finished, pending)
         progress(f"backlog: table filled, {fmt(table_size(store).jobs_bytes, 'bytes')}")
         store.checkpoint()
-        found, use, size = _drain_metered(run, store, pending, after_id=last_old)
+        found, use, size = _drain_metered(run, store, pending, f"backlog-{kind}", last_old)
     expect_completed(found, pending, "backlog")
     run.details.append(_cpu_table(f"backlog, {kind}", found, use, size))
     progress(f"backlog: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
