@@ -13,6 +13,7 @@ resumes with nobody's help.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -142,6 +143,16 @@ async def test_a_database_outage_is_survived_and_nothing_is_lost(
         messages = [e.get("message") for e in d.events()]
         assert "store unavailable" in messages and "store available again" in messages
         assert d.proc.poll() is None
+
+        # A stop asked for while the database is away is heard at once, and the node exits
+        # cleanly: its loop is never stuck waiting for the database.
+        proxy.cut()
+        wait_for(lambda: not requests.get(f"{base}/readyz", timeout=10).ok, what="not ready")
+        d.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_for(lambda: d.event("draining"), timeout=5, what="the drain to begin")
+        assert time.monotonic() - signalled < 3
+        assert d.proc.wait(30) == 0
     finally:
         proxy.close()
 
