@@ -39,7 +39,8 @@ JOB_EVENTS = {
     "retried": "Failed attempts sent back to pending for another attempt.",
     "canceled": "Jobs canceled.",
     "timed_out": "Attempts stopped for running past their timeout.",
-    "recovered": "Jobs taken back after their node's lease expired.",
+    "recovered": "Jobs taken back after their node's lease expired (also counted as failed or"
+    " canceled when that is where they went).",
     "released": "Claimed jobs given back unstarted or at drain (no attempt spent).",
 }
 

@@ -772,6 +772,8 @@ class Supervisor:
             try:
                 for job in await self.store.recover_expired():
                     self.metrics.job("recovered", job.type, job.queue)
+                    if job.state.terminal:  # no attempt left, or a cancel was waiting
+                        self.metrics.job(job.state.value, job.type, job.queue)
                     log.warning(
                         "recovered a job whose lease expired",
                         extra={**job_fields(job), "from": "running", "to": job.state.value},

@@ -58,3 +58,27 @@ async def test_a_claim_whose_answer_was_lost_is_not_stuck(
         what="the recovery to be logged",
     )
     assert recovered[0]["job_id"] == job_id
+
+
+async def test_jobs_recovered_into_a_final_state_are_counted_there(
+    make_daemon, pg_store: Store, runlog: RunLog
+) -> None:
+    """A job whose lease expired with no attempt left ends `failed`, one with a cancel waiting
+    ends `canceled`: the recovering node counts each in jobd_jobs_failed / _canceled as well as
+    in jobd_jobs_recovered, so those counters agree with the store (before the fix they were
+    counted as recovered only, and an alert on failed jobs missed them)."""
+    d = make_daemon(JOBD_JOBS_LEASE_SECONDS="2", JOBD_WORKERS="2").start()
+    last = (await pg_store.submit(NewJob("napper", {"seconds": 60}, max_attempts=1))).job.id
+    cancel = (await pg_store.submit(NewJob("napper", {"seconds": 60}))).job.id
+    wait_for(lambda: runlog.of(last) and runlog.of(cancel), what="both jobs to start")
+    d.kill()
+    await pg_store.request_cancel(cancel)
+    d.start()
+    assert (await until_state(pg_store, last, State.FAILED)).last_error.type == "LeaseExpired"
+    await until_state(pg_store, cancel, State.CANCELED)
+    with Client(d.env["JOBD_SOCKET"], timeout=10) as client:
+        counters = client.stats().counters
+    assert counters["recovered"] == 2
+    assert counters["failed"] == 1 and counters["canceled"] == 1
+    metrics = Client(d.env["JOBD_SOCKET"], timeout=10).metrics()
+    assert 'jobd_jobs_failed_total{queue="default",type="napper"} 1.0' in metrics
