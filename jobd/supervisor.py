@@ -171,6 +171,7 @@ class Supervisor:
         self._flusher: asyncio.Task[None] | None = None
         self._last_empty_claim = 0.0
         self._claim_backoff_until = 0.0
+        self._recover_after = 0.0  # no recovery of others' leases before (see _store_ok)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Hooks run when the supervisor has started (control server, HTTP shim, sd_notify).
         self.on_started: list[Callable[[], Awaitable[None]]] = []
@@ -754,22 +755,33 @@ class Supervisor:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
-            # Only the jobs this node knows it holds: one the database gave it whose claim
-            # answer never arrived must expire and be recovered, not be renewed for ever.
-            held = {job.id for job in self._held_jobs()} | set(self._outcome_jobs)
             try:
-                to_cancel = await self.store.heartbeat(self.node, self.settings.lease_seconds, held)
+                await self._renew_leases()
             except Unavailable as exc:
                 self._store_trouble("heartbeat", exc)
-                continue
-            self._store_ok()
-            for job_id in to_cancel:
-                self.cancel_running(job_id)
+
+    async def _renew_leases(self) -> None:
+        """Extend the leases of the jobs this node holds (running, queued in a worker, claimed,
+        or with a result waiting to be written).  Only those: one the database gave it whose
+        claim answer never arrived must expire and be recovered, not be renewed for ever."""
+        held = {job.id for job in self._held_jobs()} | set(self._outcome_jobs)
+        to_cancel = await self.store.heartbeat(self.node, self.settings.lease_seconds, held)
+        self._store_ok()
+        for job_id in to_cancel:
+            self.cancel_running(job_id)
 
     async def _recovery_loop(self) -> None:
         interval = max(min(self.settings.lease_seconds / 2, 10.0), 0.2)
         while True:
             try:
+                # Our own leases first: after an outage longer than the lease they have run
+                # out too, and this node must not take back -- and then discard the results
+                # of -- the jobs it is running or holds results for.  (Other nodes' live jobs
+                # are spared by the heartbeat grace in _store_ok.)
+                await self._renew_leases()
+                if time.monotonic() < self._recover_after:
+                    await asyncio.sleep(interval)
+                    continue
                 for job in await self.store.recover_expired():
                     self.metrics.job("recovered", job.type, job.queue)
                     if job.state.terminal:  # no attempt left, or a cancel was waiting
@@ -831,6 +843,9 @@ class Supervisor:
     def _store_ok(self) -> None:
         if not self.store_ok:
             log.info("store available again")
+            # Every node lost the database too, perhaps, and their leases ran out meanwhile:
+            # give them a heartbeat or two to renew before taking their jobs as dead ones.
+            self._recover_after = time.monotonic() + 2 * self.settings.heartbeat_seconds
         self.store_ok = True
 
     # --- the end ----------------------------------------------------------------------------

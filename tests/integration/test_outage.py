@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,44 @@ async def _until_state(store: Store, job_id: int, state: State, timeout: float =
         return job if job.state is state else None
 
     return await eventually(check, timeout, f"job {job_id} to be {state}")
+
+
+async def test_after_an_outage_longer_than_its_leases_a_node_keeps_its_own_jobs(
+    make_daemon, pg_url: str, pg_store: Store, runlog: RunLog
+) -> None:
+    """The database away for longer than the lease: every lease has run out when it returns.
+    The node must not take back its own jobs -- the ones it still runs and the ones whose
+    results it holds -- and then discard those results: it renews its leases before it
+    recovers anyone's, so each job runs once.  (Before the fix its recovery loop often got
+    there before its heartbeat and its result writer, and the jobs ran again.)"""
+    proxy = TcpProxy(("127.0.0.1", int(pg_url.rsplit(":", 1)[1].split("/")[0]))).start()
+    try:
+        d = make_daemon(
+            JOBD_DATABASE_URL=proxy.url(pg_url),
+            JOBD_WORKERS="3",
+            JOBD_JOBS_LEASE_SECONDS="2",
+            JOBD_JOBS_HEARTBEAT_SECONDS="0.3",
+        ).start()
+        done_early = [await submit(pg_store, "napper", {"seconds": 0.5}) for _ in range(2)]
+        still_running = await submit(pg_store, "napper", {"seconds": 6})
+        ids = [*done_early, still_running]
+        wait_for(lambda: all(runlog.of(j) for j in ids), what="the jobs to start")
+        proxy.cut()
+        wait_for(lambda: all(runlog.of(j, "done") for j in done_early), what="results to wait")
+
+        async def leases_run_out() -> bool:  # the test reads the database directly
+            jobs = [await pg_store.get(j) for j in ids]
+            long_ago = datetime.now(UTC) - timedelta(seconds=2)
+            return all(job.lease_expires_at < long_ago for job in jobs)
+
+        await eventually(leases_run_out, 15, "the leases to have run out 2 s ago")
+        proxy.restore()
+        for job_id in ids:
+            job = await _until_state(pg_store, job_id, State.COMPLETED)
+            assert job.attempts == 1, job
+            assert runlog.runs()[job_id] == 1
+        messages = {e.get("message") for e in d.events()}
+        assert "recovered a job whose lease expired" not in messages
+        assert "result discarded: the job's lease was lost" not in messages
+    finally:
+        proxy.close()
