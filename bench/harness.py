@@ -12,6 +12,7 @@ really used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -319,6 +320,7 @@ class CpuUse:
     database: float | None  # jobd's PostgreSQL backends (SQLite runs inside the supervisor)
     benchmark: float  # this process: its polling of the store
     machine: float  # every CPU of the machine, busy
+    others: dict[str, float]  # the rest of the machine's processes, by what they are
 
 
 class CpuMeter:
@@ -330,10 +332,12 @@ class CpuMeter:
         self._store = store
         self._workers: list[int] = []
         self._before: dict[int, float] = {}
+        self._everyone: dict[int, tuple[str, float]] = {}
         self._busy = 0.0
 
     def start(self) -> None:
         self._workers = self._daemon.worker_pids()
+        self._everyone = every_process()
         self._before = {pid: _cpu_or_zero(pid) for pid in [*self._pids(), os.getpid()]}
         self._busy = machine_busy_seconds()
 
@@ -342,12 +346,18 @@ class CpuMeter:
         pids = [*self._pids(), os.getpid()]
         used = {pid: _cpu_or_zero(pid) - self._before.get(pid, 0.0) for pid in pids}
         backends = self._backends()
+        others: dict[str, float] = {}
+        for pid, (what, cpu) in every_process().items():
+            if pid not in used:
+                start = self._everyone.get(pid, (what, 0.0))[1]
+                others[what] = others.get(what, 0.0) + cpu - start
         return CpuUse(
             supervisor=used[self._daemon.pid],
             workers=sum(used[pid] for pid in self._workers),
             database=sum(used[pid] for pid in backends) if self._store.kind == "postgres" else None,
             benchmark=used[os.getpid()],
             machine=busy,
+            others=others,
         )
 
     def _pids(self) -> list[int]:
@@ -361,6 +371,30 @@ class CpuMeter:
             " WHERE application_name = 'jobd' AND datname = current_database()"
         )
         return [row[0] for row in rows]
+
+
+def every_process() -> dict[int, tuple[str, float]]:
+    """pid → (what it is, CPU seconds so far) for every process on the machine.  PostgreSQL's
+    processes are told apart by their titles (checkpointer, WAL writer, a backend)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                found[int(entry)] = (_what(int(entry)), cpu_seconds(int(entry)))
+    return found
+
+
+def _what(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        name = f.read().strip()
+    if name != "postgres":
+        return name
+    with open(f"/proc/{pid}/cmdline") as f:
+        title = f.read().replace("\0", " ").strip()
+    role = title.split(": ", 2)[-1]  # postgres: 15/main: checkpointer
+    if role.startswith("postgres "):  # a backend: user database host state
+        return "postgres: a backend (other than jobd's)"
+    return f"postgres: {role}"
 
 
 def _cpu_or_zero(pid: int) -> float:

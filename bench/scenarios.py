@@ -254,6 +254,15 @@ def _cpu_table(what: str, found: Span, use: CpuUse, size: TableSize) -> str:
                 f"| {who} | {seconds:.2f} | {seconds * per_k * 1000:,.0f}"
                 f" | {seconds / found.seconds:.2f} |"
             )
+    known = use.supervisor + use.workers + (use.database or 0) + use.benchmark
+    listed = sorted(use.others.items(), key=lambda kv: -kv[1])[:4]
+    lines += [
+        "",
+        "Meanwhile the rest of the machine: "
+        + ", ".join(f"{what} {seconds:.2f} s" for what, seconds in listed if seconds >= 0.01)
+        + f"; not attributed (processes that came and went): "
+        f"{max(use.machine - known - sum(use.others.values()), 0.0):.2f} s.",
+    ]
     if size.dead_tuples is not None:
         lines += [
             "",
