@@ -157,7 +157,10 @@ class Supervisor:
         self.metrics = Metrics(counts=self.counts_cache.get)
         self.notifier = Notifier()
         self._event_level = logging.INFO if settings.job_events else logging.DEBUG
-        self._outcome_jobs: dict[int, Job] = {}  # the job of each outcome not yet written
+        # The job of each outcome not yet written, per job id in the order recorded: one job
+        # can have two (a job released when its worker died, written, claimed again by this
+        # node and finished while that write's answer was on its way).
+        self._outcome_jobs: dict[int, deque[Job]] = {}
         self._workers_short_since: float | None = None
         self._backlog = False  # the last claim got all it asked for: more is waiting
         self._claim_time = 0.0  # claim round trip (moving average), seconds
@@ -686,7 +689,7 @@ class Supervisor:
 
     def _record(self, outcome: Outcome, job: Job) -> None:
         self.outcomes.append(outcome)
-        self._outcome_jobs[outcome.job_id] = job
+        self._outcome_jobs.setdefault(outcome.job_id, deque()).append(job)
         self._flush_needed.set()
 
     async def _flush_loop(self) -> None:
@@ -718,7 +721,7 @@ class Supervisor:
     def _account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
         """Count and log each written outcome, one transition event each."""
         for outcome in batch:
-            job = self._outcome_jobs.pop(outcome.job_id, None)
+            job = self._outcome_job(outcome.job_id)
             fields = job_fields(job) if job else {"job_id": outcome.job_id}
             fields["attempt"] = outcome.attempt
             state = applied.get(outcome.job_id)
@@ -732,6 +735,17 @@ class Supervisor:
             if job is not None:
                 self.metrics.job(event, job.type, job.queue)
             self._log_transition(event, outcome, state, fields)
+
+    def _outcome_job(self, job_id: int) -> Job | None:
+        """The job of the oldest outcome of `job_id` (outcomes are written in the order
+        recorded), forgotten as it is written."""
+        jobs = self._outcome_jobs.get(job_id)
+        if not jobs:
+            return None
+        job = jobs.popleft()
+        if not jobs:
+            del self._outcome_jobs[job_id]
+        return job
 
     def _log_transition(
         self, event: str, outcome: Outcome, state: State, fields: dict[str, Any]
