@@ -1,0 +1,1023 @@
+"""The chaos harness: N jobs, 1-3 `jobd run` nodes on one PostgreSQL, faults injected at random
+times from a seed, and at the end the invariants jobd promises, checked from the database, the
+handlers' append-only run log and the nodes' logs.
+
+    python -m tests.chaos --jobs 5000 --seed 1 --daemons 3
+    python tests/chaos/run.py --jobs 300 --seed 7 --daemons 2 --faults worker_kill,cancel
+
+What happens (docs/guarantees.md has the promises this checks):
+
+1. A fresh database (or, inside pytest, a fresh schema) and `--daemons` nodes, each a real
+   `jobd run --migrate` subprocess with short leases (jobs.lease_seconds 3).
+2. A submitter thread sends the N jobs in `submit_many` chunks to random nodes over the first
+   seconds of the run, each with an idempotency key, and sends a chunk again (to another node)
+   whenever the answer is lost, so no submit is lost or doubled whatever dies meanwhile.  The
+   jobs are a seeded mix of the kinds in chaos_handlers.py: instant, slow, flaky, crash_once
+   (its first attempt kills its worker), timeout_once (its first attempt overruns its timeout),
+   permanent (fails for good) and poison (kills its worker every time).
+3. Meanwhile faults come at exponentially distributed intervals, their kinds drawn from the
+   seed, each enabled kind at least once:
+      worker_kill      SIGKILL of a random (preferably busy) worker of a random node
+      supervisor_kill  SIGKILL of a node's `jobd run`, then a restart (its leases expire)
+      drain_restart    SIGTERM of a node (drain; it must exit 0), then a restart
+      pg_terminate     pg_terminate_backend() of every jobd connection to the database
+      db_outage        the database unreachable from every node (an outage) or from one (a
+                       partition) for 0.3 s to twice the lease: each node reaches it through a
+                       TCP proxy of its own (tests/tcp_proxy.py), which is cut -- connections
+                       dropped, new ones refused -- then restored
+      cancel           cancel of 1-4 random jobs, running ones preferred
+      pg_restart       `pg_ctlcluster --skip-systemctl-redirect <ver> main restart` (only with
+                       --pg-restart: it restarts the machine's server, which other things use)
+4. Once everything is submitted and most jobs are finished, the faults stop, every node is up,
+   and the harness waits (with a deadline) for every job to be terminal, reads each node's
+   counters, stops the nodes with SIGTERM (each must exit 0) and checks.
+
+The invariants (each a line of `Report.violations` when broken):
+- lost: every acknowledged job is in the database; every job of a kind that succeeds and that
+  nobody tried to cancel ended `completed` with its own result.  (Such jobs get 8 attempts more
+  than they need, and workers.max_crashes is 8, so the faults cannot use their attempts up.)
+- stuck: no job is `pending` or `running` at the end, and none still holds a lease.
+- outcomes: permanent and poison jobs ended `failed`; a `canceled` job had a cancel sent.
+- attempts: no job's attempts exceed its max_attempts, in the database or in the run log.
+- duplicates: a job's *effect* line (`done`, or `perm` for a permanent job) appears once.  A
+  job whose effect appears again ran more than once; that is allowed only where jobd could
+  not have known the first run finished:
+    * its lease was lost: a node logged "recovered a job whose lease expired" or "result
+      discarded: the job's lease was lost" for it, or the first effect ran under a supervisor
+      the harness SIGKILLed (its outcome died with it);
+    * the worker that wrote the first effect was SIGKILLed by the harness after writing it
+      (the result never left the worker).
+  Anything else is an unexplained duplicate.  Two runs of one job at the same time are
+  checked the same way.
+- finished once: each terminal job was finished ("job completed/failed/canceled", or recovered
+  to a terminal state) by exactly one node's log entry: never two.  None is allowed only when
+  a supervisor was SIGKILLed (it may die between the write and the log line).
+- metrics: each node alive at the end reports counters equal to its own log's job events; and
+  the database's count of each terminal state equals the sum over every boot of every node
+  (counters for the last boots, log events for earlier ones) -- exactly when no supervisor was
+  SIGKILLed (a killed node's counters are gone), as an upper bound otherwise.
+- processes: no node dies unasked; every drain exits 0; no node logs a bug ("control method
+  failed", "side task died", ...).
+
+Summary line: jobs, faults by kind, lost, stuck, duplicates (and how many unexplained), time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from jobd.client import Client
+from jobd.errors import Conflict, JobdError
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+if str(HERE.parent) not in sys.path:  # tests/: for tcp_proxy, also when run as a script
+    sys.path.insert(0, str(HERE.parent))
+
+from tcp_proxy import TcpProxy  # noqa: E402
+
+DEFAULT_ADMIN_URL = os.environ.get(
+    "JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+FAULTS = ("worker_kill", "supervisor_kill", "drain_restart", "pg_terminate", "db_outage", "cancel")
+OPTIONAL_FAULTS = ("pg_restart",)
+FAULT_WEIGHTS = {
+    "cancel": 30,
+    "worker_kill": 25,
+    "pg_terminate": 10,
+    "db_outage": 6,
+    "drain_restart": 13,
+    "supervisor_kill": 12,
+    "pg_restart": 5,
+}
+
+# kind -> (weight, expected final state, extra attempts it needs)
+KINDS: dict[str, tuple[float, str]] = {
+    "instant": (56.0, "completed"),
+    "slow": (10.0, "completed"),
+    "flaky": (15.0, "completed"),
+    "crash_once": (6.0, "completed"),
+    "timeout_once": (4.0, "completed"),
+    "permanent": (8.5, "failed"),
+    "poison": (0.5, "failed"),
+}
+SPARE_ATTEMPTS = 8  # attempts beyond what a succeeding job needs: faults may spend them
+MAX_CRASHES = 8  # workers.max_crashes on the nodes (a poison job runs this many times)
+TIMEOUT_SECONDS = 0.4  # the timeout_once kind's timeout
+# A run whose effect came at most this long before its supervisor was SIGKILLed may have had
+# its outcome die with the supervisor (outcomes are written within milliseconds, or retried
+# for as long as the database is away: a few seconds in these runs).
+KILL_WINDOW = 10.0
+# db_outage faults, in turn: (longer than the lease?, one node only?)
+DB_OUTAGES = ((True, True), (False, False), (True, False), (False, True))
+
+# Events in the nodes' logs (logging.job_events on) and the counter each moves.
+JOB_EVENTS = {f"job {e}": e for e in ("submitted", "started", "completed", "failed", "canceled")}
+JOB_EVENTS |= {f"job {e}": e for e in ("retried", "released", "requeued")}
+RECOVERED = "recovered a job whose lease expired"
+DISCARDED = "result discarded: the job's lease was lost"
+COUNTED = ("submitted", "started", "completed", "failed", "canceled", "retried", "released")
+COUNTED += ("recovered",)
+TERMINAL = ("completed", "failed", "canceled")
+BUG_MESSAGES = (
+    "control method failed",
+    "control connection failed",
+    "control reply is not JSON",
+    "side task died; draining",
+    "error while serving a connection",
+)
+
+
+@dataclass
+class Settings:
+    jobs: int = 150
+    seed: int = 1
+    daemons: int = 2
+    workers: int = 2
+    faults: tuple[str, ...] = FAULTS
+    fault_interval: float = 1.0  # mean seconds between faults
+    lease: float = 3.0
+    submit_seconds: float | None = None  # spread the submits over this long
+    stop_faults_at: float = 0.9  # stop injecting once this share of jobs is finished
+    max_fault_seconds: float = 600.0
+    settle_timeout: float = 120.0
+    admin_url: str = DEFAULT_ADMIN_URL
+    db_url: str | None = None  # None: create a database of our own, dropped afterwards
+    schema: str = "jobd"
+    workdir: Path | None = None
+    keep: bool = False
+    verbose: bool = False
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Incarnation:
+    """One boot of a node: one `jobd run` process."""
+
+    tag: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float
+    ended: str | None = None  # "killed" | "drained" | "stopped" | "died"
+    ended_at: float | None = None
+    exit_code: int | None = None
+    counters: dict[str, int] | None = None  # the final stats counters (last boots only)
+
+
+@dataclass
+class Node:
+    name: str
+    socket: Path
+    env: dict[str, str]
+    home: Path
+    proxy: TcpProxy  # the node's way to the database, cut by db_outage
+    boots: list[Incarnation] = field(default_factory=list)
+
+    @property
+    def current(self) -> Incarnation:
+        return self.boots[-1]
+
+    def alive(self) -> bool:
+        return bool(self.boots) and self.current.proc.poll() is None
+
+    def client(self, timeout: float = 20.0) -> Client:
+        return Client(self.socket, timeout=timeout)
+
+
+def _proc_title(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == ancestor:
+            return True
+    return False
+
+
+def worker_pids(supervisor_pid: int) -> list[tuple[int, bool]]:
+    """(pid, busy) of each worker under a supervisor, from the process titles."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        title = _proc_title(pid)
+        if title.startswith("jobd: worker ") and _descends_from(pid, supervisor_pid):
+            out.append((pid, " running " in title))
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PlannedJob:
+    index: int
+    kind: str
+    key: str
+    params: dict[str, Any]
+    id: int | None = None
+
+
+@dataclass
+class Report:
+    settings: Settings
+    jobs: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    stuck: int = 0
+    duplicates: int = 0
+    unexplained_duplicates: int = 0
+    duplicate_reasons: Counter[str] = field(default_factory=Counter)
+    wall: float = 0.0
+    states: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors_logged: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        faults = ",".join(f"{k}={self.faults[k]}" for k in sorted(self.faults)) or "none"
+        reasons = ",".join(f"{k}={v}" for k, v in sorted(self.duplicate_reasons.items()))
+        dups = f"duplicates={self.duplicates}"
+        if self.duplicates:
+            dups += f" (lease lost: {reasons}; unexplained={self.unexplained_duplicates})"
+        verdict = "OK" if self.ok else f"FAILED ({len(self.violations)} violations)"
+        return (
+            f"chaos seed={self.settings.seed} jobs={self.jobs} daemons={self.settings.daemons}"
+            f" faults[{faults}] lost={self.lost} stuck={self.stuck} {dups}"
+            f" wall={self.wall:.1f}s {verdict}"
+        )
+
+
+class Chaos:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.plan_rng = random.Random(settings.seed)
+        self.fault_rng = random.Random(settings.seed * 7919 + 1)
+        self.report = Report(settings)
+        self.lock = threading.Lock()
+        self.nodes: list[Node] = []
+        self.plan: list[PlannedJob] = []
+        self.submitted_all = threading.Event()
+        self.stop = threading.Event()
+        self.worker_kills: list[tuple[float, int, str]] = []  # (time, pid, incarnation)
+        self.cancels: dict[int, str] = {}  # job id -> accepted | conflict | unknown
+        self.db_partitions = 0  # db_outage faults that cut one node only
+        self.started_at = 0.0
+        self._own_db: str | None = None
+        self._tmp: Path | None = None
+        self.db_port = 0
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        self.started_at = time.monotonic()
+        self._tmp = self.s.workdir or Path(tempfile.mkdtemp(prefix="jobd-chaos-"))
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self.runlog = self._tmp / "runs.log"
+        self.runlog.touch()
+        try:
+            self._prepare_database()
+            self.db_port = int(self.s.db_url.rpartition(":")[2].split("/")[0])
+            self._plan()
+            for i in range(self.s.daemons):
+                self.nodes.append(self._node(f"n{i + 1}"))
+            for node in self.nodes:
+                self._boot(node)
+            self._chaos()
+            self._settle()
+            self._stop_nodes()
+            self._check()
+        finally:
+            self.stop.set()
+            self._kill_leftovers()
+            for node in self.nodes:
+                node.proxy.close()
+            self.report.wall = time.monotonic() - self.started_at
+            self._clean_up()
+        return self.report
+
+    def _prepare_database(self) -> None:
+        if self.s.db_url is None:
+            name = f"jobd_chaos_{self.s.seed}_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(self.s.admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            self._own_db = name
+            base, _, _ = self.s.admin_url.rpartition("/")
+            self.s.db_url = f"{base}/{name}"
+
+    def _db(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(
+            self.s.db_url, autocommit=True, application_name="jobd-chaos", connect_timeout=5
+        )
+        conn.execute(f'SET search_path TO "{self.s.schema}"')
+        return conn
+
+    def _plan(self) -> None:
+        kinds = list(KINDS)
+        weights = [KINDS[k][0] for k in kinds]
+        tag = uuid.uuid4().hex[:6]
+        for i in range(self.s.jobs):
+            # The first jobs are one of each kind, so every kind runs even in a small run.
+            kind = kinds[i] if i < len(kinds) else self.plan_rng.choices(kinds, weights)[0]
+            payload: dict[str, Any] = {"n": i}
+            needed = 1
+            params: dict[str, Any] = {"type": f"chaos_{kind}"}
+            if kind == "slow":
+                payload["seconds"] = round(self.plan_rng.uniform(0.05, 0.5), 3)
+            elif kind == "flaky":
+                payload["fail_times"] = self.plan_rng.choice((1, 2))
+                needed += payload["fail_times"]
+            elif kind == "crash_once":
+                payload["how"] = self.plan_rng.choice(("exit", "sigkill"))
+                needed += 1
+            elif kind == "timeout_once":
+                params["timeout"] = TIMEOUT_SECONDS
+                needed += 1
+            if kind == "permanent":
+                params["max_attempts"] = 3
+            elif kind == "poison":
+                params["max_attempts"] = MAX_CRASHES + SPARE_ATTEMPTS
+            else:
+                params["max_attempts"] = needed + SPARE_ATTEMPTS
+            key = f"chaos-{self.s.seed}-{tag}-{i}"
+            params |= {"payload": payload, "idempotency_key": key, "correlation_id": key}
+            self.plan.append(PlannedJob(i, kind, key, params))
+        self.report.jobs = len(self.plan)
+
+    def _node(self, name: str) -> Node:
+        home = Path(tempfile.mkdtemp(prefix=f"jobd-chaos-{name}-", dir="/tmp"))
+        proxy = TcpProxy(("127.0.0.1", self.db_port)).start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBD_", "XDG_"))}
+        for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "NOTIFY_SOCKET"):
+            env.pop(var, None)
+        env.update(
+            HOME=str(home),
+            XDG_STATE_HOME=str(home / "state"),
+            XDG_RUNTIME_DIR=str(home / "run"),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), str(ROOT), env.get("PYTHONPATH")])),
+            JOBD_DATABASE_URL=proxy.url(str(self.s.db_url)),
+            JOBD_DATABASE_SCHEMA=self.s.schema,
+            JOBD_SOCKET=str(home / "jobd.sock"),
+            JOBD_WORKERS=str(self.s.workers),
+            JOBD_HANDLER_MODULES="chaos_handlers",
+            JOBD_WORKERS_MAX_CRASHES=str(MAX_CRASHES),
+            JOBD_JOBS_LEASE_SECONDS=str(self.s.lease),
+            JOBD_JOBS_HEARTBEAT_SECONDS=str(self.s.lease / 6),
+            JOBD_JOBS_POLL_INTERVAL="0.2",
+            JOBD_JOBS_BACKOFF_BASE="0.05",
+            JOBD_JOBS_BACKOFF_MAX="0.5",
+            JOBD_SHUTDOWN_KILL_GRACE="0.3",
+            JOBD_SHUTDOWN_DRAIN_TIMEOUT="2",
+            JOBD_LOGGING_FORMAT="json",
+            JOBD_LOGGING_JOB_EVENTS="true",
+            CHAOS_LOG=str(self.runlog),
+        )
+        return Node(name, home / "jobd.sock", env, home, proxy)
+
+    def _boot(self, node: Node) -> None:
+        """Start a new incarnation of `node` and wait until it answers.  A start can fail while
+        the database is being disturbed (exit 3): try again, a few times."""
+        for _ in range(5):
+            tag = f"{node.name}.{len(node.boots) + 1}"
+            log = self._tmp / f"{tag}.log"
+            env = {**node.env, "CHAOS_INCARNATION": tag}
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
+                    cwd=node.home,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+            boot = Incarnation(tag, proc, log, time.time())
+            node.boots.append(boot)
+            if self._wait_ready(node, boot):
+                return
+            boot.ended, boot.exit_code = "failed to start", proc.poll()
+            boot.ended_at = time.time()
+            self.report.notes.append(f"{tag} did not start (exit {proc.poll()}); again")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            time.sleep(0.5)
+        raise RuntimeError(f"node {node.name} does not start; see {node.current.log}")
+
+    def _wait_ready(self, node: Node, boot: Incarnation, timeout: float = 40.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if boot.proc.poll() is not None:
+                return False
+            try:
+                with Client(node.socket, timeout=2.0) as c:
+                    if c.hello().node:
+                        return True
+            except JobdError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    # --- submitting ---------------------------------------------------------------------------
+
+    def _submitter(self) -> None:
+        try:
+            n = len(self.plan)
+            chunk = max(10, min(250, n // 20 or 1))
+            spread = self.s.submit_seconds
+            if spread is None:
+                spread = min(30.0, max(3.0, n / 250))
+            pause = spread / max(1, -(-n // chunk))
+            rng = random.Random(self.s.seed * 31 + 7)
+            for start in range(0, n, chunk):
+                batch = self.plan[start : start + chunk]
+                self._submit_batch(batch, rng)
+                if self.stop.wait(pause):
+                    return
+        finally:
+            self.submitted_all.set()
+
+    def _submit_batch(self, batch: list[PlannedJob], rng: random.Random) -> None:
+        tries = 0
+        while not self.stop.is_set():
+            tries += 1
+            node = rng.choice(self.nodes)
+            try:
+                with node.client(timeout=30.0) as c:
+                    results = c.submit_many([job.params for job in batch])
+            except JobdError as exc:  # the node or the database is down: again, elsewhere
+                if tries % 20 == 0:
+                    self.report.notes.append(f"submit retried {tries} times: {exc.message}")
+                time.sleep(0.2)
+                continue
+            for job, result in zip(batch, results, strict=True):
+                job.id = result.job.id
+            return
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def _chaos(self) -> None:
+        submitter = threading.Thread(target=self._submitter, name="chaos-submit", daemon=True)
+        submitter.start()
+        enabled = [f for f in self.s.faults if f in FAULT_WEIGHTS]
+        weights = [FAULT_WEIGHTS[f] for f in enabled]
+        deadline = time.monotonic() + self.s.max_fault_seconds
+        next_at = time.monotonic() + self.fault_rng.expovariate(1 / self.s.fault_interval)
+        while enabled and time.monotonic() < deadline:
+            self._watch_nodes()
+            if self._faults_done(enabled):
+                break
+            if time.monotonic() < next_at:
+                time.sleep(min(0.05, max(next_at - time.monotonic(), 0)))
+                continue
+            missing = [f for f in enabled if not self.report.faults[f]]
+            if self.submitted_all.is_set() and missing:
+                kind = missing[0]  # the run is ending: make sure every kind happened
+            else:
+                kind = self.fault_rng.choices(enabled, weights)[0]
+            if getattr(self, f"_fault_{kind}")():
+                self.report.faults[kind] += 1
+            next_at = time.monotonic() + self.fault_rng.expovariate(1 / self.s.fault_interval)
+        submitter.join()
+        missing = [f for f in enabled if not self.report.faults[f]]
+        if missing:
+            self.report.violations.append(f"fault kinds never injected: {', '.join(missing)}")
+
+    def _faults_done(self, enabled: list[str]) -> bool:
+        if not self.submitted_all.is_set() or any(not self.report.faults[f] for f in enabled):
+            return False
+        with self._db() as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'canceled')),"
+                " count(*) FROM jobs"
+            ).fetchone()
+        return row[1] > 0 and row[0] >= self.s.stop_faults_at * len(self.plan)
+
+    def _watch_nodes(self) -> None:
+        """A node that died without our doing is a violation; it is restarted."""
+        for node in self.nodes:
+            boot = node.current
+            if boot.ended is None and boot.proc.poll() is not None:
+                boot.ended, boot.exit_code = "died", boot.proc.returncode
+                boot.ended_at = time.time()
+                self.report.violations.append(
+                    f"{boot.tag} exited by itself with {boot.exit_code} (see {boot.log})"
+                )
+                self._boot(node)
+
+    def _pick_node(self) -> Node:
+        return self.fault_rng.choice(self.nodes)
+
+    def _fault_worker_kill(self) -> bool:
+        for node in self.fault_rng.sample(self.nodes, len(self.nodes)):
+            workers = sorted(worker_pids(node.current.proc.pid))
+            if not workers:
+                continue
+            busy = [pid for pid, running in workers if running]
+            pid = self.fault_rng.choice(busy or [pid for pid, _ in workers])
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            self.worker_kills.append((time.time(), pid, node.current.tag))
+            return True
+        return False
+
+    def _fault_supervisor_kill(self) -> bool:
+        node = self._pick_node()
+        boot = node.current
+        boot.proc.kill()
+        boot.proc.wait()
+        boot.ended, boot.exit_code, boot.ended_at = "killed", boot.proc.returncode, time.time()
+        self._boot(node)
+        return True
+
+    def _fault_drain_restart(self) -> bool:
+        node = self._pick_node()
+        boot = node.current
+        boot.proc.send_signal(signal.SIGTERM)
+        try:
+            code = boot.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            boot.proc.kill()
+            code = boot.proc.wait()
+            self.report.violations.append(f"{boot.tag} did not finish its drain within 60 s")
+        boot.ended, boot.exit_code, boot.ended_at = "drained", code, time.time()
+        if code != 0:
+            self.report.violations.append(f"{boot.tag} drained with exit status {code}")
+        self._boot(node)
+        return True
+
+    def _fault_pg_terminate(self) -> bool:
+        dbname = self.s.db_url.rpartition("/")[2].split("?")[0]
+        with psycopg.connect(self.s.admin_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name = 'jobd'",
+                (dbname,),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def _fault_db_outage(self) -> bool:
+        """The database away from one node (a partition: the others go on, take its jobs
+        over when its leases run out, and its late results must be refused) or from all (an
+        outage), for longer or shorter than the lease, in turn -- the first one a long
+        partition, so lease recovery, the fenced writes and the refusal of stale results are
+        exercised in every run, not only by chance."""
+        lease = self.s.lease
+        long, alone = DB_OUTAGES[self.report.faults["db_outage"] % len(DB_OUTAGES)]
+        if long:
+            seconds = self.fault_rng.uniform(lease + 0.5, 2 * lease)
+        else:
+            seconds = self.fault_rng.uniform(0.3, lease - 0.5)
+        cut = [self._pick_node()] if alone and len(self.nodes) > 1 else self.nodes
+        self.db_partitions += len(cut) < len(self.nodes)
+        for node in cut:
+            node.proxy.cut()
+        try:
+            time.sleep(seconds)
+        finally:
+            for node in cut:
+                node.proxy.restore()
+        return True
+
+    def _fault_pg_restart(self) -> bool:
+        versions = sorted(
+            os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")]
+        )
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
+            check=True,
+            timeout=120,
+        )
+        return True
+
+    def _fault_cancel(self) -> bool:
+        try:
+            with self._db() as conn:
+                cur = conn.execute("SELECT id FROM jobs WHERE state = 'running'")
+                running = [r[0] for r in cur]
+        except psycopg.Error:
+            running = []
+        known = [job.id for job in self.plan if job.id is not None]
+        if not known:
+            return False
+        targets = set()
+        for _ in range(self.fault_rng.randint(1, 4)):
+            pool = sorted(running) if running and self.fault_rng.random() < 0.6 else known
+            targets.add(self.fault_rng.choice(pool))
+        node = self._pick_node()
+        for job_id in sorted(targets):
+            try:
+                with node.client(timeout=15.0) as c:
+                    job = c.cancel(job_id)
+                accepted = job.state.value == "canceled" or job.cancel_requested
+                outcome = "accepted" if accepted else "?"
+            except Conflict:
+                outcome = "conflict"
+            except JobdError:
+                outcome = "unknown"  # lost on the way: it may or may not have been applied
+            previous = self.cancels.get(job_id)
+            if previous in ("accepted", "unknown") and outcome == "conflict":
+                outcome = previous
+            self.cancels[job_id] = outcome
+        return True
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Every node up, the database reachable, then wait for every job to be terminal."""
+        for node in self.nodes:
+            node.proxy.restore()
+        for node in self.nodes:
+            if not node.alive():
+                self._watch_nodes()
+        deadline = time.monotonic() + self.s.settle_timeout
+        while time.monotonic() < deadline:
+            self._watch_nodes()
+            with contextlib.suppress(psycopg.Error), self._db() as conn:
+                left = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')"
+                ).fetchone()[0]
+                if left == 0:
+                    return
+            time.sleep(0.25)
+
+    def _stop_nodes(self) -> None:
+        for node in self.nodes:
+            boot = node.current
+            if boot.ended is not None:
+                continue
+            try:
+                with node.client(timeout=10.0) as c:
+                    boot.counters = dict(c.stats().counters)
+            except JobdError as exc:
+                self.report.violations.append(f"{boot.tag}: stats failed at the end: {exc}")
+            boot.proc.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            boot = node.current
+            if boot.ended is not None:
+                continue
+            try:
+                code = boot.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                boot.proc.kill()
+                code = boot.proc.wait()
+                self.report.violations.append(f"{boot.tag} did not stop within 60 s")
+            boot.ended, boot.exit_code, boot.ended_at = "stopped", code, time.time()
+            if code != 0:
+                self.report.violations.append(f"{boot.tag} stopped with exit status {code}")
+
+    def _kill_leftovers(self) -> None:
+        for node in self.nodes:
+            for boot in node.boots:
+                if boot.proc.poll() is None:
+                    boot.proc.kill()
+                    boot.proc.wait()
+
+    def _clean_up(self) -> None:
+        keep = self.s.keep or (self.s.verbose and not self.report.ok)
+        for node in self.nodes:
+            if not keep:
+                shutil.rmtree(node.home, ignore_errors=True)
+        if self._own_db and not keep:
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(self.s.admin_url, autocommit=True) as conn,
+            ):
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._own_db}" WITH (FORCE)')
+        if self.s.workdir is None and not keep and self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        elif keep:
+            self.report.notes.append(f"kept: {self._tmp} and database {self.s.db_url}")
+
+    # --- the checks ---------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        v = self.report.violations
+        with self._db() as conn:
+            cur = conn.execute(
+                "SELECT id, type, state, attempts, max_attempts, crashes, cancel_requested,"
+                " lease_owner, result, last_error, idempotency_key FROM jobs"
+            )
+            names = [d.name for d in cur.description]
+            rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+        runs = read_runlog(self.runlog)
+        logs = {boot.tag: read_log(boot.log) for node in self.nodes for boot in node.boots}
+        self.report.states = Counter(r["state"] for r in rows.values())
+
+        # lost, stuck, outcomes, attempts
+        should_complete_missing = 0
+        for job in self.plan:
+            row = rows.get(job.id) if job.id is not None else None
+            if row is None:
+                self.report.lost += 1
+                v.append(f"job #{job.index} ({job.kind}, id {job.id}) is not in the database")
+                continue
+            state = row["state"]
+            if state in ("pending", "running"):
+                self.report.stuck += 1
+                v.append(f"job {job.id} ({job.kind}) is stuck {state}")
+                continue
+            if row["lease_owner"] is not None:
+                v.append(f"job {job.id} is {state} but still leased to {row['lease_owner']}")
+            if row["attempts"] > row["max_attempts"]:
+                v.append(f"job {job.id}: attempts {row['attempts']} > {row['max_attempts']}")
+            cancel = self.cancels.get(job.id)
+            if state == "canceled" and cancel not in ("accepted", "unknown"):
+                v.append(f"job {job.id} ({job.kind}) is canceled but no cancel was sent for it")
+            if cancel in ("accepted", "unknown"):
+                continue  # any terminal state is right for a job someone tried to cancel
+            expected = KINDS[job.kind][1]
+            if state != expected:
+                if expected == "completed":
+                    self.report.lost += 1
+                    should_complete_missing += 1
+                err = row["last_error"] or {}
+                v.append(
+                    f"job {job.id} ({job.kind}) ended {state}, expected {expected}:"
+                    f" {err.get('type')}: {err.get('message')} (attempts {row['attempts']},"
+                    f" crashes {row['crashes']})"
+                )
+            elif state == "completed" and (row["result"] or {}).get("n") != job.index:
+                v.append(f"job {job.id}: result {row['result']} is not its own")
+            if state == "completed" and (row["result"] or {}).get("attempt") != row["attempts"]:
+                # Fencing: only the attempt that holds the lease may finish the job, so the
+                # result must come from the attempt the row counts.
+                v.append(
+                    f"job {job.id} completed with the result of attempt"
+                    f" {(row['result'] or {}).get('attempt')} while at attempt {row['attempts']}:"
+                    " a stale node's write was not fenced off"
+                )
+        for job_id, lines in runs.items():
+            row = rows.get(job_id)
+            if row is not None and max(line.attempt for line in lines) > row["max_attempts"]:
+                v.append(f"job {job_id}: the run log shows an attempt above max_attempts")
+
+        self._check_duplicates(runs, rows, logs)
+        self._check_logs(rows, logs)
+
+    def _lease_lost(self, logs: dict[str, list[dict[str, Any]]]) -> set[int]:
+        lost: set[int] = set()
+        for events in logs.values():
+            for e in events:
+                if e.get("message") in (RECOVERED, DISCARDED) and e.get("job_id") is not None:
+                    lost.add(int(e["job_id"]))
+        return lost
+
+    def _check_duplicates(
+        self,
+        runs: dict[int, list[RunLine]],
+        rows: dict[int, dict[str, Any]],
+        logs: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        lease_lost = self._lease_lost(logs)
+        killed = {
+            boot.tag: boot.ended_at
+            for node in self.nodes
+            for boot in node.boots
+            if boot.ended == "killed"
+        }
+        worker_killed = {pid: when for when, pid, _ in self.worker_kills}
+        for job_id, lines in sorted(runs.items()):
+            effects = [line for line in lines if line.event in ("done", "perm")]
+            starts = [line for line in lines if line.event == "start"]
+            problems = []
+            if len(effects) > 1:
+                problems.append(("ran its effect", effects[0], len(effects) - 1))
+            overlap = _overlapping(starts, lines)
+            if overlap is not None:
+                problems.append(("ran twice at once", overlap, 1))
+            for what, first, count in problems:
+                reason = None
+                if job_id in lease_lost:
+                    reason = "recovered_or_discarded"
+                elif first.incarnation in killed and (
+                    killed[first.incarnation] - KILL_WINDOW <= first.ts
+                ):
+                    # its outcome died with its supervisor, or an orphaned worker finished it
+                    reason = "supervisor_killed"
+                elif first.pid in worker_killed and worker_killed[first.pid] >= first.ts - 0.001:
+                    reason = "worker_killed_after_effect"
+                if what == "ran its effect":
+                    self.report.duplicates += count
+                    self.report.duplicate_reasons[reason or "unexplained"] += count
+                if reason is None:
+                    if what == "ran its effect":
+                        self.report.unexplained_duplicates += count
+                    self.report.violations.append(
+                        f"job {job_id} {what} {count + 1} times with no lease lost:"
+                        f" {[dataclasses.astuple(line) for line in lines]}"
+                    )
+
+    def _check_logs(
+        self, rows: dict[int, dict[str, Any]], logs: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        v = self.report.violations
+        any_killed = any(b.ended == "killed" for n in self.nodes for b in n.boots)
+        finishes: Counter[int] = Counter()
+        totals: Counter[str] = Counter()
+        for node in self.nodes:
+            for boot in node.boots:
+                tally: Counter[str] = Counter()
+                for e in logs[boot.tag]:
+                    message = e.get("message", "")
+                    if e.get("level") in ("ERROR", "CRITICAL"):
+                        self.report.errors_logged[message] += 1
+                    if message in BUG_MESSAGES:
+                        v.append(f"{boot.tag} logged a bug: {message}: {e}")
+                    event = JOB_EVENTS.get(message)
+                    if message == RECOVERED:
+                        event = "recovered"
+                        if e.get("to") in TERMINAL:
+                            tally[e["to"]] += 1  # counted as failed/canceled too
+                            finishes[int(e["job_id"])] += 1
+                    if event is None:
+                        continue
+                    tally[event] += 1
+                    if event in TERMINAL:
+                        finishes[int(e["job_id"])] += 1
+                if boot.counters is not None:
+                    for name in COUNTED:
+                        if boot.counters.get(name, 0) != tally[name]:
+                            v.append(
+                                f"{boot.tag}: metrics say {name}={boot.counters.get(name, 0)},"
+                                f" its log {tally[name]}"
+                            )
+                source = boot.counters if boot.counters is not None else tally
+                for name in (*TERMINAL, "submitted"):
+                    totals[name] += source.get(name, 0)
+        for job_id, count in finishes.items():
+            if count > 1:
+                v.append(f"job {job_id} was finished {count} times (logged by several nodes)")
+        terminal_rows = [j for j, r in rows.items() if r["state"] in TERMINAL]
+        unlogged = [j for j in terminal_rows if not finishes[j]]
+        if unlogged and not any_killed:
+            v.append(f"{len(unlogged)} jobs were finished by no node's log: {unlogged[:10]}")
+        elif unlogged:
+            self.report.notes.append(
+                f"{len(unlogged)} jobs finished by a supervisor killed before logging it"
+            )
+        db = Counter(r["state"] for r in rows.values())
+        db["submitted"] = len(rows)
+        for name in (*TERMINAL, "submitted"):
+            if totals[name] > db[name] or (not any_killed and totals[name] != db[name]):
+                v.append(
+                    f"metrics: the nodes counted {name}={totals[name]}, the database has {db[name]}"
+                )
+
+
+# --- reading the logs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunLine:
+    job_id: int
+    attempt: int
+    pid: int
+    event: str
+    ts: float
+    incarnation: str
+
+
+def read_runlog(path: Path) -> dict[int, list[RunLine]]:
+    out: dict[int, list[RunLine]] = defaultdict(list)
+    for raw in path.read_text().splitlines():
+        job_id, attempt, pid, event, ts, incarnation = raw.split()
+        line = RunLine(int(job_id), int(attempt), int(pid), event, float(ts), incarnation)
+        out[line.job_id].append(line)
+    for lines in out.values():
+        lines.sort(key=lambda line: line.ts)
+    return out
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    out.append(record)
+    return out
+
+
+def _overlapping(starts: list[RunLine], lines: list[RunLine]) -> RunLine | None:
+    """The first run of a job that wrote its effect after another run of the same job had
+    started in another process: the two ran at once.  None if that never happened.  (A run is
+    known by its process and attempt; one that died before its effect never overlaps.)"""
+    for a in starts:
+        effects = [
+            x.ts
+            for x in lines
+            if (x.pid, x.attempt) == (a.pid, a.attempt) and x.event in ("done", "perm")
+        ]
+        if not effects:
+            continue
+        for b in starts:
+            if b.pid != a.pid and a.ts < b.ts < effects[0]:
+                return a
+    return None
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.chaos",
+        description="Run jobs on 1-3 jobd nodes while injecting faults; check the guarantees.",
+    )
+    p.add_argument("--jobs", type=int, default=150, help="jobs to submit (default 150)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--daemons", type=int, default=2, choices=(1, 2, 3), help="nodes (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="workers per node (default 2)")
+    p.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"comma-separated fault kinds (default: all of {', '.join(FAULTS)})",
+    )
+    p.add_argument(
+        "--pg-restart",
+        action="store_true",
+        help="also restart the PostgreSQL server (pg_ctlcluster ... restart): only on a"
+        " machine where nothing else uses it",
+    )
+    p.add_argument("--fault-interval", type=float, default=1.0, help="mean seconds between faults")
+    p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL to create a DB")
+    p.add_argument("--keep", action="store_true", help="keep the database, logs and run log")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every violation and note")
+    a = p.parse_args(argv)
+    faults = tuple(f for f in a.faults.split(",") if f)
+    unknown = set(faults) - set(FAULTS) - set(OPTIONAL_FAULTS)
+    if unknown:
+        p.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+    if a.pg_restart and "pg_restart" not in faults:
+        faults += ("pg_restart",)
+    return Settings(
+        jobs=a.jobs,
+        seed=a.seed,
+        daemons=a.daemons,
+        workers=a.workers,
+        faults=faults,
+        fault_interval=a.fault_interval,
+        admin_url=a.admin_url,
+        keep=a.keep,
+        verbose=a.verbose,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    report = Chaos(settings).run()
+    if settings.verbose or not report.ok:
+        for line in report.violations[:50]:
+            print(f"VIOLATION: {line}")
+        for line in report.notes:
+            print(f"note: {line}")
+        if report.errors_logged:
+            print(f"errors logged: {dict(report.errors_logged)}")
+        print(f"final states: {dict(report.states)}")
+    print(report.summary(), flush=True)
+    return 0 if report.ok else 1
