@@ -43,8 +43,8 @@ The invariants (each a line of `Report.violations` when broken):
   job whose effect appears again ran more than once; that is allowed only where jobd could
   not have known the first run finished:
     * its lease was lost: a node logged "recovered a job whose lease expired" or "result
-      discarded: the job's lease was lost" for it, or the first effect ran under a supervisor
-      the harness SIGKILLed (its outcome died with it);
+      discarded: the job's lease was lost" for it (each such line explains one duplicate), or
+      the first effect ran under a supervisor the harness SIGKILLed (its outcome died with it);
     * the worker that wrote the first effect was SIGKILLed by the harness after writing it
       (the result never left the worker).
   Anything else is an unexplained duplicate.  Two runs of one job at the same time are
@@ -798,13 +798,21 @@ class Chaos:
         self._check_duplicates(runs, rows, logs)
         self._check_logs(rows, logs)
 
-    def _lease_lost(self, logs: dict[str, list[dict[str, Any]]]) -> set[int]:
-        lost: set[int] = set()
+    def _lease_losses(self, logs: dict[str, list[dict[str, Any]]]) -> Counter[int]:
+        """For each job, how many times its lease was lost, by the nodes' logs: each recovery
+        is one ("recovered a job whose lease expired"), and so is each stale result refused
+        ("result discarded"); the two usually tell of the same loss, so the larger count."""
+        recovered: Counter[int] = Counter()
+        discarded: Counter[int] = Counter()
         for events in logs.values():
             for e in events:
-                if e.get("message") in (RECOVERED, DISCARDED) and e.get("job_id") is not None:
-                    lost.add(int(e["job_id"]))
-        return lost
+                if e.get("job_id") is None:
+                    continue
+                if e.get("message") == RECOVERED:
+                    recovered[int(e["job_id"])] += 1
+                elif e.get("message") == DISCARDED:
+                    discarded[int(e["job_id"])] += 1
+        return recovered | discarded  # the larger of the two, per job
 
     def _check_duplicates(
         self,
@@ -812,7 +820,11 @@ class Chaos:
         rows: dict[int, dict[str, Any]],
         logs: dict[str, list[dict[str, Any]]],
     ) -> None:
-        lease_lost = self._lease_lost(logs)
+        """Each effect followed by another effect of the same job was a run whose outcome
+        never counted; each needs a cause of its own (see the module docstring): a lease loss
+        the logs tell of (each explains one), its supervisor SIGKILLed, or its worker SIGKILLed
+        after the effect.  Two runs of a job at the same time need one too."""
+        losses = self._lease_losses(logs)
         killed = {
             boot.tag: boot.ended_at
             for node in self.nodes
@@ -820,36 +832,49 @@ class Chaos:
             if boot.ended == "killed"
         }
         worker_killed = {pid: when for when, pid, _ in self.worker_kills}
+
+        def cause(job_id: int, run: RunLine) -> str | None:
+            if run.incarnation in killed and killed[run.incarnation] - KILL_WINDOW <= run.ts:
+                # its outcome died with its supervisor, or an orphaned worker finished it
+                return "supervisor_killed"
+            if run.pid in worker_killed and worker_killed[run.pid] >= run.ts - 0.001:
+                return "worker_killed_after_effect"
+            if losses[job_id] > 0:
+                losses[job_id] -= 1
+                return "lease_recovered"
+            return None
+
         for job_id, lines in sorted(runs.items()):
             effects = [line for line in lines if line.event in ("done", "perm")]
-            starts = [line for line in lines if line.event == "start"]
-            problems = []
-            if len(effects) > 1:
-                problems.append(("ran its effect", effects[0], len(effects) - 1))
-            overlap = _overlapping(starts, lines)
-            if overlap is not None:
-                problems.append(("ran twice at once", overlap, 1))
-            for what, first, count in problems:
-                reason = None
-                if job_id in lease_lost:
-                    reason = "recovered_or_discarded"
-                elif first.incarnation in killed and (
-                    killed[first.incarnation] - KILL_WINDOW <= first.ts
-                ):
-                    # its outcome died with its supervisor, or an orphaned worker finished it
-                    reason = "supervisor_killed"
-                elif first.pid in worker_killed and worker_killed[first.pid] >= first.ts - 0.001:
-                    reason = "worker_killed_after_effect"
-                if what == "ran its effect":
-                    self.report.duplicates += count
-                    self.report.duplicate_reasons[reason or "unexplained"] += count
+            lost_effects = effects[:-1]
+            overlap = _overlapping([line for line in lines if line.event == "start"], lines)
+            for run in lost_effects:
+                reason = cause(job_id, run)
+                self.report.duplicates += 1
+                self.report.duplicate_reasons[reason or "unexplained"] += 1
                 if reason is None:
-                    if what == "ran its effect":
-                        self.report.unexplained_duplicates += count
+                    self.report.unexplained_duplicates += 1
                     self.report.violations.append(
-                        f"job {job_id} {what} {count + 1} times with no lease lost:"
+                        f"job {job_id} did its work again though no lease was lost:"
                         f" {[dataclasses.astuple(line) for line in lines]}"
                     )
+            overlap_effect = next(
+                (
+                    x
+                    for x in effects
+                    if overlap and (x.pid, x.attempt) == (overlap.pid, overlap.attempt)
+                ),
+                None,
+            )
+            if (
+                overlap is not None
+                and overlap_effect not in lost_effects
+                and not cause(job_id, overlap)
+            ):
+                self.report.violations.append(
+                    f"job {job_id} ran twice at once though no lease was lost:"
+                    f" {[dataclasses.astuple(line) for line in lines]}"
+                )
 
     def _check_logs(
         self, rows: dict[int, dict[str, Any]], logs: dict[str, list[dict[str, Any]]]
