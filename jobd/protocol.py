@@ -179,7 +179,11 @@ def parse_call(message: Any) -> Call:
 def _valid_id(value: object) -> bool:
     if value is None or isinstance(value, str):
         return True
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    # Any integer, however long (it is echoed back as sent; math.isfinite would raise
+    # OverflowError on one past the largest float and drop the connection), or a finite float.
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def request(method: str, params: Mapping[str, Any] | None, call_id: JsonId) -> dict[str, Any]:
@@ -284,7 +288,13 @@ def _number(params: Mapping[str, Any], name: str, where: str = "", default: Any 
     value = params.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(where + name, "must be a number")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer past the largest float: a number, but not a usable one
+        raise _invalid(where + name, "is out of range") from None
+    if not finite:
         raise _invalid(where + name, "must be a number")
     return value
 
