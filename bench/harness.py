@@ -322,6 +322,12 @@ class CpuUse:
     machine: float  # every CPU of the machine, busy
     others: dict[str, float]  # the rest of the machine's processes, by what they are
 
+    @property
+    def elsewhere(self) -> float:
+        """CPU seconds the machine was busy with anything but this jobd and this benchmark."""
+        ours = self.supervisor + self.workers + (self.database or 0.0) + self.benchmark
+        return max(self.machine - ours, 0.0)
+
 
 class CpuMeter:
     """Reads the CPU time of a running daemon's processes, of its PostgreSQL backends (by

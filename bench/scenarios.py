@@ -104,6 +104,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.2f}"
     if unit == "bytes":
         return f"{value / MB:,.1f} MB"
+    if unit == "CPUs":
+        return f"{value:.2f} CPUs"
     return f"{value:,.0f}"
 
 
@@ -198,7 +200,14 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
             "",
             text=f"{found.claim_batch:.1f} / {found.finish_batch:.1f}",
         ),
+        _elsewhere("burn-down", kind, found, use),
     ]
+
+
+def _elsewhere(scenario: str, kind: str, found: Span, use: CpuUse) -> Figure:
+    """How busy the shared machine was with other work: the context of every rate."""
+    name = "meanwhile the machine's other work (not jobd's, not ours)"
+    return Figure(scenario, kind, name, use.elsewhere / found.seconds, "CPUs")
 
 
 def _drain_metered(
@@ -520,6 +529,7 @@ async def backlog(run: Run, kind: str, make: MakeStore) -> list[Figure]:
             Target(">=", 0.9),
             text=None if empty else "— (run burn-down too)",
         ),
+        _elsewhere("backlog", kind, found, use),
     ]
 
 
@@ -603,7 +613,7 @@ async def cpu(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     """Jobs that each burn cpu_ms of CPU, with 1 then 2 workers, each on a fresh store; the
     jobs are submitted once every worker is up, so the span has all of them working."""
     jobs, ms = run.sizes.cpu_jobs, run.sizes.cpu_ms
-    rates = {}
+    rates, elsewhere = {}, {}
     lines = [
         f"#### CPU-bound, {kind}: {jobs} jobs of {ms:g} ms CPU, and who had the CPUs",
         "",
@@ -614,6 +624,7 @@ async def cpu(run: Run, kind: str, make: MakeStore) -> list[Figure]:
         with make(f"cpu_{workers}") as store, running(store, workers, run.env) as daemon:
             found, usage = _burn(store, daemon, jobs, ms)
         rates[workers] = found.rate
+        elsewhere[workers] = max(usage[2] - usage[1], 0.0) / usage[0]
         progress(f"cpu-bound, {workers} workers: {found.rate:,.1f} jobs/s")
         lines.append(
             f"| {workers} | {found.rate:,.1f} | {usage[0]:.2f} | {usage[1]:.2f} | {usage[2]:.2f} |"
@@ -630,6 +641,14 @@ async def cpu(run: Run, kind: str, make: MakeStore) -> list[Figure]:
             rates[2] / rates[1],
             "x",
             Target(">=", 1.8),
+        ),
+        Figure(
+            "cpu-bound",
+            kind,
+            "meanwhile the machine's other work (all but the workers), 1 / 2 workers",
+            None,
+            "",
+            text=f"{elsewhere[1]:.2f} / {elsewhere[2]:.2f} CPUs",
         ),
     ]
 
