@@ -36,6 +36,13 @@ class JobFieldsFilter(logging.Filter):
         return True
 
 
+#: Characters that JSON leaves raw (with ensure_ascii off) but that Unicode-aware line readers
+#: (Python's splitlines, JavaScript, some log viewers) take for line ends: a correlation id
+#: holding one would split a record in two.  They can only occur inside JSON strings, so their
+#: \u escapes are equivalent there.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 class JobdJsonFormatter(JsonFormatter):
     def __init__(self) -> None:
         super().__init__(
@@ -43,6 +50,10 @@ class JobdJsonFormatter(JsonFormatter):
             rename_fields={"levelname": "level", "name": "logger"},
             json_ensure_ascii=False,
         )
+
+    def jsonify_log_record(self, log_data: Any) -> str:
+        """One record, one line by any reader's rules (see _LINE_BREAKS)."""
+        return super().jsonify_log_record(log_data).translate(_LINE_BREAKS)
 
     def add_fields(
         self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
