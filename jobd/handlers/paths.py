@@ -54,6 +54,10 @@ def check_path(field: str, value: object) -> str:
         raise ValueError(f"{field}: must not be empty")
     if "\0" in value:
         raise ValueError(f"{field}: must not contain a NUL character")
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no file has that name
+        raise ValueError(f"{field}: is not a possible file name (an unpaired surrogate)") from None
     if len(value) > MAX_PATH:
         raise ValueError(f"{field}: is longer than {MAX_PATH} characters")
     if ".." in value.split("/"):

@@ -208,20 +208,33 @@ class Group:
         if value is None:
             return
         self.n += 1
-        self.total += value  # ints stay exact; floats as floats
+        try:
+            self.total += value  # ints stay exact; floats as floats
+        except OverflowError:
+            # A whole number past the largest float met a float: the sum is past it too, on
+            # the whole number's side -- or nowhere, if the float was the other infinity.
+            # (aggregate() reports either as no value.)
+            big, other = (value, self.total) if isinstance(value, int) else (self.total, value)
+            infinite = math.inf if big > 0 else -math.inf
+            self.total = math.nan if other == -infinite else infinite
         self.low = value if self.low is None else min(self.low, value)
         self.high = value if self.high is None else max(self.high, value)
 
     def aggregate(self, name: str) -> int | float | None:
         """One aggregate; None where there is no value (no usable value, or a sum past the
         largest float)."""
-        result = {
-            "count": self.count,
-            "sum": self.total if self.n else None,
-            "min": self.low,
-            "max": self.high,
-            "mean": self.total / self.n if self.n else None,
-        }[name]
+        if name == "mean":
+            try:
+                result = self.total / self.n if self.n else None
+            except OverflowError:  # whole numbers whose mean is past the largest float
+                return None
+        else:
+            result = {
+                "count": self.count,
+                "sum": self.total if self.n else None,
+                "min": self.low,
+                "max": self.high,
+            }[name]
         return None if isinstance(result, float) and not math.isfinite(result) else result
 
 
