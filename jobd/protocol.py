@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -114,9 +115,30 @@ def decode(line: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ParseError(f"request is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"request is not valid JSON: {_short(exc)}") from None
+    if _SURROGATE_ESCAPE.search(text) and not _is_unicode(value):
+        # JSON's syntax allows "\ud800", but no Unicode text holds it: stored, logged or sent
+        # back it raised UnicodeEncodeError deep inside (an internal_error, a dropped
+        # connection).  Refused here, once, for everything that reads requests.
+        raise ParseError(
+            "request is not valid JSON: a string holds an unpaired surrogate (\\ud800-\\udfff),"
+            " which is no Unicode character"
+        )
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a cheap look first: rarely there
+
+
+def _is_unicode(value: Any) -> bool:
+    """No string in `value` (keys included) holds an unpaired surrogate."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_constant(name: str) -> Any:

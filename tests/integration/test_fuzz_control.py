@@ -59,6 +59,7 @@ huge_ints = st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, -(10**400)])
 numbers = st.one_of(st.integers(), huge_ints, st.floats(allow_nan=False), st.just(1e308))
 texts = st.one_of(
     st.text(max_size=30),
+    st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2),
     st.sampled_from(["", "\x00", "echo", "sleep", "default", "\n", "\u2028", "2030-01-01T00:00Z"]),
 )
 json_values = st.recursive(
@@ -133,6 +134,10 @@ def expected(line: bytes) -> list[Any] | str:
         value = json.loads(line.decode("utf-8"), parse_constant=_refuse)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return [None]  # parse_error
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return [None]  # an unpaired surrogate ("\ud800"): parse_error
     if isinstance(value, list):
         return "batch" if value else [None]  # an empty batch: one invalid_request
     if not isinstance(value, dict):
