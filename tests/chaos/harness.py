@@ -26,8 +26,15 @@ What happens (docs/guarantees.md has the promises this checks):
                        TCP proxy of its own (tests/tcp_proxy.py), which is cut -- connections
                        dropped, new ones refused -- then restored
       cancel           cancel of 1-4 random jobs, running ones preferred
-      pg_restart       `pg_ctlcluster --skip-systemctl-redirect <ver> main restart` (only with
-                       --pg-restart: it restarts the machine's server, which other things use)
+      pg_restart       `pg_ctlcluster --skip-systemctl-redirect <ver> <cluster> restart`, only
+                       with --pg-restart: it restarts a whole PostgreSQL server.  Never in the
+                       suite (other things use the machine's server).  By hand, point the
+                       harness at a cluster of its own:
+                           pg_createcluster 15 chaos -p 5433 -- --auth-host=trust
+                           pg_ctlcluster 15 chaos start
+                           python -m tests.chaos --pg-restart --pg-cluster 15/chaos \
+                               --admin-url postgresql://postgres@127.0.0.1:5433/postgres
+                           pg_dropcluster --stop 15 chaos
 4. Once everything is submitted and most jobs are finished, the faults stop, every node is up,
    and the harness waits (with a deadline) for every job to be terminal, reads each node's
    counters, stops the nodes with SIGTERM (each must exit 0) and checks.
@@ -162,6 +169,7 @@ class Settings:
     max_fault_seconds: float = 600.0
     settle_timeout: float = 120.0
     admin_url: str = DEFAULT_ADMIN_URL
+    pg_cluster: str | None = None  # VERSION/NAME for pg_restart (None: the newest's "main")
     db_url: str | None = None  # None: create a database of our own, dropped afterwards
     schema: str = "jobd"
     workdir: Path | None = None
@@ -527,11 +535,14 @@ class Chaos:
     def _faults_done(self, enabled: list[str]) -> bool:
         if not self.submitted_all.is_set() or any(not self.report.faults[f] for f in enabled):
             return False
-        with self._db() as conn:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'canceled')),"
-                " count(*) FROM jobs"
-            ).fetchone()
+        try:
+            with self._db() as conn:
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'canceled')),"
+                    " count(*) FROM jobs"
+                ).fetchone()
+        except psycopg.OperationalError:  # the server is restarting (pg_restart)
+            return False
         return row[1] > 0 and row[0] >= self.s.stop_faults_at * len(self.plan)
 
     def _watch_nodes(self) -> None:
@@ -591,12 +602,15 @@ class Chaos:
 
     def _fault_pg_terminate(self) -> bool:
         dbname = self.s.db_url.rpartition("/")[2].split("?")[0]
-        with psycopg.connect(self.s.admin_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = %s AND application_name = 'jobd'",
-                (dbname,),
-            ).fetchone()
+        try:
+            with psycopg.connect(self.s.admin_url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = %s AND application_name = 'jobd'",
+                    (dbname,),
+                ).fetchone()
+        except psycopg.OperationalError:  # the server is restarting (pg_restart)
+            return False
         return bool(row and row[0])
 
     def _fault_db_outage(self) -> bool:
@@ -623,11 +637,14 @@ class Chaos:
         return True
 
     def _fault_pg_restart(self) -> bool:
-        versions = sorted(
-            os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")]
-        )
+        if self.s.pg_cluster:
+            version, _, name = self.s.pg_cluster.partition("/")
+        else:
+            versions = os.listdir("/etc/postgresql")
+            version = max(versions, key=lambda v: [int(p) for p in v.split(".")])
+            name = "main"
         subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, name or "main", "restart"],
             check=True,
             timeout=120,
         )
@@ -1006,8 +1023,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument(
         "--pg-restart",
         action="store_true",
-        help="also restart the PostgreSQL server (pg_ctlcluster ... restart): only on a"
-        " machine where nothing else uses it",
+        help="also restart the PostgreSQL server (pg_ctlcluster ... restart): only a server"
+        " nothing else uses (see --pg-cluster)",
+    )
+    p.add_argument(
+        "--pg-cluster",
+        metavar="VERSION/NAME",
+        help="the cluster --pg-restart restarts, e.g. 15/chaos (default: the newest's main);"
+        " give --admin-url to match",
     )
     p.add_argument("--fault-interval", type=float, default=1.0, help="mean seconds between faults")
     p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL to create a DB")
@@ -1028,6 +1051,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         faults=faults,
         fault_interval=a.fault_interval,
         admin_url=a.admin_url,
+        pg_cluster=a.pg_cluster,
         keep=a.keep,
         verbose=a.verbose,
     )
