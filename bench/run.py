@@ -1,7 +1,7 @@
 """jobd's benchmark harness (issue 9): every scenario against `jobd run` as a real subprocess,
 one table of figures next to their targets.
 
-    python bench/run.py                          # every scenario on both stores (~25 minutes)
+    python bench/run.py                          # every scenario on both stores (~15 minutes)
     python bench/run.py --quick                  # tiny sizes: does it all still work? (seconds)
     python bench/run.py --scenario burn-down,limit --store postgres --jobs 100000
 
@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -75,10 +75,10 @@ async def store_maker(kind: str, admin_url: str) -> AsyncIterator[MakeStore]:
             yield _maker(lambda name: BenchStore.sqlite(Path(tmp), name))
 
 
-def _maker(new: object) -> MakeStore:
+def _maker(new: Callable[[str], BenchStore]) -> MakeStore:
     @contextmanager
     def make(name: str) -> Iterator[BenchStore]:
-        store = new(name)  # type: ignore[operator]
+        store = new(name)
         try:
             yield store
         finally:
@@ -257,8 +257,7 @@ def _setting(text: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Scenarios: " + ", ".join(SCENARIOS),
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--scenario",
@@ -272,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(STORES),
         help="comma-separated stores (default: postgres,sqlite)",
     )
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (about 20 s)")
     p.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL allowed to CREATE DATABASE")
     p.add_argument(
         "--daemon-env",
