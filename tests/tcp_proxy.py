@@ -16,6 +16,7 @@ Importable as `tcp_proxy` (tests/ is on sys.path for the rootdir conftest).
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
 from urllib.parse import urlsplit, urlunsplit
@@ -35,15 +36,33 @@ class TcpProxy:
     # --- life cycle ------------------------------------------------------------------------
 
     def start(self) -> TcpProxy:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
+        listener = self._bind() if self.port == 0 else self._bind_to(self.port)
         listener.listen(128)
         self.port = listener.getsockname()[1]
         with self._lock:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
+
+    def _bind(self) -> socket.socket:
+        """A port below the kernel's ephemeral range: a port the kernel handed out (bind to
+        port 0) could be given to some outgoing connection while the proxy is cut, and
+        `restore` could not have it back."""
+        low = _ephemeral_low()
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                return self._bind_to(random.randrange(max(low - 12000, 1024), low))
+        raise OSError("no free port below the ephemeral range")
+
+    def _bind_to(self, port: int) -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, port))
+        except OSError:
+            listener.close()
+            raise
+        return listener
 
     def cut(self) -> None:
         """The database goes away: refuse new connections and drop the open ones."""
@@ -120,3 +139,11 @@ class TcpProxy:
             if last:
                 source.close()
                 sink.close()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
