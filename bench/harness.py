@@ -104,6 +104,12 @@ class BenchStore:
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.query(sql, params)[0][0]
 
+    @property
+    def all_jobs(self) -> str:
+        """Where every job is: PostgreSQL moves finished jobs out of the hot `jobs` table
+        (the view all_jobs has both); SQLite keeps them in place."""
+        return "all_jobs" if self.kind == "postgres" else "jobs"
+
     def epoch(self, column: str) -> str:
         """SQL for a timestamp column as float seconds since the epoch."""
         return f"extract(epoch FROM {column})::float8" if self.kind == "postgres" else column
@@ -204,7 +210,7 @@ def span(store: BenchStore, after_id: int = 0) -> Span:
     row = store.query(
         f"SELECT count(*), min({store.epoch('started_at')}), max({store.epoch('finished_at')}),"
         "       count(DISTINCT started_at), count(DISTINCT finished_at)"
-        "  FROM jobs WHERE id > %s AND state = 'completed'",
+        f"  FROM {store.all_jobs} WHERE id > %s AND state = 'completed'",
         (after_id,),
     )[0]
     if not row[0]:
@@ -213,7 +219,7 @@ def span(store: BenchStore, after_id: int = 0) -> Span:
 
 
 def max_id(store: BenchStore) -> int:
-    return int(store.scalar("SELECT coalesce(max(id), 0) FROM jobs"))
+    return int(store.scalar(f"SELECT coalesce(max(id), 0) FROM {store.all_jobs}"))
 
 
 def unfinished(store: BenchStore) -> bool:
@@ -229,7 +235,10 @@ def unfinished(store: BenchStore) -> bool:
 
 def completed(store: BenchStore, after_id: int = 0) -> int:
     return int(
-        store.scalar("SELECT count(*) FROM jobs WHERE id > %s AND state = 'completed'", (after_id,))
+        store.scalar(
+            f"SELECT count(*) FROM {store.all_jobs} WHERE id > %s AND state = 'completed'",
+            (after_id,),
+        )
     )
 
 
@@ -255,9 +264,10 @@ def expect_completed(found: Span, expected: int, what: str) -> None:
 class TableSize:
     dead_tuples: int | None  # PostgreSQL's pg_stat_user_tables.n_dead_tup for jobs
     live_tuples: int | None
-    jobs_bytes: int  # the jobs table with its indexes and TOAST (SQLite: the whole file)
+    jobs_bytes: int  # the (hot) jobs table with its indexes and TOAST (SQLite: the whole file)
     all_bytes: int  # every table of jobd's schema (SQLite: the file and its WAL)
     vacuums: int | None = None  # VACUUMs of jobs so far, jobd's own and autovacuum's
+    finished_bytes: int | None = None  # PostgreSQL's finished_jobs, with its indexes
 
 
 def table_size(store: BenchStore) -> TableSize:
@@ -271,7 +281,8 @@ def table_size(store: BenchStore) -> TableSize:
             (store.schema,),
         )
         jobs = next((r for r in rows if r[0] == "jobs"), ("jobs", None, None, 0, None))
-        return TableSize(jobs[1], jobs[2], jobs[3], sum(r[3] for r in rows), jobs[4])
+        done = next((r[3] for r in rows if r[0] == "finished_jobs"), None)
+        return TableSize(jobs[1], jobs[2], jobs[3], sum(r[3] for r in rows), jobs[4], done)
     main = _file_size(store.path)
     return TableSize(None, None, main, main + _file_size(Path(f"{store.path}-wal")))
 

@@ -362,7 +362,6 @@ def _raw_finish_params(held: list[tuple[int, int]]) -> dict[str, Any]:
         "kinds": ["completed"] * count,
         "results": [None] * count,
         "errors": [None] * count,
-        "retry_ats": [None] * count,
         "crashed": [False] * count,
     }
 
@@ -455,10 +454,10 @@ async def store_api_loop(store: BenchStore, jobs: int, claim_batch: int, finish_
 
 
 PG_FINISHED = """
-INSERT INTO jobs (type, payload, state, attempts, max_attempts, run_at, created_at, updated_at,
-                  started_at, finished_at)
-SELECT 'bench_noop', '{}', 'completed', 1, 3, t, t, t + interval '2 ms', t + interval '1 ms',
-       t + interval '2 ms'
+INSERT INTO finished_jobs (id, type, payload, state, attempts, max_attempts, run_at, created_at,
+                           updated_at, started_at, finished_at)
+SELECT nextval('jobs_id_seq'), 'bench_noop', '{}', 'completed', 1, 3, t, t, t + interval '2 ms',
+       t + interval '1 ms', t + interval '2 ms'
   FROM (SELECT now() - interval '1 day' + i * interval '50 microseconds' AS t
           FROM generate_series(1, %s) AS i) AS s
 """
@@ -488,7 +487,7 @@ def prefill(store: BenchStore, finished: int, pending: int) -> int:
         store.query(PG_FINISHED, (finished,))
         last = max_id(store)
         store.query(PG_PENDING, (pending,))
-        store.query("VACUUM ANALYZE jobs")
+        store.query("VACUUM ANALYZE jobs, finished_jobs")
         return last
     now = time.time()
     store.query("BEGIN")
@@ -587,7 +586,7 @@ def _one_timed(client: Any) -> Timing:
 def _store_stamps(store: BenchStore, ids: list[int]) -> dict[int, tuple[float, float, float]]:
     rows = store.query(
         f"SELECT id, {store.epoch('created_at')}, {store.epoch('started_at')},"
-        f"       {store.epoch('finished_at')} FROM jobs WHERE id >= %s AND id <= %s",
+        f"       {store.epoch('finished_at')} FROM {store.all_jobs} WHERE id >= %s AND id <= %s",
         (min(ids), max(ids)),
     )
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
@@ -805,6 +804,7 @@ class Sample:
     jobs_bytes: int
     all_bytes: int
     vacuums: int | None
+    finished_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -850,6 +850,10 @@ async def steady(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     if size.dead_tuples is not None:
         figures.append(
             Figure("steady", kind, "jobs table dead tuples at the end", size.dead_tuples, "n")
+        )
+    if size.finished_bytes is not None:
+        figures.append(
+            Figure("steady", kind, "finished_jobs size at the end", size.finished_bytes, "bytes")
         )
     return figures
 
@@ -914,6 +918,7 @@ def _sample_until(store: BenchStore, began: float, seconds: float, width: float)
                 size.jobs_bytes,
                 size.all_bytes,
                 size.vacuums,
+                size.finished_bytes,
             )
         )
     return samples
@@ -938,7 +943,8 @@ def _histogram(store: BenchStore, column: str, began: float, width: float, count
     """Jobs per window of `column` (the first window starts at `began`)."""
     bucket = f"floor(({store.epoch(column)} - %s) / %s)"
     rows = store.query(
-        f"SELECT {bucket} AS w, count(*) FROM jobs WHERE {column} IS NOT NULL GROUP BY 1",
+        f"SELECT {bucket} AS w, count(*) FROM {store.all_jobs} WHERE {column} IS NOT NULL"
+        " GROUP BY 1",
         (began, width),
     )
     counts = [0] * count
@@ -956,8 +962,12 @@ def _steady_table(
         f" ({produced:,} jobs submitted)",
         "",
         "| window | submitted/s | completed/s | backlog at end | dead tuples | VACUUMs | "
-        + ("jobs table | schema |" if kind == "postgres" else "database file | with WAL |"),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        + (
+            "jobs (hot) table | finished_jobs | schema |"
+            if kind == "postgres"
+            else "database file | with WAL |"
+        ),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if kind == "postgres" else ""),
     ]
     for w in windows:
         s = w.sample
@@ -965,9 +975,14 @@ def _steady_table(
         vacuums = "—" if s is None or s.vacuums is None else f"{s.vacuums}"
         size = "—" if s is None else fmt(s.jobs_bytes, "bytes")
         total = "—" if s is None else fmt(s.all_bytes, "bytes")
+        done = (
+            ""
+            if kind != "postgres"
+            else ("—" if s is None else fmt(s.finished_bytes or 0, "bytes") + " | ")
+        )
         lines.append(
             f"| {w.index + 1} | {w.submitted / width:,.0f} | {w.completed / width:,.0f}"
-            f" | {w.backlog:,} | {dead} | {vacuums} | {size} | {total} |"
+            f" | {w.backlog:,} | {dead} | {vacuums} | {size} | {done}{total} |"
         )
     return "\n".join(lines)
 

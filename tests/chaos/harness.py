@@ -539,7 +539,7 @@ class Chaos:
             with self._db() as conn:
                 row = conn.execute(
                     "SELECT count(*) FILTER (WHERE state IN ('completed', 'failed', 'canceled')),"
-                    " count(*) FROM jobs"
+                    " count(*) FROM all_jobs"
                 ).fetchone()
         except psycopg.OperationalError:  # the server is restarting (pg_restart)
             return False
@@ -756,7 +756,7 @@ class Chaos:
         with self._db() as conn:
             cur = conn.execute(
                 "SELECT id, type, state, attempts, max_attempts, crashes, cancel_requested,"
-                " lease_owner, result, last_error, idempotency_key FROM jobs"
+                " lease_owner, result, last_error, idempotency_key FROM all_jobs"
             )
             names = [d.name for d in cur.description]
             rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}

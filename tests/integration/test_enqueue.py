@@ -51,7 +51,7 @@ def notifications(conn: psycopg.Connection[Any], wait: float = 0.5) -> list[str]
 
 def jobs_in(pg_url: str, schema: str) -> list[dict[str, Any]]:
     with psycopg.connect(pg_url, row_factory=dict_row) as conn:
-        return conn.execute(f'SELECT * FROM "{schema}".jobs ORDER BY id').fetchall()
+        return conn.execute(f'SELECT * FROM "{schema}".all_jobs ORDER BY id').fetchall()
 
 
 def test_a_committed_job_is_stored_and_notified(pg_url: str, schema: str, listener) -> None:

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from jobd import migrations
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, create_store
@@ -150,8 +151,81 @@ async def test_twenty_concurrent_submits_of_one_key_create_one_job(
     assert sum(r.created for r in results) == 1
     assert {r.job.id for r in results} == {results[0].job.id}
     assert {r.job.payload["order"] for r in results} == {42}
-    cur = await raw.execute("SELECT count(*) FROM jobs WHERE idempotency_key = 'order-42'")
+    cur = await raw.execute("SELECT count(*) FROM all_jobs WHERE idempotency_key = 'order-42'")
     assert (await cur.fetchone()) == (1,)
+
+
+async def test_a_key_stays_taken_while_its_job_moves_to_finished_jobs(
+    pg: PostgresStore, make_store: MakeStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """The unique index covers only the hot table: a submit racing the finish that moves the
+    key's holder out of it must still answer with the holder, not create a second job."""
+    nodes = [pg, *[await make_store(min_size=1, max_size=4) for _ in range(3)]]
+    for round_ in range(20):
+        key = f"race-{round_}"
+        holder = (await pg.submit(spec(idempotency_key=key))).job
+        await pg.claim("n", 1, lease=60)
+        done = pg.finish("n", [Outcome(holder.id, 1, OutcomeKind.COMPLETED)])
+        submits = [nodes[i % len(nodes)].submit(spec(idempotency_key=key)) for i in range(8)]
+        results = await asyncio.gather(done, *submits)
+        assert {r.job.id for r in results[1:]} == {holder.id}
+        assert not any(r.created for r in results[1:])
+        cur = await raw.execute("SELECT count(*) FROM all_jobs WHERE idempotency_key = %s", (key,))
+        assert (await cur.fetchone()) == (1,)
+
+
+async def test_the_hot_table_holds_only_jobs_that_can_still_run(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """Every way a job ends moves it to finished_jobs; a retry moves it back."""
+    ids = [s.job.id for s in await pg.submit_many([spec(max_attempts=1) for _ in range(6)])]
+    done, failed, retried, canceled, recovered, pending = ids
+    await pg.claim("n", 4, lease=60)
+    await pg.request_cancel(canceled)  # running: a request, it stays until the worker stops
+    await pg.finish(
+        "n",
+        [
+            Outcome(done, 1, OutcomeKind.COMPLETED, result={"ok": True}),
+            Outcome(failed, 1, OutcomeKind.FAILED, error=ErrorInfo("E", "for good")),
+            Outcome(retried, 1, OutcomeKind.FAILED, retry_at=datetime.now(UTC)),  # none left
+            Outcome(canceled, 1, OutcomeKind.RELEASED),  # a release of a cancel-requested job
+        ],
+    )
+    await pg.claim("n", 1, lease=0.001)
+    await eventually(lambda: pg.recover_expired())  # no attempt left: failed
+    await pg.request_cancel(pending)
+    states = {i: (await pg.get(i)).state for i in ids}
+    assert states == {
+        done: State.COMPLETED,
+        failed: State.FAILED,
+        retried: State.FAILED,
+        canceled: State.CANCELED,
+        recovered: State.FAILED,
+        pending: State.CANCELED,
+    }
+    cur = await raw.execute("SELECT count(*) FROM jobs")
+    assert (await cur.fetchone()) == (0,)
+
+    again = await pg.retry(failed)
+    assert again.state is State.PENDING and (await pg.get(failed)).state is State.PENDING
+    cur = await raw.execute("SELECT id FROM jobs")
+    assert await cur.fetchall() == [(failed,)]
+    cur = await raw.execute("SELECT count(*) FROM finished_jobs WHERE id = %s", (failed,))
+    assert (await cur.fetchone()) == (0,)
+
+
+async def test_both_tables_have_the_same_columns_in_the_same_order(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """Moves are INSERT ... SELECT * and all_jobs is a UNION ALL: a column added to one table
+    and not the other, or in another place, must fail here, not in production."""
+    query = (
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    )
+    hot = await (await raw.execute(query, ("jobs",))).fetchall()
+    finished = await (await raw.execute(query, ("finished_jobs",))).fetchall()
+    assert hot == finished
 
 
 async def test_a_key_repeated_within_one_batch_returns_the_first_job(pg: PostgresStore) -> None:
@@ -280,7 +354,7 @@ async def test_prune_deletes_in_batches_until_none_is_left(
     keep = (await pg.submit(spec())).job
     await pg.claim("n", 25, lease=60)
     await pg.finish("n", [Outcome(i, 1, OutcomeKind.COMPLETED) for i in ids])
-    await raw.execute("UPDATE jobs SET finished_at = now() - interval '2 days'")
+    await raw.execute("UPDATE finished_jobs SET finished_at = now() - interval '2 days'")
 
     assert await pg.prune(timedelta(days=1), batch=10) == 25
     assert await pg.prune(timedelta(days=1), batch=10) == 0
@@ -292,8 +366,9 @@ async def test_prune_deletes_in_batches_until_none_is_left(
 
 async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -> None:
     store = await make_store()
-    assert await store.pending_migrations() == ["0001_init"]  # the schema does not exist yet
-    assert await store.migrate() == ["0001_init"]
+    every = ["0001_init", "0002_finished_jobs"]
+    assert await store.pending_migrations() == every  # the schema does not exist yet
+    assert await store.migrate() == every
     assert await store.migrate() == []
     assert await store.pending_migrations() == []
     async with store._connection() as conn:
@@ -302,22 +377,56 @@ async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -
                 sql.Identifier(pg_schema)
             )
         )
-        assert await cur.fetchall() == [{"version": 1, "name": "0001_init"}]
+        assert await cur.fetchall() == [
+            {"version": 1, "name": "0001_init"},
+            {"version": 2, "name": "0002_finished_jobs"},
+        ]
 
 
 async def test_concurrent_migrations_apply_each_migration_once(make_store: MakeStore) -> None:
     stores = [await make_store() for _ in range(4)]
     applied = await asyncio.gather(*(s.migrate() for s in stores))
-    assert sorted(applied) == [[], [], [], ["0001_init"]]
+    assert sorted(applied) == [[], [], [], ["0001_init", "0002_finished_jobs"]]
+
+
+async def test_schema_2_moves_the_finished_jobs_of_schema_1(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await make_store()
+    every = migrations.load("postgres")
+    monkeypatch.setattr(migrations, "load", lambda dialect: every[:1])
+    assert await store.migrate() == ["0001_init"]
+    async with store._connection() as conn:
+        await conn.execute(
+            "INSERT INTO jobs (type, state, finished_at, idempotency_key)"
+            " SELECT 'echo', s, now(), s FROM unnest(%s::text[]) AS s",
+            (["completed", "failed", "canceled", "pending"],),
+        )
+    monkeypatch.undo()
+
+    assert await store.migrate() == ["0002_finished_jobs"]
+    async with store._connection() as conn:
+        cur = await conn.execute("SELECT state FROM jobs")
+        assert await cur.fetchall() == [{"state": "pending"}]
+        cur = await conn.execute("SELECT state FROM finished_jobs ORDER BY id")
+        assert [r["state"] for r in await cur.fetchall()] == ["completed", "failed", "canceled"]
+    assert [j.state for j in (await store.list()).jobs] == [
+        "pending",
+        "canceled",
+        "failed",
+        "completed",
+    ]
+    taken = await store.submit(spec(idempotency_key="completed"))
+    assert not taken.created and taken.job.state is State.COMPLETED
 
 
 async def test_claim_uses_the_partial_index_on_pending_jobs(
     pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
 ) -> None:
-    # A realistic table: mostly finished jobs, a few thousand pending.
+    # A realistic table: a few thousand pending, a few running.
     await raw.execute(
-        "INSERT INTO jobs (type, state, finished_at, priority)"
-        " SELECT 'echo', 'completed', now(), 0 FROM generate_series(1, 50000)"
+        "INSERT INTO jobs (type, state, attempts, lease_owner, lease_expires_at)"
+        " SELECT 'echo', 'running', 1, 'n', now() FROM generate_series(1, 50)"
     )
     await raw.execute(
         "INSERT INTO jobs (type, priority) SELECT 'echo', i % 5 FROM generate_series(1, 5000) AS i"
@@ -378,6 +487,13 @@ async def test_jobd_enqueue_submits_from_an_applications_transaction(
                 )
             )
     await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="batch") in seen)
+
+    # Its key stays taken once the job has finished and moved to finished_jobs.
+    await pg.claim("n", 1, lease=60, queues=["batch"])
+    await pg.finish("n", [Outcome(job_id, 1, OutcomeKind.COMPLETED)])
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as app:
+        assert (await (await app.execute(enqueue)).fetchone())[0] == job_id
+    assert [j.id for j in (await pg.list()).jobs] == [job_id]
 
 
 # --- notifications between nodes -----------------------------------------------------------

@@ -43,9 +43,9 @@ ROUNDS = 10  # one to warm up, then nine pairs of measurements
 BOUND = 0.90 if FULL else 0.75  # claim rate with the backlog / without, at least
 
 FINISHED_ROWS = """
-INSERT INTO jobs (type, payload, state, attempts, run_at, created_at, updated_at, started_at,
-                  finished_at, result)
-SELECT 'echo', '{"n": 1}', 'completed', 1, t, t, t, t, t, '{"ok": true}'
+INSERT INTO finished_jobs (id, type, payload, state, attempts, run_at, created_at, updated_at,
+                           started_at, finished_at, result)
+SELECT nextval('jobs_id_seq'), 'echo', '{"n": 1}', 'completed', 1, t, t, t, t, t, '{"ok": true}'
   FROM (SELECT now() - interval '1 day' + i * interval '50 microseconds' AS t
           FROM generate_series(1, %s) AS i) AS s
 """
@@ -67,7 +67,7 @@ async def fill(url: str, schema: str, finished: int, backlog: int, rounds: int) 
             await conn.execute(PENDING_ROWS, (0, backlog))
         for r in range(rounds):
             await conn.execute(PENDING_ROWS, (rounds - r, CLAIMED))
-        await conn.execute("VACUUM (ANALYZE) jobs")
+        await conn.execute("VACUUM (ANALYZE) jobs, finished_jobs")
 
 
 async def claim_rate(store: PostgresStore) -> float:

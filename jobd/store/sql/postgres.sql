@@ -41,11 +41,18 @@ SELECT spec.ord, inserted.*
 
 
 -- name: submit_existing
--- The jobs that hold these idempotency keys (a fresh statement, so it sees the winners of
--- the conflicts the insert waited for).
+-- The jobs that hold these idempotency keys, wherever they are (a fresh statement, so it sees
+-- the winners of the conflicts the insert waited for, and a holder that a finish moved to
+-- finished_jobs while the insert waited for its deleted row).
 SELECT *
-  FROM jobs
+  FROM all_jobs
  WHERE idempotency_key = ANY(%(keys)s::text[])
+
+
+-- name: submit_undo
+-- Take back rows this transaction inserted whose key turned out to be held by a finished job.
+DELETE FROM jobs
+ WHERE id = ANY(%(ids)s::bigint[])
 
 
 -- name: notify
@@ -56,17 +63,51 @@ SELECT pg_notify(%(channel)s, payload)
 
 -- name: get
 SELECT *
-  FROM jobs
+  FROM all_jobs
  WHERE id = %(id)s
 
 
 -- name: lock_job
 -- An operator's change (cancel, retry) reads the job under a row lock, lets the domain decide,
--- and writes it back with write_job in the same transaction.
-SELECT *, now() AS db_now
+-- and writes it back with write_job in the same transaction.  FOR UPDATE cannot lock through
+-- a UNION, so each table is asked in turn (jobs first: a job only moves from jobs to
+-- finished_jobs by itself; the way back is an operator's retry, which holds this lock).
+SELECT *, now() AS db_now, 'jobs' AS home
   FROM jobs
  WHERE id = %(id)s
    FOR UPDATE
+
+
+-- name: lock_finished_job
+SELECT *, now() AS db_now, 'finished_jobs' AS home
+  FROM finished_jobs
+ WHERE id = %(id)s
+   FOR UPDATE
+
+
+-- name: move_finished
+-- Move the jobs among these that have ended from jobs to finished_jobs (the rare endings that
+-- are written in place first: a cancel of a pending job, a retry that found a cancel request
+-- or no attempt left, a lease recovered from a dead node with no attempt left).
+WITH moved AS (
+    DELETE FROM jobs
+     WHERE id = ANY(%(ids)s::bigint[])
+       AND state IN ('completed', 'failed', 'canceled')
+    RETURNING *
+)
+INSERT INTO finished_jobs
+SELECT * FROM moved
+
+
+-- name: move_back
+-- An operator's retry: the job goes back to the hot table (write_job then makes it pending).
+WITH moved AS (
+    DELETE FROM finished_jobs
+     WHERE id = %(id)s
+    RETURNING *
+)
+INSERT INTO jobs
+SELECT * FROM moved
 
 
 -- name: write_job
@@ -91,7 +132,7 @@ RETURNING *
 -- Newest first; keyset pagination on id (the cursor is the last id of the previous page).
 -- One row more than asked tells whether there is a next page.
 SELECT *
-  FROM jobs
+  FROM all_jobs
  WHERE (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
    AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
    AND (%(type)s::text IS NULL OR type = %(type)s::text)
@@ -105,7 +146,7 @@ SELECT *
 
 -- name: counts
 SELECT queue, type, state, count(*) AS count
-  FROM jobs
+  FROM all_jobs
  GROUP BY queue, type, state
 
 
@@ -154,52 +195,99 @@ RETURNING id, cancel_requested
 
 
 -- name: finish
--- End many attempts in one statement.  Each outcome applies only where its node still owns
--- that attempt (state running, lease_owner, attempts): a node whose lease was recovered and
--- re-claimed by another has its write refused, and the row is absent from the result.
+-- End many attempts in one statement: the attempts that end their job (completed, canceled,
+-- failed for good).  Each outcome applies only where its node still owns that attempt (state
+-- running, lease_owner, attempts): a node whose lease was recovered and re-claimed by another
+-- has its write refused, and the row is absent from the result.  The row leaves jobs and
+-- its final version goes to finished_jobs in the same statement, so the hot table never
+-- holds a finished job and each ending costs one dead row in it, as an update would.
+--
+-- The rules are jobd.store.base.outcome_applied's for outcomes that do not ask for pending
+-- again (finish_retry has those): completed is completed; canceled is canceled; failed is
+-- failed, or canceled if a cancel was requested.  The CASEs read the deleted row's own
+-- columns: DELETE re-checks a row it had to wait for on its newest version, so a cancel
+-- requested concurrently is honoured.  `last_error` is always given for failed outcomes.
+WITH outcome AS (
+    SELECT o.*
+      FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
+                  %(results)s::jsonb[], %(errors)s::jsonb[], %(crashed)s::boolean[])
+           AS o (id, attempt, kind, result, error, crashed)
+),
+ended AS (
+    DELETE FROM jobs
+     USING outcome AS o
+     WHERE jobs.id = o.id
+       AND jobs.state = 'running'
+       AND jobs.lease_owner = %(node)s
+       AND jobs.attempts = o.attempt
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.priority, jobs.payload,
+              CASE WHEN o.kind = 'completed' THEN 'completed'
+                   WHEN o.kind = 'failed' AND NOT jobs.cancel_requested THEN 'failed'
+                   ELSE 'canceled'
+              END AS state,
+              jobs.attempts, jobs.max_attempts,
+              jobs.crashes + CASE WHEN o.crashed AND o.kind <> 'completed' THEN 1 ELSE 0 END
+                  AS crashes,
+              jobs.run_at, jobs.timeout,
+              CASE WHEN o.kind = 'completed' THEN jobs.last_error
+                   ELSE coalesce(o.error, jobs.last_error)
+              END AS last_error,
+              CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
+              jobs.idempotency_key, jobs.correlation_id, jobs.created_at, jobs.started_at
+)
+INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts, max_attempts,
+                           crashes, run_at, timeout, last_error, result, idempotency_key,
+                           correlation_id, cancel_requested, lease_owner, lease_expires_at,
+                           created_at, updated_at, started_at, finished_at)
+SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
+       crashes, run_at, timeout, last_error, result, idempotency_key,
+       correlation_id, false, NULL, NULL,
+       created_at, now(), started_at, now()
+  FROM ended
+RETURNING id, state, queue, false AS ready
+
+
+-- name: finish_retry
+-- End the attempts whose outcome asks for pending again (a failure with a retry time, a
+-- release), updating the row in place; those that cannot go back (a cancel was requested,
+-- no attempt left) end here too and move_finished moves them in the same transaction.
+-- Fenced as finish is.
 --
 -- The rules are jobd.store.base.outcome_applied's.  An attempt goes back to pending when
---     no cancel is requested AND (released OR (failed with a retry_at AND attempts left)),
--- and every other ending is terminal: completed; canceled (asked for, or a failed/released
--- attempt of a job whose cancel was requested); or failed.  A release gives the attempt back.
--- Every CASE reads the row's own columns, not a copy joined in from a snapshot, so a cancel
--- requested concurrently is honoured: UPDATE re-evaluates its SET list on the newest
--- version of a row it had to wait for.  `last_error` is always given for failed outcomes.
+--     no cancel is requested AND (released OR attempts left),
+-- and otherwise ends: canceled if a cancel was requested, else failed (the failed attempt
+-- had none left; a release always has one, it gives its attempt back).  Every CASE reads
+-- the row's own columns, not a copy joined in from a snapshot, so a cancel requested
+-- concurrently is honoured: UPDATE re-evaluates its SET list on the newest version of a row
+-- it had to wait for.
 WITH outcome AS (
-    SELECT o.*,
-           o.kind = 'released' AS gives_back,
-           o.kind = 'released' OR (o.kind = 'failed' AND o.retry_at IS NOT NULL) AS wants_pending
+    SELECT o.*, o.kind = 'released' AS gives_back
       FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
-                  %(results)s::jsonb[], %(errors)s::jsonb[], %(retry_ats)s::timestamptz[],
-                  %(crashed)s::boolean[])
-           AS o (id, attempt, kind, result, error, retry_at, crashed)
+                  %(errors)s::jsonb[], %(retry_ats)s::timestamptz[], %(crashed)s::boolean[])
+           AS o (id, attempt, kind, error, retry_at, crashed)
 )
 UPDATE jobs
    SET state = CASE
-           WHEN o.wants_pending AND NOT jobs.cancel_requested
+           WHEN NOT jobs.cancel_requested
                 AND (o.gives_back OR jobs.attempts < jobs.max_attempts) THEN 'pending'
-           WHEN o.kind = 'completed' THEN 'completed'
            WHEN o.kind = 'failed' AND NOT jobs.cancel_requested THEN 'failed'
            ELSE 'canceled'
        END,
        run_at = CASE
-           WHEN o.kind = 'failed' AND o.wants_pending AND NOT jobs.cancel_requested
+           WHEN o.kind = 'failed' AND NOT jobs.cancel_requested
                 AND jobs.attempts < jobs.max_attempts THEN o.retry_at
            ELSE jobs.run_at
        END,
        finished_at = CASE
-           WHEN o.wants_pending AND NOT jobs.cancel_requested
+           WHEN NOT jobs.cancel_requested
                 AND (o.gives_back OR jobs.attempts < jobs.max_attempts) THEN jobs.finished_at
            ELSE now()
        END,
        attempts = CASE WHEN o.gives_back THEN greatest(jobs.attempts - 1, 0)
                        ELSE jobs.attempts END,
-       crashes = jobs.crashes
-                 + CASE WHEN o.crashed AND o.kind IN ('failed', 'canceled') THEN 1 ELSE 0 END,
-       last_error = CASE WHEN o.kind IN ('failed', 'canceled')
-                         THEN coalesce(o.error, jobs.last_error)
+       crashes = jobs.crashes + CASE WHEN o.crashed AND o.kind = 'failed' THEN 1 ELSE 0 END,
+       last_error = CASE WHEN o.kind = 'failed' THEN coalesce(o.error, jobs.last_error)
                          ELSE jobs.last_error END,
-       result = CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END,
        -- however the attempt ended, a pending cancel request is settled by it
        cancel_requested = false,
        lease_owner = NULL,
@@ -241,11 +329,12 @@ RETURNING *
 
 
 -- name: dead_rows
--- How many dead row versions the jobs table carries (each job leaves two behind: its claim and
--- its finish update the row).  Cumulative statistics, a little behind; good enough to decide.
-SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
+-- How many dead row versions each of jobd's tables carries (each job leaves two behind in
+-- jobs: its claim updates the row, its finish deletes it; finished_jobs gets them from
+-- pruning).  Cumulative statistics, a little behind; good enough to decide.
+SELECT relname AS name, coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
   FROM pg_stat_user_tables
- WHERE relid = 'jobs'::regclass
+ WHERE relid IN ('jobs'::regclass, 'finished_jobs'::regclass)
 
 
 -- name: prune_cutoff
@@ -253,14 +342,13 @@ SELECT now() - make_interval(secs => %(seconds)s) AS cutoff
 
 
 -- name: prune
--- One batch of finished jobs older than the cutoff, oldest first (jobs_finished_idx).  Small
--- batches keep each transaction short: no long lock on the table, no WAL burst.
-DELETE FROM jobs
+-- One batch of finished jobs older than the cutoff, oldest first (finished_jobs_finished_idx).
+-- Small batches keep each transaction short: no long lock on the table, no WAL burst.
+DELETE FROM finished_jobs
  WHERE id IN (
         SELECT id
-          FROM jobs
-         WHERE state IN ('completed', 'failed', 'canceled')
-           AND finished_at < %(cutoff)s
+          FROM finished_jobs
+         WHERE finished_at < %(cutoff)s
          ORDER BY finished_at
          LIMIT %(batch)s
            FOR UPDATE SKIP LOCKED
