@@ -172,7 +172,7 @@ class Supervisor:
         self._flush_needed = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._last_empty_claim = 0.0
+        self._last_empty_claim = -float("inf")  # none yet (monotonic time may start near 0)
         self._claim_backoff_until = 0.0
         self._recover_after = 0.0  # no recovery of others' leases before (see _store_ok)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,6 +228,11 @@ class Supervisor:
                 "store": self.store.kind,
             },
         )
+        # Jobs submitted before this node started send no notification, and waiting for the
+        # workers swallowed any wake-up (theirs and a submit's): without this the first turn
+        # slept a whole poll interval before its first claim, idling a backlog on restart.
+        self._work_hint.set()
+        self.wake()
 
     def _finished(self) -> bool:
         if self.boot_error:
