@@ -22,7 +22,7 @@ import secrets
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -412,11 +412,19 @@ class Supervisor:
     def job_event(self, event: str, job: Job, source: str | None) -> None:
         """A change the control server made (a job `submitted`, a pending one `canceled`, an
         operator's `requeued`): counted where a counter exists, and logged like the others."""
-        if event in self.metrics.jobs:
-            self.metrics.job(event, job.type, job.queue)
+        self.job_events(event, [job], source)
+
+    def job_events(self, event: str, jobs: list[Job], source: str | None) -> None:
+        """job_event for many jobs at once (a submit_many's): the counter is moved once per
+        type and queue rather than once per job, on the loop that runs the workers."""
+        counter = self.metrics.jobs.get(event)
+        if counter is not None:
+            for (job_type, queue), n in Counter((job.type, job.queue) for job in jobs).items():
+                counter.labels(job_type, queue).inc(n)
         if events.isEnabledFor(self._event_level):
-            extra = {**job_fields(job), "from": source, "to": job.state.value}
-            events.log(self._event_level, f"job {event}", extra=extra)
+            for job in jobs:
+                extra = {**job_fields(job), "from": source, "to": job.state.value}
+                events.log(self._event_level, f"job {event}", extra=extra)
 
     def _job_started(self, w: WorkerProcess, job_id: int) -> None:
         w.running = job_id
