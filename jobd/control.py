@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,10 +52,13 @@ from jobd.protocol import (
     NoParams,
     RequestError,
     SubmitManyParams,
+    TimeTexts,
     WaitParams,
     decode,
     encode,
+    encode_pieces,
     error_response,
+    job_to_dict,
     parse_call,
     parse_params,
     result_response,
@@ -73,6 +77,7 @@ WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not
 STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
 LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is dropped this long
 LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
+YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
 
 
 class JobMetrics(Protocol):
@@ -106,6 +111,8 @@ class SupervisorView(Protocol):
     def cancel_running(self, job_id: int) -> bool: ...
 
     def job_event(self, event: str, job: Job, source: str | None) -> None: ...  # count, log
+
+    def job_events(self, event: str, jobs: list[Job], source: str | None) -> None: ...
 
     def workers_short_for(self) -> float: ...
 
@@ -184,27 +191,50 @@ class Operations:
         }
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
-        submitted = await self._store(self.store.submit(self._new_job(spec)))
+        new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
+        submitted = await self._store(self.store.submit(new_job))
         self._count_submitted([submitted])
-        return {"job": submitted.job.to_dict(), "created": submitted.created}
+        return {"job": job_to_dict(submitted.job), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
-        specs = [self._new_job(spec) for spec in params.jobs]
-        submitted = await self._store(self.store.submit_many(specs)) if specs else []
+        """Up to 1,000 jobs, on the supervisor's loop: each one's share is kept small (one
+        clock read and one read of random bytes for the batch, the metrics counted per type,
+        the reply's times printed once), and the loop gets a turn every YIELD_EVERY jobs, so
+        a producer flooding the socket does not hold up the workers' messages and writes."""
+        new_jobs = await self._new_jobs(params.jobs)
+        submitted = await self._store(self.store.submit_many(new_jobs)) if new_jobs else []
         self._count_submitted(submitted)
-        return {"results": [{"job": s.job.to_dict(), "created": s.created} for s in submitted]}
+        results: list[dict[str, Any]] = []
+        times: TimeTexts = {}
+        for start in range(0, len(submitted), YIELD_EVERY):
+            if start:
+                await asyncio.sleep(0)
+            chunk = submitted[start : start + YIELD_EVERY]
+            results += [{"job": job_to_dict(s.job, times), "created": s.created} for s in chunk]
+        return {"results": results}
+
+    async def _new_jobs(self, specs: list[JobSpec]) -> list[NewJob]:
+        now = datetime.now(UTC)
+        ids = correlation_ids(len(specs))
+        new_jobs: list[NewJob] = []
+        for start in range(0, len(specs), YIELD_EVERY):
+            if start:
+                await asyncio.sleep(0)
+            end = start + YIELD_EVERY
+            new_jobs += map(self._new_job, specs[start:end], repeat(now), ids[start:end])
+        return new_jobs
 
     def _count_submitted(self, submitted: list[Submitted]) -> None:
         """jobd_jobs_submitted: every submit of this node comes through here (a job that
         matched an existing idempotency key is not a new one)."""
-        for s in submitted:
-            if s.created:
-                self.supervisor.job_event("submitted", s.job, None)
+        created = [s.job for s in submitted if s.created]
+        if created:
+            self.supervisor.job_events("submitted", created, None)
 
-    def _new_job(self, spec: JobSpec) -> NewJob:
+    def _new_job(self, spec: JobSpec, now: datetime, correlation_id: str) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
         handler's own payload validator, so a bad job is refused here rather than failing
-        later in a worker."""
+        later in a worker.  `correlation_id` is the job's unless the client gave one."""
         handler = self.supervisor.registry.get(spec.type)
         if handler is None:
             known = self.supervisor.registry.types()
@@ -216,7 +246,7 @@ class Operations:
                 known=known,
             )
         max_attempts = handler.max_attempts or self.default_max_attempts
-        new_job = spec.to_new_job(max_attempts, uuid.uuid4().hex, datetime.now(UTC))
+        new_job = spec.to_new_job(max_attempts, correlation_id, now)
         if handler.validator is not None:
             try:
                 handler.validator(new_job.payload)
@@ -229,7 +259,7 @@ class Operations:
         return new_job
 
     async def get(self, params: IdParams) -> dict[str, Any]:
-        return {"job": (await self._store(self.store.get(params.id))).to_dict()}
+        return {"job": job_to_dict(await self._store(self.store.get(params.id)))}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(
@@ -240,7 +270,9 @@ class Operations:
             created_before=params.created_before,
         )
         page = await self._store(self.store.list(filters, params.limit, params.cursor))
-        return {"jobs": [job.to_dict() for job in page.jobs], "next_cursor": page.next_cursor}
+        times: TimeTexts = {}
+        jobs = [job_to_dict(job, times) for job in page.jobs]
+        return {"jobs": jobs, "next_cursor": page.next_cursor}
 
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))
@@ -250,12 +282,12 @@ class Operations:
             # Ours: stop it now.  (Another node's job is stopped by that node when the
             # store's cancel notification, or failing that its next heartbeat, reaches it.)
             self.supervisor.cancel_running(job.id)
-        return {"job": job.to_dict()}
+        return {"job": job_to_dict(job)}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.retry(params.id))
         self.supervisor.job_event("requeued", job, None)
-        return {"job": job.to_dict()}
+        return {"job": job_to_dict(job)}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
         """Answer when the job is finished or the timeout has passed.  Woken by the store's
@@ -272,7 +304,7 @@ class Operations:
                 job: Job = await self._store(self.store.get(params.id))
                 remaining = deadline - loop.time()
                 if job.state.terminal or remaining <= 0 or self.closing.is_set():
-                    return {"job": job.to_dict(), "timed_out": not job.state.terminal}
+                    return {"job": job_to_dict(job), "timed_out": not job.state.terminal}
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), min(remaining, self.wait_poll))
         finally:
@@ -347,6 +379,13 @@ class Operations:
         """The Prometheus text exposition of this node's metrics (the HTTP shim serves it at
         /metrics); the job counts in it may come from the store, hence the bound."""
         return {"text": await self._store(self.supervisor.metrics_text())}
+
+
+def correlation_ids(n: int) -> list[str]:
+    """`n` random ids of 32 hex digits (what the protocol promises), from one read of the
+    system's random source for the whole batch instead of one uuid4() per job."""
+    text = os.urandom(16 * n).hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 # --- serving -----------------------------------------------------------------------------------
@@ -493,14 +532,14 @@ class ControlServer:
         if isinstance(message, list):
             return await self._answer_batch(message, peer)
         reply = await self._answer(message, peer)
-        return self._encode(reply) if reply is not None else None
+        return await self._encode(reply) if reply is not None else None
 
     async def _answer_batch(self, messages: list[Any], peer: Peer) -> bytes | None:
         """A JSON-RPC batch: each request answered in turn; no answers at all, no line."""
         if not messages:
             return encode(error_response(None, InvalidRequest("empty batch")))
         replies = [reply for m in messages if (reply := await self._answer(m, peer)) is not None]
-        return self._encode(replies) if replies else None
+        return await self._encode(replies) if replies else None
 
     async def _answer(self, message: Any, peer: Peer) -> dict[str, Any] | None:
         started = time.perf_counter()
@@ -520,9 +559,16 @@ class ControlServer:
         self._log_request(peer, call.method, call.id, code, time.perf_counter() - started)
         return None if call.notification else reply
 
-    def _encode(self, reply: Any) -> bytes:
+    async def _encode(self, reply: Any) -> bytes:
+        """encode(reply), a few pieces at a time: a reply of 1,000 jobs (half a megabyte)
+        must not hold up the supervisor's loop while it is written out."""
         try:
-            return encode(reply)
+            pieces: list[str] = []
+            for i, piece in enumerate(encode_pieces(reply), 1):
+                pieces.append(piece)
+                if i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            return "".join(pieces).encode() + b"\n"
         except (TypeError, ValueError) as exc:  # a result that is not JSON: our bug
             log.exception("control reply is not JSON")
             call_id = reply.get("id") if isinstance(reply, dict) else None

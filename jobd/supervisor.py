@@ -22,7 +22,7 @@ import secrets
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -172,7 +172,7 @@ class Supervisor:
         self._flush_needed = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._last_empty_claim = 0.0
+        self._last_empty_claim = -float("inf")  # none yet (monotonic time may start near 0)
         self._claim_backoff_until = 0.0
         self._recover_after = 0.0  # no recovery of others' leases before (see _store_ok)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,6 +228,11 @@ class Supervisor:
                 "store": self.store.kind,
             },
         )
+        # Jobs submitted before this node started send no notification, and waiting for the
+        # workers swallowed any wake-up (theirs and a submit's): without this the first turn
+        # slept a whole poll interval before its first claim, idling a backlog on restart.
+        self._work_hint.set()
+        self.wake()
 
     def _finished(self) -> bool:
         if self.boot_error:
@@ -407,11 +412,19 @@ class Supervisor:
     def job_event(self, event: str, job: Job, source: str | None) -> None:
         """A change the control server made (a job `submitted`, a pending one `canceled`, an
         operator's `requeued`): counted where a counter exists, and logged like the others."""
-        if event in self.metrics.jobs:
-            self.metrics.job(event, job.type, job.queue)
+        self.job_events(event, [job], source)
+
+    def job_events(self, event: str, jobs: list[Job], source: str | None) -> None:
+        """job_event for many jobs at once (a submit_many's): the counter is moved once per
+        type and queue rather than once per job, on the loop that runs the workers."""
+        counter = self.metrics.jobs.get(event)
+        if counter is not None:
+            for (job_type, queue), n in Counter((job.type, job.queue) for job in jobs).items():
+                counter.labels(job_type, queue).inc(n)
         if events.isEnabledFor(self._event_level):
-            extra = {**job_fields(job), "from": source, "to": job.state.value}
-            events.log(self._event_level, f"job {event}", extra=extra)
+            for job in jobs:
+                extra = {**job_fields(job), "from": source, "to": job.state.value}
+                events.log(self._event_level, f"job {event}", extra=extra)
 
     def _job_started(self, w: WorkerProcess, job_id: int) -> None:
         w.running = job_id

@@ -40,6 +40,23 @@ async def test_success(make_daemon, pg_store: Store, runlog: RunLog) -> None:
     assert runlog.runs()[job_id] == 1
 
 
+async def test_a_backlog_waiting_at_start_is_claimed_at_once(
+    make_daemon, pg_store: Store, runlog: RunLog
+) -> None:
+    """Jobs submitted before the daemon starts send it no notification: it claims them as soon
+    as its workers are ready, not on its first poll tick (a restart under a backlog used to
+    idle a whole poll interval)."""
+    poll = 1.0  # the longest jobs.poll_interval there is: the gap it used to leave
+    ids = [await submit(pg_store, "noop") for _ in range(4)]
+    d = make_daemon(JOBD_JOBS_POLL_INTERVAL=str(poll)).start()
+    for job_id in ids:
+        await until_state(pg_store, job_id, State.COMPLETED)
+    started = datetime.fromisoformat(d.event("jobd started")["ts"]).timestamp()
+    first_run = min(ts for job_id, _, _, event, ts in runlog.lines() if event == "run")
+    # Both stamps are the daemon's own; a wait for the poll tick would make this >= 1 s.
+    assert first_run - started < poll / 2, (started, first_run)
+
+
 async def test_retry_then_success(make_daemon, pg_store: Store, runlog: RunLog) -> None:
     make_daemon().start()
     job_id = await submit(pg_store, "flaky", {"fail_times": 2}, max_attempts=3)

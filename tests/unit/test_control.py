@@ -68,6 +68,9 @@ class FakeSupervisor:
     def job_event(self, event: str, job: Any, source: str | None) -> None:
         self.metrics.events.append((event, job.type, job.queue))
 
+    def job_events(self, event: str, jobs: list[Any], source: str | None) -> None:
+        self.metrics.events.extend((event, job.type, job.queue) for job in jobs)
+
     def workers_short_for(self) -> float:
         return self.short_for
 
@@ -209,6 +212,35 @@ async def test_submit_many_names_the_job_and_stores_all_or_none(ops: Operations)
     result = await ops.submit_many(SubmitManyParams([good, good]))
     assert [r["created"] for r in result["results"]] == [True, True]
     assert await ops.submit_many(SubmitManyParams([])) == {"results": []}
+
+
+async def test_a_big_submit_many_gives_the_loop_turns_and_each_job_its_own_id(
+    ops: Operations,
+) -> None:
+    """On the supervisor's loop, 1,000 jobs must not hold up the workers' messages for the
+    whole batch: other tasks run while it is handled (the memory store itself never waits)."""
+    from jobd.protocol import SubmitManyParams
+
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    result = await ops.submit_many(SubmitManyParams([spec()] * 1000))
+    during = turns - before
+    task.cancel()
+    jobs = [r["job"] for r in result["results"]]
+    assert during >= 10, f"the loop turned {during} times during the batch"
+    assert [job["id"] for job in jobs] == sorted({job["id"] for job in jobs})
+    ids = {job["correlation_id"] for job in jobs}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert jobs[0] == (await ops.get(IdParams(jobs[0]["id"])))["job"]
 
 
 async def test_wait_is_woken_by_the_finished_notification(sup: FakeSupervisor) -> None:
@@ -528,6 +560,18 @@ async def test_a_bug_in_a_method_is_an_internal_error_and_the_connection_lives_o
     error, hello = await exchange(server, line("stats", call_id=1) + line("hello", call_id=2), 2)
     assert error["error"]["data"]["code"] == "internal_error"
     assert error["error"]["message"] == "internal error: RuntimeError"
+    assert hello["result"]["protocol"] == 1
+
+
+async def test_a_result_that_is_not_json_is_an_internal_error_and_the_connection_lives_on(
+    server: ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unencodable(params: Any) -> Any:
+        return {"jobs": [{"id": 1}] * 150 + [{"when": object()}]}  # fails well into the reply
+
+    monkeypatch.setitem(server.operations._handlers, "stats", unencodable)
+    error, hello = await exchange(server, line("stats", call_id=1) + line("hello", call_id=2), 2)
+    assert error["id"] == 1 and error["error"]["data"]["code"] == "internal_error"
     assert hello["result"]["protocol"] == 1
 
 

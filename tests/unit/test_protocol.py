@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,12 @@ from jobd.protocol import (
     RequestError,
     decode,
     encode,
+    encode_pieces,
     error_response,
     job_from_dict,
+    job_to_dict,
     parse_call,
+    parse_job_spec,
     parse_params,
     parse_reply,
     request,
@@ -97,6 +101,35 @@ def test_the_unfinished_last_line_is_kept_for_the_end_of_the_stream() -> None:
     framer.feed(b": 2}")
     assert framer.rest() == b'{"id": 2}'
     assert framer.rest() == b""
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    # Integer keys too: JSON turns them into strings.
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        | st.dictionaries(st.integers(), children, max_size=2)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_encode_pieces_join_to_exactly_what_encode_gives(value: object) -> None:
+    assert "".join(encode_pieces(value)).encode() + b"\n" == encode(value)
+
+
+@pytest.mark.parametrize("bad", [{"a": [float("nan")]}, {"a": {"b": object()}}, [{1, 2}]])
+def test_encode_pieces_refuses_what_encode_refuses(bad: object) -> None:
+    with pytest.raises((TypeError, ValueError)) as by_encode:
+        encode(bad)
+    with pytest.raises(by_encode.type):
+        "".join(encode_pieces(bad))
 
 
 def test_encode_is_one_compact_utf8_line() -> None:
@@ -215,6 +248,16 @@ def test_submit_params_name_the_bad_field(params: dict, field: str) -> None:
 def test_null_means_not_given() -> None:
     spec = parse_params(Call("submit", {"type": "echo", "payload": None, "queue": None}))
     assert spec.payload == {} and spec.queue == "default"
+
+
+def test_a_spec_of_type_and_payload_alone_is_read_as_one_with_every_member_given() -> None:
+    """Such a spec takes a shorter way (the usual job of a big submit_many); it must lead to
+    the same JobSpec as the full reading, which a member sent as null forces."""
+    for payload in ({"a": 1}, None):
+        alone = parse_job_spec({"type": "echo", "payload": payload}, "jobs[2].")
+        full = parse_job_spec({"type": "echo", "payload": payload, "queue": None}, "jobs[2].")
+        assert alone == full
+    assert parse_job_spec({"type": "echo"}) == parse_job_spec({"type": "echo", "delay": None})
 
 
 def test_a_job_spec_becomes_a_new_job_with_the_defaults_it_lacks() -> None:
@@ -379,6 +422,30 @@ def test_job_from_dict_is_the_inverse_of_to_dict(job: Job) -> None:
     wire = json.loads(encode(job.to_dict()))
     assert job_from_dict(wire) == job
     assert job_from_dict(wire).to_dict() == wire
+
+
+def test_job_to_dict_is_exactly_job_to_dict_with_or_without_shared_times() -> None:
+    """The wire form is built apart from Job.to_dict() (for speed); it must not differ from
+    it in any member, value or order, also when one reply's jobs share printed times and
+    some hold the same instants in another zone (those print differently)."""
+    plus_two = timezone(timedelta(hours=2))
+    elsewhere = [
+        dataclasses.replace(
+            job,
+            **{
+                name: getattr(job, name).astimezone(plus_two)
+                for name in ("run_at", "created_at", "updated_at", "started_at", "finished_at")
+                if getattr(job, name) is not None
+            },
+        )
+        for job in _jobs()
+    ]
+    times: dict = {}
+    for job in _jobs() + elsewhere + _jobs():
+        expected = job.to_dict()
+        for wire in (job_to_dict(job), job_to_dict(job, times)):
+            assert wire == expected and list(wire) == list(expected)
+    assert job_to_dict(elsewhere[0])["created_at"] == "2024-06-01T14:00:00+02:00"
 
 
 def test_a_newer_servers_job_fields_are_ignored() -> None:
