@@ -729,7 +729,7 @@ SETTINGS: tuple[Setting, ...] = (
         Integer(min=0),
         1,
         "Jobs a worker may hold queued behind the one it runs, so it never waits for the next"
-        " (0: none).",
+        " (0: none); while short jobs have a backlog, jobd queues up to 8 more.",
     ),
     # --- handlers ---
     Setting(

@@ -7,7 +7,9 @@ process dies the supervisor knows exactly which job killed it; a job still in th
 point never started and goes back untouched.
 
 Messages, supervisor → worker (tuples, pickled by multiprocessing):
-    ("run", job_id, attempt, max_attempts, type, queue, payload, correlation_id, timeout)
+    ("run", job, job, ...)  jobs to run in this order, each a tuple
+                            (job_id, attempt, max_attempts, type, queue, payload,
+                             correlation_id, timeout); several travel in one message
     ("cancel", job_id)      stop that job (cancel, timeout or drain): ctx.cancelled becomes true
     ("stop",)               give back every job not started, finish the current one, then exit
 Worker → supervisor:
@@ -18,6 +20,9 @@ Worker → supervisor:
                             kind: "error" | "permanent" | "retry" | "cancelled"
     ("released", job_id)    a job given back without being started
     ("progress", job_id, data)
+    ("many", message, message, ...)
+                            several of the above in order: a job's "done" or "fail" travels
+                            with the next job's "start" when that job was already queued
     ("retiring", reason)    the worker leaves after its current job (recycling)
 """
 
@@ -50,6 +55,7 @@ MAX_TRACEBACK = 16 * 1024
 BOOT_ERROR = 3
 #: How long a worker whose supervisor vanished lets its current job wind down.
 ORPHAN_GRACE = 5.0
+_NOTHING_QUEUED = object()
 
 
 def main(
@@ -97,29 +103,51 @@ class Worker:
         self._title("idle")
         threading.Thread(target=self._read, name="jobd-worker-reader", daemon=True).start()
         self.send("ready", os.getpid())
+        report: tuple | None = None  # how the last job ended, not sent yet
         while True:
-            message = self._inbox.get()
-            if message is None:
-                break
-            self._run_one(message)
+            job = self._next_job(report)
+            if job is None or job is _NOTHING_QUEUED:  # say how the last job ended first
+                if report is not None:
+                    self.send(*report)
+                    report = None
+                if job is None:
+                    break
+                self._title("idle")
+                continue
+            report = self._run_one(job, report)
             reason = self._retire_reason()
             if reason:
+                if report is not None:
+                    self.send(*report)
                 self.send("retiring", reason)
                 self._stop()
                 break
         self.conn.close()
 
-    def _run_one(self, message: tuple) -> None:
-        _, job_id, attempt, max_attempts, job_type, queue_name, payload, corr, timeout = message
+    def _next_job(self, report: tuple | None) -> Any:
+        """The next job (None: stop).  While a report waits to be sent, only a job already
+        queued is taken, so the report goes out with its "start" in one message."""
+        if report is None:
+            return self._inbox.get()
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            return _NOTHING_QUEUED
+
+    def _run_one(self, job: tuple, report: tuple | None) -> tuple | None:
+        """Run one job; returns its report ("done" or "fail"; None if it was given back),
+        for the caller to send.  `report` (the previous job's) travels with this job's
+        "start" (or its "released")."""
+        job_id, attempt, max_attempts, job_type, queue_name, payload, corr, timeout = job
         stop = threading.Event()
         with self._state_lock:
             if self._stopping:
-                self.send("released", job_id)
-                return
+                self._say(report, ("released", job_id))
+                return None
             self._current = (job_id, stop)
             if job_id in self._cancelled:
                 stop.set()
-        self.send("start", job_id)
+        self._say(report, ("start", job_id))
         self._title(f"running {job_type}#{job_id}")
         logs.bind_job(
             {
@@ -143,16 +171,23 @@ class Worker:
             lambda data: self.send("progress", job_id, data),
         )
         try:
-            self.send("done", job_id, self._call(ctx, payload))
+            return ("done", job_id, self._call(ctx, payload))
         except BaseException as exc:  # every failure is reported, never raised
-            self.send("fail", job_id, *describe_failure(exc, stop.is_set()))
+            return ("fail", job_id, *describe_failure(exc, stop.is_set()))
         finally:
             logs.bind_job(None)
             with self._state_lock:
                 self._current = None
                 self._cancelled.discard(job_id)
             self.jobs_done += 1
-            self._title("idle")
+
+    def _say(self, report: tuple | None, message: tuple) -> None:
+        """Send `message`, with the previous job's report ahead of it in one message: one
+        write and one wake-up of the supervisor per job instead of two."""
+        if report is None:
+            self.send(*message)
+        else:
+            self.send("many", report, message)
 
     def _call(self, ctx: JobContext, payload: dict[str, Any]) -> Any:
         spec = self.registry.get(ctx.type)
@@ -184,7 +219,8 @@ class Worker:
                 message = self.conn.recv()
                 kind = message[0]
                 if kind == "run":
-                    self._take(message)
+                    for job in message[1:]:
+                        self._take(job)
                 elif kind == "cancel":
                     self._cancel(message[1])
                 elif kind == "stop":
@@ -192,13 +228,13 @@ class Worker:
         except (EOFError, OSError):
             self._orphaned()
 
-    def _take(self, message: tuple) -> None:
+    def _take(self, job: tuple) -> None:
         with self._state_lock:
             stopping = self._stopping
         if stopping:  # leaving: it goes straight back
-            self.send("released", message[1])
+            self.send("released", job[0])
         else:
-            self._inbox.put(message)
+            self._inbox.put(job)
 
     def _cancel(self, job_id: int) -> None:
         with self._state_lock:
@@ -214,11 +250,11 @@ class Worker:
             self._stopping = True
         while True:
             try:
-                message = self._inbox.get_nowait()
+                job = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            if message is not None:
-                self.send("released", message[1])
+            if job is not None:
+                self.send("released", job[0])
         self._inbox.put(None)
 
     def _orphaned(self) -> None:

@@ -1,0 +1,94 @@
+"""The worker's side of the pipe: what it says for the jobs it is given.  A real worker
+process (jobd.worker.main, as the supervisor starts it) over a real pipe, with the built-in
+handlers: `echo` returns its payload, and an unknown type fails."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from jobd import worker as worker_module
+
+
+def _job(job_id: int, job_type: str = "echo") -> tuple[Any, ...]:
+    return (job_id, 1, 3, job_type, "default", {"n": job_id}, f"c{job_id}", None)
+
+
+def _flat(message: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return [part for m in message[1:] for part in _flat(m)] if message[0] == "many" else [message]
+
+
+@pytest.fixture
+def worker() -> Iterator[Connection]:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=worker_module.main, args=(1, theirs, ["jobd.handlers.builtin"]), daemon=True
+    )
+    process.start()
+    theirs.close()
+    try:
+        assert ours.poll(30) and ours.recv()[0] == "ready"
+        yield ours
+        with contextlib.suppress(OSError):  # a test may have stopped it already
+            ours.send(("stop",))
+        process.join(10)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+        ours.close()
+
+
+def _receive(conn: Connection, count: int) -> tuple[list[tuple[Any, ...]], int]:
+    """`count` reports (flattened) and how many messages carried them."""
+    got: list[tuple[Any, ...]] = []
+    messages = 0
+    while len(got) < count:
+        assert conn.poll(10), f"only {got} after 10 s"
+        got += _flat(conn.recv())
+        messages += 1
+    return got, messages
+
+
+def test_jobs_sent_together_are_run_in_order_and_each_start_rides_with_the_last_report(
+    worker: Connection,
+) -> None:
+    worker.send(("run", _job(1), _job(2, "nope"), _job(3)))
+    got, messages = _receive(worker, 6)
+    assert [m[:2] for m in got] == [
+        ("start", 1),
+        ("done", 1),
+        ("start", 2),
+        ("fail", 2),
+        ("start", 3),
+        ("done", 3),
+    ]
+    assert got[1][2] == {"n": 1} and got[5][2] == {"n": 3}
+    assert got[3][2] == "permanent" and "unknown job type 'nope'" in got[3][4]
+    assert messages == 4  # start 1; done 1 + start 2; fail 2 + start 3; done 3
+
+
+def test_the_last_report_is_sent_at_once_when_nothing_is_queued(worker: Connection) -> None:
+    worker.send(("run", _job(7)))
+    got, _ = _receive(worker, 2)
+    assert [m[:2] for m in got] == [("start", 7), ("done", 7)]  # not held for a next job
+
+
+def test_a_stop_gives_back_queued_jobs_and_still_reports_the_running_one(
+    worker: Connection,
+) -> None:
+    worker.send(("run", (1, 1, 3, "sleep", "default", {"seconds": 1}, "c1", None), _job(2)))
+    got, _ = _receive(worker, 1)
+    assert got == [("start", 1)]
+    worker.send(("stop",))  # job 1 runs to its end; job 2, queued behind it, goes back
+    got, _ = _receive(worker, 2)
+    assert [m[:2] for m in got] == [("released", 2), ("done", 1)]
+    assert worker.poll(10)
+    with pytest.raises(EOFError):  # and then nothing: the worker has left
+        worker.recv()
