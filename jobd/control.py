@@ -38,7 +38,7 @@ from jobd.control_socket import (
     bind_control_socket,
     peer_credentials,
 )
-from jobd.domain import Job, NewJob, State
+from jobd.domain import Job, NewJob, State, TimeTexts
 from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
 from jobd.handlers import Registry
 from jobd.protocol import (
@@ -52,13 +52,11 @@ from jobd.protocol import (
     NoParams,
     RequestError,
     SubmitManyParams,
-    TimeTexts,
     WaitParams,
     decode,
     encode,
     encode_pieces,
     error_response,
-    job_to_dict,
     parse_call,
     parse_params,
     result_response,
@@ -194,7 +192,7 @@ class Operations:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
         submitted = await self._store(self.store.submit(new_job))
         self._count_submitted([submitted])
-        return {"job": job_to_dict(submitted.job), "created": submitted.created}
+        return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
         """Up to 1,000 jobs, on the supervisor's loop: each one's share is kept small (one
@@ -210,7 +208,7 @@ class Operations:
             if start:
                 await asyncio.sleep(0)
             chunk = submitted[start : start + YIELD_EVERY]
-            results += [{"job": job_to_dict(s.job, times), "created": s.created} for s in chunk]
+            results += [{"job": s.job.to_dict(times), "created": s.created} for s in chunk]
         return {"results": results}
 
     async def _new_jobs(self, specs: list[JobSpec]) -> list[NewJob]:
@@ -259,7 +257,7 @@ class Operations:
         return new_job
 
     async def get(self, params: IdParams) -> dict[str, Any]:
-        return {"job": job_to_dict(await self._store(self.store.get(params.id)))}
+        return {"job": (await self._store(self.store.get(params.id))).to_dict()}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(
@@ -271,7 +269,7 @@ class Operations:
         )
         page = await self._store(self.store.list(filters, params.limit, params.cursor))
         times: TimeTexts = {}
-        jobs = [job_to_dict(job, times) for job in page.jobs]
+        jobs = [job.to_dict(times) for job in page.jobs]
         return {"jobs": jobs, "next_cursor": page.next_cursor}
 
     async def cancel(self, params: IdParams) -> dict[str, Any]:
@@ -282,12 +280,12 @@ class Operations:
             # Ours: stop it now.  (Another node's job is stopped by that node when the
             # store's cancel notification, or failing that its next heartbeat, reaches it.)
             self.supervisor.cancel_running(job.id)
-        return {"job": job_to_dict(job)}
+        return {"job": job.to_dict()}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.retry(params.id))
         self.supervisor.job_event("requeued", job, None)
-        return {"job": job_to_dict(job)}
+        return {"job": job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
         """Answer when the job is finished or the timeout has passed.  Woken by the store's
@@ -304,7 +302,7 @@ class Operations:
                 job: Job = await self._store(self.store.get(params.id))
                 remaining = deadline - loop.time()
                 if job.state.terminal or remaining <= 0 or self.closing.is_set():
-                    return {"job": job_to_dict(job), "timed_out": not job.state.terminal}
+                    return {"job": job.to_dict(), "timed_out": not job.state.terminal}
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), min(remaining, self.wait_poll))
         finally:

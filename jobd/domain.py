@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+#: ISO-8601 texts already made for one reply, by (time, its tzinfo): equal instants in other
+#: zones print differently, so the zone is part of the key.
+TimeTexts = dict[tuple[datetime, Any], str]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
@@ -227,15 +232,20 @@ class Job:
     def attempts_left(self) -> int:
         return self.max_attempts - self.attempts
 
-    def to_dict(self) -> dict[str, Any]:
-        """The job as the protocol shows it: JSON types, ISO-8601 UTC timestamps."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    def to_dict(self, times: TimeTexts | None = None) -> dict[str, Any]:
+        """The job as the protocol shows it: JSON types, ISO-8601 UTC timestamps.
+
+        A reply to submit_many or list holds up to 1,000 jobs and is built on the
+        supervisor's event loop, so this avoids dataclasses.fields(); pass one `times` to
+        every job of a reply: a batch's jobs share their created_at, updated_at and run_at,
+        which are then printed once."""
+        data = dict(zip(_JOB_FIELDS, _job_values(self), strict=True))
         data["state"] = self.state.value
         data["last_error"] = self.last_error.to_dict() if self.last_error else None
-        for name in ("run_at", "lease_expires_at", "created_at", "updated_at"):
-            data[name] = _iso(data[name])
-        data["started_at"] = _iso(self.started_at)
-        data["finished_at"] = _iso(self.finished_at)
+        for name in TIME_FIELDS:
+            value = data[name]
+            if value is not None:
+                data[name] = _iso(value) if times is None else _iso_shared(value, times)
         return data
 
     # --- transitions: each returns the job as it is afterwards ---------------------------
@@ -337,8 +347,23 @@ _ATTEMPT_ENDED: dict[str, Any] = {
 }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+#: A job's timestamp fields, in the order of its fields.
+TIME_FIELDS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at")
+TIME_FIELDS += ("finished_at",)
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+_job_values = operator.attrgetter(*_JOB_FIELDS)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _iso_shared(value: datetime, times: TimeTexts) -> str:
+    key = (value, value.tzinfo)
+    text = times.get(key)
+    if text is None:
+        text = times[key] = _iso(value)
+    return text
 
 
 # --- retry policy ----------------------------------------------------------------------

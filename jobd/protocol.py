@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobd.domain import DEFAULT_QUEUE, ErrorInfo, InvalidJob, Job, NewJob, State
+from jobd.domain import DEFAULT_QUEUE, TIME_FIELDS, ErrorInfo, InvalidJob, Job, NewJob, State
 from jobd.errors import (
     InvalidParams,
     InvalidRequest,
@@ -583,45 +582,6 @@ def parse_params(call: Call) -> Any:
 
 # --- jobs on the wire -------------------------------------------------------------------------
 
-_TIME_FIELDS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at")
-_TIME_FIELDS += ("finished_at",)
-_JOB_FIELDS = tuple(Job.__dataclass_fields__)
-_job_values = operator.attrgetter(*_JOB_FIELDS)
-
-#: ISO-8601 texts already made for one reply, by (time, its tzinfo): equal instants in other
-#: zones print differently, so the zone is part of the key.
-TimeTexts = dict[tuple[datetime, Any], str]
-
-
-def job_to_dict(job: Job, times: TimeTexts | None = None) -> dict[str, Any]:
-    """A job on the wire: exactly Job.to_dict(), the field names of DESIGN.md.
-
-    Built here rather than by Job.to_dict() because a reply to submit_many or list holds up to
-    1,000 jobs and is built on the supervisor's event loop: to_dict() costs about three times
-    as much (dataclasses.fields() and one isoformat() per time, per job).  Pass one `times` to
-    every job of a reply: a batch's jobs share their created_at, updated_at and run_at, which
-    are then printed once.  tests/unit/test_protocol.py holds the two equal."""
-    data = dict(zip(_JOB_FIELDS, _job_values(job), strict=True))
-    data["state"] = job.state.value
-    data["last_error"] = job.last_error.to_dict() if job.last_error else None
-    for name in _TIME_FIELDS:
-        value = data[name]
-        if value is not None:
-            data[name] = _iso(value) if times is None else _iso_shared(value, times)
-    return data
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def _iso_shared(value: datetime, times: TimeTexts) -> str:
-    key = (value, value.tzinfo)
-    text = times.get(key)
-    if text is None:
-        text = times[key] = _iso(value)
-    return text
-
 
 def job_from_dict(data: Mapping[str, Any]) -> Job:
     """The inverse of Job.to_dict(); members this version does not know are ignored, so an
@@ -631,7 +591,7 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
         values["state"] = State(values["state"])
         values["last_error"] = ErrorInfo.from_dict(values["last_error"])
         values["payload"] = values["payload"] or {}
-        for name in _TIME_FIELDS:
+        for name in TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
         return Job(**values)
