@@ -508,8 +508,10 @@ class PostgresStore(Store):
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
         if not outcomes:
             return {}
-        again = [o for o in outcomes if _wants_pending(o)]
-        ending = [o for o in outcomes if not _wants_pending(o)]
+        again: list[Outcome] = []
+        ending: list[Outcome] = []
+        for outcome in outcomes:
+            (again if _wants_pending(outcome) else ending).append(outcome)
         async with self._connection() as conn:
             if not again:  # the common case: one statement, no transaction block
                 rows = await self._finish_ending(conn, node, ending)
@@ -527,14 +529,14 @@ class PostgresStore(Store):
         if not outcomes:
             return []
         params = {"node": node, **_outcome_params(outcomes)}
-        del params["retry_ats"]
+        del params["retry_ats"]  # finish never sends a job back to pending
         cur = await conn.execute(QUERIES["finish"], params, prepare=True)
         return await cur.fetchall()
 
     @staticmethod
     async def _finish_again(conn: Connection, node: str, outcomes: Sequence[Outcome]) -> list[Row]:
         params = {"node": node, **_outcome_params(outcomes)}
-        del params["results"]
+        del params["results"]  # finish_retry never completes a job
         cur = await conn.execute(QUERIES["finish_retry"], params, prepare=True)
         rows = await cur.fetchall()
         ended = [row["id"] for row in rows if State(row["state"]).terminal]
