@@ -588,17 +588,22 @@ class Chaos:
         node = self._pick_node()
         boot = node.current
         boot.proc.send_signal(signal.SIGTERM)
+        self._await_end(boot, "drained", "finish its drain")
+        self._boot(node)
+        return True
+
+    def _await_end(self, boot: Incarnation, how: str, doing: str, timeout: float = 60) -> None:
+        """Wait for a signalled boot to exit (killing it past `timeout`); a boot that does
+        not, or exits non-zero, is a violation."""
         try:
-            code = boot.proc.wait(60)
+            code = boot.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             boot.proc.kill()
             code = boot.proc.wait()
-            self.report.violations.append(f"{boot.tag} did not finish its drain within 60 s")
-        boot.ended, boot.exit_code, boot.ended_at = "drained", code, time.time()
+            self.report.violations.append(f"{boot.tag} did not {doing} within {timeout:g} s")
+        boot.ended, boot.exit_code, boot.ended_at = how, code, time.time()
         if code != 0:
-            self.report.violations.append(f"{boot.tag} drained with exit status {code}")
-        self._boot(node)
-        return True
+            self.report.violations.append(f"{boot.tag} {how} with exit status {code}")
 
     def _fault_pg_terminate(self) -> bool:
         dbname = self.s.db_url.rpartition("/")[2].split("?")[0]
@@ -714,17 +719,8 @@ class Chaos:
             boot.proc.send_signal(signal.SIGTERM)
         for node in self.nodes:
             boot = node.current
-            if boot.ended is not None:
-                continue
-            try:
-                code = boot.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                boot.proc.kill()
-                code = boot.proc.wait()
-                self.report.violations.append(f"{boot.tag} did not stop within 60 s")
-            boot.ended, boot.exit_code, boot.ended_at = "stopped", code, time.time()
-            if code != 0:
-                self.report.violations.append(f"{boot.tag} stopped with exit status {code}")
+            if boot.ended is None:
+                self._await_end(boot, "stopped", "stop")
 
     def _kill_leftovers(self) -> None:
         for node in self.nodes:
