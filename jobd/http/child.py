@@ -6,7 +6,7 @@
     supervisor stops   ──► SIGTERM, then SIGKILL after STOP_TIMEOUT
 
 Why a process and not a thread of the supervisor: the supervisor is one asyncio loop with no
-shared-state threads (DESIGN.md), and a busy or misbehaving HTTP front must not slow the loop
+shared-state threads (ADR 0014), and a busy or misbehaving HTTP front must not slow the loop
 that runs jobs.  The shim is only a client of the control socket, as it is when started alone.
 
 The child leads a session of its own, so a Ctrl-C at the terminal reaches the supervisor only,
