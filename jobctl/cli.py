@@ -16,7 +16,6 @@ The options --socket and --json are accepted before and after the subcommand.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,8 @@ from jobd import __version__
 from jobd.client import Client, SubmitResult, WaitResult, job_params_from
 from jobd.domain import Job, State
 from jobd.errors import CODES, InvalidParams, JobdError
-from jobd.protocol import MAX_SUBMIT_MANY, parse_time
+from jobd.fields import parse_time
+from jobd.limits import MAX_SUBMIT_MANY
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED = 1  # a job that ended failed or canceled, a degraded node
@@ -173,9 +173,10 @@ def read_batch(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
             message = f"line {number}: not valid JSON: {exc}"
             raise click.BadParameter(message, param_hint="--batch") from None
         try:
-            yield number, job_params_from(job, f"line {number}")
+            yield number, job_params_from(job)
         except InvalidParams as exc:
-            raise click.BadParameter(exc.message, param_hint="--batch") from None
+            message = f"line {number}: {exc.message}"
+            raise click.BadParameter(message, param_hint="--batch") from None
 
 
 @main.command()
@@ -239,7 +240,7 @@ def submit(
         try:
             given["run_at"] = parse_time(given["run_at"], "--at")
         except InvalidParams as exc:
-            raise click.BadParameter(exc.message.split(": ", 1)[-1], param_hint="--at") from None
+            raise click.BadParameter(exc.problem or exc.message, param_hint="--at") from None
     if "job_timeout" in given:
         given["timeout"] = given.pop("job_timeout")
     body = parse_payload(payload)
@@ -299,12 +300,14 @@ def _wait_all(c: Client, ids: list[int], timeout: float | None) -> list[WaitResu
 
 
 def _name_line(exc: JobdError, chunk: list[tuple[int, dict[str, Any]]]) -> str:
-    """The daemon names a job by its place in the call (jobs[3].type); say its line instead."""
-    match = re.match(r"jobs\[(\d+)\]\.?", exc.message)
-    if match and int(match.group(1)) < len(chunk):
-        line = chunk[int(match.group(1))][0]
-        return f"line {line}: {exc.message[match.end() :]}"
-    return exc.message
+    """The daemon names a job by its place in the call (data `index`, field `jobs[3].type`);
+    say its line instead."""
+    index = exc.data.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(chunk) or exc.problem is None:
+        return exc.message
+    member = (exc.field or "").removeprefix(f"jobs[{index}]").removeprefix(".")
+    where = f"line {chunk[index][0]}"
+    return f"{where}: {member}: {exc.problem}" if member else f"{where}: {exc.problem}"
 
 
 def _show_submitted(ctx: click.Context, submitted: list[SubmitResult]) -> None:

@@ -22,7 +22,6 @@ daemon may have acted on it before the connection broke.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import json
 import os
@@ -33,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from jobd.domain import Job
 from jobd.errors import (
@@ -43,6 +42,13 @@ from jobd.errors import (
     JobdError,
     Unavailable,
     error_from_code,
+)
+from jobd.jobspec import (
+    SUBMIT_FIELDS,
+    SubmitOptions,
+    in_batch,
+    parse_job_spec,
+    unknown_fields,
 )
 from jobd.protocol import (
     METHODS,
@@ -243,36 +249,23 @@ class Client:
         self,
         type: str,
         payload: Mapping[str, Any] | None = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        run_at: datetime | str | None = None,
-        delay: float | None = None,
-        timeout: float | None = None,
-        idempotency_key: str | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> SubmitResult:
         """Submit one job.  `run_at` (a datetime with a time zone, or ISO-8601 text) or `delay`
-        (seconds) postpone it; options left None take the handler's or the daemon's default."""
-        params = job_params(
-            type,
-            payload,
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            run_at=run_at,
-            delay=delay,
-            timeout=timeout,
-            idempotency_key=idempotency_key,
-            correlation_id=correlation_id,
-        )
-        return _submit_result(self.call("submit", params))
+        (seconds) postpone it; options left None take the handler's or the daemon's default.
+        The job is checked here as the daemon checks it (jobd.jobspec) before it is sent."""
+        return _submit_result(self.call("submit", job_params(type, payload, **options)))
 
     def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[SubmitResult]:
         """Submit up to 1,000 jobs in one transaction: all or none.  Each job is a mapping of
-        the submit parameters ({"type": …, "payload": …, …}); datetimes are accepted."""
-        specs = [job_params_from(job, f"jobs[{i}]") for i, job in enumerate(jobs)]
+        the submit parameters ({"type": …, "payload": …, …}); datetimes are accepted.  A bad
+        job is refused naming it as the daemon would (`jobs[3].type`)."""
+        specs = []
+        for index, job in enumerate(jobs):
+            try:
+                specs.append(job_params_from(job))
+            except InvalidParams as exc:
+                raise in_batch(exc, index) from None
         raw = self.call("submit_many", {"jobs": specs})
         return [_submit_result(item) for item in raw["results"]]
 
@@ -475,52 +468,24 @@ class _Dropped(Exception):
 
 
 def job_params(
-    type: str,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    queue: str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    run_at: datetime | str | None = None,
-    delay: float | None = None,
-    timeout: float | None = None,
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
+    type: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]
 ) -> dict[str, Any]:
-    """The params of one submit, as the protocol takes them (None: not sent)."""
-    params = {
-        "type": type,
-        "payload": dict(payload) if payload is not None else None,
-        "queue": queue,
-        "priority": priority,
-        "max_attempts": max_attempts,
-        "run_at": _time_text(run_at),
-        "delay": delay,
-        "timeout": timeout,
-        "idempotency_key": idempotency_key,
-        "correlation_id": correlation_id,
-    }
-    return {k: v for k, v in params.items() if v is not None}
+    """The params of one submit, as the protocol takes them, checked by jobd.jobspec."""
+    given = {"type": type, "payload": dict(payload) if payload is not None else None, **options}
+    return parse_job_spec(given).to_params()
 
 
-_JOB_FIELDS = frozenset(inspect.signature(job_params).parameters)
-
-
-def job_params_from(job: Any, where: str) -> dict[str, Any]:
+def job_params_from(job: Any) -> dict[str, Any]:
     """The submit params of a job given as a mapping ({"type": …, "payload": …}).  A key that
-    is no submit parameter is refused here (InvalidParams naming `where`), so a typo in a
-    batch file is reported rather than silently ignored by the daemon."""
+    is no submit parameter is refused here (InvalidParams about the job as a whole), so a typo
+    in a batch file is reported rather than silently ignored by the daemon."""
     if not isinstance(job, Mapping):
-        raise InvalidParams(f"{where}: must be an object with the submit parameters", field=where)
-    unknown = sorted(set(job) - _JOB_FIELDS)
+        raise InvalidParams.of_field("", "must be an object with the submit parameters")
+    unknown = unknown_fields(job)
     if unknown:
-        raise InvalidParams(
-            f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(_JOB_FIELDS))})",
-            field=f"{where}.{unknown[0]}",
-        )
-    if not isinstance(job.get("type"), str):
-        raise InvalidParams(f"{where}: type: required, a string", field=f"{where}.type")
-    return job_params(**job)
+        fields = ", ".join(sorted(SUBMIT_FIELDS))
+        raise InvalidParams.of_field("", f"unknown field {unknown[0]!r} (fields: {fields})")
+    return parse_job_spec(job).to_params()
 
 
 def _time_text(value: datetime | str | None) -> str | None:

@@ -24,7 +24,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,12 +40,12 @@ from jobd.control_socket import (
 from jobd.domain import Job, NewJob, State, TimeTexts
 from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
 from jobd.handlers import Registry
+from jobd.jobspec import JobSpec, check_payload, in_batch
 from jobd.protocol import (
     METHODS,
     PROTOCOL_VERSION,
     Call,
     IdParams,
-    JobSpec,
     LineFramer,
     ListParams,
     NoParams,
@@ -218,8 +217,11 @@ class Operations:
         for start in range(0, len(specs), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            end = start + YIELD_EVERY
-            new_jobs += map(self._new_job, specs[start:end], repeat(now), ids[start:end])
+            for index in range(start, min(start + YIELD_EVERY, len(specs))):
+                try:
+                    new_jobs.append(self._new_job(specs[index], now, ids[index]))
+                except InvalidParams as exc:
+                    raise in_batch(exc, index) from None
         return new_jobs
 
     def _count_submitted(self, submitted: list[Submitted]) -> None:
@@ -236,24 +238,17 @@ class Operations:
         handler = self.supervisor.registry.get(spec.type)
         if handler is None:
             known = self.supervisor.registry.types()
-            raise UnknownType(
-                f"{spec.where}type: unknown job type {spec.type!r}"
-                f" (this daemon runs: {', '.join(known) or 'no types'})",
-                field=f"{spec.where}type",
+            runs = ", ".join(known) or "no types"
+            raise UnknownType.of_field(
+                "type",
+                f"unknown job type {spec.type!r} (this daemon runs: {runs})",
                 type=spec.type,
                 known=known,
             )
         max_attempts = handler.max_attempts or self.default_max_attempts
         new_job = spec.to_new_job(max_attempts, correlation_id, now)
         if handler.validator is not None:
-            try:
-                handler.validator(new_job.payload)
-            except ValueError as exc:
-                raise InvalidParams(
-                    f"{spec.where}payload: rejected by the {spec.type!r} handler: {exc}",
-                    field=f"{spec.where}payload",
-                    type=spec.type,
-                ) from None
+            check_payload(handler.validator, spec.type, new_job.payload)
         return new_job
 
     async def get(self, params: IdParams) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class InvalidJob(ValueError):
 
     def __init__(self, field_name: str, problem: str):
         self.field = field_name
+        self.problem = problem
         super().__init__(f"{field_name}: {problem}")
 
 

@@ -20,10 +20,11 @@ PostgreSQL delivers a notification only when its transaction commits, so jobd ne
 woken for a job that was rolled back.  On a connection in autocommit mode each call commits at
 once, as any statement would.
 
-The job is checked here as the daemon would check it: the domain's rules (jobd.domain.NewJob),
-and, when the handler is registered in this process (the application imported its handler
-module), the handler's payload validator and its default max_attempts.  The type itself cannot
-be checked against the daemon's handlers: a job of a type no node runs fails when claimed.
+The job is checked here by the code the daemon checks it with (jobd.jobspec: its options, then
+the domain's rules), and, when the handler is registered in this process (the application
+imported its handler module), the handler's payload validator and its default max_attempts.
+The type itself cannot be checked against the daemon's handlers: a job of a type no node runs
+fails when claimed.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from jobd.domain import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, InvalidJob, NewJob
+from jobd.clock import utcnow
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, NewJob
 from jobd.errors import InvalidParams
+from jobd.jobspec import JobSpec, SubmitOptions, check_payload, parse_job_spec
 
 if TYPE_CHECKING:  # psycopg is imported by the caller; importing jobd should not need it
     import psycopg
@@ -61,32 +63,15 @@ def enqueue(
     type: str,
     payload: Mapping[str, Any] | None = None,
     *,
-    queue: str = DEFAULT_QUEUE,
-    priority: int = 0,
-    max_attempts: int | None = None,
-    run_at: datetime | None = None,
-    delay: float | None = None,
-    timeout: float | None = None,
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
     schema: str = "jobd",
+    **options: Unpack[SubmitOptions],
 ) -> int:
     """Insert a job in `conn`'s current transaction; return its id (for a taken
-    `idempotency_key`, the id of the job holding it).  `schema` is jobd's schema
-    (database.schema).  Raises jobd.errors.InvalidParams for a job the daemon would refuse."""
-    query, params = _statement(
-        type,
-        payload,
-        queue=queue,
-        priority=priority,
-        max_attempts=max_attempts,
-        run_at=run_at,
-        delay=delay,
-        timeout=timeout,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-        schema=schema,
-    )
+    `idempotency_key`, the id of the job holding it).  The options are the submit's (queue,
+    priority, max_attempts, run_at, delay, timeout, idempotency_key, correlation_id); `schema`
+    is jobd's schema (database.schema).  Raises jobd.errors.InvalidParams for a job the daemon
+    would refuse."""
+    query, params = _statement(type, payload, schema=schema, **options)
     row = conn.execute(query, params).fetchone()
     return int(row[0]) if not isinstance(row, Mapping) else int(next(iter(row.values())))
 
@@ -95,10 +80,12 @@ async def aenqueue(
     conn: psycopg.AsyncConnection[Any],
     type: str,
     payload: Mapping[str, Any] | None = None,
-    **options: Any,
+    *,
+    schema: str = "jobd",
+    **options: Unpack[SubmitOptions],
 ) -> int:
     """`enqueue` for an async psycopg connection."""
-    query, params = _statement(type, payload, **options)
+    query, params = _statement(type, payload, schema=schema, **options)
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return int(row[0]) if not isinstance(row, Mapping) else int(next(iter(row.values())))
@@ -108,70 +95,44 @@ def _statement(
     type: str,
     payload: Mapping[str, Any] | None,
     *,
-    queue: str = DEFAULT_QUEUE,
-    priority: int = 0,
-    max_attempts: int | None = None,
-    run_at: datetime | None = None,
-    delay: float | None = None,
-    timeout: float | None = None,
-    idempotency_key: str | None = None,
-    correlation_id: str | None = None,
-    schema: str = "jobd",
+    schema: str,
+    **options: Unpack[SubmitOptions],
 ) -> tuple[str, dict[str, Any]]:
     if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
-        raise InvalidParams(f"schema: {schema!r} is not a plain identifier", field="schema")
-    if run_at is not None and delay is not None:
-        raise InvalidParams("delay: give run_at or delay, not both", field="delay")
-    if delay is not None and (isinstance(delay, bool) or not delay >= 0):
-        raise InvalidParams("delay: must be a number of seconds >= 0", field="delay")
-    spec = _checked(
-        type,
-        dict(payload) if payload is not None else {},
-        queue=queue,
-        priority=priority,
-        max_attempts=max_attempts,
-        run_at=run_at,
-        timeout=timeout,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-    )
+        raise InvalidParams.of_field("schema", f"{schema!r} is not a plain identifier")
+    given = {"type": type, "payload": dict(payload) if payload is not None else None, **options}
+    spec = parse_job_spec(given)
+    new_job = _checked(spec)
     try:
-        payload_json = json.dumps(spec.payload, allow_nan=False)
+        payload_json = json.dumps(new_job.payload, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidParams(f"payload: not representable as JSON: {exc}", field="payload") from None
+        raise InvalidParams.of_field("payload", f"not representable as JSON: {exc}") from None
     params = {
-        "type": spec.type,
+        "type": new_job.type,
         "payload": payload_json,
-        "queue": spec.queue,
-        "priority": spec.priority,
+        "queue": new_job.queue,
+        "priority": new_job.priority,
+        # The delay counts from the database's clock, as a delay given to the daemon counts
+        # from the daemon's: the SQL adds it to now().
         "run_at": spec.run_at,
-        "delay": float(delay or 0),
-        "max_attempts": spec.max_attempts,
-        "timeout": spec.timeout,
-        "idempotency_key": spec.idempotency_key,
-        "correlation_id": spec.correlation_id,
+        "delay": float(spec.delay or 0),
+        "max_attempts": new_job.max_attempts,
+        "timeout": new_job.timeout,
+        "idempotency_key": new_job.idempotency_key,
+        "correlation_id": new_job.correlation_id,
     }
     # The schema is a checked plain identifier, so quoting it is all the escaping it needs.
     return _ENQUEUE_SQL.format(schema=f'"{schema}"'), params
 
 
-def _checked(type: str, payload: dict[str, Any], **fields: Any) -> NewJob:
+def _checked(spec: JobSpec) -> NewJob:
     """The job as NewJob, with the handler's defaults and validator when it is registered here."""
     from jobd.handlers import registry
 
-    handler = registry.get(type) if isinstance(type, str) else None
-    if fields["max_attempts"] is None:
-        handler_default = handler.max_attempts if handler is not None else None
-        fields["max_attempts"] = handler_default or DEFAULT_MAX_ATTEMPTS
-    try:
-        spec = NewJob(type=type, payload=payload, **fields)
-    except InvalidJob as exc:
-        raise InvalidParams(str(exc), field=exc.field) from None
+    handler = registry.get(spec.type)
+    max_attempts = (handler.max_attempts if handler is not None else None) or DEFAULT_MAX_ATTEMPTS
+    # `now` only has to be a time for the domain's checks; the row's run_at is the database's.
+    new_job = spec.to_new_job(max_attempts, None, utcnow())
     if handler is not None and handler.validator is not None:
-        try:
-            handler.validator(spec.payload)
-        except ValueError as exc:
-            raise InvalidParams(
-                f"payload: rejected by the {type!r} handler: {exc}", field="payload"
-            ) from None
-    return spec
+        check_payload(handler.validator, spec.type, new_job.payload)
+    return new_job

@@ -23,7 +23,7 @@ reads one row of it.  Imports nothing else of jobd.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,9 @@ CODES: dict[str, ErrorCode] = {
 
 
 class JobdError(Exception):
-    """Something went wrong in jobd."""
+    """Something went wrong in jobd.  `data` travels with it on the wire; an error about one
+    field of a request carries that field's name as `data["field"]` and what is wrong with it
+    as `data["problem"]`, so that no reader has to take the message apart."""
 
     code: ClassVar[str] = "internal_error"
 
@@ -60,6 +62,25 @@ class JobdError(Exception):
         self.message = message or (self.__doc__ or "").strip()
         self.data = data
         super().__init__(self.message)
+
+    @classmethod
+    def of_field(cls, field: str, problem: str, **data: Any) -> Self:
+        """The error about `field` (`delay: must be a number`); an empty field names the
+        object as a whole, and the message is then the problem alone."""
+        message = f"{field}: {problem}" if field else problem
+        return cls(message, field=field, problem=problem, **data)
+
+    @property
+    def field(self) -> str | None:
+        """The request member at fault, when one is (`type`, `jobs[3].delay`)."""
+        value = self.data.get("field")
+        return value if isinstance(value, str) else None
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with `field`, without its name."""
+        value = self.data.get("problem")
+        return value if isinstance(value, str) else None
 
     @property
     def info(self) -> ErrorCode:

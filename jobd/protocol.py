@@ -21,10 +21,11 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from jobd.domain import DEFAULT_QUEUE, TIME_FIELDS, ErrorInfo, InvalidJob, Job, NewJob, State
+from jobd import fields
+from jobd.domain import TIME_FIELDS, ErrorInfo, Job, State
 from jobd.errors import (
     InvalidParams,
     InvalidRequest,
@@ -33,16 +34,15 @@ from jobd.errors import (
     ParseError,
     PayloadTooLarge,
 )
+from jobd.jobspec import JobSpec, in_batch, parse_job_spec
+from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
 
 PROTOCOL_VERSION = 1
 JSONRPC = "2.0"
 
-MAX_SUBMIT_MANY = 1000  # jobs in one submit_many (the store's limit too)
-MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
 DEFAULT_WAIT = 30.0  # seconds a `wait` without a timeout waits
 MAX_WAIT = 3600.0  # longer waits are cut to this; the answer says timed_out and clients loop
-MAX_DELAY = 10 * 365 * 86400.0  # a `delay` beyond ten years is a mistake, not a plan
 
 JsonId = str | int | float | None
 
@@ -304,77 +304,14 @@ def parse_reply(message: Any) -> Reply:
 
 # --- parameters -------------------------------------------------------------------------------
 #
-# Each reader takes the params object and a field name and returns a typed value, raising
-# InvalidParams naming the field.  A member set to null counts as absent, so clients may send
-# their optional fields unconditionally.
-
-
-def _required(params: Mapping[str, Any], name: str, where: str) -> Any:
-    value = params.get(name)
-    if value is None:
-        raise _invalid(where + name, "required")
-    return value
-
-
-def _invalid(name: str, problem: str) -> InvalidParams:
-    return InvalidParams(f"{name}: {problem}", field=name)
-
-
-def _int(params: Mapping[str, Any], name: str, where: str = "", default: Any = None) -> Any:
-    value = params.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(where + name, "must be an integer")
-    return value
-
-
-def _number(params: Mapping[str, Any], name: str, where: str = "", default: Any = None) -> Any:
-    value = params.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid(where + name, "must be a number")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an integer past the largest float: a number, but not a usable one
-        raise _invalid(where + name, "is out of range") from None
-    if not finite:
-        raise _invalid(where + name, "must be a number")
-    return value
-
-
-def _str(params: Mapping[str, Any], name: str, where: str = "", default: Any = None) -> Any:
-    value = params.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise _invalid(where + name, "must be a string")
-    return value
-
-
-def _time(params: Mapping[str, Any], name: str, where: str = "") -> datetime | None:
-    text = _str(params, name, where)
-    if text is None:
-        return None
-    return parse_time(text, where + name)
-
-
-def parse_time(text: str, name: str) -> datetime:
-    """An ISO-8601 timestamp with a time zone (`2024-06-01T12:00:00Z`, `…+02:00`)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise _invalid(name, f"not an ISO-8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise _invalid(name, f"needs a time zone, e.g. {text}Z for UTC")
-    return value
+# Each method's params are read by the readers of jobd.fields: a typed value, or InvalidParams
+# naming the field.  A job's members are read by jobd.jobspec, the same for every way in.
 
 
 def _job_id(params: Mapping[str, Any]) -> int:
-    value = _required(params, "id", "")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid("id", "must be an integer")
+    value: int | None = fields.integer(params, "id")
+    if value is None:
+        raise fields.invalid("id", "required")
     return value
 
 
@@ -389,95 +326,29 @@ class IdParams:
 
 
 @dataclass(frozen=True, slots=True)
-class JobSpec:
-    """What a client asked for at submit, type-checked; the server fills in the defaults that
-    depend on the handler and the configuration, then the domain checks the rest."""
-
-    type: str
-    payload: dict[str, Any]
-    queue: str = DEFAULT_QUEUE
-    priority: int = 0
-    max_attempts: int | None = None
-    run_at: datetime | None = None
-    delay: float | None = None
-    timeout: float | None = None
-    idempotency_key: str | None = None
-    correlation_id: str | None = None
-    where: str = ""  # "jobs[3]." in submit_many, so errors name the job
-
-    def to_new_job(self, max_attempts: int, correlation_id: str, now: datetime) -> NewJob:
-        """The NewJob to store; `max_attempts` and `correlation_id` are used when the client
-        gave none, `now` turns a delay into run_at.  InvalidParams names the field."""
-        run_at = self.run_at
-        if self.delay is not None:
-            run_at = now + timedelta(seconds=self.delay)
-        try:
-            return NewJob(
-                type=self.type,
-                payload=self.payload,
-                queue=self.queue,
-                priority=self.priority,
-                max_attempts=self.max_attempts if self.max_attempts is not None else max_attempts,
-                run_at=run_at,
-                timeout=self.timeout,
-                idempotency_key=self.idempotency_key,
-                correlation_id=self.correlation_id or correlation_id,
-            )
-        except InvalidJob as exc:
-            raise _invalid(self.where + exc.field, str(exc).split(": ", 1)[-1]) from None
-
-
-_TYPE_AND_PAYLOAD = frozenset({"type", "payload"})
-
-
-def parse_job_spec(params: Any, where: str = "") -> JobSpec:
-    if not isinstance(params, dict):
-        raise _invalid(where.rstrip(".") or "params", "must be an object")
-    job_type = _required(params, "type", where)
-    if not isinstance(job_type, str):
-        raise _invalid(where + "type", "must be a string")
-    payload = params.get("payload")
-    if payload is None:
-        payload = {}
-    elif not isinstance(payload, dict):
-        raise _invalid(where + "payload", "must be a JSON object")
-    if params.keys() <= _TYPE_AND_PAYLOAD:
-        # Nothing else given, so every other member is its default: the usual job of a big
-        # submit_many, spared nine readers that would each find nothing.
-        return JobSpec(type=job_type, payload=payload, where=where)
-    run_at = _time(params, "run_at", where)
-    delay = _number(params, "delay", where)
-    if run_at is not None and delay is not None:
-        raise _invalid(where + "delay", "give run_at or delay, not both")
-    if delay is not None and not 0 <= delay <= MAX_DELAY:
-        raise _invalid(where + "delay", "must be between 0 and 10 years of seconds")
-    return JobSpec(
-        type=job_type,
-        payload=payload,
-        queue=_str(params, "queue", where, DEFAULT_QUEUE),
-        priority=_int(params, "priority", where, 0),
-        max_attempts=_int(params, "max_attempts", where),
-        run_at=run_at,
-        delay=delay,
-        timeout=_number(params, "timeout", where),
-        idempotency_key=_str(params, "idempotency_key", where),
-        correlation_id=_str(params, "correlation_id", where),
-        where=where,
-    )
-
-
-@dataclass(frozen=True, slots=True)
 class SubmitManyParams:
     jobs: list[JobSpec]
 
 
 def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
-    jobs = _required(params, "jobs", "")
+    jobs = fields.required(params, "jobs")
     if not isinstance(jobs, list):
-        raise _invalid("jobs", "must be an array of jobs")
+        raise fields.invalid("jobs", "must be an array of jobs")
     if len(jobs) > MAX_SUBMIT_MANY:
-        raise _invalid("jobs", f"at most {MAX_SUBMIT_MANY} jobs in one call, got {len(jobs)}")
-    return SubmitManyParams([parse_job_spec(job, f"jobs[{i}].") for i, job in enumerate(jobs)])
+        raise fields.invalid("jobs", f"at most {MAX_SUBMIT_MANY} jobs in one call, got {len(jobs)}")
+    specs: list[JobSpec] = []
+    for index, job in enumerate(jobs):
+        try:
+            specs.append(_batch_job_spec(job))
+        except InvalidParams as exc:
+            raise in_batch(exc, index) from None
+    return SubmitManyParams(specs)
+
+
+def _batch_job_spec(job: Any) -> JobSpec:
+    if not isinstance(job, dict):
+        raise fields.invalid("", "must be an object")
+    return parse_job_spec(job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,17 +363,17 @@ class ListParams:
 
 
 def parse_list(params: Mapping[str, Any]) -> ListParams:
-    limit = _int(params, "limit", default=DEFAULT_LIST_LIMIT)
+    limit = fields.integer(params, "limit", DEFAULT_LIST_LIMIT)
     if limit < 1:
-        raise _invalid("limit", "must be at least 1")
+        raise fields.invalid("limit", "must be at least 1")
     return ListParams(
         states=_states(params.get("state")),
-        type=_str(params, "type"),
-        queue=_str(params, "queue"),
-        created_after=_time(params, "created_after"),
-        created_before=_time(params, "created_before"),
+        type=fields.text(params, "type"),
+        queue=fields.text(params, "queue"),
+        created_after=fields.time(params, "created_after"),
+        created_before=fields.time(params, "created_before"),
         limit=min(limit, MAX_LIST_LIMIT),
-        cursor=_str(params, "cursor"),
+        cursor=fields.text(params, "cursor"),
     )
 
 
@@ -511,12 +382,12 @@ def _states(value: Any) -> tuple[State, ...]:
         return ()
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _invalid("state", "must be a state name or an array of them")
+        raise fields.invalid("state", "must be a state name or an array of them")
     try:
         return tuple(State(n) for n in names)
     except ValueError:
         known = ", ".join(s.value for s in State)
-        raise _invalid("state", f"unknown state in {names!r} (states: {known})") from None
+        raise fields.invalid("state", f"unknown state in {names!r} (states: {known})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,9 +397,9 @@ class WaitParams:
 
 
 def parse_wait(params: Mapping[str, Any]) -> WaitParams:
-    timeout = _number(params, "timeout", default=DEFAULT_WAIT)
+    timeout = fields.number(params, "timeout", DEFAULT_WAIT)
     if timeout < 0:
-        raise _invalid("timeout", "must be >= 0")
+        raise fields.invalid("timeout", "must be >= 0")
     return WaitParams(_job_id(params), min(float(timeout), MAX_WAIT))
 
 
@@ -539,7 +410,6 @@ def parse_wait(params: Mapping[str, Any]) -> WaitParams:
 class Method:
     name: str
     parse: Callable[[Mapping[str, Any]], Any]
-    summary: str
     read_only: bool  # safe to send again after a lost connection
 
 
@@ -554,18 +424,18 @@ def _id_params(params: Mapping[str, Any]) -> IdParams:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("hello", _no_params, "protocol version, server version, methods", True),
-        Method("submit", parse_job_spec, "submit one job", False),
-        Method("submit_many", parse_submit_many, "submit up to 1,000 jobs at once", False),
-        Method("get", _id_params, "one job", True),
-        Method("list", parse_list, "jobs, newest first, filtered and paged", True),
-        Method("cancel", _id_params, "cancel a pending or running job", False),
-        Method("retry", _id_params, "run a failed or canceled job again", False),
-        Method("wait", parse_wait, "wait until a job has finished", True),
-        Method("stats", _no_params, "job counts, workers, node", True),
-        Method("workers", _no_params, "each worker process", True),
-        Method("health", _no_params, "is this node able to work", True),
-        Method("metrics", _no_params, "this node's Prometheus metrics, as text", True),
+        Method("hello", _no_params, True),
+        Method("submit", parse_job_spec, False),
+        Method("submit_many", parse_submit_many, False),
+        Method("get", _id_params, True),
+        Method("list", parse_list, True),
+        Method("cancel", _id_params, False),
+        Method("retry", _id_params, False),
+        Method("wait", parse_wait, True),
+        Method("stats", _no_params, True),
+        Method("workers", _no_params, True),
+        Method("health", _no_params, True),
+        Method("metrics", _no_params, True),
     )
 }
 

@@ -19,7 +19,6 @@ fake pool and no sockets.  docs/openapi.yaml describes the same endpoints for cl
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -28,10 +27,11 @@ from email.message import Message
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from jobd.errors import ParseError
+from jobd.errors import InvalidParams, ParseError
 from jobd.http.openapi import document_json
 from jobd.http.problems import Problem, invalid
-from jobd.protocol import JobSpec, decode, encode
+from jobd.jobspec import SUBMIT_FIELDS, parse_job_spec, unknown_fields
+from jobd.protocol import decode, encode
 
 JSON = "application/json"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -40,8 +40,6 @@ DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0  # a longer long-poll is cut to this; the answer says timed_out, clients loop
 WAIT_MARGIN = 10.0  # how much longer than its timeout a wait's answer may take
 READY_TIMEOUT = 5.0  # a readiness probe that takes longer than this is a "no"
-#: The fields of a submit body: the protocol's submit parameters.
-SUBMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(JobSpec)) - {"where"}
 LIST_PARAMS = ("state", "type", "queue", "created_after", "created_before", "limit", "cursor")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"-?\d{1,19}")
@@ -215,21 +213,21 @@ def job_id(request: Request) -> int:
     the daemon."""
     text = request.path_params["id"]
     if not (text.isascii() and text.isdigit() and len(text) <= 19):
-        raise Problem("not_found", f"id: no job {text!r}: job ids are positive integers", "id")
+        raise invalid("id", f"no job {text!r}: job ids are positive integers", "not_found")
     value = int(text)
     if not 1 <= value <= MAX_JOB_ID:
-        raise Problem("not_found", f"id: no job {value}", "id")
+        raise invalid("id", f"no job {value}", "not_found")
     return value
 
 
 def submit_params(request: Request) -> dict[str, Any]:
     """The submit parameters from a POST /jobs: the JSON body's fields, the Idempotency-Key
     header as `idempotency_key`, and the request id as `correlation_id` unless the body has
-    one."""
+    one; checked by jobd.jobspec, as the daemon will check them."""
     body = json_body(request)
     if not isinstance(body, dict):
         raise invalid("body", "must be a JSON object with the job's fields (type, payload, …)")
-    unknown = sorted(set(body) - SUBMIT_FIELDS)
+    unknown = unknown_fields(body)
     if unknown:
         raise invalid(unknown[0], f"unknown field (fields: {', '.join(sorted(SUBMIT_FIELDS))})")
     params = dict(body)
@@ -240,35 +238,34 @@ def submit_params(request: Request) -> dict[str, Any]:
         params["idempotency_key"] = key
     if params.get("correlation_id") is None:
         params["correlation_id"] = request.request_id
-    return params
+    try:
+        return parse_job_spec(params).to_params()
+    except InvalidParams as exc:
+        raise Problem.from_error(exc) from None
 
 
 def json_body(request: Request) -> Any:
     """The body as JSON: 415 unless it is application/json (UTF-8), 400 if it is not JSON."""
     content_type = request.header("Content-Type")
     if content_type is None:
-        raise Problem(
-            "unsupported_media_type", "Content-Type: required: application/json", "Content-Type"
-        )
+        raise invalid("Content-Type", "required: application/json", "unsupported_media_type")
     parsed = Message()
     parsed["Content-Type"] = content_type
     media_type = parsed.get_content_type()
     charset = parsed.get_param("charset")
     utf8 = not isinstance(charset, str) or charset.lower() in ("utf-8", "utf8")
     if media_type != JSON or not utf8:
-        raise Problem(
-            "unsupported_media_type",
-            f"Content-Type: {content_type!r} is not supported: send application/json (UTF-8)",
+        raise invalid(
             "Content-Type",
+            f"{content_type!r} is not supported: send application/json (UTF-8)",
+            "unsupported_media_type",
         )
     if not request.body.strip():
         raise invalid("body", "required: a JSON object with the job's fields (type, payload, …)")
     try:
         return decode(request.body)
     except ParseError as exc:
-        raise Problem(
-            "parse_error", "body: " + exc.message.removeprefix("request is "), "body"
-        ) from None
+        raise invalid("body", exc.message.removeprefix("request is "), "parse_error") from None
 
 
 def known_params(request: Request, names: tuple[str, ...]) -> None:

@@ -4,11 +4,13 @@ Every error the shim sends is one JSON object:
 
     {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
      "detail": "type: unknown job type 'x' (this daemon runs: send_email)",
-     "code": "unknown_type", "field": "type", "request_id": "4f0c…"}
+     "code": "unknown_type", "field": "type",
+     "problem": "unknown job type 'x' (this daemon runs: send_email)", "request_id": "4f0c…"}
 
 `type` is always `about:blank`, so `title` is the status's phrase; clients branch on `code`, the
 same stable string the control protocol sends (jobd.errors), or one of the few HTTP-only codes
-below.  `detail` names the bad field; `field` carries it alone when it is known.
+below.  `detail` names the bad field; when it is known, `field` carries it alone and `problem`
+what is wrong with it (detail is then `field: problem`).
 
 Statuses come from one place: an error that has a control-protocol code takes the HTTP status
 of its row in jobd.errors.CODES; the HTTP-only problems (authentication, methods, media types,
@@ -68,11 +70,13 @@ class Problem(Exception):
         field: str | None = None,
         headers: dict[str, str] | None = None,
         close: bool = False,
+        problem: str | None = None,
     ):
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.field = field
+        self.problem = problem
         self.headers = dict(headers or {})
         self.close = close
 
@@ -87,7 +91,7 @@ class Problem(Exception):
         the remote caller learns only that the daemon is not there."""
         if isinstance(error, DaemonUnreachable):
             return cls("unavailable", UNREACHABLE_DETAIL, headers={"Retry-After": "1"})
-        problem = cls(error.code, error.message, field=_text(error.data.get("field")))
+        problem = cls(error.code, error.message, field=error.field, problem=error.problem)
         if problem.status == 503:
             problem.headers["Retry-After"] = "1"
         return problem
@@ -103,6 +107,8 @@ class Problem(Exception):
         }
         if self.field is not None:
             document["field"] = self.field
+        if self.problem is not None:
+            document["problem"] = self.problem
         if request_id is not None:
             document["request_id"] = request_id
         return encode(document)
@@ -115,10 +121,6 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def invalid(field_name: str, problem: str, code: str = "invalid_params") -> Problem:
     """A bad value in the request, naming it: `limit: must be an integer`."""
-    return Problem(code, f"{field_name}: {problem}", field=field_name)
+    return Problem(code, f"{field_name}: {problem}", field=field_name, problem=problem)

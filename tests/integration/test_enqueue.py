@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 import jobd
 from jobd.errors import InvalidParams, NotFound
 from jobd.handlers import HandlerSpec, registry
+from jobd.jobspec import parse_job_spec
 from jobd.store import create_store
 
 pytestmark = pytest.mark.postgres
@@ -192,3 +193,56 @@ def test_a_running_daemon_runs_what_was_committed_and_nothing_else(
         assert [j.id for j in client.list().jobs] == [committed]
         with pytest.raises(NotFound):
             client.get(rolled_back)
+
+
+# Edge values of each limit that jobd_enqueue() checks in SQL, just inside and just outside.
+# The SQL function (migrations/postgres, never edited) must refuse exactly what jobd.jobspec
+# refuses; its upper limits (name lengths, attempts, timeout, delay) are the spec's alone.
+SQL_CHECKED_EDGES = [
+    ("type", ""),
+    ("type", "x"),
+    ("queue", ""),
+    ("queue", "q"),
+    ("priority", 2**31 - 1),
+    ("priority", 2**31),
+    ("priority", -(2**31)),
+    ("priority", -(2**31) - 1),
+    ("max_attempts", 0),
+    ("max_attempts", 1),
+    ("timeout", 0),
+    ("timeout", 0.001),
+]
+
+
+def _spec_refuses(field: str, value: Any) -> bool:
+    given = {"type": "echo", field: value}
+    try:
+        parse_job_spec(given).to_new_job(3, None, datetime.now(UTC))
+    except InvalidParams:
+        return True
+    return False
+
+
+def _sql_refuses(conn: psycopg.Connection[Any], schema: str, field: str, value: Any) -> bool:
+    given = {"type": "echo", "queue": "default", "priority": 0, "max_attempts": 3, "timeout": None}
+    given[field] = value
+    sql = (
+        f'SELECT "{schema}".jobd_enqueue(%(type)s, %(payload)s::jsonb, queue => %(queue)s,'
+        " priority => %(priority)s::bigint::integer, max_attempts => %(max_attempts)s::integer,"
+        " timeout => %(timeout)s::double precision)"
+    )
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(sql, given | {"payload": "{}"})
+    except psycopg.errors.DataError:
+        return True
+    except psycopg.errors.IntegrityError:
+        return True
+    return False
+
+
+def test_the_sql_function_refuses_what_the_job_spec_refuses(pg_url: str, schema: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        for field, value in SQL_CHECKED_EDGES:
+            sql, spec = _sql_refuses(conn, schema, field, value), _spec_refuses(field, value)
+            assert sql == spec, f"{field}={value!r}: SQL refuses {sql}, the spec refuses {spec}"

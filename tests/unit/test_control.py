@@ -37,7 +37,8 @@ from jobd.errors import (
     UnknownType,
 )
 from jobd.handlers import HandlerSpec, Registry
-from jobd.protocol import IdParams, JobSpec, NoParams, WaitParams
+from jobd.jobspec import JobSpec
+from jobd.protocol import IdParams, NoParams, WaitParams
 from jobd.store import Notification, Outcome, OutcomeKind
 from jobd.store.memory import MemoryStore
 
@@ -187,6 +188,7 @@ async def test_submit_refuses_unknown_types_and_payloads_the_handler_rejects(
         await ops.submit(spec("nope"))
     assert unknown.value.data == {
         "field": "type",
+        "problem": "unknown job type 'nope' (this daemon runs: buggy, echo, strict)",
         "type": "nope",
         "known": ["buggy", "echo", "strict"],
     }
@@ -204,8 +206,8 @@ async def test_submit_refuses_unknown_types_and_payloads_the_handler_rejects(
 async def test_submit_many_names_the_job_and_stores_all_or_none(ops: Operations) -> None:
     from jobd.protocol import SubmitManyParams
 
-    good = spec(where="jobs[0].")
-    bad = JobSpec(type="nope", payload={}, where="jobs[1].")
+    good = spec()
+    bad = JobSpec(type="nope", payload={})
     with pytest.raises(UnknownType, match=r"^jobs\[1\]\.type: unknown job type 'nope'"):
         await ops.submit_many(SubmitManyParams([good, bad]))
     assert (await ops.store.counts()).rows == []

@@ -1,0 +1,176 @@
+"""The job spec: what a client asks for when it submits a job, and the one reading and checking
+of it that every way of submitting goes through -- jobctl and jobd.Client before sending, the
+HTTP shim, the control protocol's `submit` and `submit_many`, and jobd.enqueue.
+
+    {"type": …, "payload": …, "delay": …} ──parse_job_spec──► JobSpec ──to_new_job──► NewJob
+    (wire JSON, or keyword arguments)        (types, delay)                (domain rules)
+
+The checks are split by what they need: the members' types and the submit-only options (`delay`
+and its cap, run_at or delay) are read here; the rules of a stored job (name lengths, priority
+range, attempts, timeout bounds, key lengths) are the domain's (jobd.domain.NewJob), applied when
+the spec becomes a NewJob.  Both kinds of refusal are InvalidParams carrying `field` and
+`problem`.  The SQL function jobd_enqueue() checks the same limits again for SQL-only callers;
+tests/integration/test_enqueue.py holds the two to the same values.
+
+Pure: no I/O, no clock (the time a delay counts from is passed in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
+
+from jobd import fields
+from jobd.domain import DEFAULT_QUEUE, InvalidJob, NewJob
+from jobd.errors import InvalidParams, JobdError
+
+#: A `delay` beyond ten years is a mistake, not a plan.
+MAX_DELAY = 10 * 365 * 86400.0
+
+
+class SubmitOptions(TypedDict, total=False):
+    """A submit's options as Python callers pass them (jobd.Client.submit, jobd.enqueue), as
+    keyword arguments; None is "not given".  run_at may be a datetime or ISO-8601 text."""
+
+    queue: str | None
+    priority: int | None
+    max_attempts: int | None
+    run_at: datetime | str | None
+    delay: float | None
+    timeout: float | None
+    idempotency_key: str | None
+    correlation_id: str | None
+
+
+#: The members of a spec.
+SUBMIT_FIELDS = frozenset(("type", "payload", *SubmitOptions.__annotations__))
+
+PayloadValidator = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A submit, type-checked.  Options left None take the handler's or the daemon's default,
+    filled in by to_new_job."""
+
+    type: str
+    payload: dict[str, Any]
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int | None = None
+    run_at: datetime | None = None
+    delay: float | None = None
+    timeout: float | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+
+    def to_new_job(self, max_attempts: int, correlation_id: str | None, now: datetime) -> NewJob:
+        """The NewJob to store; `max_attempts` and `correlation_id` are used when the client
+        gave none, `now` turns a delay into run_at.  InvalidParams names the field."""
+        run_at = self.run_at
+        if self.delay is not None:
+            run_at = now + timedelta(seconds=self.delay)
+        try:
+            return NewJob(
+                type=self.type,
+                payload=self.payload,
+                queue=self.queue,
+                priority=self.priority,
+                max_attempts=self.max_attempts if self.max_attempts is not None else max_attempts,
+                run_at=run_at,
+                timeout=self.timeout,
+                idempotency_key=self.idempotency_key,
+                correlation_id=self.correlation_id or correlation_id,
+            )
+        except InvalidJob as exc:
+            raise InvalidParams.of_field(exc.field, exc.problem) from None
+
+    def to_params(self) -> dict[str, Any]:
+        """The spec as the protocol's submit params: the members given, times as ISO-8601."""
+        params: dict[str, Any] = {"type": self.type}
+        if self.payload:
+            params["payload"] = self.payload
+        if self.queue != DEFAULT_QUEUE:
+            params["queue"] = self.queue
+        if self.priority:
+            params["priority"] = self.priority
+        optional = {
+            "max_attempts": self.max_attempts,
+            "run_at": None if self.run_at is None else self.run_at.isoformat(),
+            "delay": self.delay,
+            "timeout": self.timeout,
+            "idempotency_key": self.idempotency_key,
+            "correlation_id": self.correlation_id,
+        }
+        params.update((name, value) for name, value in optional.items() if value is not None)
+        return params
+
+
+_TYPE_AND_PAYLOAD = frozenset({"type", "payload"})
+
+
+def parse_job_spec(params: Mapping[str, Any]) -> JobSpec:
+    """Read a spec from the submit params (members this version does not know are ignored:
+    the protocol evolves by adding them).  InvalidParams names the member at fault."""
+    if not isinstance(params, Mapping):
+        raise fields.invalid("params", "must be an object")
+    job_type = fields.required(params, "type")
+    if not isinstance(job_type, str):
+        raise fields.invalid("type", "must be a string")
+    payload = params.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        raise fields.invalid("payload", "must be a JSON object")
+    if params.keys() <= _TYPE_AND_PAYLOAD:
+        # Nothing else given, so every other member is its default: the usual job of a big
+        # submit_many, spared nine readers that would each find nothing.
+        return JobSpec(type=job_type, payload=payload)
+    run_at = fields.time(params, "run_at")
+    delay = fields.number(params, "delay")
+    if run_at is not None and delay is not None:
+        raise fields.invalid("delay", "give run_at or delay, not both")
+    if delay is not None and not 0 <= delay <= MAX_DELAY:
+        raise fields.invalid("delay", "must be between 0 and 10 years of seconds")
+    return JobSpec(
+        type=job_type,
+        payload=payload,
+        queue=fields.text(params, "queue", DEFAULT_QUEUE),
+        priority=fields.integer(params, "priority", 0),
+        max_attempts=fields.integer(params, "max_attempts"),
+        run_at=run_at,
+        delay=delay,
+        timeout=fields.number(params, "timeout"),
+        idempotency_key=fields.text(params, "idempotency_key"),
+        correlation_id=fields.text(params, "correlation_id"),
+    )
+
+
+def unknown_fields(job: Mapping[str, Any]) -> list[str]:
+    """The members of `job` that are no submit field, sorted (a typo in a batch file or an
+    HTTP body is refused rather than silently ignored)."""
+    return sorted(set(job) - SUBMIT_FIELDS)
+
+
+def check_payload(validator: PayloadValidator, job_type: str, payload: dict[str, Any]) -> None:
+    """Run a handler's payload validator; its ValueError becomes InvalidParams on `payload`."""
+    try:
+        validator(payload)
+    except ValueError as exc:
+        raise InvalidParams.of_field(
+            "payload", f"rejected by the {job_type!r} handler: {exc}", type=job_type
+        ) from None
+
+
+def in_batch(error: JobdError, index: int) -> JobdError:
+    """`error`, about the job at `index` of a submit_many: its field becomes `jobs[3].type`
+    (`jobs[3]` for the job as a whole) and `index` joins its data."""
+    if error.problem is None:
+        return error
+    relative = error.field or ""
+    where = f"jobs[{index}]"
+    data = {k: v for k, v in error.data.items() if k not in ("field", "problem")}
+    field = f"{where}.{relative}" if relative else where
+    return type(error).of_field(field, error.problem, index=index, **data)
