@@ -72,8 +72,7 @@ def enqueue(
     is jobd's schema (database.schema).  Raises jobd.errors.InvalidParams for a job the daemon
     would refuse."""
     query, params = _statement(type, payload, schema=schema, **options)
-    row = conn.execute(query, params).fetchone()
-    return int(row[0]) if not isinstance(row, Mapping) else int(next(iter(row.values())))
+    return _job_id(conn.execute(query, params).fetchone())
 
 
 async def aenqueue(
@@ -87,8 +86,15 @@ async def aenqueue(
     """`enqueue` for an async psycopg connection."""
     query, params = _statement(type, payload, schema=schema, **options)
     cur = await conn.execute(query, params)
-    row = await cur.fetchone()
-    return int(row[0]) if not isinstance(row, Mapping) else int(next(iter(row.values())))
+    return _job_id(await cur.fetchone())
+
+
+def _job_id(row: Any) -> int:
+    """The new job's id from the function's one row, whatever row factory the caller's
+    connection uses (tuples, dicts, ...)."""
+    if row is None:  # a function call always returns its row: this is a broken connection
+        raise RuntimeError("jobd_enqueue() returned no row")
+    return int(next(iter(row.values())) if isinstance(row, Mapping) else row[0])
 
 
 def _statement(

@@ -28,7 +28,7 @@ from jobd.store import Counts
 
 # A `_created` timestamp series beside every counter doubles the series for nothing Prometheus
 # needs (it sees resets by itself).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Outcome counters, by the event that moves them; each is labelled by job type and queue.
 JOB_EVENTS = {
@@ -48,7 +48,9 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800,
 
 
 class Metrics:
-    def __init__(self, counts: Callable[[], Counts | None] | None = None, cache_seconds=5.0):
+    def __init__(
+        self, counts: Callable[[], Counts | None] | None = None, cache_seconds: float = 5.0
+    ):
         self.registry = CollectorRegistry(auto_describe=True)
         self.jobs = {
             event: Counter(

@@ -141,7 +141,8 @@ class Api:
                 f"{method} is not allowed on {route.template} (allowed: {route.allow})",
                 headers={"Allow": route.allow},
             )
-        return getattr(self, name)
+        handler: Callable[[Request], Response] = getattr(self, name)
+        return handler
 
     def submit(self, request: Request) -> Response:
         params = submit_params(request)

@@ -28,6 +28,8 @@ def load_document(path: Path | None = None) -> dict[str, Any]:
     unquoted `200` would not survive the trip to JSON unchanged)."""
     with open(path or document_path(), encoding="utf-8") as f:
         document = yaml.safe_load(f)
+    if not isinstance(document, dict):
+        raise ValueError(f"{path or document_path()}: the OpenAPI document is not a mapping")
     _check_keys(document, "")
     return document
 
