@@ -278,6 +278,15 @@ class Store(abc.ABC):
         for listener in list(self._listeners):
             listener(notification)
 
+    def _notify_cancel_requested(self, job: Job) -> None:
+        """After an operator's cancel: a running job's node is told to stop it (CANCEL); a
+        job that was pending has ended (FINISHED)."""
+        kind = NotificationKind.CANCEL if job.state is State.RUNNING else NotificationKind.FINISHED
+        self._notify(Notification(kind, job_id=job.id))
+
+    def _notify_retried(self, job: Job) -> None:
+        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+
     def _notify_finished(
         self, states: Mapping[int, State], queues: Mapping[int, str] | None = None
     ) -> None:

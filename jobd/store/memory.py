@@ -108,16 +108,13 @@ class MemoryStore(Store):
     async def request_cancel(self, job_id: int) -> Job:
         with self._lock:
             job = self._apply(job_id, lambda j: j.request_cancel(self._clock()))
-        if job.state is State.RUNNING:
-            self._notify(Notification(NotificationKind.CANCEL, job_id=job.id))
-        else:
-            self._notify(Notification(NotificationKind.FINISHED, job_id=job.id))
+        self._notify_cancel_requested(job)
         return job
 
     async def retry(self, job_id: int) -> Job:
         with self._lock:
             job = self._apply(job_id, lambda j: j.operator_retry(self._clock()))
-        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+        self._notify_retried(job)
         return job
 
     def _apply(self, job_id: int, change: Callable[[Job], Job]) -> Job:

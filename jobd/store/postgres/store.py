@@ -225,15 +225,12 @@ class PostgresStore(Store):
 
     async def request_cancel(self, job_id: int) -> Job:
         job = await self._change(job_id, lambda j, now: j.request_cancel(now))
-        if job.state is State.RUNNING:
-            self._notify(Notification(NotificationKind.CANCEL, job_id=job.id))
-        else:
-            self._notify(Notification(NotificationKind.FINISHED, job_id=job.id))
+        self._notify_cancel_requested(job)
         return job
 
     async def retry(self, job_id: int) -> Job:
         job = await self._change(job_id, lambda j, now: j.operator_retry(now))
-        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+        self._notify_retried(job)
         return job
 
     async def _change(self, job_id: int, change: Callable[[Job, datetime], Job]) -> Job:
