@@ -14,17 +14,19 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import builtins
 import enum
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams
+from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
 
-MAX_LIST_LIMIT = 1000
-MAX_SUBMIT_MANY = 1000
+#: Where the in-process stores read the time; tests pass a fake one.
+Clock = Callable[[], datetime]
 
 
 class OutcomeKind(enum.StrEnum):
@@ -224,7 +226,7 @@ class Store(abc.ABC):
         queues: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
         exclude_queues: Sequence[str] | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Take up to `limit` pending jobs whose run_at has come, in (priority desc, run_at, id)
         order, restricted to `queues` and `types` when given and outside `exclude_queues`: each
         becomes running, owned by `node` until now + `lease` seconds, its attempt counted."""
@@ -232,7 +234,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def heartbeat(
         self, node: str, lease: float, job_ids: Collection[int] | None = None
-    ) -> list[int]:
+    ) -> builtins.list[int]:
         """Extend the leases `node` holds to now + `lease` -- only those of `job_ids` when
         given -- and return the ids of the extended jobs whose cancel has been requested (so a
         missed notification is caught here).
@@ -248,7 +250,7 @@ class Store(abc.ABC):
         state of each applied one.  Outcomes that lost their lease are left out."""
 
     @abc.abstractmethod
-    async def recover_expired(self) -> list[Job]:
+    async def recover_expired(self) -> builtins.list[Job]:
         """Jobs of any node whose lease has expired: back to pending with the attempt spent,
         failed when none is left, canceled when a cancel was requested."""
 
@@ -275,6 +277,25 @@ class Store(abc.ABC):
     def _notify(self, notification: Notification) -> None:
         for listener in list(self._listeners):
             listener(notification)
+
+    def _notify_cancel_requested(self, job: Job) -> None:
+        """After an operator's cancel: a running job's node is told to stop it (CANCEL); a
+        job that was pending has ended (FINISHED)."""
+        kind = NotificationKind.CANCEL if job.state is State.RUNNING else NotificationKind.FINISHED
+        self._notify(Notification(kind, job_id=job.id))
+
+    def _notify_retried(self, job: Job) -> None:
+        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+
+    def _notify_finished(
+        self, states: Mapping[int, State], queues: Mapping[int, str] | None = None
+    ) -> None:
+        """Announce the jobs a finish or a lease recovery settled: FINISHED for a terminal
+        state, SUBMITTED for a job pending again (with its queue when the store has it)."""
+        for job_id, state in states.items():
+            kind = NotificationKind.FINISHED if state.terminal else NotificationKind.SUBMITTED
+            queue = queues.get(job_id) if queues is not None else None
+            self._notify(Notification(kind, queue=queue, job_id=job_id))
 
 
 def validate_specs(specs: Sequence[NewJob]) -> None:

@@ -4,14 +4,17 @@ Thread-safe (one lock around every operation); nothing survives the process."""
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import threading
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from jobd.clock import utcnow
 from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, NotFound
 from jobd.store.base import (
+    Clock,
     CountRow,
     Counts,
     JobFilter,
@@ -30,12 +33,6 @@ from jobd.store.base import (
     owns,
     validate_specs,
 )
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class MemoryStore(Store):
@@ -111,16 +108,13 @@ class MemoryStore(Store):
     async def request_cancel(self, job_id: int) -> Job:
         with self._lock:
             job = self._apply(job_id, lambda j: j.request_cancel(self._clock()))
-        if job.state is State.RUNNING:
-            self._notify(Notification(NotificationKind.CANCEL, job_id=job.id))
-        else:
-            self._notify(Notification(NotificationKind.FINISHED, job_id=job.id))
+        self._notify_cancel_requested(job)
         return job
 
     async def retry(self, job_id: int) -> Job:
         with self._lock:
             job = self._apply(job_id, lambda j: j.operator_retry(self._clock()))
-        self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))
+        self._notify_retried(job)
         return job
 
     def _apply(self, job_id: int, change: Callable[[Job], Job]) -> Job:
@@ -148,7 +142,7 @@ class MemoryStore(Store):
         queues: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
         exclude_queues: Sequence[str] | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         with self._lock:
             now = self._clock()
             ready = [
@@ -169,7 +163,7 @@ class MemoryStore(Store):
 
     async def heartbeat(
         self, node: str, lease: float, job_ids: Collection[int] | None = None
-    ) -> list[int]:
+    ) -> builtins.list[int]:
         to_cancel = []
         wanted = None if job_ids is None else set(job_ids)
         with self._lock:
@@ -196,10 +190,11 @@ class MemoryStore(Store):
                 job = outcome_applied(job, outcome, now)
                 self._jobs[job.id] = job
                 applied[job.id] = job
-        self._notify_finished(list(applied.values()))
-        return {job_id: job.state for job_id, job in applied.items()}
+        states = {job_id: job.state for job_id, job in applied.items()}
+        self._notify_finished(states, {job.id: job.queue for job in applied.values()})
+        return states
 
-    async def recover_expired(self) -> list[Job]:
+    async def recover_expired(self) -> builtins.list[Job]:
         with self._lock:
             now = self._clock()
             recovered = [
@@ -211,7 +206,8 @@ class MemoryStore(Store):
             ]
             for job in recovered:
                 self._jobs[job.id] = job
-        self._notify_finished(recovered)
+        queues = {job.id: job.queue for job in recovered}
+        self._notify_finished({job.id: job.state for job in recovered}, queues)
         return recovered
 
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
@@ -227,8 +223,3 @@ class MemoryStore(Store):
                 if job.idempotency_key:
                     self._keys.pop(job.idempotency_key, None)
         return len(doomed)
-
-    def _notify_finished(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            kind = NotificationKind.FINISHED if job.state.terminal else NotificationKind.SUBMITTED
-            self._notify(Notification(kind, queue=job.queue, job_id=job.id))

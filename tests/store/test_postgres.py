@@ -371,7 +371,7 @@ async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -
     assert await store.migrate() == every
     assert await store.migrate() == []
     assert await store.pending_migrations() == []
-    async with store._connection() as conn:
+    async with store.pool.connection() as conn:
         cur = await conn.execute(
             sql.SQL("SELECT version, name FROM {}.schema_migrations").format(
                 sql.Identifier(pg_schema)
@@ -396,7 +396,7 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
     every = migrations.load("postgres")
     monkeypatch.setattr(migrations, "load", lambda dialect: every[:1])
     assert await store.migrate() == ["0001_init"]
-    async with store._connection() as conn:
+    async with store.pool.connection() as conn:
         await conn.execute(
             "INSERT INTO jobs (type, state, finished_at, idempotency_key)"
             " SELECT 'echo', s, now(), s FROM unnest(%s::text[]) AS s",
@@ -405,7 +405,7 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
     monkeypatch.undo()
 
     assert await store.migrate() == ["0002_finished_jobs"]
-    async with store._connection() as conn:
+    async with store.pool.connection() as conn:
         cur = await conn.execute("SELECT state FROM jobs")
         assert await cur.fetchall() == [{"state": "pending"}]
         cur = await conn.execute("SELECT state FROM finished_jobs ORDER BY id")
@@ -452,7 +452,7 @@ async def test_claim_walks_the_index_even_when_statistics_are_stale(
     )
     params = {"node": "n", "limit": 10, "lease": 30.0, "queues": None, "types": None}
     params["exclude_queues"] = None
-    async with pg._connection() as conn:
+    async with pg.pool.connection() as conn:
         cur = psycopg.AsyncClientCursor(conn)
         await cur.execute("EXPLAIN " + QUERIES["claim"], params)
         plan = "\n".join(row["QUERY PLAN"] for row in await cur.fetchall())
@@ -553,7 +553,7 @@ async def test_a_63_character_schema_gets_working_channels(pg_url: str, pg_schem
         stores[1].add_listener(heard.append)
         await stores[0].submit(spec(queue="long"))
         await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="long") in heard)
-        async with stores[0]._connection() as conn:  # jobd_enqueue names the channel alike
+        async with stores[0].pool.connection() as conn:  # jobd_enqueue names the channel alike
             await conn.execute("SELECT jobd_enqueue('echo', queue => 'sql')")
         await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="sql") in heard)
     finally:
@@ -609,7 +609,7 @@ def test_schema_must_be_a_plain_identifier() -> None:
 async def test_maintain_vacuums_the_jobs_table_once_dead_rows_pile_up(
     pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jobd.store.postgres as pg_module
+    import jobd.store.postgres.store as pg_module
 
     store = create_store(pg_url, schema=pg_schema)
     await store.open()
@@ -622,7 +622,7 @@ async def test_maintain_vacuums_the_jobs_table_once_dead_rows_pile_up(
         monkeypatch.setattr(pg_module, "VACUUM_DEAD_ROWS", 100)
 
         async def dead_rows() -> int:
-            async with store._connection() as conn:
+            async with store.pool.connection() as conn:
                 cur = await conn.execute(pg_module.QUERIES["dead_rows"])
                 return (await cur.fetchone())["dead"]
 

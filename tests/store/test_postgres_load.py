@@ -84,7 +84,7 @@ async def claim_rate(store: PostgresStore) -> float:
 async def claim_plan(store: PostgresStore) -> str:
     params: dict[str, Any] = {"node": "n", "limit": BATCH, "lease": 30.0, "queues": None}
     params |= {"types": None, "exclude_queues": None}
-    async with store._connection() as conn:  # the store's own session settings
+    async with store.pool.connection() as conn:  # the store's own session settings
         cur = psycopg.AsyncClientCursor(conn)  # binds client-side, so EXPLAIN sees values
         await cur.execute("EXPLAIN " + QUERIES["claim"], params)
         return "\n".join(row["QUERY PLAN"] for row in await cur.fetchall())
@@ -104,7 +104,7 @@ async def stores(pg_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStor
         yield opened[0], opened[1]
     finally:
         for store in opened:
-            async with store._connection() as conn:
+            async with store.pool.connection() as conn:
                 await conn.execute(
                     sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(store.schema))
                 )

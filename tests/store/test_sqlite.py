@@ -81,10 +81,10 @@ async def test_wal_mode_and_synchronous(db_path: Path, opened) -> None:
     store = await opened()
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    full = await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    full = await store.db.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
     assert full == 2  # FULL is the default
     normal_store = await opened(synchronous="normal")
-    assert await normal_store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 1
+    assert await normal_store.db.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 1
 
 
 def test_synchronous_must_be_full_or_normal(db_path: Path) -> None:
@@ -362,7 +362,7 @@ async def test_uncreatable_location_is_unavailable(tmp_path: Path) -> None:
 async def test_the_event_loop_is_free_while_the_database_works(opened) -> None:
     """Database work happens on the store's own thread, never on the loop's."""
     store = await opened()
-    thread = await store._run(lambda conn: threading.current_thread().name)
+    thread = await store.db.run(lambda conn: threading.current_thread().name)
     assert thread.startswith("jobd-sqlite")
     ticks = 0
 
@@ -373,6 +373,6 @@ async def test_the_event_loop_is_free_while_the_database_works(opened) -> None:
             await asyncio.sleep(0)
 
     task = asyncio.create_task(ticker())
-    await store._run(lambda conn: time.sleep(0.05))
+    await store.db.run(lambda conn: time.sleep(0.05))
     task.cancel()
     assert ticks > 10

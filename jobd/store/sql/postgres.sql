@@ -1,5 +1,5 @@
--- The PostgreSQL store's queries, one per `-- name: <name>` line; jobd/store/postgres.py loads
--- them at import.  Comment lines (starting with --) are documentation and are not sent.
+-- The PostgreSQL store's queries, one per `-- name: <name>` line; jobd/store/postgres/queries.py
+-- loads them at import.  Comment lines (starting with --) are documentation and are not sent.
 --
 -- Names are unqualified: each connection's search_path is jobd's schema.  Parameters are
 -- psycopg's %(name)s.  Every timestamp comes from the database clock (now(): the start of the

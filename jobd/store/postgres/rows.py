@@ -1,0 +1,111 @@
+"""Values in and out of the PostgreSQL store: rows into domain Jobs, and the operations'
+arguments into the array parameters its batched statements take.
+
+Kept apart from the operations so that each operation reads as the statements it issues; the
+column list comes from the Job dataclass itself, so a field added to the domain without a
+migration fails at the first query instead of being silently dropped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.errors import InvalidParams, NotFound
+from jobd.store.base import Outcome, OutcomeKind, Submitted, json_default
+
+Row = dict[str, Any]  # what the pool's dict_row factory makes of a row
+
+JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+
+
+def job_from_row(row: Row) -> Job:
+    values = {name: row[name] for name in JOB_FIELDS}
+    values["state"] = State(values["state"])
+    values["last_error"] = ErrorInfo.from_dict(values["last_error"])
+    return Job(**values)
+
+
+def submitted_from_row(row: Row) -> Submitted | None:
+    """A row of the submit statement: the job it inserted, or None when its key was taken."""
+    return Submitted(job_from_row(row), created=True) if row["id"] is not None else None
+
+
+async def fetch_one(cur: psycopg.AsyncCursor[dict[str, Any]]) -> Row:
+    row = await cur.fetchone()
+    if row is None:  # pragma: no cover - the statements calling this always return a row
+        raise RuntimeError("query returned no row")
+    return row
+
+
+def json_text(value: Any, field_name: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, default=json_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(f"{field_name}: not representable as JSON: {exc}") from None
+
+
+def submit_params(specs: Sequence[NewJob]) -> dict[str, list[Any]]:
+    return {
+        "types": [s.type for s in specs],
+        "queues": [s.queue for s in specs],
+        "priorities": [s.priority for s in specs],
+        "payloads": [json_text(s.payload, "payload") for s in specs],
+        "max_attempts": [s.max_attempts for s in specs],
+        "run_ats": [s.run_at for s in specs],
+        "timeouts": [float(s.timeout) if s.timeout is not None else None for s in specs],
+        "keys": [s.idempotency_key for s in specs],
+        "correlation_ids": [s.correlation_id for s in specs],
+    }
+
+
+def wants_pending(outcome: Outcome) -> bool:
+    """Whether an outcome asks for its job to run again (finish_retry), or ends it (finish)."""
+    kind = OutcomeKind(outcome.kind)
+    return kind is OutcomeKind.RELEASED or (
+        kind is OutcomeKind.FAILED and outcome.retry_at is not None
+    )
+
+
+def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    params: dict[str, list[Any]] = {
+        k: [] for k in ("ids", "attempts", "kinds", "results", "errors", "retry_ats", "crashed")
+    }
+    for o in outcomes:
+        kind = OutcomeKind(o.kind)
+        error = o.error
+        if kind is OutcomeKind.FAILED and error is None:
+            error = ErrorInfo("Error", "attempt failed")  # as outcome_applied does
+        completed = kind is OutcomeKind.COMPLETED and o.result is not None
+        params["ids"].append(o.job_id)
+        params["attempts"].append(o.attempt)
+        params["kinds"].append(kind.value)
+        params["results"].append(json_text(o.result, "result") if completed else None)
+        params["errors"].append(json_text(error.to_dict(), "error") if error else None)
+        params["retry_ats"].append(o.retry_at)
+        params["crashed"].append(bool(o.crashed))
+    return params
+
+
+def write_params(job: Job) -> dict[str, Any]:
+    params = {name: getattr(job, name) for name in JOB_FIELDS}
+    params["state"] = job.state.value
+    params["last_error"] = Jsonb(job.last_error.to_dict()) if job.last_error else None
+    params["result"] = Jsonb(job.result) if job.result is not None else None
+    return params
+
+
+def lookup_id(job_id: object) -> int | None:
+    """An id to look up; anything that is not an integer matches no job (as in memory)."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        return None
+    return job_id if -(2**63) <= job_id < 2**63 else None
+
+
+def not_found(job_id: object) -> NotFound:
+    return NotFound(f"job {job_id} not found", id=job_id)

@@ -1,0 +1,147 @@
+"""Values in and out of the SQLite store: Jobs as rows, and rows as Jobs.
+
+SQLite has no timestamp or JSON type: times are stored as epoch seconds (a double) and
+payloads, results and errors as JSON text.  These conversions are all in this module so that
+what a column holds is decided in one place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from jobd.domain import ErrorInfo, Job, State
+from jobd.errors import InvalidParams
+from jobd.store.base import json_default
+
+STATES = {s.value: s for s in State}
+
+
+def ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        raise InvalidParams(f"timestamp {value.isoformat()} must carry a time zone")
+    return value.timestamp()
+
+
+def opt_ts(value: datetime | None) -> float | None:
+    return None if value is None else ts(value)
+
+
+def dt(value: float) -> datetime:
+    # A double holds epoch seconds to well under half a microsecond until 2106, and
+    # fromtimestamp rounds to the nearest microsecond: the round trip is exact.
+    return datetime.fromtimestamp(value, UTC)
+
+
+def opt_dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def dumps(value: Any, what: str) -> str:
+    try:
+        # allow_nan=False: NaN/Infinity are not JSON, and PostgreSQL's jsonb refuses them too.
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=json_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(f"{what}: not JSON serialisable: {exc}") from None
+
+
+def opt_dumps(value: Any, what: str) -> str | None:
+    return None if value is None else dumps(value, what)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    (
+        job_id,
+        job_type,
+        queue,
+        priority,
+        payload,
+        state,
+        attempts,
+        max_attempts,
+        crashes,
+        run_at,
+        timeout,
+        last_error,
+        result,
+        idempotency_key,
+        correlation_id,
+        cancel_requested,
+        lease_owner,
+        lease_expires_at,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at,
+    ) = row
+    return Job(
+        id=job_id,
+        type=job_type,
+        queue=queue,
+        priority=priority,
+        payload=json.loads(payload),
+        state=STATES[state],
+        attempts=attempts,
+        max_attempts=max_attempts,
+        crashes=crashes,
+        run_at=dt(run_at),
+        timeout=timeout,
+        last_error=ErrorInfo.from_dict(json.loads(last_error)) if last_error else None,
+        result=None if result is None else json.loads(result),
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        cancel_requested=bool(cancel_requested),
+        lease_owner=lease_owner,
+        lease_expires_at=opt_dt(lease_expires_at),
+        created_at=dt(created_at),
+        updated_at=dt(updated_at),
+        started_at=opt_dt(started_at),
+        finished_at=opt_dt(finished_at),
+    )
+
+
+def insert_row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.type,
+        job.queue,
+        job.priority,
+        dumps(job.payload, "payload"),
+        job.state.value,
+        job.attempts,
+        job.max_attempts,
+        job.crashes,
+        ts(job.run_at),
+        job.timeout,
+        opt_dumps(job.last_error.to_dict() if job.last_error else None, "last_error"),
+        opt_dumps(job.result, "result"),
+        job.idempotency_key,
+        job.correlation_id,
+        int(job.cancel_requested),
+        job.lease_owner,
+        opt_ts(job.lease_expires_at),
+        ts(job.created_at),
+        ts(job.updated_at),
+        opt_ts(job.started_at),
+        opt_ts(job.finished_at),
+    )
+
+
+def update_row(job: Job) -> tuple[Any, ...]:
+    """Parameters of sql.UPDATE_JOB: the sql.MUTABLE columns, then the id."""
+    return (
+        job.state.value,
+        job.attempts,
+        job.crashes,
+        ts(job.run_at),
+        opt_dumps(job.last_error.to_dict() if job.last_error else None, "last_error"),
+        opt_dumps(job.result, f"result of job {job.id}"),
+        int(job.cancel_requested),
+        job.lease_owner,
+        opt_ts(job.lease_expires_at),
+        ts(job.updated_at),
+        opt_ts(job.started_at),
+        opt_ts(job.finished_at),
+        job.id,
+    )

@@ -1,0 +1,162 @@
+"""The SQLite store's statements, as text built once from the Job dataclass's fields.
+
+Apart from the operations so that each operation reads as Python over named statements, and
+so that the statements read together: they are what the indexes in the migrations serve."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from jobd.domain import Job
+from jobd.store.base import JobFilter
+from jobd.store.sqlite.rows import ts
+
+T = TypeVar("T")
+
+# Bound parameters per IN (...) list: far below SQLite's limit (999 before 3.32).
+_CHUNK = 500
+
+# Column lists come from the Job dataclass itself, so a field added to the domain without a
+# migration fails loudly at the first query instead of being silently dropped.
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+COLUMNS = ", ".join(FIELDS)
+# What a transition can change; the rest is fixed at submit.
+MUTABLE = (
+    "state",
+    "attempts",
+    "crashes",
+    "run_at",
+    "last_error",
+    "result",
+    "cancel_requested",
+    "lease_owner",
+    "lease_expires_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
+TERMINAL = "('completed', 'failed', 'canceled')"
+
+SELECT_BY_ID = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
+INSERT_JOB = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
+UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in MUTABLE)} WHERE id = ?"
+
+# The largest id ever handed out (AUTOINCREMENT keeps it in sqlite_sequence, pruned or not).
+# Read under the write lock, it lets submit_many number its rows itself and insert them with
+# one executemany instead of one statement per row to learn each lastrowid.
+LAST_ID = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)"
+
+# The claim, served by the partial index jobs_claim (priority DESC, run_at, id) WHERE state =
+# 'pending': SQLite walks the index in claim order, skips rows whose run_at has not come (or
+# outside the queue/type filter) and stops at the LIMIT.  {filters} adds `AND queue IN (…)` /
+# `AND type IN (…)` when the caller restricts them.
+CLAIM_CANDIDATES = f"""
+SELECT {COLUMNS} FROM jobs
+ WHERE state = 'pending' AND run_at <= ? AND attempts < max_attempts{{filters}}
+ ORDER BY priority DESC, run_at, id
+ LIMIT ?
+"""
+CLAIM_UPDATE = """
+UPDATE jobs
+   SET state = ?, attempts = ?, lease_owner = ?, lease_expires_at = ?, started_at = ?,
+       updated_at = ?
+ WHERE id = ?
+"""
+
+# The ids of the jobs the node holds come as a JSON array (NULL: every job of the node).
+HEARTBEAT = """
+UPDATE jobs SET lease_expires_at = ?
+ WHERE state = 'running' AND lease_owner = ?
+   AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))
+"""
+CANCELS_OF_NODE = """
+SELECT id FROM jobs
+ WHERE state = 'running' AND lease_owner = ? AND cancel_requested = 1
+   AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
+ ORDER BY id
+"""
+# No ORDER BY: with one, SQLite prefers walking the whole table in id order to sorting the few
+# rows the running-leases index yields; the caller sorts.
+EXPIRED = f"""
+SELECT {COLUMNS} FROM jobs
+ WHERE state = 'running' AND lease_expires_at <= ?
+"""
+PRUNE = f"""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE finished_at < ? AND state IN {TERMINAL} LIMIT ?
+)
+"""
+COUNTS = """
+SELECT queue, type, state, count(*) FROM jobs
+ GROUP BY queue, type, state
+ ORDER BY queue, type, state
+"""
+
+
+def placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def select_in(column: str, n: int) -> str:
+    """SELECT the jobs whose `column` is one of `n` parameters (the partial unique index on
+    idempotency_key serves it: `IN` implies IS NOT NULL)."""
+    return f"SELECT {COLUMNS} FROM jobs WHERE {column} IN ({placeholders(n)})"
+
+
+def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def list_select(filters: JobFilter, before: int | None) -> tuple[str, list[Any]]:
+    """The SELECT of `list`, newest first, and its parameters but for the LIMIT's."""
+    where, params = _list_conditions(filters, before)
+    return f"SELECT {COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT ?", params
+
+
+def claim_select(
+    queues: Sequence[str] | None,
+    types: Sequence[str] | None,
+    exclude_queues: Sequence[str] | None,
+) -> tuple[str, list[str]]:
+    """CLAIM_CANDIDATES restricted to `queues` and `types` and outside `exclude_queues`,
+    and the parameters of those restrictions."""
+    filters, params = "", []
+    for column, values, op in (
+        ("queue", queues, "IN"),
+        ("type", types, "IN"),
+        ("queue", exclude_queues or None, "NOT IN"),
+    ):
+        if values is not None:
+            values = list(dict.fromkeys(values))
+            filters += f" AND {column} {op} ({placeholders(len(values))})"
+            params.extend(values)
+    return CLAIM_CANDIDATES.format(filters=filters), params
+
+
+def _list_conditions(filters: JobFilter, before: int | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its parameters for `list`."""
+    conditions: list[str] = []
+    params: list[Any] = []
+
+    def add(condition: str, *values: Any) -> None:
+        conditions.append(condition)
+        params.extend(values)
+
+    if before is not None:
+        add("id < ?", before)
+    if filters.states:
+        states = [str(s) for s in dict.fromkeys(filters.states)]
+        add(f"state IN ({placeholders(len(states))})", *states)
+    if filters.type is not None:
+        add("type = ?", filters.type)
+    if filters.queue is not None:
+        add("queue = ?", filters.queue)
+    if filters.created_after is not None:
+        add("created_at > ?", ts(filters.created_after))
+    if filters.created_before is not None:
+        add("created_at < ?", ts(filters.created_before))
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params

@@ -1,0 +1,332 @@
+"""SQLiteStore: the SQLite store's operations, each one trip to the database thread.
+
+The database thread (thread.py), the statements (sql.py), the conversions of values
+(rows.py) and the migrations (schema.py) are its collaborators; what is left here is what
+each operation reads, lets the domain decide, and writes back, in one write transaction."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jobd.clock import utcnow
+from jobd.domain import IllegalTransition, Job, NewJob, State
+from jobd.errors import Conflict, InvalidParams, NotFound
+from jobd.store.base import (
+    Clock,
+    CountRow,
+    Counts,
+    JobFilter,
+    Notification,
+    NotificationKind,
+    Outcome,
+    Page,
+    Store,
+    Submitted,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    lease_until,
+    outcome_applied,
+    owns,
+    validate_specs,
+)
+from jobd.store.sqlite import schema
+from jobd.store.sqlite.rows import STATES, insert_row, job_from_row, ts, update_row
+from jobd.store.sqlite.sql import (
+    CANCELS_OF_NODE,
+    CLAIM_UPDATE,
+    COUNTS,
+    EXPIRED,
+    HEARTBEAT,
+    INSERT_JOB,
+    LAST_ID,
+    PRUNE,
+    SELECT_BY_ID,
+    UPDATE_JOB,
+    chunks,
+    claim_select,
+    list_select,
+    select_in,
+)
+from jobd.store.sqlite.thread import DatabaseThread, write_transaction
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+
+
+class SQLiteStore(Store):
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: Path | str,
+        clock: Clock = utcnow,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ):
+        """`synchronous`: "FULL" (the default) fsyncs the WAL at every commit, so a job whose
+        submit returned survives a power failure or a kernel crash, at the price of one fsync
+        per write transaction (claims and finishes are batched, so that is per batch, not per
+        job).  "NORMAL" syncs only at checkpoints: still safe against corruption and against a
+        crash of the process, but the last transactions before a power failure may be lost --
+        an acknowledged submit could vanish.  A job daemon's promise is that it does not lose
+        acknowledged jobs, so FULL is the default and NORMAL an explicit choice for throughput.
+
+        `busy_timeout`: seconds to wait for another process's write lock before Unavailable."""
+        super().__init__()
+        synchronous = synchronous.upper()
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous: expected FULL or NORMAL, got {synchronous!r}")
+        self.path = Path(path)
+        self._clock = clock
+        self.db = DatabaseThread(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.db.run(lambda conn: None)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.run(
+            lambda conn: conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        )
+
+    # --- migrations -----------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        return await self.db.run(schema.migrate, self._clock)
+
+    async def pending_migrations(self) -> list[str]:
+        return await self.db.run(schema.pending_migrations)
+
+    # --- clients' operations ----------------------------------------------------------------
+
+    async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:
+        validate_specs(specs)
+        if not specs:
+            return []
+        out = await self.db.run(self._submit_many, list(specs))
+        for queue in {s.job.queue for s in out if s.created}:
+            self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
+        return out
+
+    def _submit_many(self, conn: sqlite3.Connection, specs: list[NewJob]) -> list[Submitted]:
+        out: list[Submitted] = []
+        rows: list[tuple[Any, ...]] = []
+        with write_transaction(conn):
+            now = self._clock()
+            keys = [s.idempotency_key for s in specs if s.idempotency_key]
+            by_key = self._jobs_by_key(conn, keys) if keys else {}
+            (last_id,) = conn.execute(LAST_ID).fetchone()
+            for spec in specs:
+                key = spec.idempotency_key
+                if key and key in by_key:  # existing, or earlier in this same batch
+                    out.append(Submitted(by_key[key], created=False))
+                    continue
+                last_id += 1
+                job = Job.new(last_id, spec, now)
+                if job.run_at.utcoffset():  # answer with the job as get() will return it
+                    job = dataclasses.replace(job, run_at=job.run_at.astimezone(UTC))
+                if key:
+                    by_key[key] = job
+                rows.append(insert_row(job))
+                out.append(Submitted(job, created=True))
+            conn.executemany(INSERT_JOB, rows)
+        return out
+
+    def _jobs_by_key(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for chunk in chunks(keys):
+            for row in conn.execute(select_in("idempotency_key", len(chunk)), tuple(chunk)):
+                job = job_from_row(row)
+                found[job.idempotency_key] = job  # type: ignore[index]
+        return found
+
+    def _jobs_by_id(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Job]:
+        found: dict[int, Job] = {}
+        for chunk in chunks(ids):
+            for row in conn.execute(select_in("id", len(chunk)), tuple(chunk)):
+                found[row[0]] = job_from_row(row)
+        return found
+
+    async def get(self, job_id: int) -> Job:
+        return await self.db.run(self._get, job_id)
+
+    def _get(self, conn: sqlite3.Connection, job_id: int) -> Job:
+        row = conn.execute(SELECT_BY_ID, (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found", id=job_id)
+        return job_from_row(row)
+
+    async def list(
+        self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        limit = check_limit(limit)
+        before = decode_cursor(cursor) if cursor else None
+        sql, params = list_select(filters, before)
+        # One row more than asked tells whether there is a next page.
+        matched = await self.db.run(self._select_jobs, sql, (*params, limit + 1))
+        more = len(matched) > limit
+        jobs = matched[:limit]
+        return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
+
+    def _select_jobs(
+        self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+    ) -> builtins.list[Job]:
+        return [job_from_row(row) for row in conn.execute(sql, params)]
+
+    async def request_cancel(self, job_id: int) -> Job:
+        job = await self.db.run(self._change, job_id, lambda j, now: j.request_cancel(now))
+        self._notify_cancel_requested(job)
+        return job
+
+    async def retry(self, job_id: int) -> Job:
+        job = await self.db.run(self._change, job_id, lambda j, now: j.operator_retry(now))
+        self._notify_retried(job)
+        return job
+
+    def _change(
+        self, conn: sqlite3.Connection, job_id: int, change: Callable[[Job, datetime], Job]
+    ) -> Job:
+        with write_transaction(conn):
+            job = self._get(conn, job_id)
+            try:
+                job = change(job, self._clock())
+            except IllegalTransition as exc:
+                raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
+            conn.execute(UPDATE_JOB, update_row(job))
+        return job
+
+    async def counts(self) -> Counts:
+        rows = await self.db.run(lambda conn: conn.execute(COUNTS).fetchall())
+        return Counts([CountRow(q, t, STATES[s], n) for q, t, s, n in rows])
+
+    # --- the supervisor's operations --------------------------------------------------------
+
+    async def claim(
+        self,
+        node: str,
+        limit: int,
+        *,
+        lease: float,
+        queues: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
+    ) -> builtins.list[Job]:
+        if limit < 1 or (queues is not None and not queues) or (types is not None and not types):
+            return []  # nothing can match: no need to take the write lock
+        sql, params = claim_select(queues, types, exclude_queues)
+        return await self.db.run(self._claim, node, limit, lease, sql, params)
+
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        node: str,
+        limit: int,
+        lease: float,
+        sql: str,
+        filter_params: builtins.list[str],
+    ) -> builtins.list[Job]:
+        with write_transaction(conn):
+            now = self._clock()
+            rows = conn.execute(sql, (ts(now), *filter_params, limit)).fetchall()
+            until = lease_until(now, lease)
+            claimed = [job_from_row(row).claim(node, until, now) for row in rows]
+            conn.executemany(
+                CLAIM_UPDATE,
+                [
+                    (
+                        j.state.value,
+                        j.attempts,
+                        j.lease_owner,
+                        ts(until),
+                        ts(now),
+                        ts(now),
+                        j.id,
+                    )
+                    for j in claimed
+                ],
+            )
+        return claimed
+
+    async def heartbeat(
+        self, node: str, lease: float, job_ids: Collection[int] | None = None
+    ) -> builtins.list[int]:
+        ids = None if job_ids is None else json.dumps(sorted(int(i) for i in job_ids))
+        return await self.db.run(self._heartbeat, node, lease, ids)
+
+    def _heartbeat(
+        self, conn: sqlite3.Connection, node: str, lease: float, ids: str | None
+    ) -> builtins.list[int]:
+        with write_transaction(conn):
+            now = self._clock()
+            conn.execute(HEARTBEAT, (ts(lease_until(now, lease)), node, ids))
+            return [job_id for (job_id,) in conn.execute(CANCELS_OF_NODE, (node, ids))]
+
+    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+        if not outcomes:
+            return {}
+        applied = await self.db.run(self._finish, node, list(outcomes))
+        self._notify_finished(applied)
+        return applied
+
+    def _finish(
+        self, conn: sqlite3.Connection, node: str, outcomes: builtins.list[Outcome]
+    ) -> dict[int, State]:
+        """Fenced like the memory store: an outcome applies only while (id, attempt, node)
+        still owns the job, checked on the rows as they are under the write lock."""
+        changed: dict[int, Job] = {}
+        with write_transaction(conn):
+            now = self._clock()
+            jobs = self._jobs_by_id(conn, list(dict.fromkeys(o.job_id for o in outcomes)))
+            for outcome in outcomes:
+                job = jobs.get(outcome.job_id)
+                if job is None or not owns(job, node, outcome.attempt):
+                    continue
+                job = outcome_applied(job, outcome, now)
+                jobs[job.id] = changed[job.id] = job
+            conn.executemany(UPDATE_JOB, [update_row(j) for j in changed.values()])
+        return {job_id: job.state for job_id, job in changed.items()}
+
+    async def recover_expired(self) -> builtins.list[Job]:
+        recovered = await self.db.run(self._recover_expired)
+        self._notify_finished({j.id: j.state for j in recovered})
+        return recovered
+
+    def _recover_expired(self, conn: sqlite3.Connection) -> builtins.list[Job]:
+        with write_transaction(conn):
+            now = self._clock()
+            expired = sorted(
+                (job_from_row(row) for row in conn.execute(EXPIRED, (ts(now),))), key=lambda j: j.id
+            )
+            recovered = [job.recover(now) for job in expired]
+            conn.executemany(UPDATE_JOB, [update_row(j) for j in recovered])
+        return recovered
+
+    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+        """One transaction, and one trip to the database thread, per batch: the supervisor's
+        own claims and finishes get the thread (and other processes the write lock) between
+        batches instead of waiting behind a long delete."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidParams("batch: must be a positive integer")
+        cutoff = ts(self._clock() - older_than)
+        total = 0
+        while True:
+            deleted = await self.db.run(self._prune_batch, cutoff, batch)
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def _prune_batch(self, conn: sqlite3.Connection, cutoff: float, batch: int) -> int:
+        with write_transaction(conn):
+            return conn.execute(PRUNE, (cutoff, batch)).rowcount
