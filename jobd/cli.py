@@ -198,6 +198,8 @@ def config_check(ctx: click.Context) -> None:
     config = load(ctx)
     for name in unknown_environment(os.environ):
         click.echo(f"jobd: warning: {name} is not a jobd setting; ignored", err=True)
+    for warning in config.warnings:
+        click.echo(f"jobd: warning: {warning}", err=True)
     origin = f" < {config.path}" if config.path else ""
     click.echo(f"# effective jobd configuration: defaults{origin} < environment < flags;")
     click.echo("# secrets masked")

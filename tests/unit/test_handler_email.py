@@ -21,10 +21,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from jobd.config import FilesConfig, SmtpConfig, load_config
+from jobd.config import load_config
 from jobd.context import JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import mail, registry, settings
+from jobd.handlers import registry
+from jobd.samples import mail, settings
+from jobd.samples.sections import FilesConfig, SmtpConfig
 
 SENDER = "Jobs <jobs@example.com>"
 
@@ -449,10 +451,10 @@ def test_no_from_address(configure: Any) -> None:
 
 
 def test_daemon_refuses_to_start_without_a_from_address() -> None:
-    config = load_config(env={"JOBD_HANDLERS_BUILTIN": "send_email"})
+    config = load_config(env={"JOBD_HANDLERS_SAMPLES": "send_email"})
     assert settings.startup_problems(config) == [
-        "handlers.builtin enables send_email but smtp.from is not set (JOBD_SMTP_FROM):"
+        "handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM):"
         " e-mails need a From address"
     ]
-    ok = load_config(env={"JOBD_HANDLERS_BUILTIN": "send_email", "JOBD_SMTP_FROM": SENDER})
+    ok = load_config(env={"JOBD_HANDLERS_SAMPLES": "send_email", "JOBD_SMTP_FROM": SENDER})
     assert settings.startup_problems(ok) == []

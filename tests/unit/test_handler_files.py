@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from jobd.config import FilesConfig, SmtpConfig
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import files, registry, settings
-from jobd.handlers.paths import TEMP_SUFFIX
+from jobd.handlers import registry
+from jobd.samples import files, settings
+from jobd.samples.paths import TEMP_SUFFIX
+from jobd.samples.sections import FilesConfig, SmtpConfig
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from jobd.config import FilesConfig, SmtpConfig
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import registry, report, settings
-from jobd.handlers.paths import TEMP_SUFFIX
+from jobd.handlers import registry
+from jobd.samples import report, settings
+from jobd.samples.paths import TEMP_SUFFIX
+from jobd.samples.sections import FilesConfig, SmtpConfig
 
 SALES = "region,amount\nnorth,10\nsouth,2.5\nnorth,5\nwest,\nnorth,x\n"
 

@@ -1,5 +1,5 @@
 """`generate_report`: group records by a key, aggregate a numeric field, and write the report as
-CSV, JSON or a small self-contained HTML table.  Enabled by `handlers.builtin:
+CSV, JSON or a small self-contained HTML table.  Enabled by `handlers.samples:
 [generate_report]`.
 
 Payload::
@@ -43,9 +43,10 @@ from typing import IO, Any, BinaryIO
 
 from jobd.context import JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import handler, settings
-from jobd.handlers.paths import AllowedDirs, check_path
-from jobd.handlers.payload import Payload, checked, choice, integer, number, only_fields, text
+from jobd.handlers import handler
+from jobd.samples import settings
+from jobd.samples.paths import AllowedDirs, check_path
+from jobd.samples.payload import Payload, checked, choice, integer, number, only_fields, text
 
 FIELDS = (
     "input",
