@@ -100,11 +100,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The table is built on first use (see jobd.config.table), so these are looked up then.
-    views = {
-        "SETTINGS": lambda: table().settings,
-        "SETTINGS_BY_KEY": lambda: table().by_key,
-        "SETTINGS_BY_ENV": lambda: table().by_env,
-    }
-    if name in views:
-        return views[name]()
+    if name == "SETTINGS":
+        return table().settings
+    if name == "SETTINGS_BY_KEY":
+        return table().by_key
+    if name == "SETTINGS_BY_ENV":
+        return table().by_env
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -63,7 +63,9 @@ def _range_text(
     return " " + " and ".join(parts) if parts else ""
 
 
-def _check_range(value: float, low: float | None, high: float | None, positive: bool = False):
+def _check_range(
+    value: float, low: float | None, high: float | None, positive: bool = False
+) -> float:
     if math.isnan(value) or math.isinf(value):
         raise Problem("must be a finite number")
     too_low = (positive and value <= 0) or (low is not None and value < low)

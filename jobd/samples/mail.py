@@ -121,7 +121,7 @@ def parse_address(field: str, value: object) -> Address:
     addresses = header.addresses
     if header.defects or len(addresses) != 1:
         raise ValueError(f"{field}: {value!r} is not one valid e-mail address")
-    address = addresses[0]
+    address: Address = addresses[0]
     if not address.username or not _valid_domain(address.domain):
         raise ValueError(f"{field}: {value!r} is not an e-mail address (user@domain)")
     return address

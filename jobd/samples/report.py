@@ -36,7 +36,7 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
@@ -289,7 +289,7 @@ def _aggregate(ctx: JobContext, totals: Totals, records: Iterable[Mapping[str, A
 # --- reading ------------------------------------------------------------------------------
 
 
-def read_records(source: BinaryIO, spec: ReportSpec) -> Iterator[Mapping[str, Any]]:
+def read_records(source: BinaryIO, spec: ReportSpec) -> Generator[Mapping[str, Any], None, None]:
     """The input file's records, one at a time; a malformed input is a PermanentError."""
     stream = io.TextIOWrapper(source, encoding="utf-8-sig", newline="")
     try:
