@@ -23,7 +23,7 @@ import yaml
 from jobd import __version__
 from jobd.config import Config, ConfigError, load_config, mask_url, setting, unknown_environment
 from jobd.errors import Unavailable
-from jobd.store import create_store
+from jobd.store import Store, create_store
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -150,11 +150,11 @@ def migrate(ctx: click.Context, check: bool) -> None:
         ctx.exit(EXIT_FAILURE)
 
 
-async def _apply(store: Any) -> list[str]:
+async def _apply(store: Store) -> list[str]:
     return await store.migrate()
 
 
-async def _pending(store: Any) -> list[str]:
+async def _pending(store: Store) -> list[str]:
     return await store.pending_migrations()
 
 
@@ -198,6 +198,8 @@ def config_check(ctx: click.Context) -> None:
     config = load(ctx)
     for name in unknown_environment(os.environ):
         click.echo(f"jobd: warning: {name} is not a jobd setting; ignored", err=True)
+    for warning in config.warnings:
+        click.echo(f"jobd: warning: {warning}", err=True)
     origin = f" < {config.path}" if config.path else ""
     click.echo(f"# effective jobd configuration: defaults{origin} < environment < flags;")
     click.echo("# secrets masked")

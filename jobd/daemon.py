@@ -11,10 +11,11 @@ from jobd.config import Config, mask_url
 from jobd.control import ControlServer, ControlSocketError
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
-from jobd.handlers import HandlerImportError, enabled_modules, load_modules
-from jobd.handlers import settings as handler_settings
+from jobd.handlers import HandlerImportError, load_modules
 from jobd.http.child import HttpChild
 from jobd.logs import setup_logging
+from jobd.samples import enabled_modules
+from jobd.samples import settings as handler_settings
 from jobd.store import Store, create_store
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
 
@@ -58,8 +59,8 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
 
 def handler_modules(config: Config) -> tuple[str, ...]:
     """The modules that register this node's job types: the enabled sample handlers'
-    (`handlers.builtin`), then `handlers.modules`."""
-    return enabled_modules(config.handlers.builtin, config.handlers.modules)
+    (`handlers.samples`), then `handlers.modules`."""
+    return enabled_modules(config.handlers.samples, config.handlers.modules)
 
 
 def worker_setup(config: Config, node: str) -> Callable[[], None]:
@@ -67,7 +68,7 @@ def worker_setup(config: Config, node: str) -> Callable[[], None]:
     enabled, the settings they read, since workers are not given the Config
     (docs/adr/0012-handler-settings.md)."""
     setup = functools.partial(setup_logging, config.logging.level, config.logging.format, node)
-    if not config.handlers.builtin:
+    if not config.handlers.samples:
         return setup  # nothing to hand over: spare each worker importing jobd.config
     return handler_settings.WorkerSetup(setup, handler_settings.HandlerSettings.from_config(config))
 
@@ -103,6 +104,8 @@ async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
 async def serve(config: Config, migrate: bool = False) -> int:
     node = new_node_id()
     setup_logging(config.logging.level, config.logging.format, node)
+    for warning in config.warnings:  # a deprecated setting, once at start
+        log.warning(warning)
     problems = handler_settings.startup_problems(config)
     if problems:
         raise StartupError("; ".join(problems), EXIT_CONFIG)

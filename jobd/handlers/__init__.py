@@ -1,4 +1,4 @@
-"""The handler registry: which job types this process can run, and how.
+"""The handler framework: which job types this process can run, and how.
 
 Application code registers a handler with the decorator::
 
@@ -13,109 +13,34 @@ A handler is a plain function `fn(ctx, payload) -> JSON-able result`, run in a w
 The modules that define handlers are named in the configuration (`handlers.modules`); the
 supervisor imports them to learn the types (and their submit-time validators), and the fork
 server imports them once so every worker starts with them loaded.
+
+The built-in types, `echo` and `sleep`, are always there (jobd.handlers.builtin).  The sample
+handlers (`send_email`, `generate_report`, `process_file`) are not part of the framework: they
+live in jobd.samples and are enabled by `handlers.samples`.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from jobd.handlers.registration import (
+    BUILTIN_MODULES,
+    HandlerFn,
+    HandlerImportError,
+    HandlerSpec,
+    Registry,
+    Validator,
+    handler,
+    load_modules,
+    registry,
+)
 
-from jobd.domain import Backoff
-
-HandlerFn = Callable[[Any, dict[str, Any]], Any]
-Validator = Callable[[dict[str, Any]], None]
-
-#: Modules that are always loaded: the built-in `echo` and `sleep` types.
-BUILTIN_MODULES = ("jobd.handlers.builtin",)
-
-#: The sample handlers that `handlers.builtin` enables, each in a module of its own: job type
-#: -> module.  (They are opt-in because each touches the outside world: an SMTP server, files.)
-SAMPLE_MODULES = {
-    "send_email": "jobd.handlers.mail",
-    "generate_report": "jobd.handlers.report",
-    "process_file": "jobd.handlers.files",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    name: str
-    fn: HandlerFn
-    max_attempts: int | None = None  # default for jobs submitted without one
-    timeout: float | None = None  # seconds one attempt may run
-    backoff: Backoff | None = None
-    validator: Validator | None = None  # called at submit time; raises ValueError
-
-
-class HandlerImportError(RuntimeError):
-    """A handler module named in the configuration could not be imported."""
-
-
-class Registry:
-    def __init__(self) -> None:
-        self._handlers: dict[str, HandlerSpec] = {}
-
-    def register(self, spec: HandlerSpec) -> None:
-        existing = self._handlers.get(spec.name)
-        if existing is not None and existing.fn is not spec.fn:
-            raise ValueError(
-                f"job type {spec.name!r} is registered twice:"
-                f" {_where(existing.fn)} and {_where(spec.fn)}"
-            )
-        self._handlers[spec.name] = spec
-
-    def get(self, name: str) -> HandlerSpec | None:
-        return self._handlers.get(name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._handlers
-
-    def types(self) -> list[str]:
-        return sorted(self._handlers)
-
-
-#: The process-wide registry the decorator fills.
-registry = Registry()
-
-
-def handler(
-    name: str,
-    *,
-    max_attempts: int | None = None,
-    timeout: float | None = None,
-    backoff: Backoff | None = None,
-    validator: Validator | None = None,
-) -> Callable[[HandlerFn], HandlerFn]:
-    """Register the decorated function as the handler of job type `name`."""
-
-    def register(fn: HandlerFn) -> HandlerFn:
-        registry.register(HandlerSpec(name, fn, max_attempts, timeout, backoff, validator))
-        return fn
-
-    return register
-
-
-def load_modules(modules: Iterable[str]) -> Registry:
-    """Import the built-in handlers and every module in `modules`; return the registry."""
-    for module in (*BUILTIN_MODULES, *modules):
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise HandlerImportError(
-                f"handler module {module!r} failed to import: {type(exc).__name__}: {exc}"
-            ) from exc
-    return registry
-
-
-def enabled_modules(builtin: Iterable[str], modules: Iterable[str]) -> tuple[str, ...]:
-    """The handler modules a node loads: those of the enabled sample handlers (`builtin`, job
-    type names), then the configured `modules`, each once.  The supervisor (for the types and
-    their validators) and the fork server (for the workers) must both get this list."""
-    names = [SAMPLE_MODULES[name] for name in builtin]
-    return tuple(dict.fromkeys([*names, *modules]))
-
-
-def _where(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
+__all__ = [
+    "BUILTIN_MODULES",
+    "HandlerFn",
+    "HandlerImportError",
+    "HandlerSpec",
+    "Registry",
+    "Validator",
+    "handler",
+    "load_modules",
+    "registry",
+]

@@ -1,4 +1,5 @@
-"""Two tiny job types that are always there, so jobd works with no configuration at all."""
+"""The built-in types, `echo` and `sleep`: two tiny job types that are always there, so jobd
+works with no configuration at all."""
 
 from __future__ import annotations
 

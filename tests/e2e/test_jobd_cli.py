@@ -100,6 +100,22 @@ def test_config_check_warns_about_a_misspelt_variable(jobd) -> None:
     assert "JOBD_WORKER is not a jobd setting" in result.stderr
 
 
+def test_config_check_warns_about_the_deprecated_handlers_builtin(jobd) -> None:
+    result = jobd("config", "check", JOBD_HANDLERS_BUILTIN="process_file")
+    assert result.returncode == 0
+    assert "handlers.builtin is deprecated" in result.stderr
+    assert "use handlers.samples (JOBD_HANDLERS_SAMPLES)" in result.stderr
+    assert yaml.safe_load(result.stdout)["handlers"]["samples"] == ["process_file"]
+
+
+def test_handlers_builtin_and_handlers_samples_together_exit_2_naming_both(jobd) -> None:
+    result = jobd(
+        "config", "check", JOBD_HANDLERS_BUILTIN="send_email", JOBD_HANDLERS_SAMPLES="send_email"
+    )
+    assert result.returncode == 2
+    assert "handlers.builtin" in result.stderr and "handlers.samples" in result.stderr
+
+
 def test_an_unknown_key_exits_2_naming_the_key_and_the_file(jobd, tmp_path: Path) -> None:
     config = tmp_path / "jobd.yaml"
     config.write_text("database:\n  urll: sqlite:///tmp/x.db\n", encoding="utf-8")

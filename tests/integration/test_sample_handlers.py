@@ -1,4 +1,4 @@
-"""The sample handlers end to end: `jobd run` on PostgreSQL with handlers.builtin enabling them,
+"""The sample handlers end to end: `jobd run` on PostgreSQL with handlers.samples enabling them,
 jobs submitted through the store and with `jobctl submit`, a real SMTP server (aiosmtpd), real
 files under files.allowed_dirs, and a cancel in the middle of a large file."""
 
@@ -23,8 +23,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from jobd.domain import Job, NewJob, State
-from jobd.handlers.files import PROGRESS_EVERY
-from jobd.handlers.paths import TEMP_SUFFIX
+from jobd.samples.files import PROGRESS_EVERY
+from jobd.samples.paths import TEMP_SUFFIX
 from jobd.store import Store
 
 from .conftest import Daemon, eventually, wait_for
@@ -87,7 +87,7 @@ def files_dir(tmp_path: Path) -> Path:
 def sample_daemon(make_daemon, mailbox, files_dir: Path) -> Daemon:
     _, port = mailbox
     return make_daemon(
-        JOBD_HANDLERS_BUILTIN="send_email,generate_report,process_file",
+        JOBD_HANDLERS_SAMPLES="send_email,generate_report,process_file",
         JOBD_SMTP_HOST="127.0.0.1",
         JOBD_SMTP_PORT=str(port),
         JOBD_SMTP_FROM=SENDER,
@@ -368,7 +368,7 @@ def _events(daemon: Daemon, message: str) -> list[dict[str, Any]]:
 
 
 def test_jobd_refuses_to_start_without_what_the_handlers_need(make_daemon) -> None:
-    daemon = make_daemon(JOBD_HANDLERS_BUILTIN="send_email,process_file")
+    daemon = make_daemon(JOBD_HANDLERS_SAMPLES="send_email,process_file")
     done = subprocess.run(
         [sys.executable, "-m", "jobd.cli", "run"],
         env=daemon.env,

@@ -172,7 +172,7 @@ def test_tokens_are_required_and_no_secret_is_ever_logged(pg_url: str) -> None:
         "JOBD_DATABASE_URL": with_password(pg_url),
         "JOBD_HTTP_LISTEN": "127.0.0.1:0",
         "JOBD_HTTP_TOKENS": TOKEN,
-        "JOBD_HANDLERS_BUILTIN": "send_email",
+        "JOBD_HANDLERS_SAMPLES": "send_email",
         "JOBD_SMTP_HOST": "127.0.0.1",
         "JOBD_SMTP_PORT": "9",  # nothing listens: the job fails, its error is logged
         "JOBD_SMTP_USERNAME": "jobd",

@@ -17,6 +17,7 @@ from jobd.config import (
     ConfigError,
     QueueConfig,
     default_socket_path,
+    docs,
     load_config,
     mask_url,
     parse_duration,
@@ -41,7 +42,7 @@ def error(**kwargs: object) -> ConfigError:
     return info.value
 
 
-# --- names users rely on (DESIGN.md) ----------------------------------------------------------
+# --- names users rely on (documented in docs/configuration.md) -----------------------------
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_every_key_the_issues_name_is_in_the_table() -> None:
         "database": "url schema pool_min pool_max",
         "control": "socket socket_mode socket_group max_request_bytes",
         "workers": "count max_jobs_per_worker max_memory max_crashes prefetch",
-        "handlers": "modules builtin",
+        "handlers": "modules samples builtin",
         "jobs": "lease_seconds heartbeat_seconds poll_interval default_timeout"
         " default_max_attempts backoff_base backoff_factor backoff_max retention",
         "shutdown": "drain_timeout kill_grace",
@@ -85,7 +86,7 @@ def test_every_key_the_issues_name_is_in_the_table() -> None:
 
 def test_environment_names_are_unique_and_follow_the_pattern() -> None:
     assert len({s.env for s in SETTINGS}) == len(SETTINGS)
-    short = {"JOBD_SOCKET", "JOBD_WORKERS", "JOBD_HANDLER_MODULES"}  # DESIGN.md's names
+    short = {"JOBD_SOCKET", "JOBD_WORKERS", "JOBD_HANDLER_MODULES"}  # the documented short names
     for s in SETTINGS:
         if s.env not in short:
             assert s.env == "JOBD_" + s.key.replace(".", "_").upper()
@@ -111,7 +112,7 @@ def test_defaults() -> None:
     assert c.workers.count == (os.cpu_count() or 1)
     assert (c.workers.max_jobs_per_worker, c.workers.max_memory) == (0, 0)
     assert (c.workers.max_crashes, c.workers.prefetch) == (3, 1)
-    assert c.handlers.modules == () and c.handlers.builtin == ()
+    assert c.handlers.modules == () and c.handlers.samples == ()
     assert (c.jobs.lease_seconds, c.jobs.heartbeat_seconds, c.jobs.poll_interval) == (30, 10, 1)
     assert (c.jobs.default_timeout, c.jobs.default_max_attempts) == (3600, 3)
     assert (c.jobs.backoff_base, c.jobs.backoff_factor, c.jobs.backoff_max) == (1, 2, 300)
@@ -341,6 +342,7 @@ def test_a_bad_flag_names_the_flag() -> None:
         ("JOBD_DATABASE_URL", "sqlite://jobd.db", "needs an absolute path"),
         ("JOBD_DATABASE_SCHEMA", "my schema", "must be an SQL identifier"),
         ("JOBD_HANDLER_MODULES", "myapp/jobs.py", "item 1: must be a dotted module name"),
+        ("JOBD_HANDLERS_SAMPLES", "send_email,send_fax", "item 2: must be one of send_email"),
         ("JOBD_HANDLERS_BUILTIN", "send_email,send_fax", "item 2: must be one of send_email"),
         ("JOBD_SMTP_TLS", "ssl", "must be one of none, starttls, implicit"),
         ("JOBD_SMTP_FROM", "nobody", "must be an e-mail address"),
@@ -530,6 +532,32 @@ def test_a_secret_with_a_bad_type_is_not_echoed(tmp_path: Path) -> None:
     assert exc.key == "smtp.password" and "hunter2" not in str(exc)
 
 
+# --- handlers.builtin, the deprecated name of handlers.samples -----------------------------------
+
+
+def test_the_deprecated_name_still_enables_samples_with_a_warning() -> None:
+    c = load_config(env={**HOME, "JOBD_HANDLERS_BUILTIN": "send_email"})
+    assert c.handlers.samples == ("send_email",)
+    assert c.warnings == (
+        "handlers.builtin is deprecated (set by environment variable JOBD_HANDLERS_BUILTIN):"
+        " use handlers.samples (JOBD_HANDLERS_SAMPLES) instead",
+    )
+    assert "builtin" not in c.to_dict()["handlers"]
+
+
+def test_the_new_name_gives_no_warning() -> None:
+    c = load_config(env={**HOME, "JOBD_HANDLERS_SAMPLES": "send_email"})
+    assert c.handlers.samples == ("send_email",) and c.warnings == ()
+
+
+def test_both_names_set_is_an_error_naming_both(tmp_path: Path) -> None:
+    path = write(tmp_path, "handlers:\n  samples: [send_email]\n")
+    exc = error(path=path, env={**HOME, "JOBD_HANDLERS_BUILTIN": "process_file"})
+    assert exc.key == "handlers.builtin"
+    assert "handlers.samples" in str(exc) and "handlers.builtin" in str(exc)
+    assert f"{path}:2" in str(exc)
+
+
 # --- the docs and the example are generated from the table ------------------------------------
 
 
@@ -555,7 +583,8 @@ def test_the_example_documents_every_key_and_loads_to_the_defaults() -> None:
         for section, keys in data.items()
         for key in (keys if section != "queues" else [None])
     }
-    assert in_file == set(cfg.SETTINGS_BY_KEY)
+    # Every key but the deprecated names, which would conflict with their new ones.
+    assert in_file == {s.key for s in SETTINGS if not s.replaced_by}
     env = {**HOME, "XDG_RUNTIME_DIR": "/run/user/1000"}
     loaded = load_config(path, env=env)
     assert loaded == load_config(env=env)
@@ -571,7 +600,7 @@ def test_the_docs_name_every_key_environment_variable_and_flag() -> None:
 
 
 def test_the_generator_prints_what_is_committed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cfg._main(["--markdown"]) == 0
+    assert docs.main(["--markdown"]) == 0
     assert capsys.readouterr().out == cfg.render_markdown()
-    assert cfg._main(["--example"]) == 0
+    assert docs.main(["--example"]) == 0
     assert capsys.readouterr().out == cfg.render_example_yaml()

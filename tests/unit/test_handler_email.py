@@ -21,10 +21,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from jobd.config import FilesConfig, SmtpConfig, load_config
-from jobd.context import JobContext
+from jobd.config import load_config
 from jobd.domain import PermanentError
-from jobd.handlers import mail, registry, settings
+from jobd.handlers import registry
+from jobd.samples import mail, settings
+from jobd.samples.sections import FilesConfig, SmtpConfig
+from jobd.testing import make_context
 
 SENDER = "Jobs <jobs@example.com>"
 
@@ -125,13 +127,9 @@ def smtp(server: Server, configure: Any) -> Server:
     return server
 
 
-def make_ctx(job_id: int = 41, timeout: float | None = None) -> JobContext:
-    return JobContext(job_id, "send_email", 1, 5, "default", None, timeout, threading.Event())
-
-
 def send(payload: dict[str, Any], job_id: int = 41) -> dict[str, Any]:
     mail.check_email(payload)
-    return mail.send_email(make_ctx(job_id), payload)
+    return mail.send_email(make_context(job_id=job_id, type="send_email"), payload)
 
 
 BASIC = {"to": "ann@example.com", "subject": "Hello", "body": "Hi Ann,\nhow are you?\n"}
@@ -284,7 +282,7 @@ def test_a_server_that_never_answers_times_out_and_is_retried(configure: Any) ->
         configure(smtp_settings(silent.getsockname()[1]))
         payload = dict(BASIC)
         with pytest.raises(mail.SmtpTemporaryError, match="timed out"):
-            mail.send_email(make_ctx(timeout=0.5), payload)
+            mail.send_email(make_context(job_id=41, type="send_email", timeout=0.5), payload)
 
 
 def test_a_server_that_hangs_up_is_retried(configure: Any) -> None:
@@ -410,7 +408,7 @@ def test_bad_payloads(payload: dict[str, Any], match: str, configure: Any) -> No
     with pytest.raises(ValueError, match=match):
         mail.check_email(payload)
     with pytest.raises(PermanentError, match=match):
-        mail.send_email(make_ctx(), payload)
+        mail.send_email(make_context(job_id=41, type="send_email"), payload)
 
 
 @pytest.mark.parametrize(
@@ -433,7 +431,7 @@ def test_header_injection_is_refused(
     with pytest.raises(ValueError, match=f"{field_name}: must not contain line breaks"):
         mail.check_email(payload)
     with pytest.raises(PermanentError, match=f"{field_name}: must not contain line breaks"):
-        mail.send_email(make_ctx(), payload)
+        mail.send_email(make_context(job_id=41, type="send_email"), payload)
     assert smtp.mailbox.messages == []
 
 
@@ -449,10 +447,10 @@ def test_no_from_address(configure: Any) -> None:
 
 
 def test_daemon_refuses_to_start_without_a_from_address() -> None:
-    config = load_config(env={"JOBD_HANDLERS_BUILTIN": "send_email"})
+    config = load_config(env={"JOBD_HANDLERS_SAMPLES": "send_email"})
     assert settings.startup_problems(config) == [
-        "handlers.builtin enables send_email but smtp.from is not set (JOBD_SMTP_FROM):"
+        "handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM):"
         " e-mails need a From address"
     ]
-    ok = load_config(env={"JOBD_HANDLERS_BUILTIN": "send_email", "JOBD_SMTP_FROM": SENDER})
+    ok = load_config(env={"JOBD_HANDLERS_SAMPLES": "send_email", "JOBD_SMTP_FROM": SENDER})
     assert settings.startup_problems(ok) == []

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from jobd.config import FilesConfig, SmtpConfig
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import files, registry, settings
-from jobd.handlers.paths import TEMP_SUFFIX
+from jobd.handlers import registry
+from jobd.samples import files, settings
+from jobd.samples.paths import TEMP_SUFFIX
+from jobd.samples.sections import FilesConfig, SmtpConfig
+from jobd.testing import make_context
 
 
 @pytest.fixture
@@ -36,20 +38,15 @@ def allowed(tmp_path: Path) -> Iterator[Path]:
     settings.configure(None)
 
 
-def make_ctx(progress: list[Any] | None = None) -> JobContext:
-    report = progress.append if progress is not None else (lambda _: None)
-    return JobContext(7, "process_file", 1, 3, "default", None, None, threading.Event(), report)
-
-
 def run(payload: dict[str, Any], ctx: JobContext | None = None) -> dict[str, Any]:
     files.check_task(payload)  # what the control server does first
-    return files.process_file(ctx or make_ctx(), payload)
+    return files.process_file(ctx or make_context(job_id=7, type="process_file"), payload)
 
 
 def refused(payload: dict[str, Any], match: str) -> None:
     """Refused in the worker as a PermanentError (the validator cannot know the filesystem)."""
     with pytest.raises(PermanentError, match=match):
-        files.process_file(make_ctx(), payload)
+        files.process_file(make_context(job_id=7, type="process_file"), payload)
 
 
 def invalid(payload: dict[str, Any], match: str) -> None:
@@ -57,7 +54,7 @@ def invalid(payload: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         files.check_task(payload)
     with pytest.raises(PermanentError, match=match):
-        files.process_file(make_ctx(), payload)
+        files.process_file(make_context(job_id=7, type="process_file"), payload)
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -115,12 +112,17 @@ def test_compress_then_decompress(allowed: Path) -> None:
     assert leftovers(allowed) == []
 
 
-def test_compress_is_reproducible_and_replaces_its_output(allowed: Path) -> None:
+def test_compress_is_reproducible_and_replaces_its_output(
+    allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A job that runs twice (after a crash) writes the same bytes over the first output."""
     (allowed / "in.txt").write_bytes(b"same input\n" * 1000)
     run({"operation": "compress", "path": "in.txt", "output": "out.gz"})
     first = (allowed / "out.gz").read_bytes()
-    time.sleep(1.1)  # a gzip header with a timestamp would now differ
+    # Move the input's mtime and the clock on, so a gzip header with a timestamp would differ.
+    later = time.time() + 3600
+    os.utime(allowed / "in.txt", (later, later))
+    monkeypatch.setattr(time, "time", lambda: later)
     run({"operation": "compress", "path": "in.txt", "output": "out.gz"})
     assert (allowed / "out.gz").read_bytes() == first
 
@@ -167,7 +169,7 @@ def test_progress_and_cancellation_between_chunks(
         reports.append(data)
         stop.set()  # the cancel arrives while the job is under way
 
-    ctx = JobContext(7, "process_file", 1, 3, "default", None, None, stop, on_progress)
+    ctx = make_context(job_id=7, type="process_file", stop=stop, on_progress=on_progress)
     with pytest.raises(JobCancelled):
         files.process_file(ctx, {"operation": "compress", "path": "big.bin"})
     assert reports == [{"bytes": 256 * 1024, "total": 4 * 1024 * 1024}]
@@ -182,7 +184,7 @@ def test_progress_is_reported_every_so_many_bytes(
     monkeypatch.setattr(files, "PROGRESS_EVERY", 4096)
     (allowed / "f").write_bytes(b"x" * 10_000)
     reports: list[Any] = []
-    run({"operation": "checksum", "path": "f"}, make_ctx(reports))
+    run({"operation": "checksum", "path": "f"}, make_context(on_progress=reports.append))
     assert [r["bytes"] for r in reports] == [4096, 8192]
     assert {r["total"] for r in reports} == {10_000}
 

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from jobd.config import FilesConfig, SmtpConfig
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import registry, report, settings
-from jobd.handlers.paths import TEMP_SUFFIX
+from jobd.handlers import registry
+from jobd.samples import report, settings
+from jobd.samples.paths import TEMP_SUFFIX
+from jobd.samples.sections import FilesConfig, SmtpConfig
+from jobd.testing import make_context
 
 SALES = "region,amount\nnorth,10\nsouth,2.5\nnorth,5\nwest,\nnorth,x\n"
 
@@ -38,23 +40,9 @@ def allowed(tmp_path: Path) -> Iterator[Path]:
     settings.configure(None)
 
 
-def make_ctx(on_progress: Any = None, stop: threading.Event | None = None) -> JobContext:
-    return JobContext(
-        3,
-        "generate_report",
-        1,
-        3,
-        "default",
-        None,
-        None,
-        stop or threading.Event(),
-        on_progress or (lambda _: None),
-    )
-
-
 def run(payload: dict[str, Any], ctx: JobContext | None = None) -> dict[str, Any]:
     report.check_spec(payload)
-    return report.generate_report(ctx or make_ctx(), payload)
+    return report.generate_report(ctx or make_context(job_id=3, type="generate_report"), payload)
 
 
 def csv_rows(path: Path) -> list[list[str]]:
@@ -65,13 +53,13 @@ def invalid(payload: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         report.check_spec(payload)
     with pytest.raises(PermanentError, match=match):
-        report.generate_report(make_ctx(), payload)
+        report.generate_report(make_context(job_id=3, type="generate_report"), payload)
 
 
 def refused(payload: dict[str, Any], match: str) -> None:
     report.check_spec(payload)
     with pytest.raises(PermanentError, match=match):
-        report.generate_report(make_ctx(), payload)
+        report.generate_report(make_context(job_id=3, type="generate_report"), payload)
 
 
 # --- reports ------------------------------------------------------------------------------
@@ -215,7 +203,7 @@ def test_streams_a_large_input_with_progress(
     reports: list[Any] = []
     result = run(
         {"input": "big.jsonl", "group_by": "k", "value": "v", "output": "big.csv"},
-        make_ctx(reports.append),
+        make_context(job_id=3, type="generate_report", on_progress=reports.append),
     )
     assert result["rows_in"] == 100_000 and result["groups"] == 7
     assert [r["rows"] for r in reports] == [20_000, 40_000, 60_000, 80_000, 100_000]
@@ -236,7 +224,7 @@ def test_cancelled_while_reading(allowed: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(JobCancelled):
         run(
             {"input": "big.csv", "group_by": "k", "value": "v", "output": "big.html"},
-            make_ctx(on_progress, stop),
+            make_context(job_id=3, type="generate_report", on_progress=on_progress, stop=stop),
         )
     assert seen == [{"rows": 5_000, "groups": 1}]
     assert not (allowed / "big.html").exists()

@@ -1,4 +1,4 @@
-"""Enabling the sample handlers (handlers.builtin) and handing their settings to workers."""
+"""Enabling the sample handlers (handlers.samples) and handing their settings to workers."""
 
 from __future__ import annotations
 
@@ -11,31 +11,32 @@ from pathlib import Path
 import pytest
 
 from jobd import daemon
-from jobd.config import BUILTIN_HANDLERS, load_config
-from jobd.handlers import SAMPLE_MODULES, enabled_modules, registry, settings
+from jobd.config import load_config, setting
+from jobd.handlers import registry
+from jobd.samples import SAMPLE_MODULES, enabled_modules, settings
 
 
-def test_every_builtin_name_has_a_module_that_registers_it() -> None:
-    assert set(SAMPLE_MODULES) == set(BUILTIN_HANDLERS)
+def test_every_sample_name_has_a_module_that_registers_it() -> None:
+    assert set(SAMPLE_MODULES) == set(setting("handlers.samples").kind.item.choices)
     for name, module in SAMPLE_MODULES.items():
         importlib.import_module(module)
         assert name in registry
 
 
 def test_enabled_modules_come_first_and_once() -> None:
-    modules = enabled_modules(["process_file", "send_email"], ["myapp.jobs", "jobd.handlers.files"])
-    assert modules == ("jobd.handlers.files", "jobd.handlers.mail", "myapp.jobs")
+    modules = enabled_modules(["process_file", "send_email"], ["myapp.jobs", "jobd.samples.files"])
+    assert modules == ("jobd.samples.files", "jobd.samples.mail", "myapp.jobs")
 
 
 def test_supervisor_and_fork_server_get_the_same_modules() -> None:
     config = load_config(
         env={
-            "JOBD_HANDLERS_BUILTIN": "generate_report",
+            "JOBD_HANDLERS_SAMPLES": "generate_report",
             "JOBD_HANDLER_MODULES": "itest_handlers",
             "JOBD_FILES_ALLOWED_DIRS": "/srv/jobs",
         }
     )
-    expected = ("jobd.handlers.report", "itest_handlers")
+    expected = ("jobd.samples.report", "itest_handlers")
     assert daemon.handler_modules(config) == expected
     assert daemon.supervisor_settings(config).handler_modules == expected
 
@@ -48,7 +49,7 @@ def test_worker_setup_without_sample_handlers_is_just_logging() -> None:
 def test_worker_setup_hands_over_a_snapshot() -> None:
     config = load_config(
         env={
-            "JOBD_HANDLERS_BUILTIN": "send_email,process_file",
+            "JOBD_HANDLERS_SAMPLES": "send_email,process_file",
             "JOBD_SMTP_FROM": "jobs@example.com",
             "JOBD_SMTP_PASSWORD": "hunter2",
             "JOBD_FILES_ALLOWED_DIRS": "/srv/in,/srv/out",
@@ -88,12 +89,12 @@ def test_outside_the_daemon_settings_come_from_the_environment(
 
 
 def test_file_handlers_without_allowed_dirs_stop_the_daemon() -> None:
-    config = load_config(env={"JOBD_HANDLERS_BUILTIN": "process_file,generate_report"})
+    config = load_config(env={"JOBD_HANDLERS_SAMPLES": "process_file,generate_report"})
     assert settings.startup_problems(config) == [
-        "handlers.builtin enables process_file and generate_report but files.allowed_dirs is"
+        "handlers.samples enables process_file and generate_report but files.allowed_dirs is"
         " empty (JOBD_FILES_ALLOWED_DIRS): every path would be refused"
     ]
     fine = load_config(
-        env={"JOBD_HANDLERS_BUILTIN": "process_file", "JOBD_FILES_ALLOWED_DIRS": "/srv"}
+        env={"JOBD_HANDLERS_SAMPLES": "process_file", "JOBD_FILES_ALLOWED_DIRS": "/srv"}
     )
     assert settings.startup_problems(fine) == []

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from jobd.handlers import files, mail, report
+from jobd.samples import files, mail, report
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "handlers.md"
 

@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd.config import FilesConfig, SmtpConfig
 from jobd.context import JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import files, mail, report
-from jobd.handlers import settings as handler_settings
-from jobd.handlers.mail import parse_address
+from jobd.samples import files, mail, report
+from jobd.samples import settings as handler_settings
+from jobd.samples.mail import parse_address
+from jobd.samples.sections import FilesConfig, SmtpConfig
 
 EXAMPLES = int(os.environ.get("JOBD_FUZZ_EXAMPLES", "300"))
 SETTINGS = settings(

@@ -1,5 +1,5 @@
-"""post_webhook's tests: the handler called directly, with a JobContext made here, against a
-local HTTP server.  No daemon and no database: that is how a handler is best tested."""
+"""post_webhook's tests: the handler called directly, with a JobContext from jobd.testing,
+against a local HTTP server.  No daemon and no database: that is how a handler is best tested."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from jobd_webhook import webhook
 from jobd import JobCancelled, JobContext, PermanentError, RetryLater
 from jobd.config import load_config
 from jobd.handlers import load_modules
+from jobd.testing import make_context
 
 HERE = Path(__file__).parent.parent
 
@@ -63,16 +64,14 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
 
 
 def make_ctx(job_id: int = 11, stop: threading.Event | None = None) -> JobContext:
-    """What a worker gives a handler: here built by hand."""
-    return JobContext(
+    """What a worker gives a handler, as jobd.testing makes it."""
+    return make_context(
         job_id=job_id,
         type="post_webhook",
-        attempt=1,
         max_attempts=8,
         queue="webhooks",
-        correlation_id=None,
         timeout=5.0,
-        _stop=stop or threading.Event(),
+        stop=stop,
     )
 
 

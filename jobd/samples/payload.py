@@ -83,7 +83,7 @@ def choice(payload: Payload, name: str, choices: Collection[str], default: str |
         raise ValueError(f"{name}: is required (one of {', '.join(choices)})")
     if value not in choices:
         raise ValueError(f"{name}: must be one of {', '.join(choices)}")
-    return value
+    return str(value)
 
 
 def integer(payload: Payload, name: str, *, default: int, low: int, high: int) -> int:

@@ -1,5 +1,5 @@
 """`generate_report`: group records by a key, aggregate a numeric field, and write the report as
-CSV, JSON or a small self-contained HTML table.  Enabled by `handlers.builtin:
+CSV, JSON or a small self-contained HTML table.  Enabled by `handlers.samples:
 [generate_report]`.
 
 Payload::
@@ -36,16 +36,17 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 from jobd.context import JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import handler, settings
-from jobd.handlers.paths import AllowedDirs, check_path
-from jobd.handlers.payload import Payload, checked, choice, integer, number, only_fields, text
+from jobd.handlers import handler
+from jobd.samples import settings
+from jobd.samples.paths import AllowedDirs, check_path
+from jobd.samples.payload import Payload, checked, choice, integer, number, only_fields, text
 
 FIELDS = (
     "input",
@@ -288,7 +289,7 @@ def _aggregate(ctx: JobContext, totals: Totals, records: Iterable[Mapping[str, A
 # --- reading ------------------------------------------------------------------------------
 
 
-def read_records(source: BinaryIO, spec: ReportSpec) -> Iterator[Mapping[str, Any]]:
+def read_records(source: BinaryIO, spec: ReportSpec) -> Generator[Mapping[str, Any], None, None]:
     """The input file's records, one at a time; a malformed input is a PermanentError."""
     stream = io.TextIOWrapper(source, encoding="utf-8-sig", newline="")
     try:

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jobd.config import Config, FilesConfig, SmtpConfig, load_config
+from jobd.config import Config, load_config
+from jobd.samples.sections import FILES, SMTP, FilesConfig, SmtpConfig
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class HandlerSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> HandlerSettings:
-        return cls(smtp=config.smtp, files=config.files)
+        return cls(smtp=config.extensions[SMTP.name], files=config.extensions[FILES.name])
 
 
 _lock = threading.Lock()
@@ -71,16 +72,17 @@ def startup_problems(config: Config) -> list[str]:
     """Why the enabled sample handlers cannot work with `config`: found when jobd starts,
     rather than by every job failing later."""
     problems = []
-    builtin = config.handlers.builtin
-    if "send_email" in builtin and not config.smtp.from_:
+    samples = config.handlers.samples
+    settings = HandlerSettings.from_config(config)
+    if "send_email" in samples and not settings.smtp.from_:
         problems.append(
-            "handlers.builtin enables send_email but smtp.from is not set (JOBD_SMTP_FROM):"
+            "handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM):"
             " e-mails need a From address"
         )
-    file_handlers = [name for name in ("process_file", "generate_report") if name in builtin]
-    if file_handlers and not config.files.allowed_dirs:
+    file_handlers = [name for name in ("process_file", "generate_report") if name in samples]
+    if file_handlers and not settings.files.allowed_dirs:
         problems.append(
-            f"handlers.builtin enables {' and '.join(file_handlers)} but files.allowed_dirs is"
+            f"handlers.samples enables {' and '.join(file_handlers)} but files.allowed_dirs is"
             " empty (JOBD_FILES_ALLOWED_DIRS): every path would be refused"
         )
     return problems

@@ -1,5 +1,5 @@
 """`process_file`: one operation on one file under `files.allowed_dirs`.  Enabled by
-`handlers.builtin: [process_file]`.
+`handlers.samples: [process_file]`.
 
 Payload::
 
@@ -12,7 +12,7 @@ Payload::
 Results: `checksum` → {"sha256", "bytes"}; `count_lines` → {"lines", "bytes"} (a last line
 without a newline counts); `compress` / `decompress` → {"output", "bytes_in", "bytes_out"}.
 
-Paths are confined as jobd.handlers.paths describes; outputs are written atomically and an
+Paths are confined as jobd.samples.paths describes; outputs are written atomically and an
 existing output is replaced, so running a job twice (after a crash) gives the same file.  gzip
 output is reproducible: no timestamp in its header.  Files are read in 1 MiB chunks, with a
 cancellation check between chunks and a progress report every 64 MiB, so a file of any size
@@ -31,9 +31,10 @@ from typing import Any, BinaryIO
 
 from jobd.context import JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import handler, settings
-from jobd.handlers.paths import AllowedDirs, check_path
-from jobd.handlers.payload import Payload, checked, choice, integer, only_fields
+from jobd.handlers import handler
+from jobd.samples import settings
+from jobd.samples.paths import AllowedDirs, check_path
+from jobd.samples.payload import Payload, checked, choice, integer, only_fields
 
 OPERATIONS = ("checksum", "count_lines", "compress", "decompress")
 FIELDS = ("operation", "path", "output", "level")

@@ -1,5 +1,5 @@
 """`send_email`: one e-mail, built with `email.message.EmailMessage` and sent with `smtplib` to
-the SMTP server in the configuration (`smtp.*`).  Enabled by `handlers.builtin: [send_email]`.
+the SMTP server in the configuration (`smtp.*`).  Enabled by `handlers.samples: [send_email]`.
 
 Payload::
 
@@ -36,11 +36,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
-from jobd.config import SmtpConfig, is_loopback
+from jobd.config import is_loopback
 from jobd.context import JobContext
 from jobd.domain import PermanentError
-from jobd.handlers import handler, settings
-from jobd.handlers.payload import (
+from jobd.handlers import handler
+from jobd.samples import settings
+from jobd.samples.payload import (
     Payload,
     checked,
     has_control_characters,
@@ -48,6 +49,7 @@ from jobd.handlers.payload import (
     only_fields,
     text,
 )
+from jobd.samples.sections import SmtpConfig
 
 FIELDS = ("to", "cc", "bcc", "reply_to", "subject", "body", "html")
 MAX_RECIPIENTS = 100  # to + cc + bcc: a mailing list is not one job
@@ -119,7 +121,7 @@ def parse_address(field: str, value: object) -> Address:
     addresses = header.addresses
     if header.defects or len(addresses) != 1:
         raise ValueError(f"{field}: {value!r} is not one valid e-mail address")
-    address = addresses[0]
+    address: Address = addresses[0]
     if not address.username or not _valid_domain(address.domain):
         raise ValueError(f"{field}: {value!r} is not an e-mail address (user@domain)")
     return address

@@ -1,0 +1,394 @@
+"""jobd's own settings, section by section: the rows of the settings table that are not the
+sample handlers' (those are declared by jobd.samples)."""
+
+from __future__ import annotations
+
+import os
+
+from jobd.config.kinds import (
+    Boolean,
+    DatabaseUrl,
+    Duration,
+    HostPort,
+    Integer,
+    ListOf,
+    MiB,
+    Mode,
+    Number,
+    PathKind,
+    Queues,
+    Size,
+    Text,
+)
+from jobd.config.paths import SUN_PATH_MAX, default_database_url, default_socket_path
+from jobd.config.sections import (
+    ControlConfig,
+    DatabaseConfig,
+    HandlersConfig,
+    HttpConfig,
+    JobsConfig,
+    LoggingConfig,
+    ShutdownConfig,
+    WorkersConfig,
+)
+from jobd.config.table import Computed, Section, Setting
+
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # where `jobd http` listens when http.listen is unset
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MODULE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+
+
+DATABASE = Section(
+    "database",
+    "Where jobs are kept.",
+    (
+        Setting(
+            "database.url",
+            DatabaseUrl(),
+            Computed(
+                default_database_url,
+                "a SQLite file `jobd.db` in the state directory: `$STATE_DIRECTORY` (set by"
+                " systemd's `StateDirectory=`, e.g. `/var/lib/jobd`), else"
+                " `$XDG_STATE_HOME/jobd`, else `~/.local/state/jobd`",
+            ),
+            "Where jobs are kept: `postgresql://user:password@host:port/dbname` (production, many"
+            " nodes), `sqlite:///absolute/path.db` (one node), or `memory://` (nothing is kept).",
+            env="JOBD_DATABASE_URL",
+            flag="--database-url",
+            secret=True,
+        ),
+        Setting(
+            "database.schema",
+            Text(pattern=_IDENTIFIER, pattern_help="an SQL identifier (letters, digits, _)"),
+            "jobd",
+            "PostgreSQL schema holding everything jobd owns, so jobd can share an application's"
+            " database. Ignored by SQLite.",
+        ),
+        Setting(
+            "database.pool_min", Integer(min=1), 1, "PostgreSQL connections the daemon keeps open."
+        ),
+        Setting(
+            "database.pool_max",
+            Integer(min=1),
+            8,
+            "Most PostgreSQL connections in the daemon's pool; at least `database.pool_min`.",
+        ),
+    ),
+    DatabaseConfig,
+)
+
+
+CONTROL = Section(
+    "control",
+    "The control socket that jobctl and the HTTP shim use.",
+    (
+        Setting(
+            "control.socket",
+            PathKind(max_bytes=SUN_PATH_MAX),
+            Computed(
+                default_socket_path,
+                "`$RUNTIME_DIRECTORY/jobd.sock` (systemd's `RuntimeDirectory=`, e.g."
+                " `/run/jobd/jobd.sock`), else `$XDG_RUNTIME_DIR/jobd.sock`, else `jobd.sock` in"
+                " the state directory (or `/tmp/jobd-<uid>/jobd.sock` when that path is too"
+                " long)",
+            ),
+            "Path of the control socket that jobctl and the HTTP shim connect to (jobctl reads the"
+            " same environment variable).",
+            env="JOBD_SOCKET",
+            flag="--socket",
+        ),
+        Setting(
+            "control.socket_mode",
+            Mode(),
+            0o660,
+            "Permissions of the control socket: who may submit and cancel jobs. Quote it in YAML"
+            ' ("0660").',
+        ),
+        Setting(
+            "control.socket_group",
+            Text(noun="group name or number"),
+            None,
+            "Group given to the control socket so that its members may use jobctl; unset: the"
+            " daemon's own group.",
+        ),
+        Setting(
+            "control.max_request_bytes",
+            Size(min=1024),
+            MiB,
+            "Longest request line a client may send; a longer one is answered `payload_too_large`"
+            " and its connection closed.",
+        ),
+    ),
+    ControlConfig,
+)
+
+
+WORKERS = Section(
+    "workers",
+    "The worker processes that run handler code.",
+    (
+        Setting(
+            "workers.count",
+            Integer(min=1),
+            Computed(lambda env: os.cpu_count() or 1, "the number of CPUs"),
+            "Worker processes that run jobs.",
+            env="JOBD_WORKERS",
+            flag="--workers",
+        ),
+        Setting(
+            "workers.max_jobs_per_worker",
+            Integer(min=0),
+            0,
+            "A worker is replaced after this many jobs, which bounds leaks in handler code"
+            " (0: never).",
+        ),
+        Setting(
+            "workers.max_memory",
+            Size(),
+            0,
+            'A worker whose resident memory passes this is replaced after its job, e.g. "512MiB"'
+            " (0: no limit).",
+        ),
+        Setting(
+            "workers.max_crashes",
+            Integer(min=1),
+            3,
+            "A job that has killed its worker this many times is failed as a poison job, whatever"
+            " attempts it has left.",
+        ),
+        Setting(
+            "workers.prefetch",
+            Integer(min=0),
+            1,
+            "Jobs a worker may hold queued behind the one it runs, so it never waits for the next"
+            " (0: none); while short jobs have a backlog, jobd queues up to 8 more.",
+        ),
+    ),
+    WorkersConfig,
+)
+
+
+def _handlers(sample_types: tuple[str, ...]) -> Section:
+    samples = ListOf(Text(choices=sample_types), noun="handler names")
+    return Section(
+        "handlers",
+        "Which job types this node can run.",
+        (
+            Setting(
+                "handlers.modules",
+                ListOf(
+                    Text(pattern=_MODULE, pattern_help="a dotted module name, e.g. myapp.jobs"),
+                    noun="module names",
+                ),
+                (),
+                "Python modules imported once, in the fork server, to register handlers with"
+                " `@handler`.",
+                env="JOBD_HANDLER_MODULES",
+                flag="--handlers",
+            ),
+            Setting(
+                "handlers.samples",
+                samples,
+                (),
+                "Sample handlers shipped with jobd to enable: "
+                + ", ".join(f"`{name}`" for name in sample_types)
+                + " (the built-in types `echo` and `sleep` are always there).",
+            ),
+            Setting(
+                "handlers.builtin",
+                samples,
+                (),
+                "Deprecated: the old name of `handlers.samples`; setting both is an error.",
+                replaced_by="handlers.samples",
+            ),
+        ),
+        HandlersConfig,
+    )
+
+
+JOBS = Section(
+    "jobs",
+    "Leases, polling, and the defaults for timeouts and retries.",
+    (
+        Setting(
+            "jobs.lease_seconds",
+            Duration(min=1),
+            30.0,
+            "How long a node owns a running job without a heartbeat; after that any node may"
+            " recover the job.",
+        ),
+        Setting(
+            "jobs.heartbeat_seconds",
+            Duration(positive=True),
+            10.0,
+            "How often a node extends its leases; less than `jobs.lease_seconds`.",
+        ),
+        Setting(
+            "jobs.poll_interval",
+            Duration(positive=True, max=1.0),
+            1.0,
+            "Longest wait between looks for new jobs when no notification comes (at most 1 s).",
+        ),
+        Setting(
+            "jobs.default_timeout",
+            Duration(positive=True),
+            3600.0,
+            "How long one attempt may run, for jobs and job types that set no timeout.",
+        ),
+        Setting(
+            "jobs.default_max_attempts",
+            Integer(min=1),
+            3,
+            "Attempts a job gets, for jobs and job types that set no `max_attempts`.",
+        ),
+        Setting(
+            "jobs.backoff_base",
+            Duration(),
+            1.0,
+            "Retry delay ceiling after the first failed attempt: the delay is drawn at random"
+            " (full jitter) below min(`backoff_max`, `backoff_base` * `backoff_factor` **"
+            " (attempt - 1)).",
+        ),
+        Setting(
+            "jobs.backoff_factor",
+            Number(min=1),
+            2.0,
+            "How much the retry delay ceiling grows with each failed attempt.",
+        ),
+        Setting("jobs.backoff_max", Duration(), 300.0, "The longest retry delay."),
+        Setting(
+            "jobs.retention",
+            Duration(),
+            7 * 86400.0,
+            "Finished jobs (completed, failed, canceled) older than this are deleted (0: kept"
+            " forever).",
+        ),
+    ),
+    JobsConfig,
+)
+
+
+QUEUES = Section(
+    "queues",
+    "Per-queue concurrency limits.",
+    (
+        Setting(
+            "queues",
+            Queues(),
+            {},
+            "The most jobs of each queue running at once on one node: queue name →"
+            " `{concurrency: N}`. Queues not listed are limited by the workers only. In the"
+            ' environment: "emails=4,reports=1".',
+        ),
+    ),
+)
+
+
+SHUTDOWN = Section(
+    "shutdown",
+    "How the daemon drains on SIGTERM or SIGINT.",
+    (
+        Setting(
+            "shutdown.drain_timeout",
+            Duration(),
+            30.0,
+            "On SIGTERM or SIGINT, how long running jobs may finish before they are stopped and"
+            " returned to pending.",
+        ),
+        Setting(
+            "shutdown.kill_grace",
+            Duration(),
+            5.0,
+            "Time between SIGTERM and SIGKILL when a worker is stopped (timeout, cancel, drain).",
+        ),
+    ),
+    ShutdownConfig,
+)
+
+
+HTTP = Section(
+    "http",
+    "The HTTP shim (`jobd http`, or started by `jobd run`).",
+    (
+        Setting(
+            "http.listen",
+            HostPort(),
+            None,
+            f"Where the HTTP shim listens. Unset: `jobd run` starts no HTTP shim, and `jobd http`"
+            f" listens on `{DEFAULT_HTTP_LISTEN}`.",
+            env="JOBD_HTTP_LISTEN",
+            flag="--listen",
+        ),
+        Setting(
+            "http.tokens",
+            ListOf(Text(), noun="tokens"),
+            (),
+            "Bearer tokens the HTTP shim accepts; at least one is needed to listen on a"
+            " non-loopback address. Prefer the environment variable to the file.",
+            env="JOBD_HTTP_TOKENS",
+            secret=True,
+        ),
+        Setting(
+            "http.max_body_bytes",
+            Size(min=1024),
+            MiB,
+            "Largest request body the HTTP shim accepts (413 above it).",
+        ),
+        Setting(
+            "http.request_timeout",
+            Duration(positive=True),
+            30.0,
+            "How long the HTTP shim waits for a client to send its request.",
+        ),
+    ),
+    HttpConfig,
+)
+
+
+LOGGING = Section(
+    "logging",
+    "Logs, written to stderr.",
+    (
+        Setting(
+            "logging.level",
+            Text(choices=LOG_LEVELS, fold=str.upper),
+            "INFO",
+            "Least severe level logged.",
+            flag="--log-level",
+        ),
+        Setting(
+            "logging.format",
+            Text(choices=("json", "text"), fold=str.lower),
+            "json",
+            "`json`: one JSON object a line (for journald and log shippers); `text`: for a human at"
+            " a terminal.",
+            flag="--log-format",
+        ),
+        Setting(
+            "logging.job_events",
+            Boolean(),
+            False,
+            "Log every job's transitions (submitted, started, and each end of an attempt, with"
+            " `from` and `to`) at INFO; when false they are logged at DEBUG, keeping the hot path"
+            " quiet at thousands of jobs a second.",
+        ),
+    ),
+    LoggingConfig,
+)
+
+
+def core_sections(sample_types: tuple[str, ...]) -> tuple[Section, ...]:
+    """jobd's own sections, in the order of the docs; `sample_types` are the job types that
+    `handlers.samples` may enable."""
+    return (
+        DATABASE,
+        CONTROL,
+        WORKERS,
+        _handlers(sample_types),
+        JOBS,
+        QUEUES,
+        SHUTDOWN,
+        HTTP,
+        LOGGING,
+    )
