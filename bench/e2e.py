@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +25,7 @@ from store import postgres_database
 
 from jobd.domain import NewJob
 from jobd.store import create_store
+from tests.daemon import DaemonProcess, daemon_environment
 
 SUBMIT_CHUNK = 1000
 
@@ -74,20 +72,15 @@ async def drained(url: str, jobs: int, timeout: float) -> float:
         await store.close()
 
 
-def run_daemon(url: str, workers: int, workdir: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
-    env.update(
-        JOBD_DATABASE_URL=url,
-        JOBD_WORKERS=str(workers),
-        JOBD_SOCKET=str(workdir / "jobd.sock"),
-        JOBD_LOGGING_LEVEL="WARNING",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
-        env=env,
-        stderr=open(workdir / "jobd.log", "wb"),
-        cwd=workdir,
-    )
+def run_daemon(url: str, workers: int, workdir: Path) -> DaemonProcess:
+    settings = {
+        "JOBD_DATABASE_URL": url,
+        "JOBD_WORKERS": str(workers),
+        "JOBD_SOCKET": str(workdir / "jobd.sock"),
+        "JOBD_LOGGING_LEVEL": "WARNING",
+    }
+    env = daemon_environment(workdir, settings)
+    return DaemonProcess.start(env, cwd=workdir, log_path=workdir / "jobd.log", args=["--migrate"])
 
 
 async def measure(url: str, jobs: int, workers: int) -> float:
@@ -97,11 +90,9 @@ async def measure(url: str, jobs: int, workers: int) -> float:
         try:
             seconds = await drained(url, jobs, timeout=600)
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            status = daemon.wait(60)
+            status = daemon.stop(60)
         if status != 0:
-            log = (Path(tmp) / "jobd.log").read_text()[-2000:]
-            raise RuntimeError(f"jobd exited {status}:\n{log}")
+            raise RuntimeError(f"jobd exited {status}:\n{daemon.log_tail(2000)}")
     return seconds
 
 

@@ -20,7 +20,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from jobd.client import Client
 from jobd.domain import NewJob
 from jobd.errors import Unavailable
 from jobd.store import Store, create_store
+from tests.daemon import DaemonProcess, daemon_environment, short_directory
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -432,16 +432,16 @@ def wait_first_claim(store: BenchStore, timeout: float, alive: Callable[[], None
 
 
 class Daemon:
-    """`jobd run --migrate` as a real subprocess, answering on a socket in a directory of its
-    own (short enough for sun_path), its log kept there."""
+    """`jobd run --migrate` as a real subprocess (tests/daemon.py), answering on a socket in a
+    directory of its own (short enough for sun_path), its log kept there."""
 
     def __init__(self, store: BenchStore, workers: int, env: Mapping[str, str]):
-        self.directory = Path(tempfile.mkdtemp(prefix="jobd-bench-", dir="/tmp"))
+        self.directory = short_directory("jobd-bench-")
         self.socket = self.directory / "jobd.sock"
         self.log = self.directory / "jobd.log"
         self.workers = workers
-        self._env = _daemon_env(store, workers, self.socket, env)
-        self.process: subprocess.Popen[bytes] | None = None
+        self._env = _daemon_env(store, workers, self.directory, env)
+        self.process: DaemonProcess | None = None
 
     @property
     def pid(self) -> int:
@@ -449,35 +449,25 @@ class Daemon:
         return self.process.pid
 
     def start(self) -> None:
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.directory,
-                start_new_session=True,  # a Ctrl-C at the terminal reaches us, not jobd
-            )
+        self.process = DaemonProcess.start(
+            self._env, cwd=self.directory, log_path=self.log, args=["--migrate"]
+        )
 
     def client(self, timeout: float | None = 30.0) -> Client:
         return Client(self.socket, timeout=timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until the control socket answers and every worker is up."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            try:
-                with self.client(timeout=5) as client:
-                    health = client.health()
-                if health.workers_ready >= health.workers_expected:
-                    return
-            except (Unavailable, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jobd not ready within {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.05)
+        assert self.process is not None
+        self.process.wait_until(self._every_worker_up, what="jobd to be ready", timeout=timeout)
+
+    def _every_worker_up(self) -> bool:
+        try:
+            with self.client(timeout=5) as client:
+                health = client.health()
+        except (Unavailable, OSError):
+            return False
+        return health.workers_ready >= health.workers_expected
 
     def worker_pids(self) -> list[int]:
         with self.client() as client:
@@ -487,50 +477,39 @@ class Daemon:
         """SIGTERM, which drains; jobd must exit 0.  The directory goes only if it did."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
+        code = self.process.stop(timeout)
         if code != 0:
             raise RuntimeError(f"jobd exited {code}; log in {self.log}:\n{self.log_tail()}")
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def kill(self) -> None:
         """After a failure: make sure nothing of ours is left running."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None and self.process.exit_code() is None:
+            self.process.kill_all()
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+        return self.process.log_tail(chars) if self.process else ""
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"jobd exited {self.process.returncode}:\n{self.log_tail()}")
+        code = self.process.exit_code() if self.process else None
+        if code is not None:
+            raise RuntimeError(f"jobd exited {code}:\n{self.log_tail()}")
 
 
 def _daemon_env(
-    store: BenchStore, workers: int, socket: Path, extra: Mapping[str, str]
+    store: BenchStore, workers: int, home: Path, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    """The caller's environment without its JOBD_* settings, then --daemon-env, then what the
-    scenario needs (which wins: a scenario with 1 worker must get 1 worker)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
-    env.update(extra)
-    env.update(store.daemon_env())
-    env.update(
-        JOBD_SOCKET=str(socket),
-        JOBD_WORKERS=str(workers),
+    """A clean environment (tests/daemon.py), then --daemon-env, then what the scenario
+    needs (which wins: a scenario with 1 worker must get 1 worker)."""
+    settings = {
+        **extra,
+        **store.daemon_env(),
+        "JOBD_SOCKET": str(home / "jobd.sock"),
+        "JOBD_WORKERS": str(workers),
         # bench/ itself must not go on the path: bench/http.py would shadow the stdlib's http.
-        JOBD_HANDLER_MODULES="bench.bench_handlers",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-    )
-    return env
+        "JOBD_HANDLER_MODULES": "bench.bench_handlers",
+    }
+    return daemon_environment(home, settings)
 
 
 @contextmanager

@@ -34,9 +34,7 @@ import http.client  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -45,6 +43,7 @@ from dataclasses import dataclass  # noqa: E402
 from store import postgres_database  # noqa: E402
 
 from jobd.client import Client  # noqa: E402
+from tests.daemon import DaemonProcess, daemon_environment  # noqa: E402
 
 START_TIMEOUT = 60.0
 BODY = json.dumps({"type": "echo", "payload": {"n": 1}, "delay": 86400}).encode()
@@ -180,40 +179,38 @@ def measure(
 # --- the daemon ---------------------------------------------------------------------------------
 
 
-def start_daemon(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """`jobd run` with its HTTP child on a free loopback port; (process, port, socket)."""
+def start_daemon(url: str, workdir: Path) -> tuple[DaemonProcess, int, Path]:
+    """`jobd run` with its HTTP child on a free loopback port; (daemon, port, socket)."""
     socket_path = workdir / "jobd.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
-    env.update(
-        JOBD_DATABASE_URL=url,
-        JOBD_WORKERS="1",
-        JOBD_SOCKET=str(socket_path),
-        JOBD_HTTP_LISTEN="127.0.0.1:0",
-        JOBD_LOGGING_LEVEL="INFO",
-        JOBD_LOGGING_FORMAT="json",
+    settings = {
+        "JOBD_DATABASE_URL": url,
+        "JOBD_WORKERS": "1",
+        "JOBD_SOCKET": str(socket_path),
+        "JOBD_HTTP_LISTEN": "127.0.0.1:0",
+        "JOBD_LOGGING_LEVEL": "INFO",
+        "JOBD_LOGGING_FORMAT": "json",
+    }
+    env = daemon_environment(workdir, settings)
+    daemon = DaemonProcess.start(
+        env, cwd=workdir, log_path=workdir / "jobd.log", args=["--migrate"]
     )
-    log = workdir / "jobd.log"
-    with open(log, "wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            cwd=workdir,
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if '"http shim listening"' in line:
-                listen = json.loads(line)["listen"]
-                host, port = listen.rsplit(":", 1)
-                assert host == "127.0.0.1", f"not loopback: {listen}"
-                return process, int(port), socket_path
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"jobd run did not start its shim:\n{log.read_text()[-3000:]}")
+    try:
+        port = daemon.wait_until(lambda: _shim_port(daemon.log()), what="jobd run's HTTP shim")
+    except AssertionError:
+        daemon.kill_all()
+        raise
+    return daemon, port, socket_path
+
+
+def _shim_port(log: str) -> int | None:
+    """The port of the "http shim listening" line, once it is logged."""
+    for line in log.splitlines():
+        if '"http shim listening"' in line:
+            listen = json.loads(line)["listen"]
+            host, port = listen.rsplit(":", 1)
+            assert host == "127.0.0.1", f"not loopback: {listen}"
+            return int(port)
+    return None
 
 
 def job_ids(port: int, count: int) -> list[int]:
@@ -255,8 +252,7 @@ async def main() -> None:
                         rows.append(row)
                         print(row.line(), file=sys.stderr, flush=True)
             finally:
-                daemon.send_signal(signal.SIGTERM)
-                status = daemon.wait(60)
+                status = daemon.stop(60)
             if status != 0:
                 raise RuntimeError(f"jobd run exited {status}")
     print(

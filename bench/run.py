@@ -30,7 +30,8 @@ Scenarios (--scenario, comma-separated; they run in this order):
 Stores (--store): PostgreSQL in a database this command creates and drops (--pg: a URL allowed
 to CREATE DATABASE), each scenario in a schema of its own dropped when it ends; SQLite in a
 temporary directory.  The daemon runs with its defaults except workers, socket, database and
-the benchmark's handler module (bench/bench_handlers.py); --daemon-env KEY=VALUE adds JOBD_*
+the benchmark's handler module (bench/bench_handlers.py), in an environment without the
+caller's JOBD_*, XDG_* and systemd folders (tests/daemon.py); --daemon-env KEY=VALUE adds JOBD_*
 settings.  Progress goes to stderr; the machine, the details and the table (Markdown) to
 stdout.  Exit status 1 if a scenario failed (its row says why).
 """

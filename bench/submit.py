@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store import postgres_database
 
 from jobd.client import Client
-from jobd.errors import Unavailable
+from tests.daemon import DaemonProcess, answers, daemon_environment, short_directory
 
 DELAY = 86400.0  # out of the workers' reach for the whole run
 
@@ -110,47 +106,25 @@ def cancel_queue(socket: Path, queue: str) -> None:
 @contextmanager
 def daemon(url: str, workers: int = 2) -> Iterator[Path]:
     """`jobd run --migrate` on `url`, answering on a socket in a directory of its own."""
-    directory = Path(tempfile.mkdtemp(prefix="jobd", dir="/tmp"))
+    directory = short_directory()
     socket = directory / "jobd.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
-    env.update(
-        JOBD_DATABASE_URL=url,
-        JOBD_SOCKET=str(socket),
-        JOBD_WORKERS=str(workers),
-        JOBD_LOGGING_LEVEL="WARNING",
-        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+    settings = {
+        "JOBD_DATABASE_URL": url,
+        "JOBD_SOCKET": str(socket),
+        "JOBD_WORKERS": str(workers),
+        "JOBD_LOGGING_LEVEL": "WARNING",
+    }
+    env = daemon_environment(directory, settings)
+    process = DaemonProcess.start(
+        env, cwd=directory, log_path=directory / "jobd.log", args=["--migrate"]
     )
-    with open(directory / "jobd.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
-            env=env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
     try:
-        _wait_ready(socket, process, directory / "jobd.log")
+        process.wait_until(lambda: answers(socket), what="jobd to answer")
         yield socket
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(60)
+        code = process.stop(60)
         if code != 0:
             print(f"jobd exited {code}; its log is in {directory}", file=sys.stderr)
-
-
-def _wait_ready(socket: Path, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"jobd exited {process.returncode}:\n{log.read_text()}")
-        try:
-            with Client(socket, timeout=1) as client:
-                client.hello()
-            return
-        except Unavailable:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jobd did not answer within 30s:\n{log.read_text()}") from None
-            time.sleep(0.05)
 
 
 def run_all(socket: Path, args: argparse.Namespace) -> list[Result]:

@@ -4,111 +4,91 @@
         daemon.client().submit("echo", {})
         run_jobctl(daemon, "stats")
 
-The daemon is a subprocess (`python -m jobd.cli run --migrate`) on PostgreSQL, in an
-environment of its own: only the JOBD_* variables given here, HOME and XDG folders in its own
-directory.  Its socket lives in a short directory under /tmp (a Unix socket path must fit in
-108 bytes, which pytest's tmp_path does not promise).  Ready means: it answers `hello`.
-Leaving the block sends SIGTERM and checks it exits 0 and removes its socket.
+The daemon is a subprocess (`python -m jobd.cli run --migrate`, started by tests/daemon.py) on
+PostgreSQL, in an environment of its own: only the JOBD_* variables given here, HOME and XDG
+folders in its own directory.  Its socket lives in a short directory under the system's
+temporary directory (a Unix socket path must fit in 108 bytes, which pytest's tmp_path does not
+promise).  Ready means: it answers `hello`.  Leaving the block sends SIGTERM and checks it exits
+0 and removes its socket.
 
 Importable as `control_harness` (pytest puts tests/ on sys.path for the rootdir conftest).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobd.client import Client
-from jobd.errors import Unavailable
+from tests.daemon import (
+    ROOT,
+    START_TIMEOUT,
+    DaemonProcess,
+    answers,
+    clean_environment,
+    daemon_environment,
+    short_directory,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "Daemon", "run_jobctl", "running_daemon", "short_dir", "start_daemon"]
+
 TESTS = ROOT / "tests"
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 60.0
 
 
 @dataclass
 class Daemon:
-    process: subprocess.Popen[bytes]
+    running: DaemonProcess
     socket: Path
     home: Path
-    log_path: Path
     env: dict[str, str]
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.running.process
+
+    @property
+    def log_path(self) -> Path:
+        return self.running.log_path
 
     def client(self, timeout: float | None = 30.0) -> Client:
         return Client(self.socket, timeout=timeout)
 
     def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return self.running.log()
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"jobd exited with {self.process.returncode} before answering:\n{self.log()}"
-                )
-            try:
-                with Client(self.socket, timeout=1.0) as client:
-                    client.hello()
-                return
-            except Unavailable:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"jobd did not answer hello within {timeout}s:\n{self.log()}"
-                    ) from None
-                time.sleep(0.05)
+        self.running.wait_until(lambda: answers(self.socket), what="hello", timeout=timeout)
 
     def stop(self, expect: int | None = 0) -> int:
         """SIGTERM, then wait for the exit; check its status (unless `expect` is None)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            message = f"jobd did not stop within {STOP_TIMEOUT}s:\n{self.log()}"
-            raise AssertionError(message) from None
+        code = self.running.stop()
         if expect is not None:
             assert code == expect, f"jobd exited {code}, expected {expect}:\n{self.log()}"
         return code
 
 
 def short_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="jobd", dir="/tmp"))
+    return short_directory()
 
 
 def daemon_env(
     pg_url: str, schema: str, socket: Path, home: Path, workers: int, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBD_", "XDG_"))}
-    for name in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
-        env.pop(name, None)
-    env.update(
-        HOME=str(home),
-        XDG_STATE_HOME=str(home / "state"),
-        XDG_RUNTIME_DIR=str(home / "run"),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), str(TESTS), env.get("PYTHONPATH")])),
-        JOBD_DATABASE_URL=pg_url,
-        JOBD_DATABASE_SCHEMA=schema,
-        JOBD_SOCKET=str(socket),
-        JOBD_WORKERS=str(workers),
-        JOBD_HANDLER_MODULES="control_handlers",
-        JOBD_LOGGING_LEVEL="DEBUG",
-        JOBD_JOBS_POLL_INTERVAL="0.2",
-    )
-    env.update(extra)
-    return env
+    settings = {
+        "JOBD_DATABASE_URL": pg_url,
+        "JOBD_DATABASE_SCHEMA": schema,
+        "JOBD_SOCKET": str(socket),
+        "JOBD_WORKERS": str(workers),
+        "JOBD_HANDLER_MODULES": "control_handlers",
+        "JOBD_LOGGING_LEVEL": "DEBUG",
+        "JOBD_JOBS_POLL_INTERVAL": "0.2",
+    }
+    return daemon_environment(home, {**settings, **extra}, python_path=[TESTS])
 
 
 def start_daemon(
@@ -121,20 +101,11 @@ def start_daemon(
 ) -> Daemon:
     """Start `jobd run --migrate` (not waiting for it to be ready)."""
     home = directory or short_dir()
-    socket = home / "jobd.sock"
-    full_env = daemon_env(pg_url, schema, socket, home, workers, env or {})
-    log_path = home / "jobd.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
-            cwd=home,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # a Ctrl-C at pytest's terminal is not the daemon's
-        )
-    return Daemon(process, Path(full_env["JOBD_SOCKET"]), home, log_path, full_env)
+    full_env = daemon_env(pg_url, schema, home / "jobd.sock", home, workers, env or {})
+    running = DaemonProcess.start(
+        full_env, cwd=home, log_path=home / "jobd.log", args=["--migrate"]
+    )
+    return Daemon(running, Path(full_env["JOBD_SOCKET"]), home, full_env)
 
 
 @contextmanager
@@ -157,9 +128,8 @@ def running_daemon(
         print(f"--- jobd's log ({daemon.log_path}) ---\n{daemon.log()[-20000:]}")
         raise
     finally:
-        if daemon.process.poll() is None:  # the test failed: do not leave a daemon behind
-            daemon.process.kill()
-            daemon.process.wait()
+        if daemon.running.exit_code() is None:  # the test failed: leave no daemon behind
+            daemon.running.kill_all()
         if not keep_dir:
             shutil.rmtree(daemon.home, ignore_errors=True)
 
@@ -168,8 +138,7 @@ def run_jobctl(
     socket: Path | None, *args: str, input: str | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     """`python -m jobctl ARGS` with JOBD_SOCKET set to `socket` (None: unset)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBD_", "XDG_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = clean_environment()
     if socket is not None:
         env["JOBD_SOCKET"] = str(socket)
     return subprocess.run(

@@ -80,7 +80,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -94,13 +93,10 @@ import psycopg
 
 from jobd.client import Client
 from jobd.errors import Conflict, JobdError
+from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
+from tests.tcp_proxy import TcpProxy
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(HERE.parent) not in sys.path:  # tests/: for tcp_proxy, also when run as a script
-    sys.path.insert(0, str(HERE.parent))
-
-from tcp_proxy import TcpProxy  # noqa: E402
 
 DEFAULT_ADMIN_URL = os.environ.get(
     "JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -185,13 +181,20 @@ class Incarnation:
     """One boot of a node: one `jobd run` process."""
 
     tag: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    daemon: DaemonProcess
     started: float
     ended: str | None = None  # "killed" | "drained" | "stopped" | "died"
     ended_at: float | None = None
     exit_code: int | None = None
     counters: dict[str, int] | None = None  # the final stats counters (last boots only)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.daemon.process
+
+    @property
+    def log(self) -> Path:
+        return self.daemon.log_path
 
 
 @dataclass
@@ -394,33 +397,27 @@ class Chaos:
         self.report.jobs = len(self.plan)
 
     def _node(self, name: str) -> Node:
-        home = Path(tempfile.mkdtemp(prefix=f"jobd-chaos-{name}-", dir="/tmp"))
+        home = short_directory(f"jobd-chaos-{name}-")
         proxy = TcpProxy(("127.0.0.1", self.db_port)).start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBD_", "XDG_"))}
-        for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "NOTIFY_SOCKET"):
-            env.pop(var, None)
-        env.update(
-            HOME=str(home),
-            XDG_STATE_HOME=str(home / "state"),
-            XDG_RUNTIME_DIR=str(home / "run"),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), str(ROOT), env.get("PYTHONPATH")])),
-            JOBD_DATABASE_URL=proxy.url(str(self.s.db_url)),
-            JOBD_DATABASE_SCHEMA=self.s.schema,
-            JOBD_SOCKET=str(home / "jobd.sock"),
-            JOBD_WORKERS=str(self.s.workers),
-            JOBD_HANDLER_MODULES="chaos_handlers",
-            JOBD_WORKERS_MAX_CRASHES=str(MAX_CRASHES),
-            JOBD_JOBS_LEASE_SECONDS=str(self.s.lease),
-            JOBD_JOBS_HEARTBEAT_SECONDS=str(self.s.lease / 6),
-            JOBD_JOBS_POLL_INTERVAL="0.2",
-            JOBD_JOBS_BACKOFF_BASE="0.05",
-            JOBD_JOBS_BACKOFF_MAX="0.5",
-            JOBD_SHUTDOWN_KILL_GRACE="0.3",
-            JOBD_SHUTDOWN_DRAIN_TIMEOUT="2",
-            JOBD_LOGGING_FORMAT="json",
-            JOBD_LOGGING_JOB_EVENTS="true",
-            CHAOS_LOG=str(self.runlog),
-        )
+        settings = {
+            "JOBD_DATABASE_URL": proxy.url(str(self.s.db_url)),
+            "JOBD_DATABASE_SCHEMA": self.s.schema,
+            "JOBD_SOCKET": str(home / "jobd.sock"),
+            "JOBD_WORKERS": str(self.s.workers),
+            "JOBD_HANDLER_MODULES": "chaos_handlers",
+            "JOBD_WORKERS_MAX_CRASHES": str(MAX_CRASHES),
+            "JOBD_JOBS_LEASE_SECONDS": str(self.s.lease),
+            "JOBD_JOBS_HEARTBEAT_SECONDS": str(self.s.lease / 6),
+            "JOBD_JOBS_POLL_INTERVAL": "0.2",
+            "JOBD_JOBS_BACKOFF_BASE": "0.05",
+            "JOBD_JOBS_BACKOFF_MAX": "0.5",
+            "JOBD_SHUTDOWN_KILL_GRACE": "0.3",
+            "JOBD_SHUTDOWN_DRAIN_TIMEOUT": "2",
+            "JOBD_LOGGING_FORMAT": "json",
+            "JOBD_LOGGING_JOB_EVENTS": "true",
+            "CHAOS_LOG": str(self.runlog),
+        }
+        env = daemon_environment(home, settings, python_path=[HERE])
         return Node(name, home / "jobd.sock", env, home, proxy)
 
     def _boot(self, node: Node) -> None:
@@ -430,42 +427,25 @@ class Chaos:
             tag = f"{node.name}.{len(node.boots) + 1}"
             log = self._tmp / f"{tag}.log"
             env = {**node.env, "CHAOS_INCARNATION": tag}
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "jobd.cli", "run", "--migrate"],
-                    cwd=node.home,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,
-                )
-            boot = Incarnation(tag, proc, log, time.time())
+            daemon = DaemonProcess.start(env, cwd=node.home, log_path=log, args=["--migrate"])
+            boot = Incarnation(tag, daemon, time.time())
             node.boots.append(boot)
             if self._wait_ready(node, boot):
                 return
-            boot.ended, boot.exit_code = "failed to start", proc.poll()
+            boot.ended, boot.exit_code = "failed to start", daemon.exit_code()
             boot.ended_at = time.time()
-            self.report.notes.append(f"{tag} did not start (exit {proc.poll()}); again")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-            time.sleep(0.5)
+            self.report.notes.append(f"{tag} did not start (exit {boot.exit_code}); again")
+            daemon.kill_all()
+            time.sleep(0.5)  # a pause before the next try, while the database is disturbed
         raise RuntimeError(f"node {node.name} does not start; see {node.current.log}")
 
     def _wait_ready(self, node: Node, boot: Incarnation, timeout: float = 40.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if boot.proc.poll() is not None:
-                return False
-            try:
-                with Client(node.socket, timeout=2.0) as c:
-                    if c.hello().node:
-                        return True
-            except JobdError:
-                pass
-            time.sleep(0.05)
-        return False
+        """Whether the boot answers within `timeout` (not: it exited or stayed silent)."""
+        try:
+            boot.daemon.wait_until(lambda: answers(node.socket), what="hello", timeout=timeout)
+        except AssertionError:
+            return False
+        return True
 
     # --- submitting ---------------------------------------------------------------------------
 
@@ -578,9 +558,8 @@ class Chaos:
     def _fault_supervisor_kill(self) -> bool:
         node = self._pick_node()
         boot = node.current
-        boot.proc.kill()
-        boot.proc.wait()
-        boot.ended, boot.exit_code, boot.ended_at = "killed", boot.proc.returncode, time.time()
+        code = boot.daemon.kill()
+        boot.ended, boot.exit_code, boot.ended_at = "killed", code, time.time()
         self._boot(node)
         return True
 
@@ -596,10 +575,9 @@ class Chaos:
         """Wait for a signalled boot to exit (killing it past `timeout`); a boot that does
         not, or exits non-zero, is a violation."""
         try:
-            code = boot.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            boot.proc.kill()
-            code = boot.proc.wait()
+            code = boot.daemon.wait_exit(timeout)
+        except DaemonStuck:
+            code = boot.daemon.exit_code()
             self.report.violations.append(f"{boot.tag} did not {doing} within {timeout:g} s")
         boot.ended, boot.exit_code, boot.ended_at = how, code, time.time()
         if code != 0:
@@ -725,9 +703,8 @@ class Chaos:
     def _kill_leftovers(self) -> None:
         for node in self.nodes:
             for boot in node.boots:
-                if boot.proc.poll() is None:
-                    boot.proc.kill()
-                    boot.proc.wait()
+                if boot.daemon.exit_code() is None:
+                    boot.daemon.kill_all()
 
     def _clean_up(self) -> None:
         keep = self.s.keep or (self.s.verbose and not self.report.ok)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,65 +15,50 @@ from pathlib import Path
 import pytest
 
 from jobd.store import Store, create_store
+from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
+from tests.eventually import eventually, wait_for
+
+__all__ = ["Daemon", "RunLog", "eventually", "wait_for"]
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-
-
-def wait_for(check: Callable[[], object], timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-async def eventually(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+QUICK_STOP = 15.0  # seconds a drain told to hurry may take before the daemon is killed
 
 
 @dataclass
 class Daemon:
-    """One `jobd run` process with its own stderr log."""
+    """One `jobd run` process at a time (started again after a stop), each with its own log."""
 
     env: dict[str, str]
     workdir: Path
     name: str = "jobd"
-    proc: subprocess.Popen | None = None
+    running: DaemonProcess | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
 
-    def start(self, *args: str) -> Daemon:
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.running.process if self.running else None
+
+    def start(self, *args: str, until_answering: bool = False) -> Daemon:
+        """Start `jobd run ARGS` and wait until it logs "jobd started" (or, for a log that is
+        not JSON, until it answers on its socket); fail if it exits first."""
         self.starts += 1
         log = self.workdir / f"{self.name}.{self.starts}.log"
         self.logs.append(log)
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobd.cli", "run", *args],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                cwd=self.workdir,
-            )
-        wait_for(lambda: self.event("jobd started") or self._died(), what=f"{self.name} to start")
-        assert self.proc.poll() is None, self.stderr()
+        self.running = DaemonProcess.start(self.env, cwd=self.workdir, log_path=log, args=args)
+        ready, what = (self._answers, "answer") if until_answering else (self._started, "start")
+        self.running.wait_until(ready, what=f"{self.name} to {what}")
         return self
 
-    def _died(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
+    def _answers(self) -> bool:
+        return answers(self.env["JOBD_SOCKET"])
+
+    def _started(self) -> dict | None:
+        return self.event("jobd started")
 
     def stderr(self) -> str:
-        return self.logs[-1].read_text(errors="replace") if self.logs else ""
+        return self.running.log() if self.running else ""
 
     def events(self) -> list[dict]:
         out = []
@@ -92,41 +73,38 @@ class Daemon:
         return next((e for e in self.events() if e.get("message") == message), None)
 
     def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
+        assert self.running is not None
+        self.running.send(signum)
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        if self.running is None:
+            return 0
+        return self.running.stop(timeout)
 
     def shut_down_quickly(self) -> None:
         """Two signals: drain at once (so coverage and logs are written), SIGKILL if stuck."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        wait_for(lambda: self.event("draining") or self._died(), what="the drain to begin")
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        assert self.running is not None
+        self.running.send(signal.SIGTERM)
+        wait_for(
+            lambda: self.event("draining") or self.running.exit_code() is not None,
+            what="the drain to begin",
+        )
+        self.running.send(signal.SIGINT)
+        with contextlib.suppress(DaemonStuck):
+            self.running.wait_exit(QUICK_STOP)
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
+        assert self.running is not None
+        self.running.kill()
 
     def worker_pids(self) -> list[int]:
         """Pids of this daemon's workers, from their process titles."""
-        assert self.proc is not None
+        assert self.running is not None
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
         pids = []
         for line in out.splitlines()[1:]:
             pid, _, args = line.strip().partition(" ")
-            if args.startswith("jobd: worker ") and _is_descendant(int(pid), self.proc.pid):
+            if args.startswith("jobd: worker ") and _is_descendant(int(pid), self.running.pid):
                 pids.append(int(pid))
         return pids
 
@@ -170,45 +148,42 @@ def runlog(tmp_path: Path) -> RunLog:
 
 
 @pytest.fixture
-def daemon_env(pg_url: str, pg_schema: str, runlog: RunLog) -> dict[str, str]:
+def daemon_env(pg_url: str, pg_schema: str, runlog: RunLog, tmp_path: Path) -> dict[str, str]:
     """Settings for fast tests: short leases, quick polls, short graces."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
-    env.update(
-        JOBD_DATABASE_URL=pg_url,
-        JOBD_DATABASE_SCHEMA=pg_schema,
-        JOBD_WORKERS="2",
-        JOBD_HANDLER_MODULES="itest_handlers",
-        JOBD_JOBS_LEASE_SECONDS="3",
-        JOBD_JOBS_HEARTBEAT_SECONDS="0.5",
-        JOBD_JOBS_POLL_INTERVAL="0.2",
-        JOBD_JOBS_BACKOFF_BASE="0.05",
-        JOBD_JOBS_BACKOFF_MAX="0.2",
-        JOBD_SHUTDOWN_KILL_GRACE="0.5",
-        JOBD_SHUTDOWN_DRAIN_TIMEOUT="5",
-        JOBD_LOGGING_FORMAT="json",
-        ITEST_LOG=str(runlog.path),
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]),
-    )
-    return env
+    settings = {
+        "JOBD_DATABASE_URL": pg_url,
+        "JOBD_DATABASE_SCHEMA": pg_schema,
+        "JOBD_WORKERS": "2",
+        "JOBD_HANDLER_MODULES": "itest_handlers",
+        "JOBD_JOBS_LEASE_SECONDS": "3",
+        "JOBD_JOBS_HEARTBEAT_SECONDS": "0.5",
+        "JOBD_JOBS_POLL_INTERVAL": "0.2",
+        "JOBD_JOBS_BACKOFF_BASE": "0.05",
+        "JOBD_JOBS_BACKOFF_MAX": "0.2",
+        "JOBD_SHUTDOWN_KILL_GRACE": "0.5",
+        "JOBD_SHUTDOWN_DRAIN_TIMEOUT": "5",
+        "JOBD_LOGGING_FORMAT": "json",
+        "ITEST_LOG": str(runlog.path),
+    }
+    return daemon_environment(tmp_path, settings, python_path=[HERE])
 
 
 @pytest.fixture
 def make_daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    socket_dirs: list[str] = []
+    socket_dirs: list[Path] = []
 
     def make(name: str = "jobd", **settings: str) -> Daemon:
-        # A socket path must stay short (108 bytes): a directory of its own under /tmp.
-        socket_dirs.append(tempfile.mkdtemp(prefix="jobd-it"))
-        sock = Path(socket_dirs[-1]) / "jobd.sock"
+        socket_dirs.append(short_directory("jobd-it"))
+        sock = socket_dirs[-1] / "jobd.sock"
         d = Daemon({**daemon_env, "JOBD_SOCKET": str(sock), **settings}, tmp_path, name)
         started.append(d)
         return d
 
     yield make
     for d in started:
-        if d.proc is not None and d.proc.poll() is None:
+        if d.running is not None and d.running.exit_code() is None:
             d.shut_down_quickly()
     for path in socket_dirs:
         shutil.rmtree(path, ignore_errors=True)

@@ -24,6 +24,7 @@ from control_harness import Daemon, running_daemon, short_dir, start_daemon
 
 from jobd.client import Client
 from jobd.errors import Conflict, InvalidParams, NotFound, PayloadTooLarge, UnknownType
+from tests.eventually import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -231,18 +232,16 @@ def test_requests_are_logged_with_the_peers_uid_and_pid(daemon: Daemon) -> None:
     with connect(daemon) as sock:
         sock.sendall(request("hello", call_id=marker))
         read_line(sock)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for line in daemon.log().splitlines():
-            if marker in line:
-                record = json.loads(line)
-                assert record["message"] == "control request"
-                assert record["method"] == "hello" and record["outcome"] == "ok"
-                assert record["peer_pid"] == os.getpid()
-                assert record["peer_uid"] == os.getuid()
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no log line for request {marker}")
+    line = wait_for(
+        lambda: next((line for line in daemon.log().splitlines() if marker in line), None),
+        timeout=10,
+        what=f"a log line for request {marker}",
+    )
+    record = json.loads(line)
+    assert record["message"] == "control request"
+    assert record["method"] == "hello" and record["outcome"] == "ok"
+    assert record["peer_pid"] == os.getpid()
+    assert record["peer_uid"] == os.getuid()
 
 
 # --- the methods --------------------------------------------------------------------------------
@@ -313,10 +312,7 @@ def test_wait_is_answered_when_the_job_finishes(client: Client) -> None:
 
 def test_cancel_stops_a_running_job_at_once(client: Client) -> None:
     job = client.submit("sleep", {"seconds": 60}).job
-    deadline = time.monotonic() + 20
-    while client.get(job.id).state.value != "running":
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.05)
+    wait_for(lambda: client.get(job.id).state.value == "running", what="the job to start")
     started = time.monotonic()
     requested = client.cancel(job.id)
     assert requested.state.value in ("running", "canceled")
@@ -408,20 +404,17 @@ def test_something_else_listening_is_not_replaced(pg_url: str, pg_schema: str) -
 def test_stopping_answers_a_wait_in_progress(pg_url: str, pg_schema: str) -> None:
     with running_daemon(pg_url, pg_schema, workers=1) as daemon, daemon.client() as c:
         job = c.submit("echo", delay=3600).job
-        answers: list[object] = []
-
-        def wait() -> None:
-            with daemon.client() as waiter:
-                answers.append(waiter.call("wait", {"id": job.id, "timeout": 600}))
-
-        thread = threading.Thread(target=wait)
-        thread.start()
-        time.sleep(0.3)  # the wait is in progress
-        started = time.monotonic()
-        daemon.stop(expect=0)
-        thread.join(30)
+        with connect(daemon) as sock:
+            # One write, two requests: the daemon answers them in turn on this connection, so
+            # once the hello's answer is here the wait is in progress.
+            wait = request("wait", {"id": job.id, "timeout": 600}, call_id=2)
+            sock.sendall(request("hello", call_id=1) + wait)
+            assert read_line(sock)["id"] == 1
+            started = time.monotonic()
+            daemon.stop(expect=0)
+            answer = read_line(sock)
         assert time.monotonic() - started < 15
-        assert answers and answers[0]["timed_out"] is True  # type: ignore[index]
+        assert answer["id"] == 2 and answer["result"]["timed_out"] is True
 
 
 def test_the_client_reports_an_oversized_request(client: Client) -> None:

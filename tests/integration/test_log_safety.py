@@ -7,18 +7,16 @@ JSON format -- carrying the text exactly in its field, and nothing it contains b
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import psycopg
 import pytest
 
 from jobd.client import Client
 from jobd.domain import State
-from jobd.errors import InvalidParams, JobdError, UnknownType
+from jobd.errors import InvalidParams, UnknownType
 from jobd.store import Store
 
-from .conftest import eventually, wait_for
+from .conftest import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -26,31 +24,6 @@ NASTY = (
     'line1\nline2\r\x1b[31mred\x1b[0m"}\n{"level": "CRITICAL", "message": "injected"}'
     "\u2028\u2029\x85\x7f\\ \t\x08end"
 )
-
-
-def start_answering(d) -> None:
-    """Start `jobd run` and wait until it answers (its text log has no event to wait for)."""
-    d.starts += 1
-    log = d.workdir / f"{d.name}.{d.starts}.log"
-    d.logs.append(log)
-    with open(log, "wb") as err:
-        d.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobd.cli", "run"],
-            env=d.env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            cwd=d.workdir,
-        )
-
-    def answers() -> bool:
-        assert d.proc.poll() is None, d.stderr()
-        try:
-            with Client(d.env["JOBD_SOCKET"], timeout=2) as client:
-                return bool(client.hello())
-        except JobdError:
-            return False
-
-    wait_for(answers, what="jobd to answer")
 
 
 async def finished(store: Store, job_id: int) -> object:
@@ -105,7 +78,7 @@ async def test_json_logs_keep_hostile_text_inside_one_field(make_daemon, pg_stor
 
 async def test_text_logs_escape_control_characters(make_daemon, pg_store: Store) -> None:
     d = make_daemon(JOBD_LOGGING_FORMAT="text", JOBD_LOGGING_JOB_EVENTS="true")
-    start_answering(d)
+    d.start(until_answering=True)  # its text log has no event to wait for
     await run_nasty_jobs(d, pg_store)
     d.stop()
     text = d.stderr()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
 from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import Conflict, InvalidParams, NotFound
 from jobd.store import JobFilter, Notification, NotificationKind, Outcome, OutcomeKind, Store
+from tests.eventually import eventually as poll_until
 
 NODE = "node-a"
 OTHER = "node-b"
@@ -26,18 +25,8 @@ def past(seconds: float = 1.0) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
-async def eventually(check: Callable[[], object], timeout: float = 5.0) -> object:
-    """Poll an async-or-sync condition until it is truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
+# The shared poll, with this file's deadline.
+eventually = partial(poll_until, timeout=5.0)
 
 
 async def claim_one(store: Store, node: str = NODE, lease: float = LEASE, **kw: object):

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -26,24 +27,15 @@ from jobd.errors import InvalidParams, Unavailable
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, create_store
 from jobd.store.memory import MemoryStore
 from jobd.store.postgres import QUERIES, PostgresStore
+from tests.eventually import eventually as poll_until
 
 pytestmark = pytest.mark.postgres
 
 MakeStore = Callable[..., Awaitable[PostgresStore]]
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll a sync or async condition until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
+# The shared poll, with this file's deadline.
+eventually = partial(poll_until, timeout=10.0)
 
 
 @pytest.fixture
