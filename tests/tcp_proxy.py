@@ -4,11 +4,18 @@
     url = proxy.url("postgresql://postgres@127.0.0.1:5432/db")   # ...:<proxy port>/db
     proxy.cut()       # connections through it are closed, new ones refused: the server is "down"
     proxy.restore()   # listening again on the same port: the server is "back"
+    proxy.blackhole() # connections stay open and new ones are accepted, but nothing gets
+                      # through: a network partition, a failover, a saturated server
+    proxy.restore()   # the partition heals: what was held back is delivered, as TCP would
     proxy.close()
 
 Threads: one accepts, two per connection pump bytes.  `cut` closes the listening socket (a
 connect gets ECONNREFUSED, as from a stopped server) and every connection in flight (its
-clients see the connection drop, as when the server is killed).
+clients see the connection drop, as when the server is killed).  `blackhole` keeps everything
+open and stops the pumps: bytes already read wait in the proxy, the rest in the kernel's buffers,
+so neither end sees an error or an answer, and `restore` delivers them in order, as TCP's
+retransmissions do when a partition heals.  (Being a userspace proxy, it still ACKs what it reads:
+keepalives and `tcp_user_timeout` cannot detect this hang, only the application's deadlines can.)
 
 Importable as `tcp_proxy` (tests/ is on sys.path for the rootdir conftest).
 """
@@ -31,6 +38,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = 0
 
     # --- life cycle ------------------------------------------------------------------------
@@ -75,18 +84,25 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def blackhole(self) -> None:
+        """The database hangs: nothing gets through, nothing is refused or closed."""
+        self._flowing.clear()
+
     def restore(self) -> None:
-        """The database is back, on the same port."""
+        """The database is back, on the same port (after `cut`), or reachable again (after
+        `blackhole`)."""
+        self._flowing.set()
         if self._listener is None:
             self.start()
 
     def close(self) -> None:
         self._closed = True
         self.cut()
+        self._flowing.set()  # pumps held by a black hole wake up and find their sockets gone
 
     @property
     def up(self) -> bool:
-        return self._listener is not None
+        return self._listener is not None and self._flowing.is_set()
 
     def url(self, url: str) -> str:
         """`url` with its host and port replaced by the proxy's."""
@@ -103,6 +119,8 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut or closed
+            if not self._await_flow(client):
+                return
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)
@@ -123,6 +141,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket, pumps: list[int]) -> None:
         try:
             while data := source.recv(65536):
+                if not self._await_flow(source):
+                    return
                 sink.sendall(data)
         except OSError:
             pass
@@ -139,6 +159,15 @@ class TcpProxy:
             if last:
                 source.close()
                 sink.close()
+
+    def _await_flow(self, sock: socket.socket) -> bool:
+        """Hold a connection while the proxy is a black hole; False if it was cut or closed
+        meanwhile."""
+        while not self._flowing.wait(0.1):
+            if self._closed:
+                sock.close()
+                return False
+        return True
 
 
 def _ephemeral_low() -> int:
