@@ -16,14 +16,14 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.process import BaseProcess
 
 from jobd import worker as worker_module
 from jobd.domain import Job
+from jobd.pipe import ToWorker
 
 log = logging.getLogger("jobd.workers")
 
@@ -40,9 +40,8 @@ class StopRequest:
 @dataclass
 class WorkerProcess:
     index: int
-    process: Any  # multiprocessing.context.ForkServerProcess
+    process: BaseProcess  # a ForkServerProcess
     conn: Connection
-    spawned_at: float
     ready: bool = False
     retiring: bool = False
     assigned: dict[int, Job] = field(default_factory=dict)  # sent, not finished (in order)
@@ -56,11 +55,7 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self.process.pid
 
-    @property
-    def idle(self) -> bool:
-        return self.ready and not self.retiring and not self.assigned
-
-    def send(self, *message: Any) -> bool:
+    def send(self, message: ToWorker) -> bool:
         """Send a message; False if the worker is already gone (its sentinel will say so)."""
         try:
             self.conn.send(message)
@@ -128,7 +123,7 @@ class WorkerFactory:
         )
         process.start()
         child_end.close()  # only the worker holds it now: its death gives us EOF
-        return WorkerProcess(index, process, parent_end, time.monotonic())
+        return WorkerProcess(index, process, parent_end)
 
 
 def _main_module() -> list[str]:
