@@ -26,7 +26,7 @@ from typing import Any
 
 from setproctitle import setproctitle
 
-from jobd import logs
+from jobd import logs, pipe
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
@@ -202,7 +202,7 @@ class Worker:
     def _read(self) -> None:
         try:
             while True:
-                match self.conn.recv():
+                match pipe.receive_from_supervisor(self.conn):
                     case Run(jobs):
                         for job in jobs:
                             self._take(job)
@@ -259,7 +259,7 @@ class Worker:
     def send(self, message: FromWorker) -> None:
         try:
             with self._send_lock:
-                self.conn.send(message)
+                pipe.send(self.conn, message)
         except (OSError, ValueError):
             pass  # the supervisor is gone; the reader thread notices and winds down
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from jobd import pipe
 from jobd import worker as worker_module
 from jobd.domain import Job
-from jobd.pipe import ToWorker
+from jobd.pipe import FromWorker, ToWorker
 
 log = logging.getLogger("jobd.workers")
 
@@ -58,10 +59,13 @@ class WorkerProcess:
     def send(self, message: ToWorker) -> bool:
         """Send a message; False if the worker is already gone (its sentinel will say so)."""
         try:
-            self.conn.send(message)
+            pipe.send(self.conn, message)
             return True
         except (OSError, ValueError):
             return False
+
+    def receive(self) -> FromWorker:
+        return pipe.receive_from_worker(self.conn)
 
     def signal_group(self, signum: int) -> None:
         """Signal the worker's process group: its handler's subprocesses go with it."""

@@ -288,7 +288,7 @@ class Supervisor:
     def _on_worker_readable(self, w: WorkerProcess) -> None:
         try:
             while w.conn.poll():
-                self._on_message(w, w.conn.recv())
+                self._on_message(w, w.receive())
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(w.conn.fileno())
 

@@ -9,7 +9,7 @@ if __name__ == "__main__":
     factory = WorkerFactory(["jobd.handlers.builtin"])
     workers = [factory.spawn(i) for i in (1, 2)]
     for w in workers:
-        assert w.conn.poll(30) and isinstance(w.conn.recv(), Ready)
+        assert w.conn.poll(30) and isinstance(w.receive(), Ready)
         w.send(Stop())
         w.process.join(30)
     print(" ".join(str(w.pid) for w in workers))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from jobd import pipe
 from jobd import worker as worker_module
 from jobd.pipe import (
     Done,
@@ -54,10 +55,10 @@ def worker() -> Iterator[Connection]:
     process.start()
     theirs.close()
     try:
-        assert ours.poll(30) and isinstance(ours.recv(), Ready)
+        assert ours.poll(30) and isinstance(pipe.receive_from_worker(ours), Ready)
         yield ours
         with contextlib.suppress(OSError):  # a test may have stopped it already
-            ours.send(Stop())
+            pipe.send(ours, Stop())
         process.join(10)
         assert process.exitcode == 0
     finally:
@@ -72,7 +73,7 @@ def _receive(conn: Connection, count: int) -> tuple[list[Report], int]:
     messages = 0
     while len(got) < count:
         assert conn.poll(10), f"only {got} after 10 s"
-        got += _flat(conn.recv())
+        got += _flat(pipe.receive_from_worker(conn))
         messages += 1
     return got, messages
 
@@ -80,7 +81,7 @@ def _receive(conn: Connection, count: int) -> tuple[list[Report], int]:
 def test_jobs_sent_together_are_run_in_order_and_each_start_rides_with_the_last_report(
     worker: Connection,
 ) -> None:
-    worker.send(Run((_job(1), _job(2, "nope"), _job(3))))
+    pipe.send(worker, Run((_job(1), _job(2, "nope"), _job(3))))
     got, messages = _receive(worker, 6)
     assert _ids(got) == [
         (Started, 1),
@@ -99,7 +100,7 @@ def test_jobs_sent_together_are_run_in_order_and_each_start_rides_with_the_last_
 
 
 def test_the_last_report_is_sent_at_once_when_nothing_is_queued(worker: Connection) -> None:
-    worker.send(Run((_job(7),)))
+    pipe.send(worker, Run((_job(7),)))
     got, _ = _receive(worker, 2)
     assert _ids(got) == [(Started, 7), (Done, 7)]  # not held for a next job
 
@@ -107,12 +108,12 @@ def test_the_last_report_is_sent_at_once_when_nothing_is_queued(worker: Connecti
 def test_a_stop_gives_back_queued_jobs_and_still_reports_the_running_one(
     worker: Connection,
 ) -> None:
-    worker.send(Run((_job(1, "sleep", {"seconds": 1}), _job(2))))
+    pipe.send(worker, Run((_job(1, "sleep", {"seconds": 1}), _job(2))))
     got, _ = _receive(worker, 1)
     assert got == [Started(1)]
-    worker.send(Stop())  # job 1 runs to its end; job 2, queued behind it, goes back
+    pipe.send(worker, Stop())  # job 1 runs to its end; job 2, queued behind it, goes back
     got, _ = _receive(worker, 2)
     assert _ids(got) == [(Released, 2), (Done, 1)]
     assert worker.poll(10)
     with pytest.raises(EOFError):  # and then nothing: the worker has left
-        worker.recv()
+        pipe.receive_from_worker(worker)
