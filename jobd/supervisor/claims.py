@@ -5,7 +5,7 @@ one for every other queue."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from jobd.domain import Job
 from jobd.store import Store
@@ -19,14 +19,14 @@ async def claim(
     lease: float,
     types: list[str] | None,
     limits: dict[str, int],
-    held: Iterable[Job],
+    held: Callable[[], Iterable[Job]],
 ) -> list[Job]:
     """Up to `wanted` jobs leased to `node`; `held`: the jobs the node holds already, which
-    count against their queue's limit."""
+    count against their queue's limit (asked for only when there are limits)."""
     if not limits:
         return await store.claim(node, wanted, lease=lease, types=types)
     jobs: list[Job] = []
-    running = Counter(job.queue for job in held)
+    running = Counter(job.queue for job in held())
     for queue, limit in limits.items():
         room = min(limit - running[queue], wanted - len(jobs))
         if room > 0:

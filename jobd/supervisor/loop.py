@@ -397,7 +397,7 @@ class Supervisor:
                 lease=self.settings.lease_seconds,
                 types=types,
                 limits=self.settings.queue_limits,
-                held=self._held_jobs(),
+                held=self._held_jobs,
             )
         except Unavailable as exc:
             self.health.trouble("claim", exc)
