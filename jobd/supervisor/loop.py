@@ -10,7 +10,7 @@ then handle signals, enforce deadlines, keep the workers, hand out work.  Worker
 worker deaths arrive through callbacks on the loop (the pipe and the process sentinel are file
 descriptors the loop watches); side tasks do the periodic store work.  Signal handlers only
 record the signal and wake the loop.  What happens to a job is decided in `outcomes`, how much
-to claim in `pacing`; `writeback` writes the outcomes, `housekeeping` does the periodic work.
+to claim in `pacing`; the package docstring lists the rest.
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from jobd.pipe import (
     Cancel,
     FromWorker,
     Many,
-    Run,
-    RunJob,
     Started,
     Stop,
 )
 from jobd.store import Notification, NotificationKind, Store
-from jobd.supervisor import outcomes
-from jobd.supervisor.claims import claim
+from jobd.supervisor.claims import Claims
 from jobd.supervisor.deadlines import Deadlines
+from jobd.supervisor.handout import HandOut, taking_work
 from jobd.supervisor.housekeeping import Housekeeping
 from jobd.supervisor.job_events import JobEvents
 from jobd.supervisor.outcomes import JobPolicy, timeout_of
@@ -90,7 +88,6 @@ class Supervisor:
             setup_logging=setup_worker_logging,
         )
         self.workers: dict[int, WorkerProcess] = {}
-        self.claimed: deque[Job] = deque()  # claimed, not yet handed to a worker
         self.started_at = time.time()
         self.draining = False
         self.drain_deadline = 0.0
@@ -102,6 +99,7 @@ class Supervisor:
         self.health = StoreHealth(settings.heartbeat_seconds)
         self.events = JobEvents(self.metrics, settings.job_events)
         self.pacing = Pacing(prefetch=settings.prefetch)
+        self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
         self.writeback = WriteBack(
             lambda batch: self.store.finish(self.node, batch), self.events, self.health
         )
@@ -123,13 +121,13 @@ class Supervisor:
             pacing=self.pacing,
         )
         self.deadlines = Deadlines(settings.kill_grace, self._timeout_of)
+        self.handout = HandOut(registry, self.writeback.record, self._timeout_of)
+        self.claimed = self.handout.claimed  # claimed, not yet handed to a worker
         self.status = Status(self)
         self._signals: deque[int] = deque()
         self._wakeup = asyncio.Event()
-        self._work_hint = asyncio.Event()  # new pending work may exist
         self._side_tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._last_empty_claim = -float("inf")  # none yet (monotonic time may start near 0)
         #: Hooks run when the supervisor has started (control server, HTTP shim, sd_notify).
         self.on_started: list[Callable[[], Awaitable[None]]] = []
         self.on_stopping: list[Callable[[], Awaitable[None]]] = []
@@ -226,7 +224,7 @@ class Supervisor:
 
     def _work_found(self) -> None:
         """New pending work may exist: claim on the next turn, and take that turn now."""
-        self._work_hint.set()
+        self.claims.work_hint.set()
         self.wake()
 
     # --- signals ---------------------------------------------------------------------
@@ -252,7 +250,7 @@ class Supervisor:
         self.draining = True
         self.drain_deadline = time.monotonic() + self.settings.drain_timeout
         self.notifier.stopping(f"draining ({why})")
-        self._release_claimed()
+        self.handout.release_all()
         for w in self.workers.values():
             w.retiring = True
             w.send(Stop())
@@ -358,12 +356,7 @@ class Supervisor:
                 w.cancelled.add(job_id)
                 w.send(Cancel(job_id))
             return True
-        for job in list(self.claimed):
-            if job.id == job_id:
-                self.claimed.remove(job)
-                self.writeback.record(outcomes.canceled_before_start(job), job)
-                return True
-        return False
+        return self.handout.cancel(job_id)
 
     # --- handing out work -------------------------------------------------------------------
 
@@ -373,44 +366,16 @@ class Supervisor:
         await self._claim_more()
         self._hand_out()
 
-    def _taking_work(self) -> list[WorkerProcess]:
-        return [w for w in self.workers.values() if w.ready and not w.retiring]
-
     async def _claim_more(self) -> None:
-        held = [len(w.assigned) for w in self._taking_work()]
+        held = [len(w.assigned) for w in taking_work(self.workers.values())]
         wanted = self.pacing.wanted(held, len(self.claimed))
-        now = time.monotonic()
-        if wanted <= 0 or not self.health.may_claim(now):
+        jobs = await self.claims.take(wanted, self._held_jobs)
+        if jobs is None:
             return
-        if (
-            not self._work_hint.is_set()
-            and now - self._last_empty_claim < self.settings.poll_interval
-        ):
-            return
-        self._work_hint.clear()
-        types = None if self.settings.fail_unknown_types else self.registry.types()
-        try:
-            jobs = await claim(
-                self.store,
-                self.node,
-                wanted,
-                lease=self.settings.lease_seconds,
-                types=types,
-                limits=self.settings.queue_limits,
-                held=self._held_jobs,
-            )
-        except Unavailable as exc:
-            self.health.trouble("claim", exc)
-            return
-        self.health.fine()
-        self.pacing.claim_took(time.monotonic() - now)
         self.claimed.extend(jobs)
         self._hand_out()
-        self.pacing.backlog = len(jobs) == wanted
-        if self.pacing.backlog:
-            self._work_found()  # there may be more: claim again on the next turn
-        else:
-            self._last_empty_claim = now
+        if self.claims.answered(wanted, len(jobs)):
+            self.wake()
 
     def _held_jobs(self) -> list[Job]:
         held = list(self.claimed)
@@ -423,47 +388,7 @@ class Supervisor:
         return {job.id for job in self._held_jobs()} | set(self.writeback.held())
 
     def _hand_out(self) -> None:
-        """Give claimed jobs to the workers with the fewest, up to the pacing's depth each; the
-        jobs a worker gets in one go travel in one message (one write, one wake-up)."""
-        depth = self.pacing.depth()
-        batches: dict[int, list[Job]] = {}
-        while self.claimed:
-            candidates = [w for w in self._taking_work() if len(w.assigned) < depth]
-            if not candidates:
-                break
-            w = min(candidates, key=lambda c: len(c.assigned))
-            job = self.claimed.popleft()
-            if job.type not in self.registry:
-                self.writeback.record(outcomes.unknown_type(job, self.registry.types()), job)
-                continue
-            w.assigned[job.id] = job
-            batches.setdefault(w.index, []).append(job)
-        for index, jobs in batches.items():
-            self._send_jobs(self.workers[index], jobs)
-
-    def _send_jobs(self, w: WorkerProcess, jobs: list[Job]) -> None:
-        runs = tuple(
-            RunJob(
-                job_id=job.id,
-                attempt=job.attempts,
-                max_attempts=job.max_attempts,
-                type=job.type,
-                queue=job.queue,
-                payload=job.payload,
-                correlation_id=job.correlation_id,
-                timeout=self._timeout_of(job),
-            )
-            for job in jobs
-        )
-        if not w.send(Run(runs)):  # gone: its sentinel will say so; the jobs wait here
-            for job in reversed(jobs):
-                w.assigned.pop(job.id)
-                self.claimed.appendleft(job)
-
-    def _release_claimed(self) -> None:
-        while self.claimed:
-            job = self.claimed.popleft()
-            self.writeback.record(outcomes.released(job), job)
+        self.handout.to(self.workers, self.pacing.depth())
 
     def _on_notification(self, n: Notification) -> None:
         if n.kind is NotificationKind.SUBMITTED:
@@ -480,7 +405,7 @@ class Supervisor:
                 await hook()
         if self.workers:  # boot error or an exception: do not leave workers behind
             await self._kill_all_workers()
-        self._release_claimed()
+        self.handout.release_all()
         self.writeback.close()
         try:
             if self._writer is not None:
