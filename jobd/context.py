@@ -9,6 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def job_log_fields(
+    job_id: int, job_type: str, attempt: int, queue: str, correlation_id: str | None
+) -> dict[str, Any]:
+    """The fields every log line about a job carries, in the supervisor and in its worker."""
+    return {
+        "job_id": job_id,
+        "job_type": job_type,
+        "attempt": attempt,
+        "queue": queue,
+        "correlation_id": correlation_id,
+    }
+
+
 class JobCancelled(Exception):
     """Raised by `ctx.check_cancelled()` (and `ctx.sleep`) once the job must stop: it was
     cancelled, it ran past its timeout, or its node is shutting down.  Let it propagate."""
@@ -25,19 +38,16 @@ class JobContext:
     timeout: float | None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _report_progress: Callable[[Any], None] = field(default=lambda _: None, repr=False)
-    logger: logging.LoggerAdapter = field(init=False, repr=False)
+    logger: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"jobd.job.{self.type}"),
-            {
-                "job_id": self.job_id,
-                "job_type": self.type,
-                "attempt": self.attempt,
-                "queue": self.queue,
-                "correlation_id": self.correlation_id,
-            },
+            logging.getLogger(f"jobd.job.{self.type}"), self.log_fields()
         )
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of every log line about this job."""
+        return job_log_fields(self.job_id, self.type, self.attempt, self.queue, self.correlation_id)
 
     @property
     def cancelled(self) -> bool:

@@ -21,7 +21,6 @@ from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_
 
 log = logging.getLogger("jobd.daemon")
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3

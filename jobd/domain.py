@@ -31,7 +31,6 @@ TimeTexts = dict[tuple[datetime, Any], str]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_MAX_CRASHES = 3
 MAX_NAME_LENGTH = 200
 
 
@@ -412,10 +411,32 @@ def next_run_at(
 ) -> datetime | None:
     """When the job should run again after `error` ended its current attempt, or None when it
     must not run again (permanent error, or no attempts left)."""
-    if isinstance(error, PermanentError) or job.attempts >= job.max_attempts:
+    return retry_time(
+        job,
+        backoff,
+        now,
+        permanent=isinstance(error, PermanentError),
+        delay=error.delay if isinstance(error, RetryLater) else None,
+        rng=rng,
+    )
+
+
+def retry_time(
+    job: Job,
+    backoff: Backoff,
+    now: datetime,
+    *,
+    permanent: bool = False,
+    delay: float | None = None,
+    rng: Callable[[], float] = random.random,
+) -> datetime | None:
+    """next_run_at with the failure as data: None when the job must not run again (a
+    permanent failure, or no attempts left), else `delay` seconds from now when the handler
+    asked for one, else the backoff's."""
+    if permanent or job.attempts >= job.max_attempts:
         return None
-    if isinstance(error, RetryLater):
-        return now + timedelta(seconds=error.delay)
+    if delay is not None:
+        return now + timedelta(seconds=delay)
     return now + timedelta(seconds=backoff.delay(job.attempts, rng))
 
 

@@ -2,28 +2,11 @@
 
 Two threads share the pipe.  The reader thread receives messages — jobs go into a local inbox,
 cancel and stop requests take effect at once — while the main thread runs handlers.  The main
-thread announces every job it takes from the inbox ("start") before running it, so when the
+thread announces every job it takes from the inbox (Started) before running it, so when the
 process dies the supervisor knows exactly which job killed it; a job still in the inbox at that
 point never started and goes back untouched.
 
-Messages, supervisor → worker (tuples, pickled by multiprocessing):
-    ("run", job, job, ...)  jobs to run in this order, each a tuple
-                            (job_id, attempt, max_attempts, type, queue, payload,
-                             correlation_id, timeout); several travel in one message
-    ("cancel", job_id)      stop that job (cancel, timeout or drain): ctx.cancelled becomes true
-    ("stop",)               give back every job not started, finish the current one, then exit
-Worker → supervisor:
-    ("ready", pid)
-    ("start", job_id)
-    ("done", job_id, result)
-    ("fail", job_id, kind, error_type, message, traceback, retry_delay)
-                            kind: "error" | "permanent" | "retry" | "cancelled"
-    ("released", job_id)    a job given back without being started
-    ("progress", job_id, data)
-    ("many", message, message, ...)
-                            several of the above in order: a job's "done" or "fail" travels
-                            with the next job's "start" when that job was already queued
-    ("retiring", reason)    the worker leaves after its current job (recycling)
+The messages and their order are in jobd.pipe.
 """
 
 from __future__ import annotations
@@ -37,15 +20,34 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from setproctitle import setproctitle
 
-from jobd import logs
+from jobd import logs, pipe
 from jobd.context import JobCancelled, JobContext
-from jobd.domain import PermanentError, RetryLater
+from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
+from jobd.pipe import (
+    Cancel,
+    Done,
+    Failed,
+    Failure,
+    FailureKind,
+    FromWorker,
+    Many,
+    Progress,
+    Ready,
+    Released,
+    Report,
+    Retiring,
+    Run,
+    RunJob,
+    Started,
+    Stop,
+)
 
 log = logging.getLogger("jobd.worker")
 
@@ -55,7 +57,13 @@ MAX_TRACEBACK = 16 * 1024
 BOOT_ERROR = 3
 #: How long a worker whose supervisor vanished lets its current job wind down.
 ORPHAN_GRACE = 5.0
-_NOTHING_QUEUED = object()
+
+
+class _NothingQueued:
+    """The inbox holds no job right now (None in the inbox means: stop)."""
+
+
+_NOTHING_QUEUED = _NothingQueued()
 
 
 def main(
@@ -64,7 +72,7 @@ def main(
     modules: list[str],
     max_jobs: int = 0,
     max_memory: int = 0,
-    setup_logging: Any = None,
+    setup_logging: Callable[[], None] | None = None,
 ) -> None:
     """Entry point of a worker process (started by the supervisor's forkserver context)."""
     os.setpgid(0, 0)  # own process group: a hard kill also takes the handler's children
@@ -91,7 +99,7 @@ class Worker:
         self.max_memory = max_memory
         self.jobs_done = 0
         self._send_lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[RunJob | None] = queue.SimpleQueue()
         self._state_lock = threading.Lock()
         self._current: tuple[int, threading.Event] | None = None
         self._cancelled: set[int] = set()
@@ -102,13 +110,13 @@ class Worker:
     def run(self) -> None:
         self._title("idle")
         threading.Thread(target=self._read, name="jobd-worker-reader", daemon=True).start()
-        self.send("ready", os.getpid())
-        report: tuple | None = None  # how the last job ended, not sent yet
+        self.send(Ready(os.getpid()))
+        report: Report | None = None  # how the last job ended, not sent yet
         while True:
             job = self._next_job(report)
-            if job is None or job is _NOTHING_QUEUED:  # say how the last job ended first
+            if not isinstance(job, RunJob):  # say how the last job ended first
                 if report is not None:
-                    self.send(*report)
+                    self.send(report)
                     report = None
                 if job is None:
                     break
@@ -118,15 +126,15 @@ class Worker:
             reason = self._retire_reason()
             if reason:
                 if report is not None:
-                    self.send(*report)
-                self.send("retiring", reason)
+                    self.send(report)
+                self.send(Retiring(reason))
                 self._stop()
                 break
         self.conn.close()
 
-    def _next_job(self, report: tuple | None) -> Any:
+    def _next_job(self, report: Report | None) -> RunJob | _NothingQueued | None:
         """The next job (None: stop).  While a report waits to be sent, only a job already
-        queued is taken, so the report goes out with its "start" in one message."""
+        queued is taken, so the report goes out with its Started in one message."""
         if report is None:
             return self._inbox.get()
         try:
@@ -134,46 +142,27 @@ class Worker:
         except queue.Empty:
             return _NOTHING_QUEUED
 
-    def _run_one(self, job: tuple, report: tuple | None) -> tuple | None:
-        """Run one job; returns its report ("done" or "fail"; None if it was given back),
-        for the caller to send.  `report` (the previous job's) travels with this job's
-        "start" (or its "released")."""
-        job_id, attempt, max_attempts, job_type, queue_name, payload, corr, timeout = job
+    def _run_one(self, job: RunJob, report: Report | None) -> Report | None:
+        """Run one job; returns its report (Done or Failed; None if it was given back), for
+        the caller to send.  `report` (the previous job's) travels with this job's Started
+        (or its Released)."""
+        job_id = job.job_id
         stop = threading.Event()
         with self._state_lock:
             if self._stopping:
-                self._say(report, ("released", job_id))
+                self._say(report, Released(job_id))
                 return None
             self._current = (job_id, stop)
             if job_id in self._cancelled:
                 stop.set()
-        self._say(report, ("start", job_id))
-        self._title(f"running {job_type}#{job_id}")
-        logs.bind_job(
-            {
-                "job_id": job_id,
-                "job_type": job_type,
-                "attempt": attempt,
-                "queue": queue_name,
-                "correlation_id": corr,
-                "worker": self.index,
-            }
-        )
-        ctx = JobContext(
-            job_id,
-            job_type,
-            attempt,
-            max_attempts,
-            queue_name,
-            corr,
-            timeout,
-            stop,
-            lambda data: self.send("progress", job_id, data),
-        )
+        self._say(report, Started(job_id))
+        self._title(f"running {job.type}#{job_id}")
+        ctx = job.context(stop, lambda data: self.send(Progress(job_id, data)))
+        logs.bind_job({**ctx.log_fields(), "worker": self.index})
         try:
-            return ("done", job_id, self._call(ctx, payload))
+            return Done(job_id, self._call(ctx, job.payload))
         except BaseException as exc:  # every failure is reported, never raised
-            return ("fail", job_id, *describe_failure(exc, stop.is_set()))
+            return Failed(job_id, describe_failure(exc, stop.is_set()))
         finally:
             logs.bind_job(None)
             with self._state_lock:
@@ -181,13 +170,10 @@ class Worker:
                 self._cancelled.discard(job_id)
             self.jobs_done += 1
 
-    def _say(self, report: tuple | None, message: tuple) -> None:
+    def _say(self, report: Report | None, message: Report) -> None:
         """Send `message`, with the previous job's report ahead of it in one message: one
         write and one wake-up of the supervisor per job instead of two."""
-        if report is None:
-            self.send(*message)
-        else:
-            self.send("many", report, message)
+        self.send(message if report is None else Many((report, message)))
 
     def _call(self, ctx: JobContext, payload: dict[str, Any]) -> Any:
         spec = self.registry.get(ctx.type)
@@ -216,23 +202,22 @@ class Worker:
     def _read(self) -> None:
         try:
             while True:
-                message = self.conn.recv()
-                kind = message[0]
-                if kind == "run":
-                    for job in message[1:]:
-                        self._take(job)
-                elif kind == "cancel":
-                    self._cancel(message[1])
-                elif kind == "stop":
-                    self._stop()
+                match pipe.receive_from_supervisor(self.conn):
+                    case Run(jobs):
+                        for job in jobs:
+                            self._take(job)
+                    case Cancel(job_id):
+                        self._cancel(job_id)
+                    case Stop():
+                        self._stop()
         except (EOFError, OSError):
             self._orphaned()
 
-    def _take(self, job: tuple) -> None:
+    def _take(self, job: RunJob) -> None:
         with self._state_lock:
             stopping = self._stopping
         if stopping:  # leaving: it goes straight back
-            self.send("released", job[0])
+            self.send(Released(job.job_id))
         else:
             self._inbox.put(job)
 
@@ -254,7 +239,7 @@ class Worker:
             except queue.Empty:
                 break
             if job is not None:
-                self.send("released", job[0])
+                self.send(Released(job.job_id))
         self._inbox.put(None)
 
     def _orphaned(self) -> None:
@@ -271,10 +256,10 @@ class Worker:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def send(self, *message: Any) -> None:
+    def send(self, message: FromWorker) -> None:
         try:
             with self._send_lock:
-                self.conn.send(message)
+                pipe.send(self.conn, message)
         except (OSError, ValueError):
             pass  # the supervisor is gone; the reader thread notices and winds down
 
@@ -282,20 +267,17 @@ class Worker:
         setproctitle(f"jobd: worker {self.index} {what}")
 
 
-def describe_failure(
-    exc: BaseException, stop_requested: bool
-) -> tuple[str, str, str, str | None, float | None]:
-    """(kind, error type, message, traceback, retry delay) of a handler's exception."""
+def describe_failure(exc: BaseException, stop_requested: bool) -> Failure:
+    """A handler's exception as data: its kind, the error, and the delay a RetryLater asks."""
     error_type = type(exc).__name__
     message = str(exc) or error_type
-    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
     if isinstance(exc, JobCancelled) or (stop_requested and isinstance(exc, KeyboardInterrupt)):
-        return "cancelled", error_type, message, None, None
-    if isinstance(exc, PermanentError):
-        return "permanent", error_type, message, tb, None
+        return Failure(FailureKind.CANCELLED, ErrorInfo(error_type, message))
     if isinstance(exc, RetryLater):
-        return "retry", error_type, message, None, exc.delay
-    return "error", error_type, message, tb, None
+        return Failure(FailureKind.RETRY, ErrorInfo(error_type, message), exc.delay)
+    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+    kind = FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.ERROR
+    return Failure(kind, ErrorInfo(error_type, message, tb))
 
 
 def resident_memory() -> int:

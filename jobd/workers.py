@@ -16,14 +16,15 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.process import BaseProcess
 
+from jobd import pipe
 from jobd import worker as worker_module
 from jobd.domain import Job
+from jobd.pipe import FromWorker, ToWorker
 
 log = logging.getLogger("jobd.workers")
 
@@ -40,9 +41,8 @@ class StopRequest:
 @dataclass
 class WorkerProcess:
     index: int
-    process: Any  # multiprocessing.context.ForkServerProcess
+    process: BaseProcess  # a ForkServerProcess
     conn: Connection
-    spawned_at: float
     ready: bool = False
     retiring: bool = False
     assigned: dict[int, Job] = field(default_factory=dict)  # sent, not finished (in order)
@@ -56,17 +56,16 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self.process.pid
 
-    @property
-    def idle(self) -> bool:
-        return self.ready and not self.retiring and not self.assigned
-
-    def send(self, *message: Any) -> bool:
+    def send(self, message: ToWorker) -> bool:
         """Send a message; False if the worker is already gone (its sentinel will say so)."""
         try:
-            self.conn.send(message)
+            pipe.send(self.conn, message)
             return True
         except (OSError, ValueError):
             return False
+
+    def receive(self) -> FromWorker:
+        return pipe.receive_from_worker(self.conn)
 
     def signal_group(self, signum: int) -> None:
         """Signal the worker's process group: its handler's subprocesses go with it."""
@@ -128,7 +127,7 @@ class WorkerFactory:
         )
         process.start()
         child_end.close()  # only the worker holds it now: its death gives us EOF
-        return WorkerProcess(index, process, parent_end, time.monotonic())
+        return WorkerProcess(index, process, parent_end)
 
 
 def _main_module() -> list[str]:

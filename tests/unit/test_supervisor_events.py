@@ -1,6 +1,6 @@
-"""The supervisor's counting and logging of the changes the control server makes (submits,
-cancels of pending jobs, operator retries), without processes: a Supervisor that is built but
-not run."""
+"""The counting and logging of the changes the control server makes (submits, cancels of
+pending jobs, operator retries): the supervisor's JobEvents over its metrics, without
+processes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from jobd.domain import Job, NewJob
-from jobd.handlers import Registry
-from jobd.store import create_store
-from jobd.supervisor import Supervisor, SupervisorSettings
+from jobd.metrics import Metrics
+from jobd.supervisor.job_events import JobEvents
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -20,17 +19,18 @@ NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 def test_jobs_submitted_together_are_counted_by_type_and_queue_and_each_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sup = Supervisor(create_store("memory://"), Registry(), SupervisorSettings(job_events=True))
+    metrics = Metrics()
+    events = JobEvents(metrics, verbose=True)
     kinds = [("a", "default"), ("a", "default"), ("b", "q2")]
     jobs = [Job.new(i, NewJob(t, {}, queue=q), NOW) for i, (t, q) in enumerate(kinds, 1)]
     with caplog.at_level(logging.INFO, logger="jobd.jobs"):
-        sup.job_events("submitted", jobs, None)
-        sup.job_event("submitted", jobs[0], None)
-        sup.job_events("requeued", jobs[2:], None)  # no counter of its own: logged only
-    text = sup.metrics.exposition()
+        events.changed("submitted", jobs, None)
+        events.changed("submitted", [jobs[0]], None)
+        events.changed("requeued", jobs[2:], None)  # no counter of its own: logged only
+    text = metrics.exposition()
     assert 'jobd_jobs_submitted_total{queue="default",type="a"} 3.0' in text
     assert 'jobd_jobs_submitted_total{queue="q2",type="b"} 1.0' in text
-    assert sup.counters["submitted"] == 4
+    assert metrics.totals()["submitted"] == 4
     logged = [(r.getMessage(), r.job_id, r.queue) for r in caplog.records]
     assert logged == [
         ("job submitted", 1, "default"),

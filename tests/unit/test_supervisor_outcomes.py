@@ -1,12 +1,59 @@
-"""The supervisor's bookkeeping of outcomes waiting to be written, without processes: a
-Supervisor over the memory store, its recording and accounting driven by hand."""
+"""What happens to a job when its attempt ends (jobd.supervisor.outcomes, pure), and the
+bookkeeping of outcomes waiting to be written (jobd.supervisor.writeback.WriteBack over the
+memory store, its writes driven by hand)."""
 
 from __future__ import annotations
 
-from jobd.domain import NewJob
-from jobd.handlers import Registry
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+from jobd.domain import Backoff, ErrorInfo, Job, NewJob, State
+from jobd.metrics import Metrics
+from jobd.pipe import Failure, FailureKind
 from jobd.store import Outcome, OutcomeKind, create_store
-from jobd.supervisor import Supervisor, SupervisorSettings
+from jobd.supervisor.job_events import JobEvents
+from jobd.supervisor.outcomes import JobPolicy, crashed, failed, stopped
+from jobd.supervisor.store_health import StoreHealth
+from jobd.supervisor.writeback import WriteBack
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+POLICY = JobPolicy(timeout=10.0, backoff=Backoff(jitter=False), max_crashes=3)
+
+
+def running(attempts: int = 1, crashes: int = 0) -> Job:
+    job = Job.new(7, NewJob("echo", {}, max_attempts=3), NOW)
+    return dataclasses.replace(job, state=State.RUNNING, attempts=attempts, crashes=crashes)
+
+
+def test_a_retry_asked_for_waits_its_delay_and_a_permanent_failure_ends_the_job() -> None:
+    error = ErrorInfo("RetryLater", "later")
+    retry = failed(running(), Failure(FailureKind.RETRY, error, 42.0), False, POLICY, NOW)
+    assert (retry.kind, retry.retry_at) == (OutcomeKind.FAILED, NOW + timedelta(seconds=42))
+    permanent = Failure(FailureKind.PERMANENT, ErrorInfo("PermanentError", "no"))
+    assert failed(running(), permanent, False, POLICY, NOW).retry_at is None
+
+
+def test_a_handler_stopping_by_itself_fails_one_cancelled_before_its_start_is_canceled() -> None:
+    failure = Failure(FailureKind.CANCELLED, ErrorInfo("JobCancelled", "stop"))
+    by_itself = failed(running(), failure, False, POLICY, NOW)
+    assert (by_itself.kind, by_itself.retry_at) == (OutcomeKind.FAILED, NOW + timedelta(seconds=1))
+    assert failed(running(), failure, True, POLICY, NOW).kind is OutcomeKind.CANCELED
+
+
+def test_the_crash_that_reaches_max_crashes_makes_the_job_poison() -> None:
+    again = crashed(running(crashes=1), 2, "killed by SIGKILL", POLICY, NOW)
+    assert again.error is not None and again.error.type == "WorkerCrashed"
+    assert again.crashed and again.retry_at is not None
+    poison = crashed(running(crashes=2), 2, "killed by SIGKILL", POLICY, NOW)
+    assert poison.error is not None and poison.error.type == "PoisonJob"
+    assert poison.retry_at is None
+
+
+def test_stopped_jobs_end_by_the_reason_they_were_stopped() -> None:
+    assert stopped(running(), "cancel", POLICY, NOW).kind is OutcomeKind.CANCELED
+    assert stopped(running(), "drain", POLICY, NOW).kind is OutcomeKind.RELEASED
+    timeout = stopped(running(), "timeout", POLICY, NOW)
+    assert timeout.error == ErrorInfo("Timeout", "timed out after 10s")
 
 
 async def test_two_outcomes_of_one_job_in_flight_are_each_counted() -> None:
@@ -19,20 +66,24 @@ async def test_two_outcomes_of_one_job_in_flight_are_each_counted() -> None:
     store = create_store("memory://")
     await store.open()
     await store.migrate()
-    sup = Supervisor(store, Registry(), SupervisorSettings())
+    node = "node-1"
+    metrics = Metrics()
+    writeback = WriteBack(
+        lambda batch: store.finish(node, batch), JobEvents(metrics, False), StoreHealth(10.0)
+    )
     await store.submit(NewJob("echo", {}))
-    [job] = await store.claim(sup.node, 1, lease=30)
-    sup._record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
-    batch, sup.outcomes = sup.outcomes, []
-    applied = await store.finish(sup.node, batch)  # committed; its answer not yet accounted
-    [again] = await store.claim(sup.node, 1, lease=30)
+    [job] = await store.claim(node, 1, lease=30)
+    writeback.record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
+    batch = writeback.take()
+    applied = await store.finish(node, batch)  # committed; its answer not yet accounted
+    [again] = await store.claim(node, 1, lease=30)
     assert (again.id, again.attempts) == (job.id, job.attempts)
-    sup._record(Outcome(again.id, again.attempts, OutcomeKind.COMPLETED, result={}), again)
-    sup._account(batch, applied)
-    assert again.id in sup._outcome_jobs  # still held: its lease is renewed until written
-    second, sup.outcomes = sup.outcomes, []
-    sup._account(second, await store.finish(sup.node, second))
-    assert sup.counters["released"] == 1
-    assert sup.counters["completed"] == 1
-    assert sup._outcome_jobs == {}
+    writeback.record(Outcome(again.id, again.attempts, OutcomeKind.COMPLETED, result={}), again)
+    writeback.account(batch, applied)
+    assert again.id in writeback.held()  # still held: its lease is renewed until written
+    second = writeback.take()
+    writeback.account(second, await store.finish(node, second))
+    assert metrics.totals()["released"] == 1
+    assert metrics.totals()["completed"] == 1
+    assert not writeback.held()
     await store.close()

@@ -12,15 +12,37 @@ from typing import Any
 
 import pytest
 
+from jobd import pipe
 from jobd import worker as worker_module
+from jobd.pipe import (
+    Done,
+    Failed,
+    FailureKind,
+    FromWorker,
+    Many,
+    Ready,
+    Released,
+    Report,
+    Run,
+    RunJob,
+    Started,
+    Stop,
+)
 
 
-def _job(job_id: int, job_type: str = "echo") -> tuple[Any, ...]:
-    return (job_id, 1, 3, job_type, "default", {"n": job_id}, f"c{job_id}", None)
+def _job(job_id: int, job_type: str = "echo", payload: dict[str, Any] | None = None) -> RunJob:
+    payload = {"n": job_id} if payload is None else payload
+    return RunJob(job_id, 1, 3, job_type, "default", payload, f"c{job_id}", None)
 
 
-def _flat(message: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    return [part for m in message[1:] for part in _flat(m)] if message[0] == "many" else [message]
+def _flat(message: FromWorker) -> list[Report]:
+    if isinstance(message, Many):
+        return [part for m in message.messages for part in _flat(m)]
+    return [message]
+
+
+def _ids(reports: list[Report]) -> list[tuple[type, int]]:
+    return [(type(r), getattr(r, "job_id", 0)) for r in reports]
 
 
 @pytest.fixture
@@ -33,10 +55,10 @@ def worker() -> Iterator[Connection]:
     process.start()
     theirs.close()
     try:
-        assert ours.poll(30) and ours.recv()[0] == "ready"
+        assert ours.poll(30) and isinstance(pipe.receive_from_worker(ours), Ready)
         yield ours
         with contextlib.suppress(OSError):  # a test may have stopped it already
-            ours.send(("stop",))
+            pipe.send(ours, Stop())
         process.join(10)
         assert process.exitcode == 0
     finally:
@@ -45,13 +67,13 @@ def worker() -> Iterator[Connection]:
         ours.close()
 
 
-def _receive(conn: Connection, count: int) -> tuple[list[tuple[Any, ...]], int]:
+def _receive(conn: Connection, count: int) -> tuple[list[Report], int]:
     """`count` reports (flattened) and how many messages carried them."""
-    got: list[tuple[Any, ...]] = []
+    got: list[Report] = []
     messages = 0
     while len(got) < count:
         assert conn.poll(10), f"only {got} after 10 s"
-        got += _flat(conn.recv())
+        got += _flat(pipe.receive_from_worker(conn))
         messages += 1
     return got, messages
 
@@ -59,36 +81,39 @@ def _receive(conn: Connection, count: int) -> tuple[list[tuple[Any, ...]], int]:
 def test_jobs_sent_together_are_run_in_order_and_each_start_rides_with_the_last_report(
     worker: Connection,
 ) -> None:
-    worker.send(("run", _job(1), _job(2, "nope"), _job(3)))
+    pipe.send(worker, Run((_job(1), _job(2, "nope"), _job(3))))
     got, messages = _receive(worker, 6)
-    assert [m[:2] for m in got] == [
-        ("start", 1),
-        ("done", 1),
-        ("start", 2),
-        ("fail", 2),
-        ("start", 3),
-        ("done", 3),
+    assert _ids(got) == [
+        (Started, 1),
+        (Done, 1),
+        (Started, 2),
+        (Failed, 2),
+        (Started, 3),
+        (Done, 3),
     ]
-    assert got[1][2] == {"n": 1} and got[5][2] == {"n": 3}
-    assert got[3][2] == "permanent" and "unknown job type 'nope'" in got[3][4]
+    assert got[1] == Done(1, {"n": 1}) and got[5] == Done(3, {"n": 3})
+    assert isinstance(got[3], Failed)
+    failure = got[3].failure
+    assert failure.kind is FailureKind.PERMANENT
+    assert "unknown job type 'nope'" in failure.error.message
     assert messages == 4  # start 1; done 1 + start 2; fail 2 + start 3; done 3
 
 
 def test_the_last_report_is_sent_at_once_when_nothing_is_queued(worker: Connection) -> None:
-    worker.send(("run", _job(7)))
+    pipe.send(worker, Run((_job(7),)))
     got, _ = _receive(worker, 2)
-    assert [m[:2] for m in got] == [("start", 7), ("done", 7)]  # not held for a next job
+    assert _ids(got) == [(Started, 7), (Done, 7)]  # not held for a next job
 
 
 def test_a_stop_gives_back_queued_jobs_and_still_reports_the_running_one(
     worker: Connection,
 ) -> None:
-    worker.send(("run", (1, 1, 3, "sleep", "default", {"seconds": 1}, "c1", None), _job(2)))
+    pipe.send(worker, Run((_job(1, "sleep", {"seconds": 1}), _job(2))))
     got, _ = _receive(worker, 1)
-    assert got == [("start", 1)]
-    worker.send(("stop",))  # job 1 runs to its end; job 2, queued behind it, goes back
+    assert got == [Started(1)]
+    pipe.send(worker, Stop())  # job 1 runs to its end; job 2, queued behind it, goes back
     got, _ = _receive(worker, 2)
-    assert [m[:2] for m in got] == [("released", 2), ("done", 1)]
+    assert _ids(got) == [(Released, 2), (Done, 1)]
     assert worker.poll(10)
     with pytest.raises(EOFError):  # and then nothing: the worker has left
-        worker.recv()
+        pipe.receive_from_worker(worker)

@@ -1,0 +1,103 @@
+"""Claiming: when (new work may exist, or a poll interval has passed since a claim came back
+short; not while the store is away), and the claim itself: one statement for the node's free
+slots, or, with queue concurrency limits (`queues.<name>.concurrency`), one per limited queue
+within its limit on this node and one for every other queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from jobd.domain import Job
+from jobd.errors import Unavailable
+from jobd.handlers import Registry
+from jobd.store import Store
+from jobd.supervisor.pacing import Pacing
+from jobd.supervisor.settings import SupervisorSettings
+from jobd.supervisor.store_health import StoreHealth
+
+
+class Claims:
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        settings: SupervisorSettings,
+        registry: Registry,
+        health: StoreHealth,
+        pacing: Pacing,
+    ):
+        self.store = store
+        self.node = node
+        self.settings = settings
+        self.registry = registry
+        self.health = health
+        self.pacing = pacing
+        self.work_hint = asyncio.Event()  # new pending work may exist
+        self._last_empty = -float("inf")  # none yet (monotonic time may start near 0)
+        self._started = 0.0
+
+    async def take(self, wanted: int, held: Callable[[], Iterable[Job]]) -> list[Job] | None:
+        """Up to `wanted` jobs, if a claim is due (None: it was not, or the store failed)."""
+        now = time.monotonic()
+        if wanted <= 0 or not self.health.may_claim(now):
+            return None
+        if not self.work_hint.is_set() and now - self._last_empty < self.settings.poll_interval:
+            return None
+        self.work_hint.clear()
+        types = None if self.settings.fail_unknown_types else self.registry.types()
+        try:
+            jobs = await claim(
+                self.store,
+                self.node,
+                wanted,
+                lease=self.settings.lease_seconds,
+                types=types,
+                limits=self.settings.queue_limits,
+                held=held,
+            )
+        except Unavailable as exc:
+            self.health.trouble("claim", exc)
+            return None
+        self.health.fine()
+        self.pacing.claim_took(time.monotonic() - now)
+        self._started = now
+        return jobs
+
+    def answered(self, wanted: int, got: int) -> bool:
+        """Once the claimed jobs are handed out: True if the claim got all it asked for, so
+        more is waiting (claim again on the next turn)."""
+        self.pacing.backlog = got == wanted
+        if self.pacing.backlog:
+            self.work_hint.set()
+        else:
+            self._last_empty = self._started
+        return self.pacing.backlog
+
+
+async def claim(
+    store: Store,
+    node: str,
+    wanted: int,
+    *,
+    lease: float,
+    types: list[str] | None,
+    limits: dict[str, int],
+    held: Callable[[], Iterable[Job]],
+) -> list[Job]:
+    """Up to `wanted` jobs leased to `node`; `held`: the jobs the node holds already, which
+    count against their queue's limit (asked for only when there are limits)."""
+    if not limits:
+        return await store.claim(node, wanted, lease=lease, types=types)
+    jobs: list[Job] = []
+    running = Counter(job.queue for job in held())
+    for queue, limit in limits.items():
+        room = min(limit - running[queue], wanted - len(jobs))
+        if room > 0:
+            jobs += await store.claim(node, room, lease=lease, queues=[queue], types=types)
+    room = wanted - len(jobs)
+    if room > 0:
+        jobs += await store.claim(node, room, lease=lease, types=types, exclude_queues=list(limits))
+    return jobs

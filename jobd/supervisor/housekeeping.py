@@ -1,0 +1,104 @@
+"""The supervisor's periodic store work: heartbeats of this node's leases, recovery of any
+node's expired leases, the store's maintenance and the pruning of old finished jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+from jobd.errors import Unavailable
+from jobd.store import Store
+from jobd.supervisor.job_events import JobEvents, job_fields
+from jobd.supervisor.settings import SupervisorSettings
+from jobd.supervisor.store_health import StoreHealth
+
+log = logging.getLogger("jobd.supervisor")
+
+MAINTENANCE_INTERVAL = 5.0  # seconds between the store's maintenance checks
+PRUNE_INTERVAL = 60.0  # seconds between prunes of finished jobs past jobs.retention
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        settings: SupervisorSettings,
+        health: StoreHealth,
+        events: JobEvents,
+        *,
+        held: Callable[[], Iterable[int]],
+        cancel: Callable[[int], object],
+        work_found: Callable[[], None],
+    ):
+        self.store = store
+        self.node = node
+        self.settings = settings
+        self.health = health
+        self.events = events
+        self._held = held  # ids of the jobs whose leases are ours to renew
+        self._cancel = cancel  # stop a job this node runs
+        self._work_found = work_found  # a recovered job may be claimed
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self.renew_leases()
+            except Unavailable as exc:
+                self.health.trouble("heartbeat", exc)
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of the jobs this node holds (running, queued in a worker, claimed,
+        or with a result waiting to be written).  Only those: one the database gave it whose
+        claim answer never arrived must expire and be recovered, not be renewed for ever."""
+        held = set(self._held())
+        to_cancel = await self.store.heartbeat(self.node, self.settings.lease_seconds, held)
+        self.health.fine()
+        for job_id in to_cancel:
+            self._cancel(job_id)
+
+    async def recovery_loop(self) -> None:
+        interval = max(min(self.settings.lease_seconds / 2, 10.0), 0.2)
+        while True:
+            try:
+                # Our own leases first: after an outage longer than the lease they have run
+                # out too, and this node must not take back -- and then discard the results
+                # of -- the jobs it is running or holds results for.  (Other nodes' live jobs
+                # are spared by the grace StoreHealth keeps once the store is back.)
+                await self.renew_leases()
+                if self.health.may_recover(time.monotonic()):
+                    await self._recover()
+            except Unavailable as exc:
+                self.health.trouble("recover leases", exc)
+            await asyncio.sleep(interval)
+
+    async def _recover(self) -> None:
+        for job in await self.store.recover_expired():
+            self.events.recovered(job)
+            log.warning(
+                "recovered a job whose lease expired",
+                extra={**job_fields(job), "from": "running", "to": job.state.value},
+            )
+            self._work_found()
+
+    async def prune_loop(self) -> None:
+        """The store's maintenance every few seconds (PostgreSQL vacuums the jobs table when
+        dead rows pile up), pruning of old finished jobs every minute."""
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                if await self.store.maintain():
+                    log.debug("store maintenance done")
+                retention = self.settings.retention  # 0: finished jobs are kept forever
+                if retention > 0 and time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    pruned = await self.store.prune(timedelta(seconds=retention))
+                    if pruned:
+                        log.info("pruned finished jobs", extra={"count": pruned})
+            except Unavailable as exc:
+                self.health.trouble("maintenance", exc)

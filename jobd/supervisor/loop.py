@@ -1,0 +1,461 @@
+"""The supervisor: one process, one asyncio loop, no handler code.
+
+It claims jobs when workers are free, hands each to a worker over that worker's own pipe,
+collects the results and writes them back in batches, heartbeats its leases, recovers the
+expired leases of any node, keeps the worker count, enforces timeouts and cancellations, and
+drains on SIGTERM/SIGINT without losing a job.
+
+The main loop (`run`) reads like gunicorn's arbiter: wait for something to happen or a tick,
+then handle signals, enforce deadlines, keep the workers, hand out work.  Worker messages and
+worker deaths arrive through callbacks on the loop (the pipe and the process sentinel are file
+descriptors the loop watches); side tasks do the periodic store work.  Signal handlers only
+record the signal and wake the loop.  What happens to a job is decided in `outcomes`, how much
+to claim in `pacing`; the package docstring lists the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jobd.domain import Job
+from jobd.errors import Unavailable
+from jobd.handlers import Registry
+from jobd.metrics import CountsCache, Metrics, Rates
+from jobd.pipe import (
+    Cancel,
+    FromWorker,
+    Many,
+    Started,
+    Stop,
+)
+from jobd.store import Notification, NotificationKind, Store
+from jobd.supervisor.claims import Claims
+from jobd.supervisor.deadlines import Deadlines
+from jobd.supervisor.handout import HandOut, taking_work
+from jobd.supervisor.housekeeping import Housekeeping
+from jobd.supervisor.job_events import JobEvents
+from jobd.supervisor.outcomes import JobPolicy, timeout_of
+from jobd.supervisor.pacing import Pacing
+from jobd.supervisor.reports import WorkerReports
+from jobd.supervisor.settings import BOOT_TIMEOUT, SupervisorSettings
+from jobd.supervisor.status import Status
+from jobd.supervisor.store_health import StoreHealth
+from jobd.supervisor.writeback import WriteBack
+from jobd.systemd import Notifier
+from jobd.worker import BOOT_ERROR
+from jobd.workers import StopRequest, WorkerFactory, WorkerProcess, describe_exit
+
+log = logging.getLogger("jobd.supervisor")
+
+
+class BootError(RuntimeError):
+    """The workers could not start; the daemon stops instead of respawning in a loop."""
+
+
+def new_node_id() -> str:
+    """One id per boot of a node: leases taken by an earlier boot are never mistaken for ours."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: SupervisorSettings,
+        *,
+        node: str | None = None,
+        setup_worker_logging: Callable[[], None] | None = None,
+    ):
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.node = node or new_node_id()
+        self.factory = WorkerFactory(
+            list(settings.handler_modules),
+            max_jobs=settings.max_jobs_per_worker,
+            max_memory=settings.max_worker_memory,
+            setup_logging=setup_worker_logging,
+        )
+        self.workers: dict[int, WorkerProcess] = {}
+        self.started_at = time.time()
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.boot_error: str | None = None
+        self.counts_cache = CountsCache()
+        self.metrics = Metrics(counts=self.counts_cache.get)
+        self.rates = Rates()
+        self.notifier = Notifier()
+        self.health = StoreHealth(settings.heartbeat_seconds)
+        self.events = JobEvents(self.metrics, settings.job_events)
+        self.pacing = Pacing(prefetch=settings.prefetch)
+        self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
+        self.writeback = WriteBack(
+            lambda batch: self.store.finish(self.node, batch), self.events, self.health
+        )
+        self.housekeeping = Housekeeping(
+            store,
+            self.node,
+            settings,
+            self.health,
+            self.events,
+            held=self._held_ids,
+            cancel=self.cancel_running,
+            work_found=self._work_found,
+        )
+        self.reports = WorkerReports(
+            record=self.writeback.record,
+            policy=self._policy,
+            events=self.events,
+            metrics=self.metrics,
+            pacing=self.pacing,
+        )
+        self.deadlines = Deadlines(settings.kill_grace, self._timeout_of)
+        self.handout = HandOut(registry, self.writeback.record, self._timeout_of)
+        self.claimed = self.handout.claimed  # claimed, not yet handed to a worker
+        self.status = Status(self)
+        self._signals: deque[int] = deque()
+        self._wakeup = asyncio.Event()
+        self._side_tasks: list[asyncio.Task[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+        #: Hooks run when the supervisor has started (control server, HTTP shim, sd_notify).
+        self.on_started: list[Callable[[], Awaitable[None]]] = []
+        self.on_stopping: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def store_ok(self) -> bool:
+        return self.health.ok
+
+    # --- the life of the process -------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until drained after a signal; return the process exit status."""
+        await self._start()
+        try:
+            while not self._finished():
+                await self._wait(self._next_tick())
+                self._handle_signals()
+                drain_over = self.draining and time.monotonic() >= self.drain_deadline
+                self.deadlines.enforce(self.workers.values(), drain_over)
+                self._manage_workers()
+                await self._dispatch()
+                self.status.update()
+        finally:
+            await self._shutdown()
+        return 1 if self.boot_error else 0
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        self.store.add_listener(self._on_notification)
+        self._writer = asyncio.create_task(self._guard("flusher", self.writeback.run))
+        for index in range(1, self.settings.workers + 1):
+            self._spawn(index)
+        await self._wait_for_workers()
+        self._side_task("heartbeat", self.housekeeping.heartbeat_loop)
+        self._side_task("recovery", self.housekeeping.recovery_loop)
+        self._side_task("pruner", self.housekeeping.prune_loop)
+        for hook in self.on_started:
+            await hook()
+        self.notifier.ready(self.status.line())
+        if self.notifier.enabled:
+            self._side_task("systemd", self.status.systemd_loop)
+        log.info(
+            "jobd started",
+            extra={
+                "node": self.node,
+                "workers": self.settings.workers,
+                "types": self.registry.types(),
+                "store": self.store.kind,
+            },
+        )
+        # Jobs submitted before this node started send no notification, and waiting for the
+        # workers swallowed any wake-up (theirs and a submit's): without this the first turn
+        # slept a whole poll interval before its first claim, idling a backlog on restart.
+        self._work_found()
+
+    def _side_task(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        self._side_tasks.append(asyncio.create_task(self._guard(name, fn), name=f"jobd-{name}"))
+
+    async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run a side task; if it dies of a bug, the supervisor drains instead of limping on."""
+        try:
+            await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("side task died; draining", extra={"task": name})
+            if not self.draining:
+                self.begin_drain(f"{name} task failed")
+                self.wake()
+
+    def _finished(self) -> bool:
+        if self.boot_error:
+            return True
+        return self.draining and not self.workers and not self.claimed
+
+    def _next_tick(self) -> float:
+        """Sleep until the poll interval, or the next timeout or kill step, whichever is first."""
+        now = time.monotonic()
+        wake_at = now + self.settings.poll_interval
+        if self.draining:
+            wake_at = min(wake_at, self.drain_deadline, now + 0.1)
+        wake_at = self.deadlines.next(self.workers.values(), wake_at)
+        return max(wake_at - now, 0.001)
+
+    async def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        self._wakeup.clear()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def _work_found(self) -> None:
+        """New pending work may exist: claim on the next turn, and take that turn now."""
+        self.claims.work_hint.set()
+        self.wake()
+
+    # --- signals ---------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        """Only record the signal and wake the loop: no logging, no I/O in here."""
+        self._signals.append(signum)
+        self._wakeup.set()
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.popleft()
+            if not self.draining:
+                self.begin_drain(signal.Signals(signum).name)
+            else:
+                log.warning("second signal: stopping running jobs now")
+                self.deadlines.immediate = True
+                self.drain_deadline = time.monotonic()
+
+    def begin_drain(self, why: str) -> None:
+        """Stop claiming; let running jobs finish for drain_timeout; give back the rest."""
+        log.info("draining", extra={"reason": why, "drain_timeout": self.settings.drain_timeout})
+        self.draining = True
+        self.drain_deadline = time.monotonic() + self.settings.drain_timeout
+        self.notifier.stopping(f"draining ({why})")
+        self.handout.release_all()
+        for w in self.workers.values():
+            w.retiring = True
+            w.send(Stop())
+
+    # --- workers -------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> None:
+        w = self.factory.spawn(index)
+        self.workers[index] = w
+        loop = asyncio.get_running_loop()
+        loop.add_reader(w.conn.fileno(), self._on_worker_readable, w)
+        loop.add_reader(w.process.sentinel, self._on_worker_exit, w)
+        log.debug("worker started", extra={"worker": index, "pid": w.pid})
+
+    async def _wait_for_workers(self) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not all(w.ready for w in self.workers.values()):
+            if self.boot_error:
+                raise BootError(self.boot_error)
+            if time.monotonic() > deadline:
+                raise BootError(f"workers did not start within {BOOT_TIMEOUT}s")
+            await self._wait(0.05)
+
+    def _manage_workers(self) -> None:
+        """Keep the number of workers; replace the ones that died or retired."""
+        if self.draining or self.boot_error:
+            return
+        for index in range(1, self.settings.workers + 1):
+            if index not in self.workers:
+                self._spawn(index)
+                self.metrics.worker_restarts.inc()
+
+    def _on_worker_readable(self, w: WorkerProcess) -> None:
+        try:
+            while w.conn.poll():
+                self._on_message(w, w.receive())
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(w.conn.fileno())
+
+    def _on_worker_exit(self, w: WorkerProcess) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(w.process.sentinel)
+        with contextlib.suppress(OSError, ValueError):
+            loop.remove_reader(w.conn.fileno())
+        self._on_worker_readable(w)  # whatever it said before dying counts
+        w.process.join(0)
+        self.workers.pop(w.index, None)
+        exitcode = w.process.exitcode
+        how = describe_exit(exitcode, stopped_by_us=w.stop is not None)
+        if not w.ready and not self.draining:
+            cause = "a handler module does not import" if exitcode == BOOT_ERROR else how
+            self.boot_error = f"worker {w.index} failed to boot: {cause} (see its error above)"
+            log.error("worker failed to boot", extra={"worker": w.index, "exit": how})
+        elif w.running is not None or not (w.retiring or self.draining):
+            log.warning("worker died", extra={"worker": w.index, "pid": w.pid, "exit": how})
+            self.metrics.worker_crashes.inc()
+        self.reports.died(w, how)
+        w.conn.close()
+        w.process.close()
+        self.wake()
+
+    # --- messages from workers -------------------------------------------------------------
+
+    def _on_message(self, w: WorkerProcess, message: FromWorker) -> None:
+        if isinstance(message, Many):
+            for part in message.messages:
+                self._on_message(w, part)
+        else:
+            self.reports.handle(w, message)
+        if self.claimed and not isinstance(message, Started):
+            self._hand_out()  # a slot is free: the next claimed job goes now, not next turn
+        self.wake()
+
+    def _policy(self, job: Job) -> JobPolicy:
+        return JobPolicy.of(job, self.registry.get(job.type), self.settings)
+
+    def _timeout_of(self, job: Job) -> float:
+        return timeout_of(job, self.registry.get(job.type), self.settings)
+
+    # --- changes the control server made -----------------------------------------------------
+
+    def job_event(self, event: str, job: Job, source: str | None) -> None:
+        """A change the control server made (a job `submitted`, a pending one `canceled`, an
+        operator's `requeued`): counted where a counter exists, and logged like the others."""
+        self.events.changed(event, [job], source)
+
+    def job_events(self, event: str, jobs: list[Job], source: str | None) -> None:
+        """job_event for many jobs at once (a submit_many's), on the loop that runs the
+        workers."""
+        self.events.changed(event, jobs, source)
+
+    # --- deadlines: timeouts, cancellations, drain -------------------------------------------
+
+    def cancel_running(self, job_id: int) -> bool:
+        """Stop job `job_id` if one of our workers holds it; True if it did."""
+        for w in self.workers.values():
+            if job_id not in w.assigned:
+                continue
+            if w.running == job_id:
+                if w.stop is None:
+                    self.deadlines.stop(w, "cancel")
+            else:  # handed over but not started: the worker skips it and reports it cancelled
+                w.cancelled.add(job_id)
+                w.send(Cancel(job_id))
+            return True
+        return self.handout.cancel(job_id)
+
+    # --- handing out work -------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        if self.draining or self.boot_error:
+            return
+        await self._claim_more()
+        self._hand_out()
+
+    async def _claim_more(self) -> None:
+        held = [len(w.assigned) for w in taking_work(self.workers.values())]
+        wanted = self.pacing.wanted(held, len(self.claimed))
+        jobs = await self.claims.take(wanted, self._held_jobs)
+        if jobs is None:
+            return
+        self.claimed.extend(jobs)
+        self._hand_out()
+        if self.claims.answered(wanted, len(jobs)):
+            self.wake()
+
+    def _held_jobs(self) -> list[Job]:
+        held = list(self.claimed)
+        for w in self.workers.values():
+            held.extend(w.assigned.values())
+        return held
+
+    def _held_ids(self) -> set[int]:
+        """The jobs whose leases are this node's to renew: held, or with an outcome unwritten."""
+        return {job.id for job in self._held_jobs()} | set(self.writeback.held())
+
+    def _hand_out(self) -> None:
+        self.handout.to(self.workers, self.pacing.depth())
+
+    def _on_notification(self, n: Notification) -> None:
+        if n.kind is NotificationKind.SUBMITTED:
+            self._work_found()
+        elif n.kind is NotificationKind.CANCEL and n.job_id is not None:
+            self.cancel_running(n.job_id)
+            self.wake()
+
+    # --- the end ----------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        for hook in self.on_stopping:
+            with contextlib.suppress(Exception):
+                await hook()
+        if self.workers:  # boot error or an exception: do not leave workers behind
+            await self._kill_all_workers()
+        self.handout.release_all()
+        self.writeback.close()
+        try:
+            if self._writer is not None:
+                await asyncio.wait_for(self._writer, max(self.settings.lease_seconds, 5.0))
+        except (TimeoutError, asyncio.CancelledError):
+            log.error(
+                "could not write every result back before exit; those jobs run again"
+                " when their leases expire",
+                extra={"unwritten": len(self.writeback.pending)},
+            )
+        for task in self._side_tasks:
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        self.store.remove_listener(self._on_notification)
+        self.notifier.close()
+        log.info("jobd stopped", extra={"node": self.node})
+
+    async def _kill_all_workers(self) -> None:
+        self.draining = True
+        for w in self.workers.values():
+            if w.running is not None and w.stop is None:
+                w.stop = StopRequest("drain", time.monotonic(), "sigkill")
+            w.signal_group(signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while self.workers and time.monotonic() < deadline:
+            await self._wait(0.05)
+
+    # --- what the control server reads ------------------------------------------------------
+
+    async def metrics_text(self) -> str:
+        """Every metric in the Prometheus text format; the job counts by state and queue are
+        read from the store when the cached ones are older than a few seconds."""
+        if self.counts_cache.stale():
+            try:
+                self.counts_cache.put(await self.store.counts())
+            except Unavailable as exc:
+                self.health.trouble("count jobs", exc)
+        return self.metrics.exposition()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Jobs this node has seen, by event, and its workers' crashes and restarts."""
+        return {k: int(v) for k, v in self.metrics.totals().items()}
+
+    def worker_views(self) -> list[dict[str, Any]]:
+        return self.status.worker_views()
+
+    def workers_short_for(self) -> float:
+        """Seconds this node has had fewer ready workers than configured (0: it has them all)."""
+        return self.status.workers_short_for()

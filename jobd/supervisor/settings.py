@@ -1,0 +1,31 @@
+"""The part of the configuration the supervisor reads (see jobd.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobd.domain import Backoff
+
+#: How long the first workers may take to start before the daemon gives up (seconds).
+BOOT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    workers: int = 2
+    handler_modules: tuple[str, ...] = ()
+    prefetch: int = 0
+    max_jobs_per_worker: int = 0
+    max_worker_memory: int = 0
+    max_crashes: int = 3
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    poll_interval: float = 1.0
+    default_timeout: float = 3600.0
+    backoff: Backoff = field(default_factory=Backoff)
+    queue_limits: dict[str, int] = field(default_factory=dict)
+    retention: float = 7 * 86400.0
+    drain_timeout: float = 30.0
+    kill_grace: float = 5.0
+    fail_unknown_types: bool = True
+    job_events: bool = False  # log each job transition at INFO (else DEBUG)

@@ -1,0 +1,88 @@
+"""What the supervisor tells about itself: its process title, its status line for systemd
+(with the watchdog pings), the worker views and metrics, and how long it has been short of
+workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from setproctitle import setproctitle
+
+from jobd.workers import resident_memory_of
+
+if TYPE_CHECKING:
+    from jobd.supervisor.loop import Supervisor
+
+
+class Status:
+    def __init__(self, supervisor: Supervisor):
+        self.sup = supervisor
+        self._workers_short_since: float | None = None
+
+    def _busy(self) -> int:
+        return sum(1 for w in self.sup.workers.values() if w.running is not None)
+
+    def _state(self) -> str:
+        return "draining" if self.sup.draining else "running"
+
+    def update(self) -> None:
+        """Once a turn of the loop: the worker gauges, the rates, the process title."""
+        sup = self.sup
+        busy = self._busy()
+        sup.metrics.set_workers(busy, len(sup.workers) - busy)
+        self._track_worker_count()
+        if sup.rates.due():
+            sup.rates.sample(sup.metrics.totals())
+        setproctitle(
+            f"jobd: supervisor {self._state()} {busy}/{len(sup.workers)} busy node={sup.node}"
+        )
+
+    def _track_worker_count(self) -> None:
+        ready = sum(1 for w in self.sup.workers.values() if w.ready)
+        if ready >= self.sup.settings.workers:
+            self._workers_short_since = None
+        elif self._workers_short_since is None:
+            self._workers_short_since = time.monotonic()
+
+    def workers_short_for(self) -> float:
+        """Seconds this node has had fewer ready workers than configured (0: it has them all).
+        A worker being replaced is short for milliseconds; health only minds a long gap."""
+        if self._workers_short_since is None:
+            return 0.0
+        return time.monotonic() - self._workers_short_since
+
+    def line(self) -> str:
+        totals = self.sup.metrics.totals()
+        return (
+            f"{self._state()}: {self._busy()}/{len(self.sup.workers)} workers busy,"
+            f" {totals['completed']:.0f} completed, {totals['failed']:.0f} failed"
+            + ("" if self.sup.health.ok else "; store unavailable")
+        )
+
+    async def systemd_loop(self) -> None:
+        """Watchdog pings from the loop itself (a stuck loop stops them), a STATUS line every
+        few seconds, and more stop time asked for while a drain waits for long jobs."""
+        notifier = self.sup.notifier
+        interval = min(notifier.watchdog_interval or 5.0, 5.0)
+        while True:
+            notifier.watchdog()
+            notifier.status(self.line())
+            if self.sup.draining:
+                left = max(self.sup.drain_deadline - time.monotonic(), 0.0)
+                notifier.extend_timeout(left + 2 * self.sup.settings.kill_grace + 10.0)
+            await asyncio.sleep(interval)
+
+    def worker_views(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "index": w.index,
+                "pid": w.pid,
+                "state": w.state(),
+                "job_id": w.running,
+                "jobs_done": w.jobs_done,
+                "rss": resident_memory_of(w.pid),
+            }
+            for w in sorted(self.sup.workers.values(), key=lambda w: w.index)
+        ]
