@@ -91,17 +91,25 @@ class SupervisorView(Protocol):
     store: Store
     registry: Registry
     node: str
-    store_ok: bool
     draining: bool
     started_at: float
-    counters: dict[str, int]
-    metrics: JobMetrics  # jobd.metrics.Metrics
-    rates: JobRates  # jobd.metrics.Rates
     on_started: list[Callable[[], Awaitable[None]]]
     on_stopping: list[Callable[[], Awaitable[None]]]
 
     @property
     def settings(self) -> Any: ...  # `.workers`: how many workers it keeps
+
+    @property
+    def store_ok(self) -> bool: ...
+
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    @property
+    def metrics(self) -> JobMetrics: ...  # jobd.metrics.Metrics
+
+    @property
+    def rates(self) -> JobRates: ...  # jobd.metrics.Rates
 
     def worker_views(self) -> list[dict[str, Any]]: ...
 

@@ -348,8 +348,14 @@ _ATTEMPT_ENDED: dict[str, Any] = {
 
 
 #: A job's timestamp fields, in the order of its fields.
-TIME_FIELDS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at")
-TIME_FIELDS += ("finished_at",)
+TIME_FIELDS = (
+    "run_at",
+    "lease_expires_at",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
 _JOB_FIELDS = tuple(Job.__dataclass_fields__)
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 
