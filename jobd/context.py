@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,17 @@ def job_log_fields(
         "queue": queue,
         "correlation_id": correlation_id,
     }
+
+
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that adds the job's fields to every record and keeps the caller's `extra=`
+    fields too (the standard adapter replaces them: `merge_extra` exists only from 3.13)."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 class JobCancelled(Exception):
@@ -38,12 +49,10 @@ class JobContext:
     timeout: float | None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _report_progress: Callable[[Any], None] = field(default=lambda _: None, repr=False)
-    logger: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False)
+    logger: JobLogger = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"jobd.job.{self.type}"), self.log_fields()
-        )
+        self.logger = JobLogger(logging.getLogger(f"jobd.job.{self.type}"), self.log_fields())
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of every log line about this job."""
