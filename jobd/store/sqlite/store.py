@@ -35,6 +35,7 @@ from jobd.store.base import (
     lease_until,
     outcome_applied,
     owns,
+    storable_outcome,
     validate_specs,
 )
 from jobd.store.sqlite import schema
@@ -276,7 +277,7 @@ class SQLiteStore(Store):
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
         if not outcomes:
             return {}
-        applied = await self.db.run(self._finish, node, list(outcomes))
+        applied = await self.db.run(self._finish, node, [storable_outcome(o) for o in outcomes])
         self._notify_finished(applied)
         return applied
 
