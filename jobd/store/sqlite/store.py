@@ -71,6 +71,7 @@ class SQLiteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create_directory: bool = False,
     ):
         """`synchronous`: "FULL" (the default) fsyncs the WAL at every commit, so a job whose
         submit returned survives a power failure or a kernel crash, at the price of one fsync
@@ -80,14 +81,22 @@ class SQLiteStore(Store):
         an acknowledged submit could vanish.  A job daemon's promise is that it does not lose
         acknowledged jobs, so FULL is the default and NORMAL an explicit choice for throughput.
 
-        `busy_timeout`: seconds to wait for another process's write lock before Unavailable."""
+        `busy_timeout`: seconds to wait for another process's write lock before Unavailable.
+
+        `create_directory`: create the file's directory when it is missing (jobd's default
+        state directory); otherwise a missing directory is a ConfigError naming it."""
         super().__init__()
         synchronous = synchronous.upper()
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous: expected FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
         self._clock = clock
-        self.db = DatabaseThread(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.db = DatabaseThread(
+            self.path,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            create_directory=create_directory,
+        )
 
     # --- life cycle ---------------------------------------------------------------------
 
