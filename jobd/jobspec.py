@@ -9,11 +9,12 @@ The checks are split by what they need: the members' types and the submit-only o
 and its cap, run_at or delay) are read here; the rules of a stored job (name lengths, priority
 range, attempts, timeout bounds, key lengths) are the domain's (jobd.domain.NewJob), applied when
 the spec becomes a NewJob, and so are the values every store can hold (jobd.store.values: no
-NUL or lone surrogate in a string, a run_at from year 1 to the end of year 9999 in UTC).  The payload's
-size is checked by whoever knows the limit (`check_payload_size`): the control server with
-jobs.max_payload_bytes, jobd.enqueue with MAX_PAYLOAD_BYTES.  Every refusal is InvalidParams
-carrying `field` and `problem`.  The SQL function jobd_enqueue() checks the same limits again for SQL-only callers;
-tests/integration/test_enqueue.py holds the two to the same values.
+NUL or lone surrogate in a string, a run_at from year 1 to the end of year 9999 in UTC).  The
+payload's size is checked by whoever knows the limit (`check_payload_size`): the control server
+with jobs.max_payload_bytes, jobd.enqueue with MAX_PAYLOAD_BYTES.  Every refusal is
+InvalidParams carrying `field` and `problem`.  The SQL function jobd_enqueue() checks the
+domain's limits again for SQL-only callers; tests/integration/test_enqueue.py holds the two to
+the same values.
 
 Pure: no I/O, no clock (the time a delay counts from is passed in).
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from jobd.config.errors import Problem
 from jobd.config.kinds import (
     Boolean,
     DatabaseUrl,
@@ -20,7 +21,6 @@ from jobd.config.kinds import (
     Size,
     Text,
 )
-from jobd.config.errors import Problem
 from jobd.config.paths import SUN_PATH_MAX, default_database_url, default_socket_path
 from jobd.config.sections import (
     ControlConfig,

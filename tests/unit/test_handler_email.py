@@ -520,7 +520,7 @@ def test_an_encoded_control_character_sends_nothing(
 
 
 def test_an_undecodable_encoded_word_is_refused() -> None:
-    with pytest.raises(ValueError, match="^subject: has an RFC 2047 encoded word"):
+    with pytest.raises(ValueError, match=r"^subject: has an RFC 2047 encoded word"):
         mail.check_email({**BASIC, "subject": "=?x-no-such-charset?q?a?="})
 
 
