@@ -71,7 +71,7 @@ class SQLiteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-        create_directory: bool = False,
+        create_directory: bool = True,
     ):
         """`synchronous`: "FULL" (the default) fsyncs the WAL at every commit, so a job whose
         submit returned survives a power failure or a kernel crash, at the price of one fsync
@@ -83,8 +83,9 @@ class SQLiteStore(Store):
 
         `busy_timeout`: seconds to wait for another process's write lock before Unavailable.
 
-        `create_directory`: create the file's directory when it is missing (jobd's default
-        state directory); otherwise a missing directory is a ConfigError naming it."""
+        `create_directory`: create the file's directory (0700) when it is missing; when False
+        a missing directory is a ConfigError naming it.  create_store passes True only for
+        jobd's default state directory: a directory the user named must exist."""
         super().__init__()
         synchronous = synchronous.upper()
         if synchronous not in ("FULL", "NORMAL"):
