@@ -174,6 +174,8 @@ def _with_store(config: Config, action: Callable[[Any], Any]) -> Any:
     except Unavailable as exc:
         url = mask_url(config.database.url)
         fail(f"cannot use the database {url}: {exc.message}", EXIT_UNAVAILABLE)
+    except ConfigError as exc:  # e.g. a SQLite file in a directory that does not exist
+        fail(f"invalid configuration: {exc}", exc.exit_code)
 
 
 @main.group("config")
@@ -227,6 +229,8 @@ def run(ctx: click.Context, migrate_first: bool) -> None:
         status = daemon.run(config, migrate=migrate_first)
     except daemon.StartupError as exc:
         fail(str(exc), exc.exit_code)
+    except ConfigError as exc:  # found when the store opens (a missing SQLite directory)
+        fail(f"invalid configuration: {exc}", exc.exit_code)
     ctx.exit(status)
 
 

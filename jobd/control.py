@@ -40,7 +40,13 @@ from jobd.control_socket import (
 from jobd.domain import Job, NewJob, State, TimeTexts
 from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
 from jobd.handlers import Registry
-from jobd.jobspec import JobSpec, check_payload, in_batch
+from jobd.jobspec import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    JobSpec,
+    check_payload,
+    check_payload_size,
+    in_batch,
+)
 from jobd.protocol import (
     METHODS,
     PROTOCOL_VERSION,
@@ -136,12 +142,14 @@ class Operations:
         supervisor: SupervisorView,
         *,
         default_max_attempts: int = 3,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         store_timeout: float = STORE_TIMEOUT,
         wait_poll: float = WAIT_POLL,
     ):
         self.supervisor = supervisor
         self.store = supervisor.store
         self.default_max_attempts = default_max_attempts
+        self.max_payload_bytes = max_payload_bytes
         self.store_timeout = store_timeout
         self.wait_poll = wait_poll
         self.closing = asyncio.Event()
@@ -255,6 +263,7 @@ class Operations:
             )
         max_attempts = handler.max_attempts or self.default_max_attempts
         new_job = spec.to_new_job(max_attempts, correlation_id, now)
+        check_payload_size(new_job.payload, self.max_payload_bytes, "jobs.max_payload_bytes")
         if handler.validator is not None:
             check_payload(handler.validator, spec.type, new_job.payload)
         return new_job
@@ -415,7 +424,11 @@ class ControlServer:
         """Bind the configured socket now, and start and stop serving with the supervisor."""
         control = config.control
         bound = bind_control_socket(control.socket, control.socket_mode, control.socket_group)
-        operations = Operations(supervisor, default_max_attempts=config.jobs.default_max_attempts)
+        operations = Operations(
+            supervisor,
+            default_max_attempts=config.jobs.default_max_attempts,
+            max_payload_bytes=config.jobs.max_payload_bytes,
+        )
         server = cls(operations, bound, control.max_request_bytes)
         supervisor.on_started.append(server.start)
         supervisor.on_stopping.append(server.stop)

@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any, Unpack
 from jobd.clock import utcnow
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, NewJob
 from jobd.errors import InvalidParams
-from jobd.jobspec import JobSpec, SubmitOptions, check_payload, parse_job_spec
+from jobd.jobspec import (
+    MAX_PAYLOAD_BYTES,
+    JobSpec,
+    SubmitOptions,
+    check_payload,
+    check_payload_size,
+    parse_job_spec,
+)
 
 if TYPE_CHECKING:  # psycopg is imported by the caller; importing jobd should not need it
     import psycopg
@@ -139,6 +146,8 @@ def _checked(spec: JobSpec) -> NewJob:
     max_attempts = (handler.max_attempts if handler is not None else None) or DEFAULT_MAX_ATTEMPTS
     # `now` only has to be a time for the domain's checks; the row's run_at is the database's.
     new_job = spec.to_new_job(max_attempts, None, utcnow())
+    # No daemon configuration here: the absolute limit, which jobs.max_payload_bytes may lower.
+    check_payload_size(new_job.payload, MAX_PAYLOAD_BYTES, "the largest payload jobd accepts")
     if handler is not None and handler.validator is not None:
         check_payload(handler.validator, spec.type, new_job.payload)
     return new_job

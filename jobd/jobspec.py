@@ -8,15 +8,20 @@ HTTP shim, the control protocol's `submit` and `submit_many`, and jobd.enqueue.
 The checks are split by what they need: the members' types and the submit-only options (`delay`
 and its cap, run_at or delay) are read here; the rules of a stored job (name lengths, priority
 range, attempts, timeout bounds, key lengths) are the domain's (jobd.domain.NewJob), applied when
-the spec becomes a NewJob.  Both kinds of refusal are InvalidParams carrying `field` and
-`problem`.  The SQL function jobd_enqueue() checks the same limits again for SQL-only callers;
-tests/integration/test_enqueue.py holds the two to the same values.
+the spec becomes a NewJob, and so are the values every store can hold (jobd.store.values: no
+NUL or lone surrogate in a string, a run_at from year 1 to the end of year 9999 in UTC).  The
+payload's size is checked by whoever knows the limit (`check_payload_size`): the control server
+with jobs.max_payload_bytes, jobd.enqueue with MAX_PAYLOAD_BYTES.  Every refusal is
+InvalidParams carrying `field` and `problem`.  The SQL function jobd_enqueue() checks the
+domain's limits again for SQL-only callers; tests/integration/test_enqueue.py holds the two to
+the same values.
 
 Pure: no I/O, no clock (the time a delay counts from is passed in).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +30,14 @@ from typing import Any, TypedDict
 from jobd import fields
 from jobd.domain import DEFAULT_QUEUE, InvalidJob, NewJob
 from jobd.errors import InvalidParams, JobdError
+from jobd.store.values import check_new_job
 
 #: A `delay` beyond ten years is a mistake, not a plan.
 MAX_DELAY = 10 * 365 * 86400.0
+#: The largest payload any way of submitting accepts (its JSON encoding in UTF-8), and the
+#: default of jobs.max_payload_bytes, which may only lower it.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 class SubmitOptions(TypedDict, total=False):
@@ -73,7 +83,7 @@ class JobSpec:
         if self.delay is not None:
             run_at = now + timedelta(seconds=self.delay)
         try:
-            return NewJob(
+            new_job = NewJob(
                 type=self.type,
                 payload=self.payload,
                 queue=self.queue,
@@ -86,6 +96,8 @@ class JobSpec:
             )
         except InvalidJob as exc:
             raise InvalidParams.of_field(exc.field, exc.problem) from None
+        check_new_job(new_job)
+        return new_job
 
     def to_params(self) -> dict[str, Any]:
         """The spec as the protocol's submit params: the members given, times as ISO-8601."""
@@ -152,6 +164,24 @@ def unknown_fields(job: Mapping[str, Any]) -> list[str]:
     """The members of `job` that are no submit field, sorted (a typo in a batch file or an
     HTTP body is refused rather than silently ignored)."""
     return sorted(set(job) - SUBMIT_FIELDS)
+
+
+def payload_size(payload: Mapping[str, Any]) -> int:
+    """Bytes of the payload's compact JSON encoding in UTF-8 (what the limit counts)."""
+    try:
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams.of_field("payload", f"not representable as JSON: {exc}") from None
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_payload_size(payload: Mapping[str, Any], limit: int, setting: str) -> None:
+    """Refuse a payload over `limit` bytes; `setting` names where the limit comes from."""
+    size = payload_size(payload)
+    if size > limit:
+        raise InvalidParams.of_field(
+            "payload", f"is {size} bytes of JSON, more than the {limit} allowed ({setting})"
+        )
 
 
 def check_payload(validator: PayloadValidator, job_type: str, payload: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from jobd.config.errors import Problem
 from jobd.config.kinds import (
     Boolean,
     DatabaseUrl,
@@ -32,6 +33,7 @@ from jobd.config.sections import (
     WorkersConfig,
 )
 from jobd.config.table import Computed, Section, Setting
+from jobd.jobspec import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES
 
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # where `jobd http` listens when http.listen is unset
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -207,6 +209,11 @@ def _handlers(sample_types: tuple[str, ...]) -> Section:
     )
 
 
+def _at_most_max_payload(value: int) -> None:
+    if value > MAX_PAYLOAD_BYTES:
+        raise Problem(f"must be at most {MAX_PAYLOAD_BYTES // MiB}MiB ({MAX_PAYLOAD_BYTES} bytes)")
+
+
 JOBS = Section(
     "jobs",
     "Leases, polling, and the defaults for timeouts and retries.",
@@ -263,6 +270,22 @@ JOBS = Section(
             7 * 86400.0,
             "Finished jobs (completed, failed, canceled) older than this are deleted (0: kept"
             " forever).",
+        ),
+        Setting(
+            "jobs.max_payload_bytes",
+            Size(min=2),
+            DEFAULT_MAX_PAYLOAD_BYTES,
+            "Largest payload a submit may carry, counted as its JSON in UTF-8; a larger one is"
+            f" refused (`invalid_params`). At most {MAX_PAYLOAD_BYTES // MiB}MiB.",
+            check=_at_most_max_payload,
+        ),
+        Setting(
+            "jobs.max_result_bytes",
+            Size(min=2),
+            DEFAULT_MAX_PAYLOAD_BYTES,
+            "Largest result a handler may return, counted as its JSON in UTF-8. At most"
+            f" {MAX_PAYLOAD_BYTES // MiB}MiB.",
+            check=_at_most_max_payload,
         ),
     ),
     JobsConfig,

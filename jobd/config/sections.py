@@ -49,6 +49,8 @@ class JobsConfig:
     backoff_factor: float
     backoff_max: float
     retention: float
+    max_payload_bytes: int
+    max_result_bytes: int
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ Paths are confined as jobd.samples.paths describes; outputs are written atomical
 existing output is replaced, so running a job twice (after a crash) gives the same file.  gzip
 output is reproducible: no timestamp in its header.  Files are read in 1 MiB chunks, with a
 cancellation check between chunks and a progress report every 64 MiB, so a file of any size
-can be processed and stopped.
+can be processed and stopped.  `decompress` stops (PermanentError) when its output would pass
+`files.max_output_bytes`: a small gzip file may hold gigabytes of zeros.
 """
 
 from __future__ import annotations
@@ -124,18 +125,30 @@ def compress(ctx: JobContext, dirs: AllowedDirs, task: FileTask) -> dict[str, An
 
 
 def decompress(ctx: JobContext, dirs: AllowedDirs, task: FileTask) -> dict[str, Any]:
+    limit = settings.current().files.max_output_bytes
     with dirs.open_input("path", task.path) as source:
         target = task.output or dirs.candidate("path", task.path).removesuffix(".gz")
         with dirs.atomic_output("output", target, not_same_as=os.fstat(source.fileno())) as out:
             try:
                 with gzip.GzipFile(fileobj=source, mode="rb") as unpacked:
                     for chunk in _chunks(ctx, unpacked.read, _progress(source)):
+                        _check_output_size(task, out.file.tell() + len(chunk), limit)
                         out.file.write(chunk)
             except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
                 raise PermanentError(f"path: {task.path} is not valid gzip data: {exc}") from None
             written = out.file.tell()
         read = source.tell()
     return {"path": task.path, "output": out.path, "bytes_in": read, "bytes_out": written}
+
+
+def _check_output_size(task: FileTask, size: int, limit: int) -> None:
+    """Stop a decompression bomb before it fills the disk; leaving the atomic output's block
+    with this error deletes what was written."""
+    if size > limit:
+        raise PermanentError(
+            f"path: {task.path} decompresses to more than files.max_output_bytes ({limit} bytes);"
+            " the partial output was deleted"
+        )
 
 
 _OPERATIONS: dict[str, Callable[[JobContext, AllowedDirs, FileTask], dict[str, Any]]] = {

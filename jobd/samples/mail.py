@@ -11,7 +11,8 @@ Payload::
      "reply_to": ...}                     # like `to`
 
 The From address is `smtp.from`, never the payload's: whoever may submit jobs must not be able
-to send as anyone they like.
+to send as anyone they like.  No header value (subject, addresses and their names) may hold a
+control character, written out or inside an RFC 2047 encoded word (`=?utf-8?q?=0D=0A?=`).
 
 Failures: a bad payload or address, or a 5xx reply (the server refuses for good), is a
 PermanentError; a 4xx reply (the server asks to come back later) or a connection that fails is
@@ -32,6 +33,8 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email import policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
@@ -55,6 +58,7 @@ FIELDS = ("to", "cc", "bcc", "reply_to", "subject", "body", "html")
 MAX_RECIPIENTS = 100  # to + cc + bcc: a mailing list is not one job
 MAX_ADDRESS = 512  # characters in one address, display name included
 MAX_SUBJECT = 998  # the longest line RFC 5322 allows
+MAX_DECODINGS = 3  # encoded words within encoded words: more is an attack, not a subject
 SMTP_TIMEOUT = 60.0  # seconds for each network operation, unless the job's timeout is shorter
 
 
@@ -91,7 +95,7 @@ def parse_email(payload: Payload) -> Email:
         cc=cc,
         bcc=bcc,
         reply_to=_addresses(payload, "reply_to", required=False),
-        subject=text(payload, "subject", max_length=MAX_SUBJECT, single_line=True) or "",
+        subject=_header_text(payload, "subject"),
         body=text(payload, "body") or "",
         html=text(payload, "html", required=False),
     )
@@ -111,9 +115,7 @@ def parse_address(field: str, value: object) -> Address:
         raise ValueError(f"{field}: must be an e-mail address")
     if len(value) > MAX_ADDRESS:
         raise ValueError(f"{field}: is longer than {MAX_ADDRESS} characters")
-    if has_control_characters(value):
-        # CR or LF would end the header and start one of the submitter's choosing.
-        raise ValueError(f"{field}: must not contain line breaks or other control characters")
+    check_header_value(field, value)
     try:
         header = policy.default.header_factory("to", value)
     except Exception:  # the header parser fails on some malformed input (IndexError on "a@")
@@ -125,6 +127,36 @@ def parse_address(field: str, value: object) -> Address:
     if not address.username or not _valid_domain(address.domain):
         raise ValueError(f"{field}: {value!r} is not an e-mail address (user@domain)")
     return address
+
+
+def _header_text(payload: Payload, name: str) -> str:
+    value = text(payload, name, max_length=MAX_SUBJECT, single_line=True) or ""
+    check_header_value(name, value)
+    return value
+
+
+def check_header_value(field: str, value: str) -> None:
+    """Refuse a header value that is, or decodes to, control characters: CR or LF would end
+    the header and start one of the submitter's choosing.  Decoded too because some Python
+    releases decode RFC 2047 encoded words (`=?utf-8?q?=0D=0A?=`) in a value they are given
+    and write the result out raw; what decodes to another encoded word is decoded again."""
+    for _ in range(MAX_DECODINGS):
+        if has_control_characters(value):
+            raise ValueError(f"{field}: must not contain line breaks or other control characters")
+        decoded = _decode_encoded_words(field, value)
+        if decoded == value:
+            return
+        value = decoded
+    raise ValueError(f"{field}: has encoded words nested more than {MAX_DECODINGS} deep")
+
+
+def _decode_encoded_words(field: str, value: str) -> str:
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        raise ValueError(f"{field}: has an RFC 2047 encoded word that cannot be decoded") from None
 
 
 def _valid_domain(domain: str) -> bool:

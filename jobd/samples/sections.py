@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.config.errors import Problem
-from jobd.config.kinds import Integer, ListOf, PathKind, Text
+from jobd.config.kinds import Integer, ListOf, PathKind, Size, Text
 from jobd.config.table import Extension, Section, Setting
 from jobd.samples import SAMPLE_MODULES
 
@@ -27,9 +27,14 @@ class SmtpConfig:
     from_: str | None
 
 
+#: files.max_output_bytes when unset: a decompressed file larger than this is refused.
+DEFAULT_MAX_OUTPUT_BYTES = 1024**3
+
+
 @dataclass(frozen=True)
 class FilesConfig:
     allowed_dirs: tuple[Path, ...]
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
 
 def _email_address(value: str) -> None:
@@ -95,6 +100,13 @@ FILES = Section(
             (),
             "Directories `process_file` may read and write; any other path is refused (empty:"
             " every path is refused).",
+        ),
+        Setting(
+            "files.max_output_bytes",
+            Size(min=1),
+            DEFAULT_MAX_OUTPUT_BYTES,
+            "Largest file `process_file` may write: a `decompress` whose output grows past it (a"
+            " decompression bomb) is stopped, its partial output deleted, and the job failed.",
         ),
     ),
     FilesConfig,

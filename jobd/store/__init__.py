@@ -40,9 +40,14 @@ def create_store(url: str, **options: Any) -> Store:
 
         return PostgresStore(url, **options)
     if url.startswith("sqlite://"):
+        from jobd.config.paths import default_database_url
         from jobd.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url), **_only(options, "clock"))
+        # Only jobd's own state directory is created; a directory the user named must exist.
+        create_directory = url == default_database_url()
+        return SQLiteStore(
+            sqlite_path(url), **_only(options, "clock"), create_directory=create_directory
+        )
     if url.startswith("memory://"):
         from jobd.store.memory import MemoryStore
 

@@ -17,13 +17,14 @@ import binascii
 import builtins
 import enum
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.store.values import check_new_job, json_problem, storable_text
 
 #: Where the in-process stores read the time; tests pass a fake one.
 Clock = Callable[[], datetime]
@@ -299,8 +300,39 @@ class Store(abc.ABC):
 
 
 def validate_specs(specs: Sequence[NewJob]) -> None:
+    """Refuse a batch that is too long or holds a value no store can hold (jobd.store.values:
+    the job spec refuses those first; this is for callers that bypass it)."""
     if len(specs) > MAX_SUBMIT_MANY:
         raise InvalidParams(f"jobs: at most {MAX_SUBMIT_MANY} jobs in one call, got {len(specs)}")
+    for index, spec in enumerate(specs):
+        check_new_job(spec, f"jobs[{index}]." if len(specs) > 1 else "")
+
+
+#: The error type of an attempt whose result no store can hold.
+UNSTORABLE_RESULT = "UnstorableResult"
+
+
+def storable_outcome(outcome: Outcome) -> Outcome:
+    """`outcome` as every store can hold it: a result no store can hold fails the attempt (no
+    retry: the handler would return it again), and error text is cleaned (see REPLACEMENT)."""
+    if outcome.kind is OutcomeKind.COMPLETED:
+        found = json_problem(outcome.result, "result")
+        if found is not None:
+            where, problem = found
+            error = ErrorInfo(UNSTORABLE_RESULT, f"the handler's {where} {problem}")
+            return replace(
+                outcome, kind=OutcomeKind.FAILED, result=None, error=error, retry_at=None
+            )
+    if outcome.error is not None:
+        error = outcome.error
+        cleaned = ErrorInfo(
+            storable_text(error.type),
+            storable_text(error.message),
+            None if error.traceback is None else storable_text(error.traceback),
+        )
+        if cleaned != error:
+            return replace(outcome, error=cleaned)
+    return outcome
 
 
 def lease_until(now: datetime, lease: float) -> datetime:

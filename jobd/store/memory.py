@@ -31,6 +31,7 @@ from jobd.store.base import (
     ordering_key,
     outcome_applied,
     owns,
+    storable_outcome,
     validate_specs,
 )
 
@@ -183,7 +184,7 @@ class MemoryStore(Store):
         applied: dict[int, Job] = {}
         with self._lock:
             now = self._clock()
-            for outcome in outcomes:
+            for outcome in map(storable_outcome, outcomes):
                 job = self._jobs.get(outcome.job_id)
                 if job is None or not owns(job, node, outcome.attempt):
                     continue

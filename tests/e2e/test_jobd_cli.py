@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from contextlib import closing
 from pathlib import Path
 
@@ -168,6 +169,7 @@ def sqlite_versions(db: Path) -> int:
 
 def test_migrate_a_sqlite_file_twice(jobd, tmp_path: Path) -> None:
     db = tmp_path / "data" / "jobs.db"
+    db.parent.mkdir()  # a directory the user names must exist (only the state dir is created)
     url = f"sqlite://{db}"
     expected = migrations("sqlite")
 
@@ -187,6 +189,20 @@ def test_migrate_a_sqlite_file_twice(jobd, tmp_path: Path) -> None:
 
     check = jobd("migrate", "--check", JOBD_DATABASE_URL=url)
     assert check.returncode == 0 and check.stdout.strip() == "database is up to date"
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["run"]])
+def test_a_sqlite_file_in_a_missing_directory_exits_2_naming_it(
+    jobd, tmp_path: Path, command: list[str]
+) -> None:
+    at_root = Path(f"/nonexistent-dir-{uuid.uuid4().hex[:12]}")
+    for missing in (at_root, tmp_path / "no" / "such"):
+        result = jobd(*command, "--database-url", f"sqlite://{missing / 'x.db'}")
+        assert result.returncode == 2, result.stderr
+        assert f"the directory {missing} does not exist" in result.stderr
+        assert "database.url" in result.stderr
+        assert not missing.exists()
+    assert not (tmp_path / "no").exists()
 
 
 def test_migrate_with_no_database_configured_uses_the_state_directory(jobd, tmp_path) -> None:

@@ -528,3 +528,134 @@ async def test_a_nul_byte_in_a_filter_is_invalid_params_or_matches_nothing(store
     except InvalidParams:
         return
     assert page.jobs == []
+
+
+# --- edge values: every store gives the same answer ----------------------------------------
+# What no store can hold is refused as invalid_params naming the field (jobd.store.values), by
+# every store alike, even for callers that bypass the job spec.
+
+UNSTORABLE_JSON = [
+    pytest.param({"a": "x\x00y"}, "payload.a", id="nul-in-value"),
+    pytest.param({"a\x00": 1}, "payload", id="nul-in-name"),
+    pytest.param({"a": ["ok", {"b": "\ud800"}]}, "payload.a[1].b", id="lone-surrogate"),
+    pytest.param({"a": "\udfff"}, "payload.a", id="lone-low-surrogate"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), UNSTORABLE_JSON)
+async def test_a_payload_no_store_can_hold_is_invalid_params(
+    store: Store, payload: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        await store.submit(spec(payload=payload))
+    assert caught.value.field == field
+    assert (await store.counts()).by_state().get("pending", 0) == 0
+
+
+async def test_a_batch_names_the_job_holding_the_bad_value(store: Store) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        await store.submit_many([spec(), spec(payload={"s": "\x00"})])
+    assert caught.value.field == "jobs[1].payload.s"
+    assert (await store.counts()).by_state().get("pending", 0) == 0
+
+
+@pytest.mark.parametrize("name", ["idempotency_key", "correlation_id"])
+@pytest.mark.parametrize("value", ["k\x00", "k\udc00"], ids=["nul", "lone-surrogate"])
+async def test_a_key_no_store_can_hold_is_invalid_params(
+    store: Store, name: str, value: str
+) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        await store.submit(spec(**{name: value}))
+    assert caught.value.field == name
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [
+        "9999-12-31T23:59:59-23:59",
+        "0001-01-01T00:00:00+23:59",
+        "9999-12-31T23:00:00-01:00",
+        "9999-12-31T23:59:59.999999+00:00",
+    ],
+)
+async def test_a_run_at_outside_what_every_store_holds_is_invalid_params(
+    store: Store, run_at: str
+) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        await store.submit(spec(run_at=datetime.fromisoformat(run_at)))
+    assert caught.value.field == "run_at"
+
+
+@pytest.mark.parametrize(
+    "run_at",
+    [
+        "0001-01-01T00:00:00+00:00",
+        "1900-01-01T00:00:00+00:00",
+        "9999-12-31T23:59:59+00:00",
+        "2024-06-01T12:00:00-23:59",
+        "2024-06-01T12:00:00+23:59",
+    ],
+)
+async def test_every_run_at_from_year_1_to_9999_utc_is_kept(store: Store, run_at: str) -> None:
+    when = datetime.fromisoformat(run_at)
+    submitted = await store.submit(spec(run_at=when))
+    assert (await store.get(submitted.job.id)).run_at == when
+
+
+async def test_a_far_past_run_at_is_claimed_first_among_equals(store: Store) -> None:
+    later = await store.submit(spec())
+    earliest = await store.submit(spec(run_at=datetime(1, 1, 1, tzinfo=UTC)))
+    assert [j.id for j in await store.claim(NODE, 2, lease=LEASE)] == [
+        earliest.job.id,
+        later.job.id,
+    ]
+
+
+async def test_the_extreme_priorities_are_kept_and_ordered(store: Store) -> None:
+    low = await store.submit(spec(priority=-(2**31)))
+    high = await store.submit(spec(priority=2**31 - 1))
+    assert (await store.get(low.job.id)).priority == -(2**31)
+    claimed = await store.claim(NODE, 2, lease=LEASE)
+    assert [(j.id, j.priority) for j in claimed] == [
+        (high.job.id, 2**31 - 1),
+        (low.job.id, -(2**31)),
+    ]
+
+
+async def test_strings_at_their_limits_round_trip(store: Store) -> None:
+    # 200 characters of names, 255 of keys, each of them beyond the BMP or accented.
+    new = NewJob(
+        type="é" * 200,
+        queue="\U0001f600" * 200,
+        payload={"\U0001f600" * 1000: "\u2028\ufeff" * 100_000, "big": 2**70, "neg": -(2**63)},
+        idempotency_key="\U0001f600" * 255,
+        correlation_id="ß" * 255,
+    )
+    job = await store.get((await store.submit(new)).job.id)
+    assert (job.type, job.queue, job.payload) == (new.type, new.queue, new.payload)
+    assert (job.idempotency_key, job.correlation_id) == (new.idempotency_key, new.correlation_id)
+
+
+async def test_a_result_no_store_can_hold_fails_the_attempt_not_the_batch(store: Store) -> None:
+    bad, good = [(await store.submit(spec())).job.id for _ in range(2)]
+    claimed = {j.id: j for j in await store.claim(NODE, 2, lease=LEASE)}
+    outcomes = [
+        Outcome(bad, claimed[bad].attempts, OutcomeKind.COMPLETED, result={"r": "x\x00"}),
+        Outcome(good, claimed[good].attempts, OutcomeKind.COMPLETED, result={"r": "fine"}),
+    ]
+    assert await store.finish(NODE, outcomes) == {bad: State.FAILED, good: State.COMPLETED}
+    failed = await store.get(bad)
+    assert failed.result is None and failed.last_error is not None
+    assert failed.last_error.type == "UnstorableResult"
+    assert "result.r" in failed.last_error.message and "NUL" in failed.last_error.message
+    assert (await store.get(good)).result == {"r": "fine"}
+
+
+async def test_an_error_text_no_store_can_hold_is_kept_cleaned(store: Store) -> None:
+    job_id = (await store.submit(spec())).job.id
+    job = await claim_one(store)
+    error = ErrorInfo("Bad\x00Type", "nul \x00 and \ud800 here", "trace\x00back")
+    outcome = Outcome(job_id, job.attempts, OutcomeKind.FAILED, error=error)
+    assert await store.finish(NODE, [outcome]) == {job_id: State.FAILED}
+    kept = (await store.get(job_id)).last_error
+    assert kept == ErrorInfo("Bad\ufffdType", "nul \ufffd and \ufffd here", "trace\ufffdback")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from jobd.config.errors import ConfigError
+from jobd.config.paths import default_database_url
 from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
 from jobd.store import Outcome, OutcomeKind, create_store
@@ -376,3 +378,28 @@ async def test_the_event_loop_is_free_while_the_database_works(opened) -> None:
     await store.db.run(lambda conn: time.sleep(0.05))
     task.cancel()
     assert ticks > 10
+
+
+# --- which directories are created --------------------------------------------------------
+
+
+async def test_a_url_in_a_missing_directory_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    store = create_store(f"sqlite://{missing / 'x.db'}")
+    try:
+        with pytest.raises(ConfigError, match=f"the directory {missing} does not exist"):
+            await store.open()
+    finally:
+        await store.close()
+    assert not (tmp_path / "no").exists()
+
+
+async def test_the_default_state_directory_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("STATE_DIRECTORY", "JOBD_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    async with create_store(default_database_url()) as store:
+        await store.migrate()
+    assert stat.S_IMODE((tmp_path / "state" / "jobd").stat().st_mode) == 0o700

@@ -454,3 +454,86 @@ def test_daemon_refuses_to_start_without_a_from_address() -> None:
     ]
     ok = load_config(env={"JOBD_HANDLERS_SAMPLES": "send_email", "JOBD_SMTP_FROM": SENDER})
     assert settings.startup_problems(ok) == []
+
+
+# --- header injection through RFC 2047 encoded words --------------------------------------
+# Python 3.11.7 decodes an encoded word in a header value it is given and writes the result
+# out raw: `=?utf-8?q?=0D=0A?=` in a subject became a line break, and a header of its own.
+
+INJECTED = "=?utf-8?q?Invoice=0D=0AFrom:_CEO_<ceo@bank.example>=0D=0A=0D=0APay_now?="
+INJECTIONS = [
+    pytest.param({"subject": INJECTED}, "subject", id="the-reported-subject"),
+    pytest.param(
+        {"subject": "=?utf-8?q?Invoice=0D=0AFrom:_CEO_<ceo@bank.example>=0D=0A...?="},
+        "subject",
+        id="the-reported-subject-verbatim",
+    ),
+    pytest.param({"subject": "=?UTF-8?Q?Invoice=0AFrom:_x@evil.example?="}, "subject", id="Q"),
+    pytest.param(
+        {"subject": "=?utf-8?b?SW52b2ljZQ0KRnJvbTogQ0VPIDxjZW9AYmFuay5leGFtcGxlPg==?="},
+        "subject",
+        id="b-encoding",
+    ),
+    pytest.param(
+        {"subject": "=?utf-8?q?Invoice?= =?utf-8?q?=0D?= =?utf-8?q?=0ABcc:_x@evil.example?="},
+        "subject",
+        id="several-words",
+    ),
+    pytest.param(
+        {"subject": "=?utf-8?q?=3D=3Futf-8=3Fq=3F=3D0D=3D0ABcc:_x@evil.example=3F=3D?="},
+        "subject",
+        id="an-encoded-word-inside-one",
+    ),
+    pytest.param(
+        {"to": "=?utf-8?q?Ann=0D=0ABcc:_x@evil.example?= <ann@example.com>"}, "to", id="to-name"
+    ),
+    pytest.param(
+        {"cc": ["bob@example.com", "=?utf-8?b?Qm9iDQpYOiB5?= <bob2@example.com>"]},
+        "cc[1]",
+        id="cc-name",
+    ),
+    pytest.param(
+        {"reply_to": "=?utf-8?q?R=0D=0AFrom:_CEO_<ceo@bank.example>?= <r@example.com>"},
+        "reply_to",
+        id="reply-to-name",
+    ),
+    pytest.param({"subject": "=?utf-8?q?a=00b?="}, "subject", id="nul"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field"), INJECTIONS)
+def test_an_encoded_control_character_is_refused_at_submit(
+    changes: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{field.replace('[', '.').replace(']', '.')}: "):
+        mail.check_email({**BASIC, **changes})
+
+
+@pytest.mark.parametrize(("changes", "field"), INJECTIONS)
+def test_an_encoded_control_character_sends_nothing(
+    smtp: Server, changes: dict[str, Any], field: str
+) -> None:
+    # The handler checks again: a job may reach the store without passing the validator.
+    with pytest.raises(PermanentError, match=f"invalid payload: {field.replace('[', '.')}"):
+        mail.send_email(make_context(job_id=41, type="send_email"), {**BASIC, **changes})
+    assert smtp.mailbox.messages == []
+
+
+def test_an_undecodable_encoded_word_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^subject: has an RFC 2047 encoded word"):
+        mail.check_email({**BASIC, "subject": "=?x-no-such-charset?q?a?="})
+
+
+def test_a_harmless_encoded_word_arrives_as_one_header(smtp: Server) -> None:
+    send(
+        {
+            **BASIC,
+            "subject": "=?utf-8?q?Caf=C3=A9_=3D_bon?=",
+            "to": "=?utf-8?q?Zo=C3=AB?= <z@example.com>",
+        }
+    )
+    [got] = smtp.mailbox.messages
+    assert got.message.get_all("From") == ["Jobs <jobs@example.com>"]
+    assert got.message.get_all("Bcc") is None
+    assert got.rcpt_tos == ["z@example.com"]
+    assert got.message["Subject"] == "Café = bon"

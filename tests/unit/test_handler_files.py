@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from jobd.domain import PermanentError
 from jobd.handlers import registry
 from jobd.samples import files, settings
 from jobd.samples.paths import TEMP_SUFFIX
-from jobd.samples.sections import FilesConfig, SmtpConfig
+from jobd.samples.sections import DEFAULT_MAX_OUTPUT_BYTES, FilesConfig, SmtpConfig
 from jobd.testing import make_context
 
 
@@ -142,6 +143,28 @@ def test_symlink_that_stays_inside_is_followed(allowed: Path) -> None:
     (allowed / "real.txt").write_bytes(b"a\nb\n")
     (allowed / "link.txt").symlink_to(allowed / "real.txt")
     assert run({"operation": "count_lines", "path": "link.txt"})["lines"] == 2
+
+
+def test_a_decompression_bomb_stops_at_max_output_bytes_and_leaves_nothing(
+    allowed: Path,
+) -> None:
+    current = settings.current()
+    limited = replace(current.files, max_output_bytes=1024 * 1024)
+    settings.configure(settings.HandlerSettings(current.smtp, limited))
+    bomb = gzip.compress(bytes(20 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 64 * 1024
+    (allowed / "bomb.gz").write_bytes(bomb)
+    refused(
+        {"operation": "decompress", "path": "bomb.gz"},
+        r"decompresses to more than files.max_output_bytes \(1048576 bytes\)",
+    )
+    assert sorted(p.name for p in allowed.iterdir()) == ["bomb.gz"]  # no output, no temporary
+    (allowed / "small.gz").write_bytes(gzip.compress(bytes(1024 * 1024)))
+    assert run({"operation": "decompress", "path": "small.gz"})["bytes_out"] == 1024 * 1024
+
+
+def test_max_output_bytes_defaults_to_one_gib() -> None:
+    assert FilesConfig(()).max_output_bytes == DEFAULT_MAX_OUTPUT_BYTES == 1024**3
 
 
 def test_decompress_of_corrupt_data_fails_permanently_and_leaves_nothing(allowed: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -57,11 +58,16 @@ def submit_params(specs: Sequence[NewJob]) -> dict[str, list[Any]]:
         "priorities": [s.priority for s in specs],
         "payloads": [json_text(s.payload, "payload") for s in specs],
         "max_attempts": [s.max_attempts for s in specs],
-        "run_ats": [s.run_at for s in specs],
+        "run_ats": [utc(s.run_at) for s in specs],
         "timeouts": [float(s.timeout) if s.timeout is not None else None for s in specs],
         "keys": [s.idempotency_key for s in specs],
         "correlation_ids": [s.correlation_id for s in specs],
     }
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """`value` in UTC: PostgreSQL refuses offsets past ±15:59, which Python allows (to ±23:59)."""
+    return None if value is None else value.astimezone(UTC)
 
 
 def wants_pending(outcome: Outcome) -> bool:

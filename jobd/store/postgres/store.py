@@ -32,6 +32,7 @@ from jobd.store.base import (
     decode_cursor,
     encode_cursor,
     ordering_key,
+    storable_outcome,
     validate_specs,
 )
 from jobd.store.postgres import schema as schema_migrations
@@ -326,7 +327,7 @@ class PostgresStore(Store):
             return {}
         again: builtins.list[Outcome] = []
         ending: builtins.list[Outcome] = []
-        for outcome in outcomes:
+        for outcome in map(storable_outcome, outcomes):
             (again if wants_pending(outcome) else ending).append(outcome)
         async with self.pool.connection() as conn:
             if not again:  # the common case: one statement, no transaction block

@@ -35,6 +35,7 @@ from jobd.store.base import (
     lease_until,
     outcome_applied,
     owns,
+    storable_outcome,
     validate_specs,
 )
 from jobd.store.sqlite import schema
@@ -70,6 +71,7 @@ class SQLiteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create_directory: bool = True,
     ):
         """`synchronous`: "FULL" (the default) fsyncs the WAL at every commit, so a job whose
         submit returned survives a power failure or a kernel crash, at the price of one fsync
@@ -79,14 +81,23 @@ class SQLiteStore(Store):
         an acknowledged submit could vanish.  A job daemon's promise is that it does not lose
         acknowledged jobs, so FULL is the default and NORMAL an explicit choice for throughput.
 
-        `busy_timeout`: seconds to wait for another process's write lock before Unavailable."""
+        `busy_timeout`: seconds to wait for another process's write lock before Unavailable.
+
+        `create_directory`: create the file's directory (0700) when it is missing; when False
+        a missing directory is a ConfigError naming it.  create_store passes True only for
+        jobd's default state directory: a directory the user named must exist."""
         super().__init__()
         synchronous = synchronous.upper()
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous: expected FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
         self._clock = clock
-        self.db = DatabaseThread(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.db = DatabaseThread(
+            self.path,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            create_directory=create_directory,
+        )
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -276,7 +287,7 @@ class SQLiteStore(Store):
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
         if not outcomes:
             return {}
-        applied = await self.db.run(self._finish, node, list(outcomes))
+        applied = await self.db.run(self._finish, node, [storable_outcome(o) for o in outcomes])
         self._notify_finished(applied)
         return applied
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobd.config.errors import ConfigError
 from jobd.errors import InvalidParams, JobdError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,22 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def prepare_file(path: Path) -> None:
-    """Create the database's directory (0700) and the file itself (0600) if they are missing.
+def prepare_file(path: Path, create_directory: bool) -> None:
+    """Create the database file (0600) if it is missing, and its directory (0700) when
+    `create_directory` (jobd's own state directory); any other missing directory is a
+    ConfigError naming it: a mistyped path must not grow directories, at / or anywhere.
 
     SQLite creates its -wal and -shm files with the database file's permissions, so creating
     the file ourselves keeps all three private whatever the umask: payloads may be secret."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create_directory:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise ConfigError(
+            "database.url",
+            "the SQLite database",
+            f"the directory {path.parent} does not exist (jobd creates only its default state"
+            " directory): create it, or fix the path",
+        )
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
@@ -63,8 +74,11 @@ class DatabaseThread:
     """Runs `fn(conn, *args)` on the thread that owns the connection to `path`, which it
     opens at the first call."""
 
-    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float):
+    def __init__(
+        self, path: Path, *, synchronous: str, busy_timeout: float, create_directory: bool
+    ):
         self.path = path
+        self._create_directory = create_directory
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None  # touched only on the executor's thread
@@ -100,7 +114,7 @@ class DatabaseThread:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            prepare_file(self.path)
+            prepare_file(self.path, self._create_directory)
         except OSError as exc:
             raise Unavailable(f"cannot create the SQLite database {self.path}: {exc}") from exc
         conn = sqlite3.connect(
