@@ -3,9 +3,9 @@ socket.  A thin layer over jobd.client; every operation is the daemon's.
 
 Exit statuses (the same table, jobd.errors.CODES, gives each error code its status):
     0  success
-    1  the job ended failed or canceled (or was still running when --timeout ran out) under
-       `wait` / `submit --wait`; a conflict (cancel of a finished job, retry of a running one);
-       `health` found the node degraded
+    1  the job ended failed or canceled -- any end but completed -- (or was still running when
+       --timeout ran out) under `wait` / `submit --wait`; a conflict (cancel of a finished job,
+       retry of a running one); `health` found the node degraded
     2  bad usage or input: an unknown option, malformed --payload, unknown job type, …
     3  the daemon cannot be reached (the message names the socket) or its store is unavailable
     4  no such job

@@ -10,9 +10,10 @@ application code use to talk to a running jobd.
 
 One method per protocol method, each returning typed values (jobs as jobd.protocol.JobView, the
 rest as the small dataclasses below).  Replies only gain members as the daemon evolves, so what
-this version does not know -- a new state, a new member -- is carried through, not refused.  Errors are the exceptions of jobd.errors, rebuilt from the wire code:
-`NotFound`, `Conflict`, `UnknownType`, … each carrying `.code`, `.message` and `.data`.  A daemon
-that cannot be reached raises `DaemonUnreachable` naming the socket.
+this version does not know -- a new state, a new member -- is carried through, not refused.
+Errors are the exceptions of jobd.errors, rebuilt from the wire code: `NotFound`, `Conflict`,
+`UnknownType`, … each carrying `.code`, `.message` and `.data`.  A daemon that cannot be reached
+raises `DaemonUnreachable` naming the socket.
 
 One connection per Client, opened on first use and kept; calls from several threads take turns
 on it.  A read-only call (get, list, wait, …) that finds its kept connection dropped -- the daemon
