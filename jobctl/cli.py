@@ -3,9 +3,9 @@ socket.  A thin layer over jobd.client; every operation is the daemon's.
 
 Exit statuses (the same table, jobd.errors.CODES, gives each error code its status):
     0  success
-    1  the job ended failed or canceled (or was still running when --timeout ran out) under
-       `wait` / `submit --wait`; a conflict (cancel of a finished job, retry of a running one);
-       `health` found the node degraded
+    1  the job ended failed or canceled -- any end but completed -- (or was still running when
+       --timeout ran out) under `wait` / `submit --wait`; a conflict (cancel of a finished job,
+       retry of a running one); `health` found the node degraded
     2  bad usage or input: an unknown option, malformed --payload, unknown job type, …
     3  the daemon cannot be reached (the message names the socket) or its store is unavailable
     4  no such job
@@ -15,24 +15,28 @@ The options --socket and --json are accepted before and after the subcommand.
 
 from __future__ import annotations
 
-import json
-import sys
+import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import datetime
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
+from click.shell_completion import get_completion_class
 
 from jobctl import output
+from jobctl.inputs import parse_payload, read_batch
+from jobctl.params import Duration, Time
 from jobd import __version__
-from jobd.client import Client, SubmitResult, WaitResult, job_params_from
-from jobd.domain import Job, State
-from jobd.errors import CODES, InvalidParams, JobdError
-from jobd.fields import parse_time
-from jobd.limits import MAX_SUBMIT_MANY
+from jobd.client import Client, ListFilters, SubmitResult, WaitResult
+from jobd.domain import State
+from jobd.errors import CODES, JobdError
+from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.protocol import JobView
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED = 1  # a job that ended failed or canceled, a degraded node
+LIST_LIMIT = 50  # jobs `jobctl list` shows by default
 _SETTINGS = "jobctl.settings"
 
 
@@ -85,7 +89,8 @@ def common_options(command: F) -> F:
 
 
 def settings(ctx: click.Context) -> dict[str, Any]:
-    return ctx.meta.get(_SETTINGS, {})
+    given: dict[str, Any] = ctx.meta.get(_SETTINGS, {})
+    return given
 
 
 def client(ctx: click.Context) -> Client:
@@ -135,50 +140,6 @@ def main() -> None:
 # --- submit --------------------------------------------------------------------------------
 
 
-def _read_text(source: str, what: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        with open(source, encoding="utf-8") as f:
-            return f.read()
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", param_hint=what) from None
-
-
-def parse_payload(text: str | None) -> dict[str, Any] | None:
-    """--payload JSON, --payload @FILE or --payload - (stdin): a JSON object."""
-    if text is None:
-        return None
-    if text == "-" or text.startswith("@"):
-        text = _read_text(text if text == "-" else text[1:], "--payload")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
-    if not isinstance(value, dict):
-        message = 'must be a JSON object, e.g. \'{"to": "a@b.c"}\''
-        raise click.BadParameter(message, param_hint="--payload")
-    return value
-
-
-def read_batch(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The jobs of a batch file: one JSON object per line (blank lines skipped), each checked
-    here so a bad line is reported by its number before anything is submitted."""
-    for number, line in enumerate(_read_text(source, "--batch").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            job = json.loads(line)
-        except ValueError as exc:
-            message = f"line {number}: not valid JSON: {exc}"
-            raise click.BadParameter(message, param_hint="--batch") from None
-        try:
-            yield number, job_params_from(job)
-        except InvalidParams as exc:
-            message = f"line {number}: {exc.message}"
-            raise click.BadParameter(message, param_hint="--batch") from None
-
-
 @main.command()
 @click.argument("job_type", metavar="[TYPE]", required=False)
 @click.option("--payload", "-p", metavar="JSON|@FILE|-", help="The payload: a JSON object.")
@@ -186,24 +147,31 @@ def read_batch(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
 @click.option("--priority", type=int, help="Higher runs first (default 0).")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts allowed.")
 @click.option(
-    "--timeout", "job_timeout", type=float, metavar="SECONDS", help="How long one attempt may run."
+    "--timeout",
+    "job_timeout",
+    type=Duration(),
+    metavar="DURATION",
+    help="How long one attempt may run (seconds, or 90s, 5m, 1h).",
 )
-@click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run later.")
-@click.option("--at", "run_at", metavar="ISO-8601", help="Run at this time (with a zone).")
+@click.option("--delay", type=Duration(min=0), metavar="DURATION", help="Run later (30s, 1h, 2d).")
+@click.option(
+    "--at", "run_at", type=Time(), metavar="ISO-8601", help="Run at this time (with a zone)."
+)
 @click.option("--key", "idempotency_key", metavar="KEY", help="Idempotency key.")
 @click.option("--correlation-id", metavar="ID", help="Carried into the job's log lines.")
 @click.option("--batch", metavar="FILE|-", help="Submit the jobs of a JSON-lines file.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the job has finished.")
 @click.option(
     "--wait-timeout",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
+    type=Duration(min=0),
+    metavar="DURATION",
     help="With --wait: give up after this long (exit 1).",
 )
 @common_options
 @click.pass_context
 def submit(
     ctx: click.Context,
+    /,
     job_type: str | None,
     payload: str | None,
     batch: str | None,
@@ -236,11 +204,6 @@ def submit(
         raise click.UsageError("missing TYPE (or --batch FILE)")
     if given.get("delay") is not None and given.get("run_at") is not None:
         raise click.UsageError("give --delay or --at, not both")
-    if "run_at" in given:
-        try:
-            given["run_at"] = parse_time(given["run_at"], "--at")
-        except InvalidParams as exc:
-            raise click.BadParameter(exc.problem or exc.message, param_hint="--at") from None
     if "job_timeout" in given:
         given["timeout"] = given.pop("job_timeout")
     body = parse_payload(payload)
@@ -318,10 +281,10 @@ def _show_submitted(ctx: click.Context, submitted: list[SubmitResult]) -> None:
     if len(submitted) == 1:
         job = submitted[0].job
         verb = "submitted" if submitted[0].created else "exists"
-        click.echo(f"job {job.id} {verb}: {job.type} in queue {job.queue}, {job.state.value}")
+        click.echo(f"job {job.id} {verb}: {job.type} in queue {job.queue}, {job.state_name}")
         return
     rows = [
-        (s.job.id, s.job.type, s.job.queue, s.job.state.value, "new" if s.created else "existing")
+        (s.job.id, s.job.type, s.job.queue, s.job.state_name, "new" if s.created else "existing")
         for s in submitted
     ]
     click.echo(output.table(("ID", "TYPE", "QUEUE", "STATE", "SUBMITTED"), rows))
@@ -413,9 +376,9 @@ def retry(ctx: click.Context, job_id: int) -> None:
 @click.option(
     "--timeout",
     "wait_timeout",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
-    help="Give up after this long (default: wait for as long as it takes).",
+    type=Duration(min=0),
+    metavar="DURATION",
+    help="Give up after this long: seconds, or 30s, 5m, 1h (default: as long as it takes).",
 )
 @common_options
 @click.pass_context
@@ -449,17 +412,19 @@ def _finish_wait(ctx: click.Context, results: list[WaitResult]) -> None:
     else:
         click.echo(output.job_table(jobs))
     unfinished = [r.job.id for r in results if r.timed_out]
-    failed = [j.id for j in jobs if j.state in (State.FAILED, State.CANCELED)]
+    # The daemon said these finished (timed_out false): any end but `completed` is a failure,
+    # also one in a state this version does not know.
+    failed = [j for j in jobs if j.state is not State.COMPLETED]
     if unfinished:
         ids = ", ".join(map(str, unfinished))
         raise CliError(f"timed out waiting for job {ids}: not finished yet", EXIT_FAILED)
     if failed:
-        ids = ", ".join(map(str, failed))
-        states = {j.state.value for j in jobs if j.id in failed}
+        ids = ", ".join(str(j.id) for j in failed)
+        states = {j.state_name for j in failed}
         raise CliError(f"job {ids} {' or '.join(sorted(states))}", EXIT_FAILED)
 
 
-def _show_job(ctx: click.Context, job: Job) -> None:
+def _show_job(ctx: click.Context, job: JobView) -> None:
     if as_json(ctx):
         emit(job.to_dict())
     else:
@@ -489,16 +454,27 @@ def _states(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 )
 @click.option("--type", "-t", "job_type", metavar="TYPE", help="Only jobs of this type.")
 @click.option("--queue", "-q", metavar="NAME", help="Only jobs in this queue.")
-@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--created-after", type=Time(), metavar="ISO-8601", help="Only jobs created after this time."
+)
+@click.option(
+    "--created-before", type=Time(), metavar="ISO-8601", help="Only jobs created before this time."
+)
+@click.option(
+    "--limit", "-n", type=click.IntRange(1, MAX_LIST_LIMIT), default=LIST_LIMIT, show_default=True
+)
 @click.option("--all", "all_", is_flag=True, help="Every matching job, page after page.")
-@click.option("--cursor", metavar="CURSOR", help="Continue after a previous page.")
+@click.option("--cursor", metavar="CURSOR", help="Continue after a previous page (same filters).")
 @common_options
 @click.pass_context
 def list_jobs(
     ctx: click.Context,
+    /,
     state: list[str],
     job_type: str | None,
     queue: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
     limit: int,
     all_: bool,
     cursor: str | None,
@@ -506,16 +482,23 @@ def list_jobs(
     """List jobs, newest first.
 
     \b
-    Shows --limit jobs; when there are more it says how to get the next page (--cursor), and
-    --all fetches every page.  With --json, prints the protocol's list result:
-    {"jobs": [...], "next_cursor": ...}.
+    Shows --limit jobs; when there are more it says how to get the next page (--cursor, with
+    the same filters), and --all fetches every page.  With --json, prints the protocol's list
+    result: {"jobs": [...], "next_cursor": ...}.
 
     \b
     Examples:
       jobctl list --state failed,canceled --type send_email
+      jobctl list --created-after 2030-01-01T00:00:00Z --created-before 2030-01-02T00:00:00Z
       jobctl list --all --json | jq '.jobs[].id'
     """
-    filters = {"state": state or None, "type": job_type, "queue": queue}
+    filters: ListFilters = {
+        "state": state or None,
+        "type": job_type,
+        "queue": queue,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
 
     def show() -> None:
         with client(ctx) as c:
@@ -529,9 +512,32 @@ def list_jobs(
             return
         click.echo(output.job_table(jobs) if jobs else "no jobs")
         if next_cursor:
-            click.echo(f"more: jobctl list --cursor {next_cursor} (or --all)", err=True)
+            again = _list_command(ctx, filters, limit, next_cursor)
+            click.echo(f"more: {again} (or --all)", err=True)
 
     run(show)
+
+
+def _list_command(ctx: click.Context, filters: ListFilters, limit: int, cursor: str) -> str:
+    """The command that lists the next page: the same filters (the daemon refuses a cursor
+    without them), the same page size and daemon, and the cursor."""
+    words = ["jobctl", "list"]
+    if "socket" in settings(ctx):
+        words += ["--socket", str(settings(ctx)["socket"])]
+    state = filters.get("state")
+    if state:
+        words += ["--state", ",".join(state)]
+    for name in ("type", "queue"):
+        value = filters.get(name)
+        if value:
+            words += [f"--{name}", str(value)]
+    for name in ("created_after", "created_before"):
+        when = filters.get(name)
+        if isinstance(when, datetime):
+            words += ["--" + name.replace("_", "-"), when.isoformat()]
+    if limit != LIST_LIMIT:
+        words += ["--limit", str(limit)]
+    return shlex.join([*words, "--cursor", cursor])
 
 
 # --- the daemon ------------------------------------------------------------------------------
@@ -636,6 +642,32 @@ def health(ctx: click.Context) -> None:
             ctx.exit(EXIT_FAILED)
 
     run(show)
+
+
+# --- the shell --------------------------------------------------------------------------------
+
+SHELLS = ("bash", "zsh", "fish")
+COMPLETE_VAR = "_JOBCTL_COMPLETE"  # what click's completion sets when the shell asks
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL (bash, zsh or fish).
+
+    \b
+    Load it from the shell's start-up file, or save it where the shell looks for completions.
+
+    \b
+    Examples:
+      jobctl completion bash > ~/.local/share/bash-completion/completions/jobctl
+      jobctl completion zsh > "${fpath[1]}/_jobctl"
+      jobctl completion fish > ~/.config/fish/completions/jobctl.fish
+      eval "$(jobctl completion bash)"        # this shell only
+    """
+    complete = get_completion_class(shell)
+    assert complete is not None  # click knows every shell SHELLS lists
+    click.echo(complete(main, {}, "jobctl", COMPLETE_VAR).source())
 
 
 if __name__ == "__main__":

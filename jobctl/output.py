@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.domain import Job
+from jobd.protocol import JobView
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -90,11 +90,11 @@ def size(value: int | None) -> str:
     return str(value)  # pragma: no cover - the loop always returns
 
 
-def job_table(jobs: Sequence[Job]) -> str:
+def job_table(jobs: Sequence[JobView]) -> str:
     rows = [
         (
             j.id,
-            j.state.value + ("*" if j.cancel_requested else ""),
+            j.state_name + ("*" if j.cancel_requested else ""),
             j.type,
             j.queue,
             j.priority,
@@ -108,19 +108,20 @@ def job_table(jobs: Sequence[Job]) -> str:
     return table(headers, rows)
 
 
-def _short_error(job: Job, limit: int = 60) -> str:
+def _short_error(job: JobView, limit: int = 60) -> str:
     if job.last_error is None:
         return ""
     text = f"{job.last_error.type}: {job.last_error.message}".replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def job_detail(job: Job) -> str:
-    """Every field of one job, one per line, labels aligned."""
+def job_detail(job: JobView) -> str:
+    """Every field of one job, one per line, labels aligned; the members a newer daemon sent
+    that this version does not know come last, as they were sent."""
     fields: list[tuple[str, str]] = [
         ("id", str(job.id)),
         ("type", job.type),
-        ("state", job.state.value + (" (cancel requested)" if job.cancel_requested else "")),
+        ("state", job.state_name + (" (cancel requested)" if job.cancel_requested else "")),
         ("queue", job.queue),
         ("priority", str(job.priority)),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
@@ -141,6 +142,7 @@ def job_detail(job: Job) -> str:
         fields = [f for f in fields if f[0] != "lease"]
     if job.last_error is not None:
         fields.append(("last error", f"{job.last_error.type}: {job.last_error.message}"))
+    fields += [(name, compact(value)) for name, value in job.extra.items()]
     width = max(len(label) for label, _ in fields)
     lines = [f"{label + ':':<{width + 1}}  {value}" for label, value in fields]
     if job.last_error is not None and job.last_error.traceback:

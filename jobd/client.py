@@ -8,10 +8,12 @@ application code use to talk to a running jobd.
         done = client.wait(job.id, timeout=60).job
         print(done.state, done.result)
 
-One method per protocol method, each returning typed values (domain `Job`s and the small
-dataclasses below).  Errors are the exceptions of jobd.errors, rebuilt from the wire code:
-`NotFound`, `Conflict`, `UnknownType`, … each carrying `.code`, `.message` and `.data`.  A daemon
-that cannot be reached raises `DaemonUnreachable` naming the socket.
+One method per protocol method, each returning typed values (jobs as jobd.protocol.JobView, the
+rest as the small dataclasses below).  Replies only gain members as the daemon evolves, so what
+this version does not know -- a new state, a new member -- is carried through, not refused.
+Errors are the exceptions of jobd.errors, rebuilt from the wire code: `NotFound`, `Conflict`,
+`UnknownType`, … each carrying `.code`, `.message` and `.data`.  A daemon that cannot be reached
+raises `DaemonUnreachable` naming the socket.
 
 One connection per Client, opened on first use and kept; calls from several threads take turns
 on it.  A read-only call (get, list, wait, …) that finds its kept connection dropped -- the daemon
@@ -21,6 +23,7 @@ daemon may have acted on it before the connection broke.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import itertools
 import json
@@ -32,16 +35,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, TypedDict, Unpack
 
-from jobd.domain import Job
 from jobd.errors import (
     DaemonUnreachable,
     InvalidParams,
     InvalidRequest,
     JobdError,
     Unavailable,
-    error_from_code,
 )
 from jobd.jobspec import (
     SUBMIT_FIELDS,
@@ -52,6 +53,7 @@ from jobd.jobspec import (
 )
 from jobd.protocol import (
     METHODS,
+    JobView,
     encode,
     job_from_dict,
     parse_reply,
@@ -106,20 +108,30 @@ def _socket_in_config_file(path: str | None) -> Path | None:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    job: Job
+    job: JobView
     created: bool  # False: the idempotency key was taken; `job` is the job holding it
 
 
 @dataclass(frozen=True)
 class JobPage:
-    jobs: list[Job]
-    next_cursor: str | None  # pass as `cursor` for the next page; None: this was the last
+    jobs: list[JobView]
+    next_cursor: str | None  # pass as `cursor` with the same filters; None: this was the last
 
 
 @dataclass(frozen=True)
 class WaitResult:
-    job: Job
-    timed_out: bool  # True: the job had not finished when the timeout passed
+    job: JobView
+    timed_out: bool  # True: the daemon says the job had not finished when the timeout passed
+
+
+class ListFilters(TypedDict, total=False):
+    """The filters of `list` and `iter_jobs`; a job must match every one given."""
+
+    state: str | Iterable[str] | None  # one state name or several
+    type: str | None
+    queue: str | None
+    created_after: datetime | str | None  # a datetime with a time zone, or ISO-8601 text
+    created_before: datetime | str | None
 
 
 @dataclass(frozen=True)
@@ -269,34 +281,31 @@ class Client:
         raw = self.call("submit_many", {"jobs": specs})
         return [_submit_result(item) for item in raw["results"]]
 
-    def get(self, job_id: int) -> Job:
+    def get(self, job_id: int) -> JobView:
         return job_from_dict(self.call("get", {"id": job_id})["job"])
 
     def list(
-        self,
-        *,
-        state: str | Iterable[str] | None = None,
-        type: str | None = None,
-        queue: str | None = None,
-        created_after: datetime | str | None = None,
-        created_before: datetime | str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Unpack[ListFilters]
     ) -> JobPage:
-        """One page of jobs, newest first (at most `limit`, the server's cap being 1,000)."""
+        """One page of jobs, newest first (at most `limit`, the server's cap being 1,000).  A
+        `cursor` continues from the page that gave it, under the same filters (the daemon
+        refuses it with others)."""
+        state = filters.get("state")
         params = {
-            "state": state if state is None or isinstance(state, str) else list(state),
-            "type": type,
-            "queue": queue,
-            "created_after": _time_text(created_after),
-            "created_before": _time_text(created_before),
+            "state": state if state is None or isinstance(state, str) else builtins.list(state),
+            "type": filters.get("type"),
+            "queue": filters.get("queue"),
+            "created_after": _time_text(filters.get("created_after")),
+            "created_before": _time_text(filters.get("created_before")),
             "limit": limit,
             "cursor": cursor,
         }
         raw = self.call("list", params)
         return JobPage([job_from_dict(j) for j in raw["jobs"]], raw.get("next_cursor"))
 
-    def iter_jobs(self, *, page_size: int = 1000, **filters: Any) -> Iterator[Job]:
+    def iter_jobs(
+        self, *, page_size: int = 1000, **filters: Unpack[ListFilters]
+    ) -> Iterator[JobView]:
         """Every job matching the `list` filters, following the cursor from page to page."""
         cursor = None
         while True:
@@ -306,18 +315,21 @@ class Client:
                 return
             cursor = page.next_cursor
 
-    def cancel(self, job_id: int) -> Job:
+    def cancel(self, job_id: int) -> JobView:
         """Cancel a pending job, or stop a running one (the job is `running` with
         cancel_requested until its worker has stopped).  Conflict if it has finished."""
         return job_from_dict(self.call("cancel", {"id": job_id})["job"])
 
-    def retry(self, job_id: int) -> Job:
+    def retry(self, job_id: int) -> JobView:
         """Run a failed or canceled job again, with a fresh set of attempts."""
         return job_from_dict(self.call("retry", {"id": job_id})["job"])
 
     def wait(self, job_id: int, timeout: float | None = None) -> WaitResult:
         """Wait until the job has finished, at most `timeout` seconds (None: for ever).  The
-        daemon does the waiting; this sends one request per WAIT_CHUNK seconds at most."""
+        daemon does the waiting; this sends one request per WAIT_CHUNK seconds at most.
+
+        Whether the job has finished is the reply's `timed_out`, never read from the state:
+        a state this version does not know may be final or not, and only the daemon knows."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             chunk = WAIT_CHUNK if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -335,7 +347,7 @@ class Client:
     def stats(self) -> Stats:
         return Stats.from_dict(self.call("stats"))
 
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self) -> builtins.list[WorkerInfo]:
         return [WorkerInfo.from_dict(w) for w in self.call("workers")["workers"]]
 
     def health(self) -> Health:
@@ -405,10 +417,10 @@ class Client:
             # Not the answer to this request: the stream is out of step; start afresh.
             self._disconnect()
             if not reply.ok:  # e.g. parse_error (id null): the server could not read ours
-                raise error_from_code(reply.error_code, reply.error_message, reply.error_data)
+                raise reply.exception()
             raise JobdError(f"jobd at {self.socket_path} answered request {reply.id!r}")
         if not reply.ok:
-            raise error_from_code(reply.error_code, reply.error_message, reply.error_data)
+            raise reply.exception()
         return reply.result
 
     def _connect(self) -> socket.socket:

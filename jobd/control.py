@@ -279,10 +279,10 @@ class Operations:
             created_after=params.created_after,
             created_before=params.created_before,
         )
-        page = await self._store(self.store.list(filters, params.limit, params.cursor))
+        page = await self._store(self.store.list(filters, params.limit, params.store_cursor))
         times: TimeTexts = {}
         jobs = [job.to_dict(times) for job in page.jobs]
-        return {"jobs": jobs, "next_cursor": page.next_cursor}
+        return {"jobs": jobs, "next_cursor": params.next_cursor(page.next_cursor)}
 
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))

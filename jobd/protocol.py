@@ -16,12 +16,16 @@ the framing or the envelope ever does.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
+import hashlib
 import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jobd import fields
@@ -33,6 +37,7 @@ from jobd.errors import (
     MethodNotFound,
     ParseError,
     PayloadTooLarge,
+    error_from_code,
 )
 from jobd.jobspec import JobSpec, in_batch, parse_job_spec
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
@@ -279,6 +284,12 @@ class Reply:
     def ok(self) -> bool:
         return self.error_code is None
 
+    def exception(self) -> JobdError:
+        """The error of an error reply, as the exception of jobd.errors its code names."""
+        return error_from_code(
+            self.error_code or "internal_error", self.error_message, self.error_data
+        )
+
 
 _CODE_BY_RPC = {-32700: "parse_error", -32600: "invalid_request", -32601: "method_not_found"}
 _CODE_BY_RPC |= {-32602: "invalid_params", -32603: "internal_error"}
@@ -295,7 +306,8 @@ def parse_reply(message: Any) -> Reply:
         data = dict(error.get("data") or {}) if isinstance(error.get("data"), dict) else {}
         code = data.pop("code", None)
         if not isinstance(code, str):
-            code = _CODE_BY_RPC.get(error.get("code"), "internal_error")
+            rpc_code = error.get("code")
+            code = _CODE_BY_RPC.get(rpc_code if isinstance(rpc_code, int) else 0, "internal_error")
         return Reply(message.get("id"), None, code, str(error.get("message", "")), data)
     if "result" not in message:
         raise InvalidRequest(f"response has neither result nor error: {_short(message)}")
@@ -352,6 +364,30 @@ def _batch_job_spec(job: Any) -> JobSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ListCursor:
+    """What a list cursor carries: the store's own cursor (where the page ended) and a
+    fingerprint of the filters the page was listed under.  Clients see it as one opaque string
+    (base64url of a small JSON object)."""
+
+    store: str
+    filters: str
+
+    def encode(self) -> str:
+        text = _dumps({"c": self.store, "f": self.filters})
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> ListCursor:
+        try:
+            value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        except (ValueError, RecursionError, binascii.Error):
+            value = None
+        if not (isinstance(value, dict) and all(isinstance(value.get(k), str) for k in "cf")):
+            raise fields.invalid("cursor", f"not a cursor this server issued: {_short(cursor)!r}")
+        return cls(value["c"], value["f"])
+
+
+@dataclass(frozen=True, slots=True)
 class ListParams:
     states: tuple[State, ...] = ()
     type: str | None = None
@@ -359,22 +395,61 @@ class ListParams:
     created_after: datetime | None = None
     created_before: datetime | None = None
     limit: int = DEFAULT_LIST_LIMIT
-    cursor: str | None = None
+    cursor: ListCursor | None = None  # checked against the filters above when parsed
+
+    @property
+    def store_cursor(self) -> str | None:
+        return None if self.cursor is None else self.cursor.store
+
+    def next_cursor(self, store_cursor: str | None) -> str | None:
+        """The cursor a reply gives for the page after this one: the store's, bound to these
+        filters."""
+        if store_cursor is None:
+            return None
+        return ListCursor(store_cursor, self.filters_fingerprint()).encode()
+
+    def filters_fingerprint(self) -> str:
+        """A short hash of the filters in a canonical form: the same for the same selection
+        of jobs however it was spelled (states in any order, times in any zone)."""
+        canonical = {
+            "state": sorted({s.value for s in self.states}),
+            "type": self.type,
+            "queue": self.queue,
+            "created_after": _utc_text(self.created_after),
+            "created_before": _utc_text(self.created_before),
+        }
+        digest = hashlib.sha256(_dumps(canonical).encode()).digest()
+        return base64.urlsafe_b64encode(digest[:9]).decode()
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
 
 
 def parse_list(params: Mapping[str, Any]) -> ListParams:
     limit = fields.integer(params, "limit", DEFAULT_LIST_LIMIT)
     if limit < 1:
         raise fields.invalid("limit", "must be at least 1")
-    return ListParams(
+    filters = ListParams(
         states=_states(params.get("state")),
         type=fields.text(params, "type"),
         queue=fields.text(params, "queue"),
         created_after=fields.time(params, "created_after"),
         created_before=fields.time(params, "created_before"),
         limit=min(limit, MAX_LIST_LIMIT),
-        cursor=fields.text(params, "cursor"),
     )
+    given = fields.text(params, "cursor")
+    if given is None:
+        return filters
+    cursor = ListCursor.decode(given)
+    if cursor.filters != filters.filters_fingerprint():
+        # Paging on with other filters would list other jobs from where that page ended.
+        raise fields.invalid(
+            "cursor",
+            "was issued for other filters: give it with the state, type, queue, created_after"
+            " and created_before of the page it came from",
+        )
+    return dataclasses.replace(filters, cursor=cursor)
 
 
 def _states(value: Any) -> tuple[State, ...]:
@@ -453,20 +528,75 @@ def parse_params(call: Call) -> Any:
 # --- jobs on the wire -------------------------------------------------------------------------
 
 
-def job_from_dict(data: Mapping[str, Any]) -> Job:
-    """The inverse of Job.to_dict(); members this version does not know are ignored, so an
-    older client reads a newer server's jobs."""
+@dataclass(frozen=True)
+class JobView:
+    """A job as a reply shows it: the members of jobd.domain.Job, read the way the protocol
+    promises replies evolve (they only gain members).  A state this version does not know
+    stays its name, a str (`state_name` is the name either way); members it does not know are
+    kept (`extra`), and `to_dict()` gives back the object exactly as it came."""
+
+    id: int
+    type: str
+    queue: str
+    priority: int
+    payload: dict[str, Any]
+    state: State | str
+    attempts: int
+    max_attempts: int
+    crashes: int
+    run_at: datetime
+    timeout: float | None
+    last_error: ErrorInfo | None
+    result: Any
+    idempotency_key: str | None
+    correlation_id: str | None
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def state_name(self) -> str:
+        return str(self.state)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The members a newer daemon sent that this version does not know, as sent."""
+        return {k: v for k, v in self.raw.items() if k not in _KNOWN_MEMBERS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+
+_KNOWN_MEMBERS = frozenset(Job.__dataclass_fields__)
+
+
+def job_from_dict(data: Mapping[str, Any]) -> JobView:
+    """Read a job object of a reply (Job.to_dict() on the daemon's side)."""
     try:
-        values = {name: data.get(name) for name in Job.__dataclass_fields__}
-        values["state"] = State(values["state"])
+        values: dict[str, Any] = {name: data.get(name) for name in _KNOWN_MEMBERS}
+        values["state"] = _state(values["state"])
         values["last_error"] = ErrorInfo.from_dict(values["last_error"])
         values["payload"] = values["payload"] or {}
         for name in TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
-        return Job(**values)
-    except (TypeError, ValueError, KeyError) as exc:
+        return JobView(**values, raw=dict(data))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise InvalidRequest(f"malformed job in response: {_short(exc)}") from None
+
+
+def _state(name: object) -> State | str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"state: not a state name: {name!r}")
+    try:
+        return State(name)
+    except ValueError:
+        return name  # a state of a newer daemon: carried through as it is
 
 
 def _short(value: object, limit: int = 200) -> str:

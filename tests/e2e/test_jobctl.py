@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,7 @@ def submit(daemon: Daemon, *args: str) -> dict:
 # --- help ---------------------------------------------------------------------------------------
 
 SUBCOMMANDS = ["submit", "status", "cancel", "list", "retry", "wait", "stats", "workers", "health"]
+SUBCOMMANDS += ["completion"]
 
 
 @pytest.mark.parametrize("args", [[], *([name] for name in SUBCOMMANDS)], ids=str)
@@ -137,6 +140,25 @@ def test_submit_and_wait_for_a_job_that_fails(daemon: Daemon) -> None:
     assert re.search(r"jobctl: job \d+ failed", result.stderr)
 
 
+def test_durations_take_the_units_the_configuration_takes(daemon: Daemon) -> None:
+    job = submit(daemon, "echo", "--timeout", "1h", "--delay", "1h30m")
+    assert job["timeout"] == 3600
+    delay = _time(job["run_at"]) - _time(job["created_at"])
+    assert timedelta(seconds=5390) < delay <= timedelta(seconds=5400)
+    waited = jobctl(daemon, "wait", str(job["id"]), "--timeout", "200ms")
+    assert waited.returncode == 1 and "timed out" in waited.stderr
+    ok(daemon, "cancel", str(job["id"]))
+    sleeping = jobctl(
+        daemon, "submit", "sleep", "-p", '{"seconds": 30}', "--wait", "--wait-timeout", "300ms"
+    )
+    assert sleeping.returncode == 1 and "timed out waiting for job" in sleeping.stderr
+    ok(daemon, "cancel", re.search(r"id:\s+(\d+)", sleeping.stdout).group(1))
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
 def test_submit_and_wait_with_a_timeout(daemon: Daemon) -> None:
     result = jobctl(
         daemon, "submit", "sleep", "-p", '{"seconds": 30}', "--wait", "--wait-timeout", "0.3"
@@ -158,6 +180,10 @@ def test_submit_and_wait_with_a_timeout(daemon: Daemon) -> None:
         (["echo", "--at", "2099-01-01T00:00:00"], "needs a time zone"),
         (["echo", "--priority", "high"], "'high' is not a valid integer"),
         (["echo", "--max-attempts", "0"], "0 is not in the range x>=1"),
+        (["echo", "--delay", "soon"], "must be a duration"),
+        (["echo", "--timeout", "1y"], "must be a duration"),
+        (["echo", "--delay", "-1"], "less than 0s"),
+        (["echo", "--wait", "--wait-timeout", "nan"], "is not a duration"),
         ([], "missing TYPE"),
         (["echo", "--batch", "-"], "no TYPE or job options"),
     ],
@@ -343,6 +369,74 @@ def test_list(daemon: Daemon) -> None:
         ok(daemon, "cancel", str(job_id))
 
 
+def test_the_next_page_hint_repeats_the_filters(daemon: Daemon) -> None:
+    queue = f"hint-{uuid.uuid4().hex[:8]}"
+    ids = [submit(daemon, "echo", "-q", queue, "--delay", "3600")["id"] for _ in range(3)]
+    other = submit(daemon, "sleep", "-q", queue, "--delay", "3600")["id"]
+    paged = jobctl(daemon, "list", "-t", "echo", "-q", queue, "-n", "2")
+    assert paged.returncode == 0, paged.stderr
+    hint = shlex.split(re.fullmatch(r"more: (.*) \(or --all\)\n", paged.stderr).group(1))
+    assert hint[:-1] == [
+        "jobctl",
+        "list",
+        "--type",
+        "echo",
+        "--queue",
+        queue,
+        "--limit",
+        "2",
+        "--cursor",
+    ]
+    rest = as_json(daemon, *hint[1:])
+    assert [j["id"] for j in rest["jobs"]] == ids[:1] and rest["next_cursor"] is None
+    for job_id in [*ids, other]:
+        ok(daemon, "cancel", str(job_id))
+
+
+@pytest.mark.parametrize(
+    "others",
+    [["-q", "x"], ["-t", "sleep"], ["-s", "pending"], ["--created-after", "2020-01-01T00:00:00Z"]],
+)
+def test_a_cursor_with_other_filters_is_exit_2(daemon: Daemon, others: list[str]) -> None:
+    queue = f"cursor-{uuid.uuid4().hex[:8]}"
+    ids = [submit(daemon, "echo", "-q", queue, "--delay", "3600")["id"] for _ in range(2)]
+    cursor = as_json(daemon, "list", "-q", queue, "-t", "echo", "-n", "1")["next_cursor"]
+    result = jobctl(daemon, "list", "-q", queue, "-t", "echo", *others, "--cursor", cursor)
+    assert result.returncode == 2
+    assert "cursor: was issued for other filters" in result.stderr
+    for job_id in ids:
+        ok(daemon, "cancel", str(job_id))
+
+
+def test_list_created_after_and_before(daemon: Daemon) -> None:
+    queue = f"created-{uuid.uuid4().hex[:8]}"
+    job = submit(daemon, "echo", "-q", queue, "--delay", "3600")
+    created = _time(job["created_at"])
+    second = timedelta(seconds=1)
+
+    def listed(option: str, when: datetime) -> list[int]:
+        found = as_json(daemon, "list", "-q", queue, option, when.isoformat())
+        return [j["id"] for j in found["jobs"]]
+
+    assert listed("--created-after", created - second) == [job["id"]]
+    assert listed("--created-after", created) == []
+    assert listed("--created-before", created + second) == [job["id"]]
+    assert listed("--created-before", created) == []
+    ok(daemon, "cancel", str(job["id"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--created-after", "yesterday"], "not an ISO-8601 time"),
+        (["--created-before", "2030-01-01T00:00:00"], "needs a time zone"),
+    ],
+)
+def test_list_with_a_bad_time_is_exit_2(daemon: Daemon, args: list[str], message: str) -> None:
+    result = jobctl(daemon, "list", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
 def test_list_with_a_bad_state_is_exit_2(daemon: Daemon) -> None:
     result = jobctl(daemon, "list", "--state", "lost")
     assert result.returncode == 2 and "'lost' is not a state" in result.stderr
@@ -371,6 +465,31 @@ def test_workers(daemon: Daemon) -> None:
 def test_health(daemon: Daemon) -> None:
     assert ok(daemon, "health") == "ok: store ok, workers 2/2\n"
     assert as_json(daemon, "health")["status"] == "ok"
+
+
+# --- shell completion ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_shells_script(shell: str) -> None:
+    result = run_jobctl(None, "completion", shell)
+    assert result.returncode == 0, result.stderr
+    assert "_JOBCTL_COMPLETE" in result.stdout and f"{shell}_complete" in result.stdout
+
+
+def test_completion_of_an_unknown_shell_is_exit_2() -> None:
+    result = run_jobctl(None, "completion", "tcsh")
+    assert result.returncode == 2 and "'tcsh' is not one of" in result.stderr
+
+
+def test_the_completion_script_is_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the bash script asks (the words typed so far) gets the subcommands."""
+    monkeypatch.setenv("_JOBCTL_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "jobctl comp")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    result = run_jobctl(None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["plain,completion"]
 
 
 # --- no daemon ------------------------------------------------------------------------------------
