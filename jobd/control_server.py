@@ -13,7 +13,10 @@ slowness reach another.  What any number of clients may cost the daemon is bound
   without a word.  Idle means no request being answered and no subscription: a `wait` of an
   hour is not idle.  `_Connection.active` counts both.
 - **memory**: a connection holds at most one request line (max_request_bytes) plus the
-  StreamReader's READ_CHUNK limit; an oversized line's buffer is dropped at once.
+  StreamReader's READ_CHUNK limit; an oversized line's buffer is dropped at once.  Freed is not
+  yet given back: glibc keeps freed megabytes in its heap, where a thousand clients' buffers
+  stay as resident memory long after they closed.  So once connections that carried a lot have
+  closed, the server asks malloc to return free memory to the system (MemoryReturn).
 - **accept errors**: see jobd.control_accept (pause, and one log line per interval).
 
 The socket itself is created by jobd.control_socket (safely: locked, probed, bound under a
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import resource
 import socket
@@ -62,6 +66,8 @@ READ_CHUNK = 64 * 1024  # also the StreamReader's limit: what it buffers ahead o
 STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
 LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is dropped this long
 LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
+RETURN_MEMORY_AFTER = 256 * 1024  # a connection that received this much: memory to return
+RETURN_MEMORY_DELAY = 1.0  # … at most this often, once the closes of a burst are done
 
 
 def connection_cap(max_connections: int) -> int:
@@ -74,11 +80,37 @@ def connection_cap(max_connections: int) -> int:
     return max(1, min(max_connections, max(soft - DESCRIPTOR_RESERVE, soft // 2)))
 
 
+class MemoryReturn:
+    """malloc_trim(0), at most once per RETURN_MEMORY_DELAY when asked (glibc only: elsewhere
+    nothing).  It hands the free pages of malloc's heap, wherever they are, back to the
+    system; it costs milliseconds, hence the delay, which also lets a burst of closes finish."""
+
+    def __init__(self, delay: float = RETURN_MEMORY_DELAY):
+        self.delay = delay
+        self._trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        self._pending: asyncio.TimerHandle | None = None
+
+    def soon(self) -> None:
+        if self._trim is not None and self._pending is None:
+            self._pending = asyncio.get_running_loop().call_later(self.delay, self._run)
+
+    def _run(self) -> None:
+        self._pending = None
+        assert self._trim is not None
+        self._trim(0)
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
 @dataclass(eq=False)
 class _Connection:
     peer: Peer
     idle_since: float
     active: int = 0  # requests being answered plus subscriptions: not idle while above 0
+    received: int = 0  # bytes
     task: asyncio.Task[None] = field(init=False)
 
     @contextlib.contextmanager
@@ -114,6 +146,7 @@ class ControlServer:
         self._tasks: list[asyncio.Task[None]] = []  # the acceptor and the idle reaper
         self._connections: dict[_Connection, None] = {}  # in order of arrival
         self._stopping = False
+        self._memory = MemoryReturn()
         if self.max_connections < max_connections:
             log.warning(
                 "control connections capped by the descriptor limit (RLIMIT_NOFILE)",
@@ -165,6 +198,7 @@ class ControlServer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._memory.cancel()
         self.close()
 
     def close(self) -> None:
@@ -242,6 +276,9 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+            _forget_failure(reader)
+            if conn.received >= RETURN_MEMORY_AFTER:
+                self._memory.soon()
 
     async def _converse(
         self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -249,6 +286,7 @@ class ControlServer:
         framer = LineFramer(self.max_request_bytes)
         while not self._stopping:
             data = await reader.read(READ_CHUNK)
+            conn.received += len(data)
             lines = framer.feed(data) if data else [framer.rest()]
             for line in lines:
                 with conn.busy():
@@ -356,6 +394,17 @@ def _log_request(peer: Peer, method: str | None, call_id: Any, code: str, second
                 **_peer_extra(peer),
             },
         )
+
+
+def _forget_failure(reader: asyncio.StreamReader) -> None:
+    """Drop the traceback of the error the connection died of (a broken pipe, say).  The
+    reader keeps that error, and its traceback the frames that were running, with their
+    locals -- the request line, this connection's reader: a cycle that only a full garbage
+    collection frees, which an idle daemon may not run for hours.  A flood of clients that
+    each sent a megabyte then kept a gigabyte after they had all gone."""
+    failure = reader.exception()
+    if failure is not None:
+        failure.__traceback__ = None
 
 
 def _extra(conn: _Connection) -> dict[str, Any]:
