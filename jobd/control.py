@@ -1,18 +1,7 @@
-"""The control server: the control protocol (jobd.protocol) served on a Unix socket, inside the
-supervisor's event loop.
-
-Two parts:
-- `Operations`: the one implementation of every control method (submit, list, cancel, wait, …)
-  over the supervisor and its store.  jobctl and the HTTP shim reach these, and only these,
-  through jobd.client.
-- `ControlServer`: the connections.  One task per connection reads lines (LineFramer bounds each
-  to control.max_request_bytes), answers requests one after another in order, and never lets
-  one connection's garbage, size or slowness reach another.
-
-The socket itself is created by jobd.control_socket (safely: locked, probed, bound under a
-temporary name and renamed into place).  `jobd run` binds it before the workers start (a second
-daemon fails fast) and starts accepting once the supervisor has started; connections made in
-between wait in the listen backlog.
+"""The control operations: the one implementation of every control method (submit, list,
+cancel, wait, …) of the control protocol (jobd.protocol), over the supervisor and its store.
+jobctl and the HTTP shim reach these, and only these, through jobd.client; jobd.control_server
+serves them on the control socket.
 """
 
 from __future__ import annotations
@@ -22,23 +11,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from jobd import __version__
-from jobd.config import Config
-from jobd.control_socket import (
-    BACKLOG,
-    BoundSocket,
-    ControlSocketError,
-    Peer,
-    bind_control_socket,
-    peer_credentials,
-)
 from jobd.domain import Job, NewJob, State, TimeTexts
-from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
+from jobd.errors import InvalidParams, Unavailable, UnknownType
 from jobd.handlers import Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -52,34 +31,22 @@ from jobd.protocol import (
     PROTOCOL_VERSION,
     Call,
     IdParams,
-    LineFramer,
     ListParams,
     NoParams,
-    RequestError,
     SubmitManyParams,
     WaitParams,
-    decode,
-    encode,
-    encode_pieces,
-    error_response,
-    parse_call,
     parse_params,
-    result_response,
 )
 from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
 
-__all__ = ["ControlServer", "ControlSocketError", "Operations", "SupervisorView"]
+__all__ = ["Operations", "SupervisorView"]
 
 log = logging.getLogger("jobd.control")
 
-READ_CHUNK = 64 * 1024
 STORE_TIMEOUT = 10.0  # every store call the server makes is bounded by this
 HEALTH_TIMEOUT = 2.0  # health answers quickly even when the store does not
 WORKERS_GRACE = 10.0  # fewer workers than configured for longer than this: degraded
 WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not notified)
-STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
-LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is dropped this long
-LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
 YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
 
 
@@ -102,12 +69,8 @@ class SupervisorView(Protocol):
     on_started: list[Callable[[], Awaitable[None]]]
     on_stopping: list[Callable[[], Awaitable[None]]]
 
-    @property
-    def settings(self) -> Any: ...  # `.workers`: how many workers it keeps
-
-    @property
-    def store_ok(self) -> bool: ...
-
+    # Read-only members: the supervisor's own attributes need only be readable, of any type
+    # that offers what is used here.
     @property
     def counters(self) -> dict[str, int]: ...
 
@@ -116,6 +79,12 @@ class SupervisorView(Protocol):
 
     @property
     def rates(self) -> JobRates: ...  # jobd.metrics.Rates
+
+    @property
+    def settings(self) -> Any: ...  # `.workers`: how many workers it keeps
+
+    @property
+    def store_ok(self) -> bool: ...
 
     def worker_views(self) -> list[dict[str, Any]]: ...
 
@@ -348,7 +317,7 @@ class Operations:
             },
         }
 
-    def _worker_counts(self, views: list[dict[str, Any]]) -> dict[str, int]:
+    def _worker_counts(self, views: Sequence[dict[str, Any]]) -> dict[str, int]:
         states = [view["state"] for view in views]
         return {
             "busy": sum(state in ("busy", "stopping") for state in states),
@@ -396,213 +365,3 @@ def correlation_ids(n: int) -> list[str]:
     system's random source for the whole batch instead of one uuid4() per job."""
     text = os.urandom(16 * n).hex()
     return [text[i : i + 32] for i in range(0, 32 * n, 32)]
-
-
-# --- serving -----------------------------------------------------------------------------------
-
-
-class _Connection:
-    def __init__(self, task: asyncio.Task[None], peer: Peer):
-        self.task = task
-        self.peer = peer
-        self.busy = False
-
-
-class ControlServer:
-    """Serves `operations` on a bound socket; see the module docstring."""
-
-    def __init__(self, operations: Operations, bound: BoundSocket, max_request_bytes: int):
-        self.operations = operations
-        self.bound = bound
-        self.max_request_bytes = max_request_bytes
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[_Connection] = set()
-        self._stopping = False
-
-    @classmethod
-    def install(cls, supervisor: SupervisorView, config: Config) -> ControlServer:
-        """Bind the configured socket now, and start and stop serving with the supervisor."""
-        control = config.control
-        bound = bind_control_socket(control.socket, control.socket_mode, control.socket_group)
-        operations = Operations(
-            supervisor,
-            default_max_attempts=config.jobs.default_max_attempts,
-            max_payload_bytes=config.jobs.max_payload_bytes,
-        )
-        server = cls(operations, bound, control.max_request_bytes)
-        supervisor.on_started.append(server.start)
-        supervisor.on_stopping.append(server.stop)
-        return server
-
-    @property
-    def path(self) -> Path:
-        return self.bound.path
-
-    async def start(self) -> None:
-        self.operations.open()
-        self._server = await asyncio.start_unix_server(
-            self._serve, sock=self.bound.sock, backlog=BACKLOG
-        )
-        log.info("control socket ready", extra={"socket": str(self.path)})
-
-    async def stop(self) -> None:
-        """Stop accepting, let requests in flight finish (waits answer at once), then close
-        every connection and remove the socket file."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.close()
-        self.operations.close()
-        for conn in list(self._connections):
-            if not conn.busy:
-                conn.task.cancel()
-        tasks = [c.task for c in self._connections]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        self.close()
-
-    def close(self) -> None:
-        """Release the socket and its lock (also when the supervisor never started)."""
-        self.bound.close()
-
-    # --- one connection -----------------------------------------------------------------------
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(
-            asyncio.current_task(), peer_credentials(writer.get_extra_info("socket"))
-        )
-        self._connections.add(conn)
-        try:
-            await self._converse(conn, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away; nothing to answer
-        except Exception:
-            log.exception("control connection failed", extra=self._peer_extra(conn.peer))
-        finally:
-            self._connections.discard(conn)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _converse(
-        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        framer = LineFramer(self.max_request_bytes)
-        while not self._stopping:
-            data = await reader.read(READ_CHUNK)
-            lines = framer.feed(data) if data else [framer.rest()]
-            for line in lines:
-                conn.busy = True
-                try:
-                    answer = await self._answer_line(line, conn.peer)
-                finally:
-                    conn.busy = False
-                if answer is not None:
-                    writer.write(answer)
-                    await writer.drain()
-            if framer.too_large:
-                log.warning("request too large", extra=self._peer_extra(conn.peer))
-                await self._refuse_oversized(framer, reader, writer)
-                return
-            if not data:
-                return
-
-    async def _refuse_oversized(
-        self, framer: LineFramer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Answer payload_too_large, then linger: read and drop what the client is still
-        sending, for a bounded time and amount, before closing.  Closing a Unix socket with
-        unread data resets the peer, and a client still writing its oversized request would
-        get that reset instead of our answer."""
-        writer.write(encode(error_response(None, framer.oversize_error())))
-        await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LINGER_SECONDS
-        dropped = 0
-        while dropped < LINGER_BYTES and (remaining := deadline - loop.time()) > 0:
-            try:
-                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
-            except TimeoutError:
-                return
-            if not chunk:
-                return
-            dropped += len(chunk)
-
-    async def _answer_line(self, line: bytes, peer: Peer) -> bytes | None:
-        """The bytes to send back for one request line (None: nothing, e.g. notifications)."""
-        if not line.strip():
-            return None  # blank lines between requests are harmless
-        try:
-            message = decode(line)
-        except JobdError as exc:
-            self._log_request(peer, None, None, exc.code, 0.0)
-            return encode(error_response(None, exc))
-        if isinstance(message, list):
-            return await self._answer_batch(message, peer)
-        reply = await self._answer(message, peer)
-        return await self._encode(reply) if reply is not None else None
-
-    async def _answer_batch(self, messages: list[Any], peer: Peer) -> bytes | None:
-        """A JSON-RPC batch: each request answered in turn; no answers at all, no line."""
-        if not messages:
-            return encode(error_response(None, InvalidRequest("empty batch")))
-        replies = [reply for m in messages if (reply := await self._answer(m, peer)) is not None]
-        return await self._encode(replies) if replies else None
-
-    async def _answer(self, message: Any, peer: Peer) -> dict[str, Any] | None:
-        started = time.perf_counter()
-        try:
-            call = parse_call(message)
-        except RequestError as exc:
-            self._log_request(peer, None, exc.id, exc.error.code, 0.0)
-            return None if exc.notification else error_response(exc.id, exc.error)
-        try:
-            reply = result_response(call.id, await self.operations.call(call))
-        except JobdError as exc:
-            reply = error_response(call.id, exc)
-        except Exception as exc:  # a bug: the client gets an internal_error, the log the trace
-            log.exception("control method failed", extra={"method": call.method})
-            reply = error_response(call.id, JobdError(f"internal error: {type(exc).__name__}"))
-        code = reply["error"]["data"]["code"] if "error" in reply else "ok"
-        self._log_request(peer, call.method, call.id, code, time.perf_counter() - started)
-        return None if call.notification else reply
-
-    async def _encode(self, reply: Any) -> bytes:
-        """encode(reply), a few pieces at a time: a reply of 1,000 jobs (half a megabyte)
-        must not hold up the supervisor's loop while it is written out."""
-        try:
-            pieces: list[str] = []
-            for i, piece in enumerate(encode_pieces(reply), 1):
-                pieces.append(piece)
-                if i % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            return "".join(pieces).encode() + b"\n"
-        except (TypeError, ValueError) as exc:  # a result that is not JSON: our bug
-            log.exception("control reply is not JSON")
-            call_id = reply.get("id") if isinstance(reply, dict) else None
-            return encode(error_response(call_id, JobdError(f"internal error: {exc}")))
-
-    def _log_request(
-        self, peer: Peer, method: str | None, call_id: Any, code: str, seconds: float
-    ) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "control request",
-                extra={
-                    "method": method,
-                    "request_id": call_id,
-                    "outcome": code,
-                    "ms": round(seconds * 1000, 3),
-                    **self._peer_extra(peer),
-                },
-            )
-
-    @staticmethod
-    def _peer_extra(peer: Peer) -> dict[str, Any]:
-        return {"peer_pid": peer.pid, "peer_uid": peer.uid}

@@ -8,7 +8,8 @@ import logging
 from collections.abc import Callable
 
 from jobd.config import Config, mask_url
-from jobd.control import ControlServer, ControlSocketError
+from jobd.control_server import ControlServer
+from jobd.control_socket import ControlSocketError
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
 from jobd.handlers import HandlerImportError, load_modules

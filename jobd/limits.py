@@ -7,3 +7,15 @@ from __future__ import annotations
 MAX_SUBMIT_MANY = 1000
 #: Jobs in one page of a list.
 MAX_LIST_LIMIT = 1000
+
+#: Control-socket connections at once (control.max_connections); lowered at start to leave
+#: descriptors for the daemon's own work.
+CONTROL_MAX_CONNECTIONS = 1024
+#: Seconds a control connection may sit with no request in flight and no subscription
+#: (control.idle_timeout).
+CONTROL_IDLE_TIMEOUT = 300.0
+#: HTTP connections from one peer address at once (http.max_connections_per_peer).
+HTTP_MAX_CONNECTIONS_PER_PEER = 32
+#: Seconds an HTTP connection has for its request line and headers until it has sent a valid
+#: token (http.header_timeout).
+HTTP_HEADER_TIMEOUT = 5.0

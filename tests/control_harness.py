@@ -98,12 +98,17 @@ def start_daemon(
     workers: int = 2,
     env: Mapping[str, str] | None = None,
     directory: Path | None = None,
+    max_descriptors: int | None = None,
 ) -> Daemon:
     """Start `jobd run --migrate` (not waiting for it to be ready)."""
     home = directory or short_dir()
     full_env = daemon_env(pg_url, schema, home / "jobd.sock", home, workers, env or {})
     running = DaemonProcess.start(
-        full_env, cwd=home, log_path=home / "jobd.log", args=["--migrate"]
+        full_env,
+        cwd=home,
+        log_path=home / "jobd.log",
+        args=["--migrate"],
+        max_descriptors=max_descriptors,
     )
     return Daemon(running, Path(full_env["JOBD_SOCKET"]), home, full_env)
 
@@ -116,9 +121,10 @@ def running_daemon(
     workers: int = 2,
     env: Mapping[str, str] | None = None,
     keep_dir: bool = False,
+    max_descriptors: int | None = None,
 ) -> Iterator[Daemon]:
     """A started, ready daemon; stopped with SIGTERM (exit 0 checked) when the block ends."""
-    daemon = start_daemon(pg_url, schema, workers=workers, env=env)
+    daemon = start_daemon(pg_url, schema, workers=workers, env=env, max_descriptors=max_descriptors)
     try:
         daemon.wait_ready()
         yield daemon

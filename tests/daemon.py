@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -114,9 +115,16 @@ class DaemonProcess:
 
     @classmethod
     def start(
-        cls, env: Mapping[str, str], *, cwd: Path, log_path: Path, args: Sequence[str] = ()
+        cls,
+        env: Mapping[str, str],
+        *,
+        cwd: Path,
+        log_path: Path,
+        args: Sequence[str] = (),
+        max_descriptors: int | None = None,
     ) -> DaemonProcess:
-        """Start `jobd run ARGS`, not waiting for anything."""
+        """Start `jobd run ARGS`, not waiting for anything; `max_descriptors` is its soft
+        RLIMIT_NOFILE (`ulimit -n`), as a service manager would set it."""
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "jobd.cli", "run", *args],
@@ -126,6 +134,7 @@ class DaemonProcess:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=None if max_descriptors is None else _descriptor_limit(max_descriptors),
             )
         return cls(process, log_path)
 
@@ -188,3 +197,11 @@ class DaemonProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+
+
+def _descriptor_limit(soft: int) -> Callable[[], None]:
+    def limit() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return limit

@@ -34,6 +34,12 @@ from jobd.config.sections import (
 )
 from jobd.config.table import Computed, Section, Setting
 from jobd.jobspec import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES
+from jobd.limits import (
+    CONTROL_IDLE_TIMEOUT,
+    CONTROL_MAX_CONNECTIONS,
+    HTTP_HEADER_TIMEOUT,
+    HTTP_MAX_CONNECTIONS_PER_PEER,
+)
 
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # where `jobd http` listens when http.listen is unset
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -120,6 +126,21 @@ CONTROL = Section(
             MiB,
             "Longest request line a client may send; a longer one is answered `payload_too_large`"
             " and its connection closed.",
+        ),
+        Setting(
+            "control.max_connections",
+            Integer(min=1),
+            CONTROL_MAX_CONNECTIONS,
+            "Control-socket connections at once. Past it the longest-idle connection is closed"
+            " to make room; when none is idle the newcomer is answered `unavailable`. Lowered at"
+            " start so that 256 file descriptors stay free for the daemon's own work.",
+        ),
+        Setting(
+            "control.idle_timeout",
+            Duration(positive=True),
+            CONTROL_IDLE_TIMEOUT,
+            "How long a control connection may sit with no request in flight (a `wait` counts as"
+            " one) before it is closed.",
         ),
     ),
     ControlConfig,
@@ -363,6 +384,20 @@ HTTP = Section(
             Duration(positive=True),
             30.0,
             "How long the HTTP shim waits for a client to send its request.",
+        ),
+        Setting(
+            "http.header_timeout",
+            Duration(positive=True),
+            HTTP_HEADER_TIMEOUT,
+            "How long a connection that has not yet sent a valid token has for its request line"
+            " and headers, so idle strangers cannot hold the shim's connections.",
+        ),
+        Setting(
+            "http.max_connections_per_peer",
+            Integer(min=1),
+            HTTP_MAX_CONNECTIONS_PER_PEER,
+            "HTTP connections one peer address may hold at once (behind a reverse proxy every"
+            " client shares the proxy's address).",
         ),
     ),
     HttpConfig,

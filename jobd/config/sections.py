@@ -21,6 +21,8 @@ class ControlConfig:
     socket_mode: int
     socket_group: str | None
     max_request_bytes: int
+    max_connections: int
+    idle_timeout: float
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class HttpConfig:
     tokens: tuple[str, ...]
     max_body_bytes: int
     request_timeout: float
+    header_timeout: float
+    max_connections_per_peer: int
 
 
 @dataclass(frozen=True)

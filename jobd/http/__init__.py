@@ -61,6 +61,8 @@ def settings_from_config(
         tokens=tuple(http.tokens),
         max_body_bytes=http.max_body_bytes,
         request_timeout=http.request_timeout,
+        header_timeout=http.header_timeout,
+        max_connections_per_peer=http.max_connections_per_peer,
         log_level=config.logging.level,
         log_format=config.logging.format,
         node=node,

@@ -7,10 +7,17 @@ What it adds to the standard library, each against a way a remote client can hur
   slow-loris client sending a byte every few seconds would hold a thread for ever; here every
   recv gets only what is left of the deadline.  An idle keep-alive connection is closed after
   the same time.
+- **a header deadline until authenticated** (HEADER_TIMEOUT): until a connection has sent a
+  request with a valid token, its request line and headers must arrive within a few seconds,
+  so idle connections of strangers are gone long before http.request_timeout.
 - **a body limit** (http.max_body_bytes): a larger Content-Length is refused with 413 before a
-  byte of the body is read (also on `Expect: 100-continue`), and the connection is closed.
-- **a connection cap** (MAX_CONNECTIONS): past it, new connections get 503 and are closed
-  rather than each costing a thread.
+  byte of the body is read (also on `Expect: 100-continue`), and the connection is closed --
+  after a lingering close: the body still coming is read and dropped, up to LINGER_BYTES or
+  LINGER_SECONDS, since closing with unread data resets the connection, and a client that
+  sends its whole body before reading (urllib, requests) would get the reset, not the 413.
+- **a connection cap** (MAX_CONNECTIONS), and one per peer address
+  (MAX_CONNECTIONS_PER_PEER): past either, new connections get 503 and are closed rather than
+  each costing a thread, so one peer cannot take every thread from the others.
 - **bearer tokens**, compared with hmac.compare_digest against every configured token.
 - **problem+json for every error**, also those the standard library reports itself (a
   malformed request line, too many headers).
@@ -21,6 +28,7 @@ header value, a token or a body.  See jobd/http/__init__.py for how it is starte
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import logging
@@ -42,10 +50,16 @@ from jobd.errors import JobdError
 from jobd.http.api import Api, Request, Response, match
 from jobd.http.clients import ClientPool
 from jobd.http.problems import PROBLEM_JSON, STDLIB_STATUS_CODES, Problem
+from jobd.limits import HTTP_HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS_PER_PEER
 
 log = logging.getLogger("jobd.http")
 
 MAX_CONNECTIONS = 256
+MAX_CONNECTIONS_PER_PEER = HTTP_MAX_CONNECTIONS_PER_PEER
+HEADER_TIMEOUT = HTTP_HEADER_TIMEOUT
+LINGER_SECONDS = 5.0  # after an error with the body unread, it is dropped this long
+LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
+READ_CHUNK = 64 * 1024
 MAX_QUERY_FIELDS = 100
 _REQUEST_ID_CHARS = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII
 MAX_REQUEST_ID = 200
@@ -61,6 +75,8 @@ class HttpSettings:
     tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: never printed
     max_body_bytes: int = 1024 * 1024
     request_timeout: float = 30.0
+    header_timeout: float = HEADER_TIMEOUT
+    max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER
     log_level: str = "INFO"
     log_format: str = "json"
     node: str | None = None
@@ -92,6 +108,7 @@ class ShimServer(ThreadingHTTPServer):
         self.stopping = False
         self._lock = threading.Lock()
         self._connections = 0
+        self._per_peer: dict[str, int] = {}
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         super().__init__((host, port), Handler)
@@ -100,41 +117,55 @@ class ShimServer(ThreadingHTTPServer):
         # Not HTTPServer.server_bind: it looks the host name up (socket.getfqdn), which can
         # stall start-up on a machine with slow DNS.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = str(host)  # an IP address: always text for AF_INET and AF_INET6
 
     @property
     def address(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.server_name, self.server_port
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # --- connections and requests counted -------------------------------------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        peer = client_address[0]
         with self._lock:
-            full = self._connections >= MAX_CONNECTIONS
-            if not full:
+            limit = self._full(peer)
+            if limit is None:
                 self._connections += 1
-        if full:
-            self._refuse(request)
+                self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        if limit is not None:
+            self._refuse(request, limit)
             return
         try:
             super().process_request(request, client_address)
         except Exception:
-            self._connection_done()
+            self._connection_done(peer)
             raise
+
+    def _full(self, peer: str) -> str | None:
+        """Which cap a new connection from `peer` would pass, if any (under the lock)."""
+        if self._connections >= MAX_CONNECTIONS:
+            return f"{MAX_CONNECTIONS} in all"
+        if self._per_peer.get(peer, 0) >= self.settings.max_connections_per_peer:
+            return f"{self.settings.max_connections_per_peer} per peer address"
+        return None
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._connection_done()
+            self._connection_done(client_address[0])
 
-    def _connection_done(self) -> None:
+    def _connection_done(self, peer: str) -> None:
         with self._lock:
             self._connections -= 1
+            left = self._per_peer.pop(peer) - 1
+            if left:
+                self._per_peer[peer] = left
 
-    def _refuse(self, request: socket.socket) -> None:
-        log.warning("too many connections; refusing one", extra={"limit": MAX_CONNECTIONS})
+    def _refuse(self, request: socket.socket, limit: str) -> None:
+        log.warning("too many connections; refusing one", extra={"limit": limit})
         problem = Problem("unavailable", "too many connections; try again later")
         body = problem.body(None)
         head = (
@@ -236,6 +267,8 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.deadline = time.monotonic() + self.server.settings.request_timeout
         self.request_id: str | None = None
+        self.authenticated = False  # a request of this connection carried a valid token
+        self.verdict: bool | None = None
         # Headers and body go out in two writes: without NODELAY, Nagle would hold the body
         # back until the client acknowledged the headers (40 ms a request on keep-alive).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -246,8 +279,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """The standard library's loop step, but every method goes to one dispatcher (an
-        unknown method is a 405 with Allow, not a 501) and the deadline is set first."""
-        self.deadline = time.monotonic() + self.server.settings.request_timeout
+        unknown method is a 405 with Allow, not a 501) and the deadline is set first: the
+        short header deadline until the connection has authenticated."""
+        settings = self.server.settings
+        waiting_since = time.monotonic()
+        header_timeout = settings.request_timeout
+        if not self.authenticated:
+            header_timeout = min(settings.header_timeout, header_timeout)
+        self.deadline = waiting_since + header_timeout
         self.request_id = None
         self.command = ""
         self._body_read = False
@@ -265,12 +304,18 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return  # the error has been sent
+            self.verdict = self.server.authorized(self.headers.get("Authorization"))
+            if self.verdict:
+                self.authenticated = True
+                self.deadline = waiting_since + settings.request_timeout
             self.server.request_started()
             try:
                 self._answer()
             finally:
                 self.server.request_finished()
             self.wfile.flush()
+            if self.close_connection and self._body_unread():
+                self._drop_unread_body()
         except TimeoutError:
             # Silence on an idle keep-alive connection is normal; in mid-request it is not.
             level = logging.INFO if self._receiving else logging.DEBUG
@@ -345,7 +390,7 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
     def _authenticate(self) -> None:
-        verdict = self.server.authorized(self.headers.get("Authorization"))
+        verdict = self.verdict
         if verdict:
             return
         if verdict is None:
@@ -447,6 +492,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection or self.server.stopping:
             self.send_header("Connection", "close")
             self.close_connection = True
+
+    def _drop_unread_body(self) -> None:
+        """The lingering close (see the module docstring): our answer is sent, and our side
+        shut, so the client sees it and the end; what it still sends is read and dropped
+        until it closes, LINGER_BYTES have come or LINGER_SECONDS have passed."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        dropped = 0
+        with contextlib.suppress(OSError):  # a timeout, a reset: the linger is over
+            self.connection.shutdown(socket.SHUT_WR)
+            while dropped < LINGER_BYTES and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                chunk = self.connection.recv(READ_CHUNK)
+                if not chunk:
+                    return
+                dropped += len(chunk)
 
     def _body_unread(self) -> bool:
         """Whether a request body is still on the wire (an error came before reading it):

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from jobd.client import Client
-from jobd.control import ControlServer, Operations
+from jobd.control import Operations
+from jobd.control_server import ControlServer
 from jobd.control_socket import ControlSocketError, bind_control_socket
 from jobd.domain import NewJob, State
 from jobd.errors import (
