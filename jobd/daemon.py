@@ -43,6 +43,7 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         prefetch=workers.prefetch,
         max_jobs_per_worker=workers.max_jobs_per_worker,
         max_worker_memory=workers.max_memory,
+        max_result_bytes=jobs.max_result_bytes,
         max_crashes=workers.max_crashes,
         lease_seconds=jobs.lease_seconds,
         heartbeat_seconds=jobs.heartbeat_seconds,

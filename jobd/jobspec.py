@@ -38,6 +38,8 @@ MAX_DELAY = 10 * 365 * 86400.0
 #: default of jobs.max_payload_bytes, which may only lower it.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: jobs.max_result_bytes: the largest result a handler may return (checked in the worker).
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 
 
 class SubmitOptions(TypedDict, total=False):

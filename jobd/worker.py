@@ -30,6 +30,7 @@ from jobd import logs, pipe
 from jobd.context import JobCancelled, JobContext
 from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
+from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
 from jobd.pipe import (
     Cancel,
     Done,
@@ -52,6 +53,13 @@ from jobd.pipe import (
 log = logging.getLogger("jobd.worker")
 
 MAX_TRACEBACK = 16 * 1024
+
+
+class ResultTooLarge(PermanentError):
+    """The handler returned a result over jobs.max_result_bytes: the attempt fails for good
+    (another attempt would return as much); last_error.type names this class."""
+
+
 #: Exit status of a worker whose handler modules failed to import: the supervisor halts on it
 #: instead of starting replacement after replacement (gunicorn's WORKER_BOOT_ERROR).
 BOOT_ERROR = 3
@@ -73,6 +81,7 @@ def main(
     max_jobs: int = 0,
     max_memory: int = 0,
     setup_logging: Callable[[], None] | None = None,
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
 ) -> None:
     """Entry point of a worker process (started by the supervisor's forkserver context)."""
     os.setpgid(0, 0)  # own process group: a hard kill also takes the handler's children
@@ -85,18 +94,25 @@ def main(
     except HandlerImportError as exc:
         print(f"jobd worker {index}: {exc}", file=sys.stderr, flush=True)
         sys.exit(BOOT_ERROR)
-    Worker(index, conn, registry, max_jobs, max_memory).run()
+    Worker(index, conn, registry, max_jobs, max_memory, max_result_bytes).run()
 
 
 class Worker:
     def __init__(
-        self, index: int, conn: Connection, registry: Registry, max_jobs: int, max_memory: int
+        self,
+        index: int,
+        conn: Connection,
+        registry: Registry,
+        max_jobs: int,
+        max_memory: int,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ):
         self.index = index
         self.conn = conn
         self.registry = registry
         self.max_jobs = max_jobs
         self.max_memory = max_memory
+        self.max_result_bytes = max_result_bytes
         self.jobs_done = 0
         self._send_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[RunJob | None] = queue.SimpleQueue()
@@ -183,9 +199,16 @@ class Worker:
         ctx.check_cancelled()
         result = spec.fn(ctx, payload)
         try:
-            json.dumps(result)
+            encoded = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise PermanentError(f"the handler's result is not JSON: {exc}") from None
+        # Checked here, in the worker, so that an oversized result never crosses the pipe nor
+        # reaches the supervisor's loop or the database.
+        if len(encoded) > self.max_result_bytes or (len(encoded.encode()) > self.max_result_bytes):
+            raise ResultTooLarge(
+                f"the handler's result is {len(encoded.encode())} bytes of JSON, over"
+                f" jobs.max_result_bytes ({self.max_result_bytes})"
+            )
         return result
 
     def _retire_reason(self) -> str | None:

@@ -24,6 +24,7 @@ from multiprocessing.process import BaseProcess
 from jobd import pipe
 from jobd import worker as worker_module
 from jobd.domain import Job
+from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
 from jobd.pipe import FromWorker, ToWorker
 
 log = logging.getLogger("jobd.workers")
@@ -97,11 +98,13 @@ class WorkerFactory:
         *,
         max_jobs: int = 0,
         max_memory: int = 0,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         setup_logging: Callable[[], None] | None = None,
     ):
         self.modules = list(modules)
         self.max_jobs = max_jobs
         self.max_memory = max_memory
+        self.max_result_bytes = max_result_bytes
         self.setup_logging = setup_logging
         self.context = multiprocessing.get_context("forkserver")
         # Import failures in the preload are ignored by the fork server; each worker imports
@@ -114,14 +117,15 @@ class WorkerFactory:
         parent_end, child_end = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=worker_module.main,
-            args=(
-                index,
-                child_end,
-                self.modules,
-                self.max_jobs,
-                self.max_memory,
-                self.setup_logging,
-            ),
+            kwargs={
+                "index": index,
+                "conn": child_end,
+                "modules": self.modules,
+                "max_jobs": self.max_jobs,
+                "max_memory": self.max_memory,
+                "setup_logging": self.setup_logging,
+                "max_result_bytes": self.max_result_bytes,
+            },
             name=f"jobd-worker-{index}",
             daemon=False,
         )

@@ -33,7 +33,7 @@ from jobd.config.sections import (
     WorkersConfig,
 )
 from jobd.config.table import Computed, Section, Setting
-from jobd.jobspec import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES
+from jobd.jobspec import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, MAX_PAYLOAD_BYTES
 from jobd.limits import (
     CONTROL_IDLE_TIMEOUT,
     CONTROL_MAX_CONNECTIONS,
@@ -303,9 +303,10 @@ JOBS = Section(
         Setting(
             "jobs.max_result_bytes",
             Size(min=2),
-            DEFAULT_MAX_PAYLOAD_BYTES,
-            "Largest result a handler may return, counted as its JSON in UTF-8. At most"
-            f" {MAX_PAYLOAD_BYTES // MiB}MiB.",
+            DEFAULT_MAX_RESULT_BYTES,
+            "Largest result a handler may return, counted as its JSON in UTF-8; a larger one"
+            " fails the attempt for good (`last_error.type` `ResultTooLarge`), checked in the"
+            f" worker so that it never reaches the daemon. At most {MAX_PAYLOAD_BYTES // MiB}MiB.",
             check=_at_most_max_payload,
         ),
     ),

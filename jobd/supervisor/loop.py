@@ -85,6 +85,7 @@ class Supervisor:
             list(settings.handler_modules),
             max_jobs=settings.max_jobs_per_worker,
             max_memory=settings.max_worker_memory,
+            max_result_bytes=settings.max_result_bytes,
             setup_logging=setup_worker_logging,
         )
         self.workers: dict[int, WorkerProcess] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jobd.domain import Backoff
+from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
 
 #: How long the first workers may take to start before the daemon gives up (seconds).
 BOOT_TIMEOUT = 30.0
@@ -17,6 +18,7 @@ class SupervisorSettings:
     prefetch: int = 0
     max_jobs_per_worker: int = 0
     max_worker_memory: int = 0
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     max_crashes: int = 3
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 10.0
