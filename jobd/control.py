@@ -7,7 +7,9 @@ serves them on the control socket.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import json
 import logging
 import os
 import time
@@ -26,6 +28,7 @@ from jobd.jobspec import (
     check_payload_size,
     in_batch,
 )
+from jobd.limits import LIST_CHUNK, MAX_LIST_BYTES
 from jobd.protocol import (
     METHODS,
     PROTOCOL_VERSION,
@@ -38,6 +41,7 @@ from jobd.protocol import (
     parse_params,
 )
 from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
+from jobd.store.base import encode_cursor
 
 __all__ = ["Operations", "SupervisorView"]
 
@@ -248,10 +252,29 @@ class Operations:
             created_after=params.created_after,
             created_before=params.created_before,
         )
-        page = await self._store(self.store.list(filters, params.limit, params.store_cursor))
+        jobs, store_cursor = await self._page(filters, params.limit, params.store_cursor)
+        return {"jobs": jobs, "next_cursor": params.next_cursor(store_cursor)}
+
+    async def _page(
+        self, filters: JobFilter, limit: int, cursor: str | None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """Up to `limit` jobs and at most about MAX_LIST_BYTES of them (never fewer than one),
+        read LIST_CHUNK at a time; and the store's cursor after the last one given."""
         times: TimeTexts = {}
-        jobs = [job.to_dict(times) for job in page.jobs]
-        return {"jobs": jobs, "next_cursor": params.next_cursor(page.next_cursor)}
+        jobs: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            chunk = min(limit - len(jobs), LIST_CHUNK)
+            page = await self._store(self.store.list(filters, chunk, cursor))
+            for n, job in enumerate(page.jobs, 1):
+                wire = job.to_dict(times)
+                size += len(json.dumps(wire, default=str))
+                jobs.append(wire)
+                if size >= MAX_LIST_BYTES and n < len(page.jobs):
+                    return jobs, encode_cursor(job.id)
+            cursor = page.next_cursor
+            if cursor is None or len(jobs) >= limit or size >= MAX_LIST_BYTES:
+                return jobs, cursor
 
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))

@@ -7,6 +7,12 @@ from __future__ import annotations
 MAX_SUBMIT_MANY = 1000
 #: Jobs in one page of a list.
 MAX_LIST_LIMIT = 1000
+#: Bytes of jobs (their JSON) in one page of a list: a page stops early at this size and its
+#: cursor continues from there, so large payloads and results cannot make one reply huge.
+MAX_LIST_BYTES = 8 * 1024 * 1024
+#: Rows a list reads from the store at a time while it fills a page, so that a page of large
+#: jobs is never read from the database all at once.
+LIST_CHUNK = 100
 
 #: Control-socket connections at once (control.max_connections); lowered at start to leave
 #: descriptors for the daemon's own work.

@@ -39,7 +39,8 @@ from jobd.errors import (
 )
 from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import JobSpec
-from jobd.protocol import IdParams, NoParams, WaitParams
+from jobd.limits import MAX_LIST_BYTES
+from jobd.protocol import IdParams, NoParams, WaitParams, parse_list
 from jobd.store import Notification, Outcome, OutcomeKind
 from jobd.store.memory import MemoryStore
 
@@ -783,3 +784,35 @@ def test_the_system_service_socket_is_found_from_a_login_shell(
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "jobd.sock").touch()  # a daemon of the user's own wins
     assert jobd.client.default_socket_path(env) == tmp_path / "user" / "jobd.sock"
+
+
+# --- list pages bounded by bytes -------------------------------------------------------------
+
+
+async def test_a_list_page_of_large_jobs_stops_at_its_byte_bound_and_its_cursor_continues(
+    ops: Operations, sup: FakeSupervisor
+) -> None:
+    big = "x" * (512 * 1024)  # twenty of them are 10 MiB, over the 8 MiB a page may carry
+    ids = [(await ops.submit(spec(payload={"blob": big})))["job"]["id"] for _ in range(20)]
+
+    first = await ops.list(parse_list({"limit": 1000}))
+    assert 1 <= len(first["jobs"]) < 20
+    assert sum(len(json.dumps(job)) for job in first["jobs"][:-1]) < MAX_LIST_BYTES
+    assert first["next_cursor"] is not None
+
+    seen = [job["id"] for job in first["jobs"]]
+    cursor = first["next_cursor"]
+    while cursor is not None:
+        page = await ops.list(parse_list({"limit": 1000, "cursor": cursor}))
+        seen += [job["id"] for job in page["jobs"]]
+        cursor = page["next_cursor"]
+    assert seen == sorted(ids, reverse=True)  # every job once, newest first
+
+
+async def test_a_list_page_of_small_jobs_is_bounded_by_its_limit_alone(ops: Operations) -> None:
+    for _ in range(250):  # more than one store read of LIST_CHUNK rows
+        await ops.submit(spec())
+    page = await ops.list(parse_list({"limit": 240}))
+    assert len(page["jobs"]) == 240 and page["next_cursor"] is not None
+    rest = await ops.list(parse_list({"limit": 240, "cursor": page["next_cursor"]}))
+    assert len(rest["jobs"]) == 10 and rest["next_cursor"] is None
