@@ -1,6 +1,6 @@
 """The messages on the pipe between the supervisor and one of its workers.
 
-Each message is a small frozen dataclass, pickled by multiprocessing; both ends `match` on the
+Each message is a small named tuple (immutable, cheap to build); both ends `match` on the
 class.  Several messages may travel in one write (`Run` carries several jobs, `Many` several
 reports): one write and one wake-up of the reader instead of several (ADR 0020).  On the wire
 a message is a plain tuple (see `encode`).
@@ -16,21 +16,18 @@ report travels with the next job's `Started` when that job was already queued).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import operator
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobd.context import JobContext
 from jobd.domain import ErrorInfo
 
 
-@dataclass(frozen=True, slots=True)
-class RunJob:
+class RunJob(NamedTuple):
     """One job as a worker receives it: what its handler's context needs, and its payload."""
 
     job_id: int
@@ -59,18 +56,15 @@ class RunJob:
 # --- supervisor → worker ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(NamedTuple):
     jobs: tuple[RunJob, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(NamedTuple):
     job_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(NamedTuple):
     pass
 
 
@@ -96,49 +90,41 @@ class Failure:
     retry_delay: float | None = None  # FailureKind.RETRY only
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
+class Started(NamedTuple):
     job_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(NamedTuple):
     job_id: int
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(NamedTuple):
     job_id: int
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True)
-class Released:
+class Released(NamedTuple):
     job_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(NamedTuple):
     job_id: int
     data: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Retiring:
+class Retiring(NamedTuple):
     reason: str
 
 
 Report = Ready | Started | Done | Failed | Released | Progress | Retiring
 
 
-@dataclass(frozen=True, slots=True)
-class Many:
+class Many(NamedTuple):
     messages: tuple[Report, ...]
 
 
@@ -148,9 +134,9 @@ FromWorker = Report | Many
 # --- the wire form --------------------------------------------------------------------------
 #
 # Each message is pickled as a plain tuple: a small number naming its class, then its fields.
-# Pickled as themselves, the dataclasses cost a class lookup per object at both ends (measured:
-# 11 us to pickle and unpickle a Many of a Done and a Started, 0.6 us as tuples), and every job
-# crosses a pipe three times.  A Failure travels as itself: failures are rare.
+# Pickled as themselves, the classes would cost a class lookup per object at both ends
+# (measured: 11 us to pickle and unpickle a Many of a Done and a Started, 0.6 us as tuples), and
+# every job crosses a pipe three times.  A Failure travels as itself: failures are rare.
 
 _WIRE: tuple[type, ...] = (
     RunJob,
@@ -170,39 +156,22 @@ _TAG = {cls: tag for tag, cls in enumerate(_WIRE)}
 _RUN, _MANY = _TAG[Run], _TAG[Many]
 
 
-def _getter(cls: type) -> Callable[[object], tuple[Any, ...]]:
-    """The tag and fields of a `cls` message, as one tuple."""
-    tag = _TAG[cls]
-    names = [f.name for f in dataclasses.fields(cls)]
-    if len(names) < 2:  # attrgetter of one name returns the value, not a tuple
-        return lambda message: (tag, *[getattr(message, name) for name in names])
-    fields = operator.attrgetter(*names)
-    return lambda message: (tag, *fields(message))
-
-
-_FLAT = {cls: _getter(cls) for cls in _WIRE}
-
-
 def encode(message: ToWorker | FromWorker) -> tuple[Any, ...]:
     if isinstance(message, Run):
-        return (_RUN, *(_flat(job) for job in message.jobs))
+        return (_RUN, *map(tuple, message.jobs))
     if isinstance(message, Many):
-        return (_MANY, *(encode(part) for part in message.messages))
-    return _flat(message)
-
-
-def _flat(message: object) -> tuple[Any, ...]:
-    return _FLAT[type(message)](message)
+        return (_MANY, *map(encode, message.messages))
+    return (_TAG[type(message)], *message)
 
 
 def decode(wire: tuple[Any, ...]) -> Any:
     """The message `encode` made `wire` of (callers know which direction it came from)."""
     tag = wire[0]
     if tag == _RUN:
-        return Run(tuple(RunJob(*job[1:]) for job in wire[1:]))
+        return Run(tuple(RunJob._make(job) for job in wire[1:]))
     if tag == _MANY:
-        return Many(tuple(decode(part) for part in wire[1:]))
-    return _WIRE[tag](*wire[1:])
+        return Many(tuple(map(decode, wire[1:])))
+    return _WIRE[tag]._make(wire[1:])
 
 
 def send(conn: Connection, message: ToWorker | FromWorker) -> None:
