@@ -91,6 +91,18 @@ class Jobd:
 # --- the peers ---------------------------------------------------------------------------------
 
 
+def _span_sql(log: str, kind: str, at: str, claimed: str, completed: str) -> str:
+    """A peer's Span (jobs, first claim, last completion, claim and completion statements)
+    from its log of job events: one row per event, its `kind` and its time `at`."""
+    return f"""
+        SELECT count(*) FILTER (WHERE {kind} = '{completed}'),
+               extract(epoch FROM min({at}) FILTER (WHERE {kind} = '{claimed}'))::float8,
+               extract(epoch FROM max({at}) FILTER (WHERE {kind} = '{completed}'))::float8,
+               count(DISTINCT {at}) FILTER (WHERE {kind} = '{claimed}'),
+               count(DISTINCT {at}) FILTER (WHERE {kind} = '{completed}')
+          FROM {log}"""
+
+
 class Peer:
     """What pgqueuer and procrastinate share: worker processes of bench/peer_processes.py,
     and SQL over their own tables for the span and for "the queue is empty"."""
@@ -170,13 +182,7 @@ class Pgqueuer(Peer):
     name = "pgqueuer"
     first_claim_sql = "SELECT EXISTS (SELECT 1 FROM pgqueuer_log WHERE status = 'picked')"
     busy_sql = "SELECT EXISTS (SELECT 1 FROM pgqueuer)"  # a completed job's row is deleted
-    span_sql = """
-        SELECT count(*) FILTER (WHERE status = 'successful'),
-               extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8,
-               extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8,
-               count(DISTINCT created) FILTER (WHERE status = 'picked'),
-               count(DISTINCT created) FILTER (WHERE status = 'successful')
-          FROM pgqueuer_log"""
+    span_sql = _span_sql("pgqueuer_log", "status", "created", "picked", "successful")
 
     def settings(self, run: Run) -> str:
         return (
@@ -224,13 +230,7 @@ class Procrastinate(Peer):
     name = "procrastinate"
     first_claim_sql = "SELECT EXISTS (SELECT 1 FROM procrastinate_events WHERE type = 'started')"
     busy_sql = "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
-    span_sql = """
-        SELECT count(*) FILTER (WHERE type = 'succeeded'),
-               extract(epoch FROM min(at) FILTER (WHERE type = 'started'))::float8,
-               extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded'))::float8,
-               count(DISTINCT at) FILTER (WHERE type = 'started'),
-               count(DISTINCT at) FILTER (WHERE type = 'succeeded')
-          FROM procrastinate_events"""
+    span_sql = _span_sql("procrastinate_events", "type", "at", "started", "succeeded")
 
     def settings(self, run: Run) -> str:
         return (
