@@ -26,6 +26,11 @@ Scenarios (--scenario, comma-separated; they run in this order):
              for 5 minutes: jobs/s per 30-second window, the backlog, the jobs table's dead
              tuples and size over time.  --steady-backlog N holds the backlog near N instead,
              so the table's growth is the daemon's doing, not the producer's.
+  peers      jobd against pgqueuer and procrastinate (PostgreSQL only; the `test` extra
+             installs them), each in a schema of its own, over --rounds rounds (3) in
+             alternating order: the burn-down of --peer-jobs no-op jobs (10,000) enqueued
+             before 2 worker processes start, and --peer-latency-jobs jobs (300) one at a time
+             to idle workers, submit → completion seen.  Medians, and jobd ÷ each peer.
 
 Stores (--store): PostgreSQL in a database this command creates and drops (--pg: a URL allowed
 to CREATE DATABASE), each scenario in a schema of its own dropped when it ends; SQLite in a
@@ -55,10 +60,13 @@ from pathlib import Path
 
 import psycopg
 from harness import ROOT, BenchStore, progress
-from scenarios import QUICK, SCENARIOS, Figure, MakeStore, Run, Sizes
+from peers import peers
+from scenarios import QUICK, SCENARIOS, Figure, MakeStore, Run, Scenario, Sizes
 from store import postgres_database
 
 STORES = ("postgres", "sqlite")
+# Every scenario, in the order they run; peers last (it compares jobd with other queues).
+ALL: dict[str, Scenario] = {**SCENARIOS, "peers": peers}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -191,10 +199,10 @@ async def run_all(args: argparse.Namespace) -> int:
     failed = False
     for kind in stores:
         async with store_maker(kind, args.pg) as make:
-            for name in [s for s in SCENARIOS if s in args.scenario]:
+            for name in [s for s in ALL if s in args.scenario]:
                 progress(f"{name} on {kind}")
                 try:
-                    figures += await SCENARIOS[name](run, kind, make)
+                    figures += await ALL[name](run, kind, make)
                 except Exception as exc:
                     traceback.print_exc()
                     failed = True
@@ -226,6 +234,11 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "steady_seconds": args.steady_seconds,
         "steady_window": args.window,
         "steady_cap": args.steady_backlog,
+        "peer_jobs": args.peer_jobs,
+        "peer_rounds": args.rounds,
+        "peer_latency_jobs": args.peer_latency_jobs,
+        "pgqueuer_batch": args.pgqueuer_batch,
+        "procrastinate_concurrency": args.procrastinate_concurrency,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
@@ -262,8 +275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenario",
-        type=_names(list(SCENARIOS)),
-        default=list(SCENARIOS),
+        type=_names(list(ALL)),
+        default=list(ALL),
         help="comma-separated scenarios (default: all)",
     )
     p.add_argument(
@@ -310,6 +323,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="N",
         help="the steady-state producer waits while N jobs are pending (default: never)",
+    )
+    p.add_argument("--peer-jobs", type=int, help="peers: burn-down jobs per system (10,000)")
+    p.add_argument("--rounds", type=int, help="peers: rounds, the systems alternating (3)")
+    p.add_argument("--peer-latency-jobs", type=int, help="peers: jobs one at a time (300)")
+    p.add_argument("--pgqueuer-batch", type=int, help="peers: pgqueuer's batch_size (25)")
+    p.add_argument(
+        "--procrastinate-concurrency", type=int, help="peers: procrastinate's concurrency (10)"
     )
     return p.parse_args(argv)
 

@@ -130,6 +130,11 @@ class Sizes:
     steady_seconds: float = 300.0
     steady_window: float = 30.0
     steady_cap: int = 0  # the producer keeps at most this many jobs pending (0: no limit)
+    peer_jobs: int = 10_000  # the peers scenario's burn-down, per system and round
+    peer_rounds: int = 3  # the systems take turns, each round in a new order
+    peer_latency_jobs: int = 300  # one at a time, per system and round
+    pgqueuer_batch: int = 25  # its performance-tuning guide's example for short jobs
+    procrastinate_concurrency: int = 10  # async no-op tasks: its docs allow concurrency
 
 
 QUICK = Sizes(
@@ -146,6 +151,9 @@ QUICK = Sizes(
     settle=0.1,
     steady_seconds=2.0,
     steady_window=1.0,
+    peer_jobs=200,
+    peer_rounds=1,
+    peer_latency_jobs=10,
 )
 
 
@@ -177,7 +185,7 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     with make("burn_down") as store:
         await fill(store, jobs)
         store.checkpoint()
-        found, use, size = _drain_metered(run, store, jobs, f"burn-down-{kind}")
+        found, use, size = drain_metered(run, store, jobs, f"burn-down-{kind}")
     expect_completed(found, jobs, "burn-down")
     progress(f"burn-down: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
     run.details.append(_cpu_table(f"burn-down, {kind}", found, use, size))
@@ -210,7 +218,7 @@ def _elsewhere(scenario: str, kind: str, found: Span, use: CpuUse) -> Figure:
     return Figure(scenario, kind, name, use.elsewhere / found.seconds, "CPUs")
 
 
-def _drain_metered(
+def drain_metered(
     run: Run, store: BenchStore, jobs: int, name: str, after_id: int = 0
 ) -> tuple[Span, CpuUse, TableSize]:
     """Start jobd on a store full of pending jobs and let it drain them; the CPU it used is
@@ -553,7 +561,7 @@ async def _backlog_drain(
         last_old = prefill(store, finished, pending)
         progress(f"{name}: table filled, {fmt(table_size(store).jobs_bytes, 'bytes')}")
         store.checkpoint()
-        found, use, size = _drain_metered(run, store, pending, f"{name}-{kind}", last_old)
+        found, use, size = drain_metered(run, store, pending, f"{name}-{kind}", last_old)
     expect_completed(found, pending, name)
     return found, use, size
 

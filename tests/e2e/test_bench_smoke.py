@@ -1,5 +1,6 @@
 """`python bench/run.py --quick` still works: every scenario, on PostgreSQL and SQLite, at tiny
-sizes, against `jobd run` as a real subprocess.  The only benchmark in the test suite, and it
+sizes, against `jobd run` as a real subprocess (and the peers scenario against pgqueuer and
+procrastinate, on PostgreSQL only).  The only benchmark in the test suite, and it
 asserts no timing: only that the harness runs to the end and prints its table with a row for
 every scenario and store.  (About 20 s: each scenario starts its own daemons.)
 """
@@ -16,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get("JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCENARIOS = ("burn-down", "limit", "backlog", "latency", "cpu-bound", "memory", "respawn", "steady")
+PEER_ROWS = ("jobd", "pgqueuer", "procrastinate", "burn-down: jobd ÷", "latency p50: jobd ÷")
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -45,4 +47,7 @@ def test_quick_run_prints_the_table(pg_url: str, tmp_path: Path) -> None:
     for scenario in SCENARIOS:
         for store in ("postgres", "sqlite"):
             assert (scenario, store) in seen, f"no row for {scenario} on {store}"
+    peers = [c[2] for c in cells[1:] if c[:2] == ["peers", "postgres"]]
+    for start in PEER_ROWS:
+        assert any(name.startswith(start) for name in peers), f"no peers row for {start}"
     assert not [c for c in cells[1:] if c[3].startswith("error")]
