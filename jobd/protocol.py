@@ -436,6 +436,7 @@ METHODS: dict[str, Method] = {
         Method("workers", _no_params, True),
         Method("health", _no_params, True),
         Method("metrics", _no_params, True),
+        Method("nodes", _no_params, True),
     )
 }
 

@@ -109,5 +109,15 @@ def too_old(version: str, minimum: str | None) -> bool:
     return minimum is not None and version_key(version) < version_key(minimum)
 
 
+def version_refusal(version: str, minimum: str | None) -> str | None:
+    """Why a node of `version` may not claim under the fleet's `minimum` (None: it may)."""
+    if not too_old(version, minimum):
+        return None
+    return (
+        f"this node runs jobd {version}, older than the fleet's minimum node version"
+        f" {minimum}: it stops claiming and drains"
+    )
+
+
 def iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
