@@ -18,6 +18,7 @@ between wait in the listen backlog.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -382,14 +383,16 @@ class Operations:
             "problems": problems,
         }
         if self.lease_seconds is not None:  # a server that knows the fleet
-            warnings: list[str] = []
+            warnings: builtins.list[str] = []
             if store == "ok":
                 await self._fleet_health(self.lease_seconds, problems, warnings)
             answer["warnings"] = warnings
         answer["status"] = "degraded" if problems else "ok"
         return answer
 
-    async def _fleet_health(self, lease: float, problems: list[str], warnings: list[str]) -> None:
+    async def _fleet_health(
+        self, lease: float, problems: builtins.list[str], warnings: builtins.list[str]
+    ) -> None:
         """The fleet's part of health: a node too old to claim is a problem; jobs of types no
         live node runs are a warning (they wait; the status stays ok, ADR 0023)."""
         try:
