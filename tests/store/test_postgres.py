@@ -631,3 +631,23 @@ async def test_maintain_vacuums_the_jobs_table_once_dead_rows_pile_up(
             await asyncio.sleep(0.1)
     finally:
         await store.close()
+
+
+async def test_claim_restricted_to_the_nodes_types_still_walks_the_index(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """Every node now claims with its types (ADR 0023): the filter rides on the index walk,
+    and a backlog of a type the node does not run is skipped, not sorted."""
+    await raw.execute(
+        "INSERT INTO jobs (type, priority)"
+        " SELECT CASE WHEN i % 2 = 0 THEN 'echo' ELSE 'new_type' END, i % 5"
+        " FROM generate_series(1, 5000) AS i"
+    )
+    await raw.execute("ANALYZE jobs")
+    params = {"node": "n", "limit": 10, "lease": 30.0, "queues": None}
+    params |= {"types": ["echo", "sleep"], "exclude_queues": None}
+    cur = psycopg.AsyncClientCursor(raw)
+    await cur.execute("EXPLAIN " + QUERIES["claim"], params)
+    plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "jobs_claim_idx" in plan, plan
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan
