@@ -615,6 +615,43 @@ def workers(ctx: click.Context) -> None:
 @main.command()
 @common_options
 @click.pass_context
+def nodes(ctx: click.Context) -> None:
+    """The nodes of the fleet: version, last heartbeat, busy workers, the types each runs.
+
+    \b
+    A node is live while its heartbeat is newer than jobs.lease_seconds; the rows of nodes
+    silent for a day are gone.
+
+    \b
+    Example:
+      jobctl nodes
+    """
+
+    def show() -> None:
+        with client(ctx) as c:
+            result = c.call("nodes")
+        if as_json(ctx):
+            emit(result["nodes"])
+            return
+        rows = [_node_row(node) for node in result["nodes"]]
+        headers = ("NODE", "VERSION", "LIVE", "HEARTBEAT", "BUSY", "TYPES")
+        click.echo(output.table(headers, rows))
+
+    run(show)
+
+
+def _node_row(node: dict[str, Any]) -> tuple[Any, ...]:
+    workers = node["workers"]
+    busy = sum(w["job_id"] is not None for w in workers)
+    heartbeat = output.ago(datetime.fromisoformat(node["heartbeat_at"]))
+    live = "yes" if node["live"] else "no"
+    types = ",".join(node["types"])
+    return (node["id"], node["version"], live, heartbeat, f"{busy}/{len(workers)}", types)
+
+
+@main.command()
+@common_options
+@click.pass_context
 def health(ctx: click.Context) -> None:
     """Whether this node can work: its store answers and its workers are up.
 

@@ -42,6 +42,7 @@ from jobd.protocol import (
 )
 from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
+from jobd.store.nodes import version_refusal
 
 __all__ = ["Operations", "SupervisorView"]
 
@@ -118,8 +119,12 @@ class Operations:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         store_timeout: float = STORE_TIMEOUT,
         wait_poll: float = WAIT_POLL,
+        lease_seconds: float | None = None,
     ):
         self.supervisor = supervisor
+        #: A node is live while its heartbeat is newer than this (jobs.lease_seconds); None:
+        #: the fleet is not consulted (health leaves it out, `nodes` is unavailable).
+        self.lease_seconds = lease_seconds
         self.store = supervisor.store
         self.default_max_attempts = default_max_attempts
         self.max_payload_bytes = max_payload_bytes
@@ -140,6 +145,7 @@ class Operations:
             "workers": self.workers,
             "health": self.health,
             "metrics": self.metrics,
+            "nodes": self.nodes,
         }
         assert set(self._handlers) == set(METHODS), "the method table and the handlers differ"
 
@@ -368,13 +374,48 @@ class Operations:
             problems.append(f"{ready} of {expected} workers ready for {short_for:.0f}s")
         if self.supervisor.draining:
             problems.append("draining: this node is shutting down")
-        return {
-            "status": "degraded" if problems else "ok",
+        answer = {
+            "status": "ok",
             "store": store,
             "workers": {"ready": ready, "expected": expected},
             "draining": self.supervisor.draining,
             "node": self.supervisor.node,
             "problems": problems,
+        }
+        if self.lease_seconds is not None:  # a server that knows the fleet
+            warnings: builtins.list[str] = []
+            if store == "ok":
+                await self._fleet_health(self.lease_seconds, problems, warnings)
+            answer["warnings"] = warnings
+        answer["status"] = "degraded" if problems else "ok"
+        return answer
+
+    async def _fleet_health(
+        self, lease: float, problems: builtins.list[str], warnings: builtins.list[str]
+    ) -> None:
+        """The fleet's part of health: a node too old to claim is a problem; jobs of types no
+        live node runs are a warning (they wait; the status stays ok, ADR 0023)."""
+        try:
+            fleet = await self._store(
+                self.store.fleet(lease), min(HEALTH_TIMEOUT, self.store_timeout)
+            )
+        except Unavailable as exc:
+            warnings.append(f"fleet unknown: {exc.message}")
+            return
+        refusal = version_refusal(__version__, fleet.min_node_version)
+        if refusal is not None:
+            problems.append(refusal)
+        for job_type, n in fleet.unrunnable().items():
+            warnings.append(f"{n} pending {job_type!r} jobs: no live node runs that type")
+
+    async def nodes(self, _: NoParams) -> dict[str, Any]:
+        """The nodes table: every node whose row is not yet pruned, live or not."""
+        if self.lease_seconds is None:
+            raise Unavailable("nodes: this server does not know the fleet")
+        fleet = await self._store(self.store.fleet(self.lease_seconds))
+        return {
+            "nodes": [node.to_dict() for node in fleet.nodes],
+            "min_node_version": fleet.min_node_version,
         }
 
     async def metrics(self, _: NoParams) -> dict[str, Any]:

@@ -163,6 +163,7 @@ class ControlServer:
             supervisor,
             default_max_attempts=config.jobs.default_max_attempts,
             max_payload_bytes=config.jobs.max_payload_bytes,
+            lease_seconds=config.jobs.lease_seconds,
         )
         server = cls(
             operations,

@@ -200,6 +200,10 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: Drawn afresh by each claim and cleared when the attempt ends: the fence of the claim's
+    #: write-backs (a replayed outcome of an earlier claim never matches).  Internal to the
+    #: stores and the supervisor, so not part of the protocol's job.
+    lease_token: int | None = None
 
     @classmethod
     def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
@@ -239,7 +243,7 @@ class Job:
         supervisor's event loop, so this avoids dataclasses.fields(); pass one `times` to
         every job of a reply: a batch's jobs share their created_at, updated_at and run_at,
         which are then printed once."""
-        data = dict(zip(_JOB_FIELDS, _job_values(self), strict=True))
+        data = dict(zip(WIRE_FIELDS, _job_values(self), strict=True))
         data["state"] = self.state.value
         data["last_error"] = self.last_error.to_dict() if self.last_error else None
         for name in TIME_FIELDS:
@@ -256,7 +260,9 @@ class Job:
             raise IllegalTransition(self.id, self.state, target, operation)
         return dataclasses.replace(self, state=target, updated_at=now, **changes)
 
-    def claim(self, node: str, lease_expires_at: datetime, now: datetime) -> Job:
+    def claim(
+        self, node: str, lease_expires_at: datetime, now: datetime, token: int | None = None
+    ) -> Job:
         if self.state is State.PENDING and self.attempts >= self.max_attempts:
             raise IllegalTransition(self.id, self.state, State.RUNNING, "claim (no attempts left)")
         return self._move(
@@ -266,6 +272,7 @@ class Job:
             lease_owner=node,
             lease_expires_at=lease_expires_at,
             started_at=now,
+            lease_token=token,
         )
 
     def complete(self, result: Any, now: datetime) -> Job:
@@ -344,6 +351,7 @@ _ATTEMPT_ENDED: dict[str, Any] = {
     "lease_owner": None,
     "lease_expires_at": None,
     "cancel_requested": False,
+    "lease_token": None,
 }
 
 
@@ -356,8 +364,9 @@ TIME_FIELDS = (
     "started_at",
     "finished_at",
 )
-_JOB_FIELDS = tuple(Job.__dataclass_fields__)
-_job_values = operator.attrgetter(*_JOB_FIELDS)
+#: The fields the protocol shows (the lease token stays inside the node).
+WIRE_FIELDS = tuple(name for name in Job.__dataclass_fields__ if name != "lease_token")
+_job_values = operator.attrgetter(*WIRE_FIELDS)
 
 
 def _iso(value: datetime) -> str:

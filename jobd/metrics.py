@@ -83,6 +83,13 @@ class Metrics:
         self.workers = Gauge(
             "jobd_workers", "Worker processes by state.", ["state"], registry=self.registry
         )
+        self.unrunnable = Gauge(
+            "jobd_jobs_unrunnable",
+            "Pending jobs of a type no live node runs (they wait for a node that does), as of"
+            " this node's last heartbeat.",
+            ["type"],
+            registry=self.registry,
+        )
         if counts is not None:
             self.registry.register(StoreCountsCollector(counts, cache_seconds))
 
@@ -92,6 +99,12 @@ class Metrics:
     def set_workers(self, busy: int, idle: int) -> None:
         self.workers.labels("busy").set(busy)
         self.workers.labels("idle").set(idle)
+
+    def set_unrunnable(self, by_type: dict[str, int]) -> None:
+        """The unrunnable gauge, exactly these types (a type that became runnable goes)."""
+        self.unrunnable.clear()
+        for job_type, n in by_type.items():
+            self.unrunnable.labels(job_type).set(n)
 
     def exposition(self) -> str:
         """The Prometheus text format of every metric."""

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobd import fields
-from jobd.domain import TIME_FIELDS, ErrorInfo, Job, State
+from jobd.domain import TIME_FIELDS, WIRE_FIELDS, ErrorInfo, State
 from jobd.errors import (
     InvalidParams,
     InvalidRequest,
@@ -511,6 +511,7 @@ METHODS: dict[str, Method] = {
         Method("workers", _no_params, True),
         Method("health", _no_params, True),
         Method("metrics", _no_params, True),
+        Method("nodes", _no_params, True),
     )
 }
 
@@ -572,7 +573,7 @@ class JobView:
         return dict(self.raw)
 
 
-_KNOWN_MEMBERS = frozenset(Job.__dataclass_fields__)
+_KNOWN_MEMBERS = frozenset(WIRE_FIELDS)
 
 
 def job_from_dict(data: Mapping[str, Any]) -> JobView:

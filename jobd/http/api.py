@@ -11,6 +11,7 @@ one; this module only reads HTTP (paths, query strings, headers, a JSON body) an
     GET    /healthz               this process is alive (no daemon call, no token)
     GET    /readyz                health          503 unless the daemon is ready (no token)
     GET    /metrics               metrics         Prometheus text
+    GET    /nodes                 nodes           the fleet's nodes, live or not yet pruned
     GET    /openapi.json          the OpenAPI document (no token)
 
 Pure apart from the calls on the ClientPool, so tests/unit/test_http_api.py drives it with a
@@ -113,6 +114,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/healthz", {"GET": "healthz"}, open=True),
     Route("/readyz", {"GET": "readyz"}, open=True),
     Route("/metrics", {"GET": "metrics"}),
+    Route("/nodes", {"GET": "nodes"}),
     Route("/openapi.json", {"GET": "openapi"}, open=True),
 )
 
@@ -201,6 +203,11 @@ class Api:
         with self.clients.reader() as client:
             text = client.metrics()
         return Response(200, text.encode(), PROMETHEUS_TEXT)
+
+    def nodes(self, request: Request) -> Response:
+        known_params(request, ())
+        with self.clients.reader() as client:
+            return json_response(200, {"nodes": client.call("nodes")["nodes"]})
 
     def openapi(self, request: Request) -> Response:
         return Response(200, document_json(), JSON)

@@ -4,8 +4,10 @@ jobs, whatever the database behind it.
 Every implementation passes the contract suite in tests/store/.  Rules they all follow:
 - the domain (jobd.domain) decides every transition; a store only applies it atomically;
 - `claim` counts the attempt and sets the lease in the same write;
-- every write that ends an attempt is fenced on (id, attempt, lease owner): a node whose lease
-  was taken over gets its write refused (absent from `finish`'s answer), never applied;
+- `claim` draws a fresh lease token for each job it takes (`Job.lease_token`);
+- every write that ends an attempt is fenced on (id, attempt, lease owner, lease token): a node
+  whose lease was taken over, or whose outcome belongs to an earlier claim of the job (a
+  replayed release), gets its write refused (absent from `finish`'s answer), never applied;
 - a failure to reach the database raises `jobd.errors.Unavailable`, never a driver exception.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.values import check_new_job, json_problem, storable_text
 
 #: Where the in-process stores read the time; tests pass a fake one.
@@ -48,6 +51,9 @@ class Outcome:
     error: ErrorInfo | None = None
     retry_at: datetime | None = None
     crashed: bool = False
+    #: The lease token of the claim this attempt belongs to; None fences on (id, attempt,
+    #: owner) only (the supervisor always sets it: see WriteBack.record).
+    token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +253,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        """Apply each outcome whose (job id, attempt, node) still owns the job; return the new
-        state of each applied one.  Outcomes that lost their lease are left out."""
+        """Apply each outcome whose (job id, attempt, node, lease token) still owns the job;
+        return the new state of each applied one.  Outcomes that lost their lease are left
+        out."""
 
     @abc.abstractmethod
     async def recover_expired(self) -> builtins.list[Job]:
@@ -259,6 +266,21 @@ class Store(abc.ABC):
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
         """Delete finished jobs whose finished_at is older than `older_than`; at most `batch`
         rows per transaction; return how many went."""
+
+    # --- the fleet ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def report_node(self, report: NodeReport) -> None:
+        """Write `report` as its node's row, its heartbeat now (the database's clock)."""
+
+    @abc.abstractmethod
+    async def fleet(self, lease: float) -> Fleet:
+        """The fleet's rules, every node's row (live: a heartbeat within `lease` seconds) and
+        the pending jobs by type."""
+
+    @abc.abstractmethod
+    async def prune_nodes(self, older_than: timedelta) -> int:
+        """Delete the rows of nodes whose heartbeat is older than `older_than`; how many."""
 
     async def maintain(self) -> bool:
         """Housekeeping the database needs under a busy queue (PostgreSQL: VACUUM when dead
@@ -354,8 +376,14 @@ def outcome_applied(job: Job, outcome: Outcome, now: datetime) -> Job:
     return job.fail_attempt(error, outcome.retry_at, now, crashed=outcome.crashed)
 
 
-def owns(job: Job, node: str, attempt: int) -> bool:
-    return job.state is State.RUNNING and job.lease_owner == node and job.attempts == attempt
+def owns(job: Job, node: str, outcome: Outcome) -> bool:
+    """Whether `outcome` is still `node`'s to write: the same claim of the job, still running."""
+    return (
+        job.state is State.RUNNING
+        and job.lease_owner == node
+        and job.attempts == outcome.attempt
+        and (outcome.token is None or job.lease_token == outcome.token)
+    )
 
 
 def ordering_key(job: Job) -> tuple[int, datetime, int]:

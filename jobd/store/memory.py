@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable, Collection, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jobd.clock import utcnow
 from jobd.domain import IllegalTransition, Job, NewJob, State
@@ -34,6 +35,7 @@ from jobd.store.base import (
     storable_outcome,
     validate_specs,
 )
+from jobd.store.nodes import Fleet, NodeReport, NodeStatus
 
 
 class MemoryStore(Store):
@@ -46,6 +48,10 @@ class MemoryStore(Store):
         self._jobs: dict[int, Job] = {}
         self._keys: dict[str, int] = {}
         self._next_id = 1
+        self._tokens = itertools.count(1)  # lease tokens, one per claim
+        self._nodes: dict[str, tuple[NodeReport, datetime]] = {}  # with its last heartbeat
+        #: The fleet's minimum node version (a migration sets it in the SQL stores).
+        self.min_node_version: str | None = None
 
     async def migrate(self) -> list[str]:
         return []
@@ -157,7 +163,10 @@ class MemoryStore(Store):
                 and not (exclude_queues and j.queue in exclude_queues)
             ]
             ready.sort(key=ordering_key)
-            claimed = [j.claim(node, lease_until(now, lease), now) for j in ready[: max(limit, 0)]]
+            until = lease_until(now, lease)
+            claimed = [
+                j.claim(node, until, now, next(self._tokens)) for j in ready[: max(limit, 0)]
+            ]
             for job in claimed:
                 self._jobs[job.id] = job
         return claimed
@@ -186,7 +195,7 @@ class MemoryStore(Store):
             now = self._clock()
             for outcome in map(storable_outcome, outcomes):
                 job = self._jobs.get(outcome.job_id)
-                if job is None or not owns(job, node, outcome.attempt):
+                if job is None or not owns(job, node, outcome):
                     continue
                 job = outcome_applied(job, outcome, now)
                 self._jobs[job.id] = job
@@ -224,3 +233,28 @@ class MemoryStore(Store):
                 if job.idempotency_key:
                     self._keys.pop(job.idempotency_key, None)
         return len(doomed)
+
+    async def report_node(self, report: NodeReport) -> None:
+        with self._lock:
+            self._nodes[report.id] = (report, self._clock())
+
+    async def fleet(self, lease: float) -> Fleet:
+        with self._lock:
+            now = self._clock()
+            nodes = [
+                NodeStatus(report, beat, beat > now - timedelta(seconds=lease))
+                for report, beat in sorted(self._nodes.values(), key=lambda n: n[0].id)
+            ]
+            pending: dict[str, int] = {}
+            for job in self._jobs.values():
+                if job.state is State.PENDING:
+                    pending[job.type] = pending.get(job.type, 0) + 1
+        return Fleet(self.min_node_version, nodes, pending)
+
+    async def prune_nodes(self, older_than: timedelta) -> int:
+        with self._lock:
+            cutoff = self._clock() - older_than
+            gone = [node for node, (_, beat) in self._nodes.items() if beat < cutoff]
+            for node in gone:
+                del self._nodes[node]
+        return len(gone)

@@ -47,7 +47,9 @@ class Claims:
         if not self.work_hint.is_set() and now - self._last_empty < self.settings.poll_interval:
             return None
         self.work_hint.clear()
-        types = None if self.settings.fail_unknown_types else self.registry.types()
+        # Only the types this node runs: in a mixed fleet a job of another type waits, pending,
+        # for a node that runs it (ADR 0023).
+        types = self.registry.types()
         try:
             jobs = await claim(
                 self.store,

@@ -1,5 +1,6 @@
-"""The supervisor's periodic store work: heartbeats of this node's leases, recovery of any
-node's expired leases, the store's maintenance and the pruning of old finished jobs."""
+"""The supervisor's periodic store work: heartbeats of this node's leases and of its row in the
+nodes table, recovery of any node's expired leases, the store's maintenance and the pruning of
+old finished jobs and of dead nodes' rows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 from jobd.errors import Unavailable
 from jobd.store import Store
+from jobd.supervisor.fleet import FleetMember
 from jobd.supervisor.job_events import JobEvents, job_fields
 from jobd.supervisor.settings import SupervisorSettings
 from jobd.supervisor.store_health import StoreHealth
@@ -29,6 +31,7 @@ class Housekeeping:
         settings: SupervisorSettings,
         health: StoreHealth,
         events: JobEvents,
+        fleet: FleetMember,
         *,
         held: Callable[[], Iterable[int]],
         cancel: Callable[[int], object],
@@ -39,12 +42,19 @@ class Housekeeping:
         self.settings = settings
         self.health = health
         self.events = events
+        self.fleet = fleet
         self._held = held  # ids of the jobs whose leases are ours to renew
         self._cancel = cancel  # stop a job this node runs
         self._work_found = work_found  # a recovered job may be claimed
 
     async def heartbeat_loop(self) -> None:
+        """The node's row at once (the fleet learns what it runs), then every heartbeat the
+        leases and the row."""
         while True:
+            try:
+                await self.fleet.beat()
+            except Unavailable as exc:
+                self.health.trouble("heartbeat", exc)
             await asyncio.sleep(self.settings.heartbeat_seconds)
             try:
                 await self.renew_leases()
@@ -87,18 +97,25 @@ class Housekeeping:
 
     async def prune_loop(self) -> None:
         """The store's maintenance every few seconds (PostgreSQL vacuums the jobs table when
-        dead rows pile up), pruning of old finished jobs every minute."""
+        dead rows pile up), pruning of old finished jobs and dead nodes' rows every minute."""
         last_prune = time.monotonic()
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
                 if await self.store.maintain():
                     log.debug("store maintenance done")
-                retention = self.settings.retention  # 0: finished jobs are kept forever
-                if retention > 0 and time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
                     last_prune = time.monotonic()
-                    pruned = await self.store.prune(timedelta(seconds=retention))
-                    if pruned:
-                        log.info("pruned finished jobs", extra={"count": pruned})
+                    await self._prune()
             except Unavailable as exc:
                 self.health.trouble("maintenance", exc)
+
+    async def _prune(self) -> None:
+        retention = self.settings.retention  # 0: finished jobs are kept forever
+        if retention > 0:
+            pruned = await self.store.prune(timedelta(seconds=retention))
+            if pruned:
+                log.info("pruned finished jobs", extra={"count": pruned})
+        gone = await self.fleet.prune()
+        if gone:
+            log.info("pruned the rows of dead nodes", extra={"count": gone})

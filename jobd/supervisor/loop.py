@@ -41,6 +41,7 @@ from jobd.pipe import (
 from jobd.store import Notification, NotificationKind, Store
 from jobd.supervisor.claims import Claims
 from jobd.supervisor.deadlines import Deadlines
+from jobd.supervisor.fleet import FleetMember, node_report
 from jobd.supervisor.handout import HandOut, taking_work
 from jobd.supervisor.housekeeping import Housekeeping
 from jobd.supervisor.job_events import JobEvents
@@ -104,12 +105,22 @@ class Supervisor:
         self.writeback = WriteBack(
             lambda batch: self.store.finish(self.node, batch), self.events, self.health
         )
+        self.fleet = FleetMember(
+            store,
+            settings.lease_seconds,
+            self.metrics,
+            describe=lambda: node_report(
+                self.node, self.started_at, registry.types(), self.workers.values()
+            ),
+            drain=self.request_drain,
+        )
         self.housekeeping = Housekeeping(
             store,
             self.node,
             settings,
             self.health,
             self.events,
+            self.fleet,
             held=self._held_ids,
             cancel=self.cancel_running,
             work_found=self._work_found,
@@ -244,6 +255,12 @@ class Supervisor:
                 log.warning("second signal: stopping running jobs now")
                 self.deadlines.immediate = True
                 self.drain_deadline = time.monotonic()
+
+    def request_drain(self, why: str) -> None:
+        """Drain, asked from a side task: begin unless draining already, and take a turn now."""
+        if not self.draining:
+            self.begin_drain(why)
+        self.wake()
 
     def begin_drain(self, why: str) -> None:
         """Stop claiming; let running jobs finish for drain_timeout; give back the rest."""

@@ -29,5 +29,4 @@ class SupervisorSettings:
     retention: float = 7 * 86400.0
     drain_timeout: float = 30.0
     kill_grace: float = 5.0
-    fail_unknown_types: bool = True
     job_events: bool = False  # log each job transition at INFO (else DEBUG)

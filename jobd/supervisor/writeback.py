@@ -6,6 +6,7 @@ transition event, or a warning when the store refused it because the lease was l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, KeysView
@@ -39,6 +40,10 @@ class WriteBack:
         self._closing = False
 
     def record(self, outcome: Outcome, job: Job) -> None:
+        """Keep `outcome` of `job` (as claimed) for the next write, fenced on the claim's
+        lease token: a replay of it can never end a later claim of the job."""
+        if outcome.token is None:
+            outcome = dataclasses.replace(outcome, token=job.lease_token)
         self.pending.append(outcome)
         self._jobs.setdefault(outcome.job_id, deque()).append(job)
         self._needed.set()

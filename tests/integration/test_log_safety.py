@@ -42,16 +42,18 @@ async def run_nasty_jobs(daemon, store: Store) -> tuple[int, int]:
         with pytest.raises(InvalidParams):  # PostgreSQL text cannot hold a NUL: refused, not a bug
             client.submit("noop", {}, correlation_id="nul\x00byte")
     # A type no handler knows, written straight into the table (jobd refuses control
-    # characters in a type, but an application's SQL may not): the supervisor fails it and
-    # logs the type.
+    # characters in a type, but an application's SQL may not): it waits for a node that runs
+    # it (ADR 0023) until an operator cancels it, and the cancel logs the type.
     schema = daemon.env["JOBD_DATABASE_SCHEMA"]
     with psycopg.connect(daemon.env["JOBD_DATABASE_URL"], autocommit=True) as conn:
         odd = conn.execute(
             f'INSERT INTO "{schema}".jobs (type, correlation_id) VALUES (%s, %s) RETURNING id',
             (NASTY, NASTY),
         ).fetchone()[0]
+    with Client(daemon.env["JOBD_SOCKET"], timeout=20) as client:
+        client.cancel(odd)
     assert (await finished(store, ok)).state is State.COMPLETED
-    assert (await finished(store, odd)).state is State.FAILED
+    assert (await finished(store, odd)).state is State.CANCELED
     return ok, odd
 
 
@@ -69,11 +71,11 @@ async def test_json_logs_keep_hostile_text_inside_one_field(make_daemon, pg_stor
     assert not [r for r in records if r.get("message") == "injected"]
     assert not [r for r in records if r.get("level") == "CRITICAL"]
     ours = [r for r in records if r.get("job_id") in (ok, odd)]
-    assert {r["message"] for r in ours} >= {"job started", "job completed", "job failed"}
+    assert {r["message"] for r in ours} >= {"job started", "job completed", "job canceled"}
     for record in ours:
         assert record["correlation_id"] == NASTY, record
-    failed = next(r for r in ours if r["message"] == "job failed")
-    assert failed["job_type"] == NASTY and failed["error_type"] == "UnknownType"
+    canceled = next(r for r in ours if r["message"] == "job canceled")
+    assert canceled["job_type"] == NASTY
 
 
 async def test_text_logs_escape_control_characters(make_daemon, pg_store: Store) -> None:

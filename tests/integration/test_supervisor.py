@@ -181,13 +181,15 @@ async def test_workers_recycled_after_n_jobs(make_daemon, pg_store: Store) -> No
     assert max(per_pid.values()) <= 5 and len(per_pid) >= 4, per_pid
 
 
-async def test_unknown_type_fails_at_once(make_daemon, pg_store: Store, runlog) -> None:
+async def test_unknown_type_waits_unclaimed(make_daemon, pg_store: Store, runlog) -> None:
+    """A type no node runs stays pending for a node that runs it (ADR 0023), while the node
+    goes on with the types it knows."""
     make_daemon().start()
     job_id = await submit(pg_store, "no_such_type", max_attempts=5)
-    job = await until_state(pg_store, job_id, State.FAILED)
-    assert job.attempts == 1 and job.last_error.type == "UnknownType"
-    assert "unknown job type 'no_such_type'" in job.last_error.message
-    assert "noop" in job.last_error.message  # names what this node runs
+    known = await submit(pg_store, "noop")
+    await until_state(pg_store, known, State.COMPLETED)
+    job = await pg_store.get(job_id)
+    assert job.state is State.PENDING and job.attempts == 0 and job.last_error is None
 
 
 async def test_sigterm_drains(make_daemon, pg_store: Store, runlog: RunLog) -> None:

@@ -358,7 +358,7 @@ async def test_prune_deletes_in_batches_until_none_is_left(
 
 async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -> None:
     store = await make_store()
-    every = ["0001_init", "0002_finished_jobs"]
+    every = ["0001_init", "0002_finished_jobs", "0003_fleet"]
     assert await store.pending_migrations() == every  # the schema does not exist yet
     assert await store.migrate() == every
     assert await store.migrate() == []
@@ -372,13 +372,15 @@ async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -
         assert await cur.fetchall() == [
             {"version": 1, "name": "0001_init"},
             {"version": 2, "name": "0002_finished_jobs"},
+            {"version": 3, "name": "0003_fleet"},
         ]
 
 
 async def test_concurrent_migrations_apply_each_migration_once(make_store: MakeStore) -> None:
     stores = [await make_store() for _ in range(4)]
     applied = await asyncio.gather(*(s.migrate() for s in stores))
-    assert sorted(applied) == [[], [], [], ["0001_init", "0002_finished_jobs"]]
+    every = ["0001_init", "0002_finished_jobs", "0003_fleet"]
+    assert sorted(applied) == [[], [], [], every]
 
 
 async def test_schema_2_moves_the_finished_jobs_of_schema_1(
@@ -396,7 +398,7 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
         )
     monkeypatch.undo()
 
-    assert await store.migrate() == ["0002_finished_jobs"]
+    assert await store.migrate() == ["0002_finished_jobs", "0003_fleet"]
     async with store.pool.connection() as conn:
         cur = await conn.execute("SELECT state FROM jobs")
         assert await cur.fetchall() == [{"state": "pending"}]
@@ -629,3 +631,23 @@ async def test_maintain_vacuums_the_jobs_table_once_dead_rows_pile_up(
             await asyncio.sleep(0.1)
     finally:
         await store.close()
+
+
+async def test_claim_restricted_to_the_nodes_types_still_walks_the_index(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """Every node now claims with its types (ADR 0023): the filter rides on the index walk,
+    and a backlog of a type the node does not run is skipped, not sorted."""
+    await raw.execute(
+        "INSERT INTO jobs (type, priority)"
+        " SELECT CASE WHEN i % 2 = 0 THEN 'echo' ELSE 'new_type' END, i % 5"
+        " FROM generate_series(1, 5000) AS i"
+    )
+    await raw.execute("ANALYZE jobs")
+    params = {"node": "n", "limit": 10, "lease": 30.0, "queues": None}
+    params |= {"types": ["echo", "sleep"], "exclude_queues": None}
+    cur = psycopg.AsyncClientCursor(raw)
+    await cur.execute("EXPLAIN " + QUERIES["claim"], params)
+    plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "jobs_claim_idx" in plan, plan
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan

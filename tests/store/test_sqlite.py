@@ -109,15 +109,18 @@ async def test_create_store_url_and_clock(tmp_path: Path) -> None:
 
 async def test_migrate_once_then_no_op(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
-        assert await store.pending_migrations() == ["0001_init"]
-        assert await store.migrate() == ["0001_init"]
+        every = ["0001_init", "0002_lease_token", "0003_fleet"]
+        assert await store.pending_migrations() == every
+        assert await store.migrate() == every
         assert await store.migrate() == []
         assert await store.pending_migrations() == []
     async with SQLiteStore(db_path) as store:
         assert await store.migrate() == []
     with raw(db_path) as conn:
         assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "0001_init")
+            (1, "0001_init"),
+            (2, "0002_lease_token"),
+            (3, "0003_fleet"),
         ]
 
 
@@ -259,7 +262,7 @@ async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: P
     first, second = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
         applied = await asyncio.gather(first.migrate(), second.migrate())
-        assert sorted(applied) == [[], ["0001_init"]]
+        assert sorted(applied) == [[], ["0001_init", "0002_lease_token", "0003_fleet"]]
     finally:
         await first.close()
         await second.close()

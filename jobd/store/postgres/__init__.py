@@ -9,6 +9,7 @@ The package, one concept a module:
 - connections.py: the pool, each connection's session settings, Unavailable;
 - listener.py: the LISTEN connection that turns other sessions' NOTIFYs into Notifications;
 - schema.py: creating the schema and applying its migrations;
+- fleet.py: the nodes table and the fleet row (a node's heartbeat row, the fleet it reads);
 - queries.py: the named statements.
 
 How the pieces fit:

@@ -80,7 +80,8 @@ def wants_pending(outcome: Outcome) -> bool:
 
 def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
     params: dict[str, list[Any]] = {
-        k: [] for k in ("ids", "attempts", "kinds", "results", "errors", "retry_ats", "crashed")
+        k: []
+        for k in ("ids", "attempts", "kinds", "results", "errors", "retry_ats", "crashed", "tokens")
     }
     for o in outcomes:
         kind = OutcomeKind(o.kind)
@@ -95,6 +96,7 @@ def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
         params["errors"].append(json_text(error.to_dict(), "error") if error else None)
         params["retry_ats"].append(o.retry_at)
         params["crashed"].append(bool(o.crashed))
+        params["tokens"].append(o.token)
     return params
 
 

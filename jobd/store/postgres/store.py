@@ -35,6 +35,8 @@ from jobd.store.base import (
     storable_outcome,
     validate_specs,
 )
+from jobd.store.nodes import Fleet, NodeReport
+from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres.connections import Connection, ConnectionPool, describe
 from jobd.store.postgres.listener import NotificationListener
@@ -393,6 +395,18 @@ class PostgresStore(Store):
                 deleted += cur.rowcount
                 if cur.rowcount < batch:
                     return deleted
+
+    async def report_node(self, report: NodeReport) -> None:
+        async with self.pool.connection() as conn:
+            await fleet_rows.report_node(conn, report)
+
+    async def fleet(self, lease: float) -> Fleet:
+        async with self.pool.connection() as conn:
+            return await fleet_rows.fleet(conn, lease)
+
+    async def prune_nodes(self, older_than: timedelta) -> int:
+        async with self.pool.connection() as conn:
+            return await fleet_rows.prune_nodes(conn, older_than)
 
     async def maintain(self) -> bool:
         """VACUUM each of jobd's tables once its dead rows pass VACUUM_DEAD_ROWS.

@@ -121,6 +121,7 @@ UPDATE jobs
        cancel_requested = %(cancel_requested)s,
        lease_owner = %(lease_owner)s,
        lease_expires_at = %(lease_expires_at)s,
+       lease_token = %(lease_token)s,
        updated_at = %(updated_at)s,
        started_at = %(started_at)s,
        finished_at = %(finished_at)s
@@ -156,12 +157,15 @@ SELECT queue, type, state, count(*) AS count
 -- concurrent claimers never wait for or double-claim each other; the UPDATE counts the
 -- attempt and sets the lease in the same statement.  A pending job with no attempt left
 -- cannot be claimed (domain: Job.claim).  NULL queues/types mean "any"; queues listed in
--- exclude_queues (NULL: none) are skipped, e.g. those at their concurrency limit.
+-- exclude_queues (NULL: none) are skipped, e.g. those at their concurrency limit.  A node
+-- passes the types it runs: a job of another type waits for a node that runs it.  Each claim
+-- draws a fresh lease token, the fence of its write-backs.
 UPDATE jobs
    SET state = 'running',
        attempts = jobs.attempts + 1,
        lease_owner = %(node)s,
        lease_expires_at = now() + make_interval(secs => %(lease)s),
+       lease_token = nextval('jobs_lease_token_seq'),
        started_at = now(),
        updated_at = now()
   FROM (
@@ -196,9 +200,10 @@ RETURNING id, cancel_requested
 
 -- name: finish
 -- End many attempts in one statement: the attempts that end their job (completed, canceled,
--- failed for good).  Each outcome applies only where its node still owns that attempt (state
--- running, lease_owner, attempts): a node whose lease was recovered and re-claimed by another
--- has its write refused, and the row is absent from the result.  The row leaves jobs and
+-- failed for good).  Each outcome applies only where its node still owns that claim (state
+-- running, lease_owner, attempts, and lease_token when the outcome carries one): a node whose
+-- lease was recovered and re-claimed, or an outcome replayed from an earlier claim, has its
+-- write refused, and the row is absent from the result.  The row leaves jobs and
 -- its final version goes to finished_jobs in the same statement, so the hot table never
 -- holds a finished job and each ending costs one dead row in it, as an update would.
 --
@@ -210,8 +215,9 @@ RETURNING id, cancel_requested
 WITH outcome AS (
     SELECT o.*
       FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
-                  %(results)s::jsonb[], %(errors)s::jsonb[], %(crashed)s::boolean[])
-           AS o (id, attempt, kind, result, error, crashed)
+                  %(results)s::jsonb[], %(errors)s::jsonb[], %(crashed)s::boolean[],
+                  %(tokens)s::bigint[])
+           AS o (id, attempt, kind, result, error, crashed, token)
 ),
 ended AS (
     DELETE FROM jobs
@@ -220,6 +226,7 @@ ended AS (
        AND jobs.state = 'running'
        AND jobs.lease_owner = %(node)s
        AND jobs.attempts = o.attempt
+       AND (o.token IS NULL OR jobs.lease_token = o.token)
     RETURNING jobs.id, jobs.type, jobs.queue, jobs.priority, jobs.payload,
               CASE WHEN o.kind = 'completed' THEN 'completed'
                    WHEN o.kind = 'failed' AND NOT jobs.cancel_requested THEN 'failed'
@@ -263,8 +270,9 @@ RETURNING id, state, queue, false AS ready
 WITH outcome AS (
     SELECT o.*, o.kind = 'released' AS gives_back
       FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
-                  %(errors)s::jsonb[], %(retry_ats)s::timestamptz[], %(crashed)s::boolean[])
-           AS o (id, attempt, kind, error, retry_at, crashed)
+                  %(errors)s::jsonb[], %(retry_ats)s::timestamptz[], %(crashed)s::boolean[],
+                  %(tokens)s::bigint[])
+           AS o (id, attempt, kind, error, retry_at, crashed, token)
 )
 UPDATE jobs
    SET state = CASE
@@ -292,12 +300,14 @@ UPDATE jobs
        cancel_requested = false,
        lease_owner = NULL,
        lease_expires_at = NULL,
+       lease_token = NULL,
        updated_at = now()
   FROM outcome AS o
  WHERE jobs.id = o.id
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = o.attempt
+   AND (o.token IS NULL OR jobs.lease_token = o.token)
 RETURNING jobs.id, jobs.state, jobs.queue, jobs.run_at <= now() AS ready
 
 
@@ -322,6 +332,7 @@ UPDATE jobs
        cancel_requested = false,
        lease_owner = NULL,
        lease_expires_at = NULL,
+       lease_token = NULL,
        updated_at = now()
  WHERE state = 'running'
    AND lease_expires_at <= now()
@@ -357,3 +368,38 @@ DELETE FROM finished_jobs
 
 -- name: ping
 SELECT 1
+
+
+-- name: report_node
+-- A node's heartbeat row (migrations/postgres/0003_fleet.sql): inserted at its first
+-- heartbeat, then its heartbeat time, types and workers kept current.
+INSERT INTO nodes (id, host, pid, version, started_at, heartbeat_at, types, workers)
+VALUES (%(id)s, %(host)s, %(pid)s, %(version)s, %(started_at)s, now(), %(types)s::text[],
+        %(workers)s::jsonb)
+    ON CONFLICT (id) DO UPDATE
+   SET heartbeat_at = now(), types = excluded.types, workers = excluded.workers
+
+
+-- name: nodes
+-- Every node row; live while its heartbeat is newer than the lease (the database's clock).
+SELECT id, host, pid, version, started_at, heartbeat_at, types, workers,
+       heartbeat_at > now() - make_interval(secs => %(lease)s) AS live
+  FROM nodes
+ ORDER BY id
+
+
+-- name: min_node_version
+SELECT min_node_version FROM fleet
+
+
+-- name: pending_by_type
+-- The backlog by type (the hot table only: finished jobs are elsewhere).
+SELECT type, count(*) AS count
+  FROM jobs
+ WHERE state = 'pending'
+ GROUP BY type
+
+
+-- name: prune_nodes
+DELETE FROM nodes
+ WHERE heartbeat_at < now() - make_interval(secs => %(seconds)s)

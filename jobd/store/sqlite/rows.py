@@ -74,6 +74,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         updated_at,
         started_at,
         finished_at,
+        lease_token,
     ) = row
     return Job(
         id=job_id,
@@ -98,6 +99,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         updated_at=dt(updated_at),
         started_at=opt_dt(started_at),
         finished_at=opt_dt(finished_at),
+        lease_token=lease_token,
     )
 
 
@@ -125,6 +127,7 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         ts(job.updated_at),
         opt_ts(job.started_at),
         opt_ts(job.finished_at),
+        job.lease_token,
     )
 
 
@@ -143,5 +146,6 @@ def update_row(job: Job) -> tuple[Any, ...]:
         ts(job.updated_at),
         opt_ts(job.started_at),
         opt_ts(job.finished_at),
+        job.lease_token,
         job.id,
     )

@@ -37,6 +37,7 @@ MUTABLE = (
     "updated_at",
     "started_at",
     "finished_at",
+    "lease_token",
 )
 TERMINAL = "('completed', 'failed', 'canceled')"
 
@@ -62,7 +63,7 @@ SELECT {COLUMNS} FROM jobs
 CLAIM_UPDATE = """
 UPDATE jobs
    SET state = ?, attempts = ?, lease_owner = ?, lease_expires_at = ?, started_at = ?,
-       updated_at = ?
+       updated_at = ?, lease_token = ?
  WHERE id = ?
 """
 
@@ -160,3 +161,19 @@ def _list_conditions(filters: JobFilter, before: int | None) -> tuple[str, list[
     if filters.created_before is not None:
         add("created_at < ?", ts(filters.created_before))
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+# --- the fleet (the nodes table and the fleet row; see migrations/sqlite/0003_fleet.sql) ---
+
+REPORT_NODE = """
+INSERT INTO nodes (id, host, pid, version, started_at, heartbeat_at, types, workers)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE
+   SET heartbeat_at = excluded.heartbeat_at, types = excluded.types, workers = excluded.workers
+"""
+NODES = """
+SELECT id, host, pid, version, started_at, heartbeat_at, types, workers FROM nodes ORDER BY id
+"""
+MIN_NODE_VERSION = "SELECT min_node_version FROM fleet"
+PENDING_BY_TYPE = "SELECT type, count(*) FROM jobs WHERE state = 'pending' GROUP BY type"
+PRUNE_NODES = "DELETE FROM nodes WHERE heartbeat_at < ?"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,8 +39,9 @@ from jobd.store.base import (
     storable_outcome,
     validate_specs,
 )
+from jobd.store.nodes import Fleet, NodeReport, NodeStatus, workers_from, workers_json
 from jobd.store.sqlite import schema
-from jobd.store.sqlite.rows import STATES, insert_row, job_from_row, ts, update_row
+from jobd.store.sqlite.rows import STATES, dt, insert_row, job_from_row, ts, update_row
 from jobd.store.sqlite.sql import (
     CANCELS_OF_NODE,
     CLAIM_UPDATE,
@@ -48,7 +50,12 @@ from jobd.store.sqlite.sql import (
     HEARTBEAT,
     INSERT_JOB,
     LAST_ID,
+    MIN_NODE_VERSION,
+    NODES,
+    PENDING_BY_TYPE,
     PRUNE,
+    PRUNE_NODES,
+    REPORT_NODE,
     SELECT_BY_ID,
     UPDATE_JOB,
     chunks,
@@ -252,7 +259,7 @@ class SQLiteStore(Store):
             now = self._clock()
             rows = conn.execute(sql, (ts(now), *filter_params, limit)).fetchall()
             until = lease_until(now, lease)
-            claimed = [job_from_row(row).claim(node, until, now) for row in rows]
+            claimed = [job_from_row(row).claim(node, until, now, new_token()) for row in rows]
             conn.executemany(
                 CLAIM_UPDATE,
                 [
@@ -263,6 +270,7 @@ class SQLiteStore(Store):
                         ts(until),
                         ts(now),
                         ts(now),
+                        j.lease_token,
                         j.id,
                     )
                     for j in claimed
@@ -302,7 +310,7 @@ class SQLiteStore(Store):
             jobs = self._jobs_by_id(conn, list(dict.fromkeys(o.job_id for o in outcomes)))
             for outcome in outcomes:
                 job = jobs.get(outcome.job_id)
-                if job is None or not owns(job, node, outcome.attempt):
+                if job is None or not owns(job, node, outcome):
                     continue
                 job = outcome_applied(job, outcome, now)
                 jobs[job.id] = changed[job.id] = job
@@ -341,3 +349,50 @@ class SQLiteStore(Store):
     def _prune_batch(self, conn: sqlite3.Connection, cutoff: float, batch: int) -> int:
         with write_transaction(conn):
             return conn.execute(PRUNE, (cutoff, batch)).rowcount
+
+    # --- the fleet -----------------------------------------------------------------------
+
+    async def report_node(self, report: NodeReport) -> None:
+        await self.db.run(self._report_node, report)
+
+    def _report_node(self, conn: sqlite3.Connection, r: NodeReport) -> None:
+        row = (r.id, r.host, r.pid, r.version, ts(r.started_at), ts(self._clock()))
+        with write_transaction(conn):
+            conn.execute(
+                REPORT_NODE, (*row, json.dumps(r.types), json.dumps(workers_json(r.workers)))
+            )
+
+    async def fleet(self, lease: float) -> Fleet:
+        return await self.db.run(self._fleet, lease)
+
+    def _fleet(self, conn: sqlite3.Connection, lease: float) -> Fleet:
+        live_after = ts(self._clock()) - lease
+        (minimum,) = conn.execute(MIN_NODE_VERSION).fetchone()
+        nodes = [
+            NodeStatus(
+                NodeReport(
+                    node_id, host, pid, version, dt(started), tuple(json.loads(types)),
+                    workers_from(json.loads(workers)),
+                ),
+                dt(beat),
+                beat > live_after,
+            )
+            for node_id, host, pid, version, started, beat, types, workers in conn.execute(NODES)
+        ]  # fmt: skip
+        pending = dict(conn.execute(PENDING_BY_TYPE).fetchall())
+        return Fleet(minimum, nodes, pending)
+
+    async def prune_nodes(self, older_than: timedelta) -> int:
+        cutoff = ts(self._clock() - older_than)
+        return await self.db.run(self._prune_nodes, cutoff)
+
+    @staticmethod
+    def _prune_nodes(conn: sqlite3.Connection, cutoff: float) -> int:
+        with write_transaction(conn):
+            return conn.execute(PRUNE_NODES, (cutoff,)).rowcount
+
+
+def new_token() -> int:
+    """A claim's lease token: random, so no counter row is written by every claim (a repeat
+    would need the same job claimed twice at the same attempt by the same node: 2^-63)."""
+    return secrets.randbits(63)
