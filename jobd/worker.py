@@ -204,7 +204,10 @@ class Worker:
             raise PermanentError(f"the handler's result is not JSON: {exc}") from None
         # Checked here, in the worker, so that an oversized result never crosses the pipe nor
         # reaches the supervisor's loop or the database.
-        if len(encoded) > self.max_result_bytes or (len(encoded.encode()) > self.max_result_bytes):
+        # A character is at most 4 bytes of UTF-8: most results need no encoding to be sized.
+        if len(encoded) * 4 > self.max_result_bytes and (
+            len(encoded.encode()) > self.max_result_bytes
+        ):
             raise ResultTooLarge(
                 f"the handler's result is {len(encoded.encode())} bytes of JSON, over"
                 f" jobs.max_result_bytes ({self.max_result_bytes})"
