@@ -542,11 +542,9 @@ class InForce:
 
     @classmethod
     def from_dict(cls, data: object) -> InForce | None:
-        if data is None:
+        if (member := _member_object(data)) is None:
             return None
-        if not isinstance(data, Mapping):
-            raise TypeError(f"not an object: {data!r}")
-        value, source = data["value"], data["source"]
+        value, source = member["value"], member["source"]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"value: not a number: {value!r}")
         if not isinstance(source, str):
@@ -571,13 +569,18 @@ class Effective:
 
     @classmethod
     def from_dict(cls, data: object) -> Effective | None:
-        if data is None:
+        if (member := _member_object(data)) is None:
             return None
-        if not isinstance(data, Mapping):
-            raise TypeError(f"effective: not an object: {data!r}")
         return cls(
-            InForce.from_dict(data.get("timeout")), InForce.from_dict(data.get("max_attempts"))
+            InForce.from_dict(member.get("timeout")), InForce.from_dict(member.get("max_attempts"))
         )
+
+
+def _member_object(data: object) -> Mapping[str, Any] | None:
+    """An optional member that must be an object when present."""
+    if data is not None and not isinstance(data, Mapping):
+        raise TypeError(f"not an object: {data!r}")
+    return data
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.daemon import clean_environment
+
 ELLIPSIS = "…"
 
 
@@ -96,18 +97,12 @@ def fresh_shell(prefix: str) -> Iterator[Shell]:
             script = bin_dir / name
             script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
             script.chmod(0o755)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("JOBD_", "XDG_"))
-            and k not in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY")
-        }
+        env = clean_environment()
         env.update(
             HOME=str(root / "home"),
             XDG_STATE_HOME=str(root / "state"),
             XDG_RUNTIME_DIR=str(root / "run"),
             PATH=os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
         )
         yield Shell(root, env)
     finally:

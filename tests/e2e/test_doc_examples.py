@@ -43,8 +43,8 @@ from aiosmtpd.controller import Controller
 from jobctl.cli import main as jobctl_main
 from jobd.client import Client
 from jobd.protocol import JobView
-from tests.daemon import DaemonProcess, answers
-from tests.e2e.doc_shell import ROOT, Shell, fresh_shell, output_matches
+from tests.daemon import ROOT, DaemonProcess, answers
+from tests.e2e.doc_shell import Shell, fresh_shell, output_matches
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"sh", "console", "bash", "shell", ""}

@@ -31,7 +31,8 @@ import pytest
 
 from jobd.client import Client
 from jobd.errors import Unavailable
-from tests.e2e.doc_shell import ELLIPSIS, ROOT, Shell, fresh_shell, output_matches
+from tests.daemon import ROOT
+from tests.e2e.doc_shell import ELLIPSIS, Shell, fresh_shell, output_matches
 
 README = ROOT / "README.md"
 START_TIMEOUT = 30.0
