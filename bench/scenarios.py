@@ -361,21 +361,23 @@ def _raw_submit_params(count: int) -> dict[str, list[Any]]:
     }
 
 
-def _raw_finish_params(held: list[tuple[int, int]]) -> dict[str, Any]:
+def _raw_finish_params(held: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """Each held job is (id, attempt, lease token), the fence jobd's finish checks."""
     count = len(held)
     return {
         "node": RAW_NODE,
-        "ids": [job_id for job_id, _ in held],
-        "attempts": [attempt for _, attempt in held],
+        "ids": [job_id for job_id, _, _ in held],
+        "attempts": [attempt for _, attempt, _ in held],
         "kinds": ["completed"] * count,
         "results": [None] * count,
         "errors": [None] * count,
         "crashed": [False] * count,
+        "tokens": [token for _, _, token in held],
     }
 
 
 async def _raw_connection(store: BenchStore) -> psycopg.AsyncConnection[Any]:
-    """Set up as jobd's pool sets up its connections (jobd.store.postgres._configure)."""
+    """Set up as jobd's pool sets up its connections (store/postgres/connections.py)."""
     conn = await psycopg.AsyncConnection.connect(store.url, autocommit=True)
     await conn.execute(
         f"SET search_path TO \"{store.schema}\"; SET TIME ZONE 'UTC';"
@@ -420,13 +422,13 @@ async def _raw_lane(
         "types": None,
         "exclude_queues": None,
     }
-    held: list[tuple[int, int]] = []
+    held: list[tuple[int, int, int]] = []
     while True:
         cur = await conn.execute(QUERIES["claim"], claim, prepare=True)
         rows = await cur.fetchall()
         names = [c.name for c in cur.description or ()]
-        at_id, at_attempts = names.index("id"), names.index("attempts")
-        held += [(row[at_id], row[at_attempts]) for row in rows]
+        at = [names.index(name) for name in ("id", "attempts", "lease_token")]
+        held += [(row[at[0]], row[at[1]], row[at[2]]) for row in rows]
         while held and (len(held) >= finish_batch or not rows):
             batch, held = held[:finish_batch], held[finish_batch:]
             await conn.execute(QUERIES["finish"], _raw_finish_params(batch), prepare=True)

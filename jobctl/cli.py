@@ -131,7 +131,8 @@ def main() -> None:
 
     \b
     Examples:
-      jobctl submit send_email --payload '{"to": "a@example.com"}' --wait
+      jobctl submit send_email --wait \\
+        --payload '{"to": "a@example.com", "subject": "Hi", "body": "Hello."}'
       jobctl list --state failed
       jobctl status 42 --json
     """
@@ -191,7 +192,7 @@ def submit(
     Examples:
       jobctl submit echo --payload '{"hello": "world"}'
       jobctl submit send_email -p @mail.json --key invoice-1234 --wait
-      jobctl submit report --at 2030-01-01T06:00:00Z --queue batch
+      jobctl submit generate_report -p @report.json --at 2030-01-01T06:00:00Z --queue batch
       jobctl submit --batch jobs.jsonl
     """
     given = {k: v for k, v in options.items() if v is not None}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.protocol import JobView
+from jobd.protocol import InForce, JobView
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -124,9 +124,9 @@ def job_detail(job: JobView) -> str:
         ("state", job.state_name + (" (cancel requested)" if job.cancel_requested else "")),
         ("queue", job.queue),
         ("priority", str(job.priority)),
-        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("attempts", f"{job.attempts} of {_max_attempts(job)}"),
         ("crashes", str(job.crashes)),
-        ("timeout", f"{job.timeout:g}s" if job.timeout is not None else "-"),
+        ("timeout", _timeout(job)),
         ("run at", timestamp(job.run_at)),
         ("created", timestamp(job.created_at)),
         ("updated", timestamp(job.updated_at)),
@@ -149,6 +149,36 @@ def job_detail(job: JobView) -> str:
         lines.append("traceback:")
         lines += ["  " + line for line in job.last_error.traceback.rstrip().splitlines()]
     return "\n".join(lines)
+
+
+def _timeout(job: JobView) -> str:
+    """The timeout in force and where it comes from, when the daemon said (`get` does);
+    else the job's own, if it has one."""
+    in_force = job.effective.timeout if job.effective else None
+    if in_force is not None:
+        where = _source(in_force, "the job's", job.type, "jobs.default_timeout")
+        return f"{in_force.value:g}s ({where})"
+    if job.timeout is not None:
+        return f"{job.timeout:g}s (the job's)"
+    return "- (the handler's, else jobs.default_timeout)"
+
+
+def _max_attempts(job: JobView) -> str:
+    in_force = job.effective.max_attempts if job.effective else None
+    if in_force is None:
+        return str(job.max_attempts)
+    where = _source(in_force, "fixed at submit", job.type, "jobs.default_max_attempts")
+    return f"{in_force.value:g} ({where})"
+
+
+def _source(in_force: InForce, own: str, job_type: str, setting: str) -> str:
+    """Where a limit in force comes from, in words: `own` for the job's, the handler's, the
+    setting's name; a source this version does not know, as the daemon named it."""
+    return {
+        "job": own,
+        "handler": f"the {job_type} handler's",
+        "default": setting,
+    }.get(in_force.source, in_force.source)
 
 
 def compact(value: Any) -> str:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from jobd import __version__
-from jobd.domain import Job, NewJob, State, TimeTexts
+from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
 from jobd.errors import InvalidParams, Unavailable, UnknownType
-from jobd.handlers import Registry
+from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     JobSpec,
@@ -33,7 +33,9 @@ from jobd.protocol import (
     METHODS,
     PROTOCOL_VERSION,
     Call,
+    Effective,
     IdParams,
+    InForce,
     ListParams,
     NoParams,
     SubmitManyParams,
@@ -86,7 +88,7 @@ class SupervisorView(Protocol):
     def rates(self) -> JobRates: ...  # jobd.metrics.Rates
 
     @property
-    def settings(self) -> Any: ...  # `.workers`: how many workers it keeps
+    def settings(self) -> Any: ...  # `.workers` it keeps; `.default_timeout` of a job
 
     @property
     def store_ok(self) -> bool: ...
@@ -102,6 +104,24 @@ class SupervisorView(Protocol):
     def workers_short_for(self) -> float: ...
 
     async def metrics_text(self) -> str: ...
+
+
+# --- the limits in force -------------------------------------------------------------------
+
+
+def effective_limits(job: Job, handler: HandlerSpec | None, default_timeout: float) -> Effective:
+    """The timeout and max_attempts in force for `job` on this node, each with its source.
+
+    The timeout is chosen when an attempt starts, by the rule the supervisor applies
+    (jobd.domain.timeout_in_force): the job's, else its handler's, else the node's
+    `jobs.default_timeout`.  max_attempts was chosen at submit (the submitter's, else the
+    handler's, else `jobs.default_max_attempts`) and stored on the job, which does not record
+    which of them it was: its source is the job, and no later change of handler or
+    configuration alters it."""
+    timeout = InForce(
+        *timeout_in_force(job, None if handler is None else handler.timeout, default_timeout)
+    )
+    return Effective(timeout=timeout, max_attempts=InForce(job.max_attempts, "job"))
 
 
 # --- the operations -------------------------------------------------------------------------
@@ -248,7 +268,11 @@ class Operations:
         return new_job
 
     async def get(self, params: IdParams) -> dict[str, Any]:
-        return {"job": (await self._store(self.store.get(params.id))).to_dict()}
+        """The job, with the limits this node applies to it (`effective`)."""
+        job: Job = await self._store(self.store.get(params.id))
+        handler = self.supervisor.registry.get(job.type)
+        effective = effective_limits(job, handler, self.supervisor.settings.default_timeout)
+        return {"job": {**job.to_dict(), "effective": effective.to_dict()}}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(

@@ -455,6 +455,19 @@ def retry_time(
     return now + timedelta(seconds=backoff.delay(job.attempts, rng))
 
 
+def timeout_in_force(
+    job: Job, handler_timeout: float | None, default_timeout: float
+) -> tuple[float, str]:
+    """How long an attempt of `job` may run, and where that comes from: the job's own timeout
+    ("job"), else its handler's ("handler"), else the node's jobs.default_timeout ("default").
+    The supervisor enforces it; `get` reports it."""
+    if job.timeout is not None:
+        return job.timeout, "job"
+    if handler_timeout is not None:
+        return handler_timeout, "handler"
+    return default_timeout, "default"
+
+
 def is_poison(job: Job, max_crashes: int) -> bool:
     """A job that keeps killing its worker process is failed whatever attempts it has left."""
     return job.crashes >= max_crashes

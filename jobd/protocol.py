@@ -529,6 +529,61 @@ def parse_params(call: Call) -> Any:
 # --- jobs on the wire -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """One limit as it applies to a job, and where it comes from: `source` is "job" (the job's
+    own), "handler" (its type's handler declares it) or "default" (the node's configuration);
+    a newer daemon's source is carried through as it is."""
+
+    value: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: object) -> InForce | None:
+        if (member := _member_object(data)) is None:
+            return None
+        value, source = member["value"], member["source"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"value: not a number: {value!r}")
+        if not isinstance(source, str):
+            raise TypeError(f"source: not a string: {source!r}")
+        return cls(value, source)
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """The `effective` member of a job in a `get` reply: the limits in force for the job on
+    the node that answered.  A member a daemon does not send is None."""
+
+    timeout: InForce | None
+    max_attempts: InForce | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            name: limit.to_dict()
+            for name, limit in (("timeout", self.timeout), ("max_attempts", self.max_attempts))
+            if limit is not None
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Effective | None:
+        if (member := _member_object(data)) is None:
+            return None
+        return cls(
+            InForce.from_dict(member.get("timeout")), InForce.from_dict(member.get("max_attempts"))
+        )
+
+
+def _member_object(data: object) -> Mapping[str, Any] | None:
+    """An optional member that must be an object when present."""
+    if data is not None and not isinstance(data, Mapping):
+        raise TypeError(f"not an object: {data!r}")
+    return data
+
+
 @dataclass(frozen=True)
 class JobView:
     """A job as a reply shows it: the members of jobd.domain.Job, read the way the protocol
@@ -558,6 +613,9 @@ class JobView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # What the answering node applies (`get` only), not part of the job: two views of one job
+    # are equal whether or not they carry it.
+    effective: Effective | None = field(default=None, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -573,20 +631,22 @@ class JobView:
         return dict(self.raw)
 
 
-_KNOWN_MEMBERS = frozenset(WIRE_FIELDS)
+_JOB_MEMBERS = frozenset(WIRE_FIELDS)
+_KNOWN_MEMBERS = _JOB_MEMBERS | {"effective"}
 
 
 def job_from_dict(data: Mapping[str, Any]) -> JobView:
     """Read a job object of a reply (Job.to_dict() on the daemon's side)."""
     try:
-        values: dict[str, Any] = {name: data.get(name) for name in _KNOWN_MEMBERS}
+        values: dict[str, Any] = {name: data.get(name) for name in _JOB_MEMBERS}
         values["state"] = _state(values["state"])
         values["last_error"] = ErrorInfo.from_dict(values["last_error"])
         values["payload"] = values["payload"] or {}
         for name in TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
-        return JobView(**values, raw=dict(data))
+        effective = Effective.from_dict(data.get("effective"))
+        return JobView(**values, effective=effective, raw=dict(data))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise InvalidRequest(f"malformed job in response: {_short(exc)}") from None
 

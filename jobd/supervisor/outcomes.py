@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from jobd.domain import Backoff, ErrorInfo, Job, is_poison, retry_time
+from jobd.domain import Backoff, ErrorInfo, Job, is_poison, retry_time, timeout_in_force
 from jobd.handlers import HandlerSpec
 from jobd.pipe import Failure, FailureKind
 from jobd.store import Outcome, OutcomeKind
@@ -30,12 +30,9 @@ class JobPolicy:
 
 
 def timeout_of(job: Job, spec: HandlerSpec | None, settings: SupervisorSettings) -> float:
-    """How long the job may run: its own timeout, else its handler's, else the node's."""
-    if job.timeout is not None:
-        return job.timeout
-    if spec is not None and spec.timeout is not None:
-        return spec.timeout
-    return settings.default_timeout
+    """How long the job may run (domain.timeout_in_force)."""
+    handler_timeout = None if spec is None else spec.timeout
+    return timeout_in_force(job, handler_timeout, settings.default_timeout)[0]
 
 
 def completed(job: Job, result: object) -> Outcome:

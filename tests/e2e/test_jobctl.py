@@ -270,9 +270,27 @@ def test_status(daemon: Daemon) -> None:
     assert f"id:               {job['id']}" in out
     assert "type:             echo" in out and "idempotency key:  status-" in out
     shown = as_json(daemon, "status", str(job["id"]))
-    assert set(shown) == JOB_FIELDS and shown["id"] == job["id"]
+    assert set(shown) == JOB_FIELDS | {"effective"} and shown["id"] == job["id"]
     after = json.loads(ok(daemon, "status", str(job["id"]), "--json"))  # --json after, too
     assert after["id"] == job["id"]
+
+
+def test_status_shows_the_limits_in_force_and_where_they_come_from(daemon: Daemon) -> None:
+    """Not `timeout: -` when no timeout was given: the one that applies, and its source.
+    (A handler's own timeout, the third source, is tests/unit/test_effective.py's.)"""
+    defaults = submit(daemon, "echo", "--delay", "1h")
+    own = submit(daemon, "echo", "--delay", "1h", "--timeout", "90s", "--max-attempts", "2")
+    shown = {
+        job["id"]: " ".join(ok(daemon, "status", str(job["id"])).split()) for job in (defaults, own)
+    }
+    assert "timeout: 3600s (jobs.default_timeout)" in shown[defaults["id"]]
+    assert "attempts: 0 of 3 (fixed at submit)" in shown[defaults["id"]]
+    assert "timeout: 90s (the job's)" in shown[own["id"]]
+    assert "attempts: 0 of 2 (fixed at submit)" in shown[own["id"]]
+    assert as_json(daemon, "status", str(defaults["id"]))["effective"] == {
+        "timeout": {"value": 3600, "source": "default"},
+        "max_attempts": {"value": 3, "source": "job"},
+    }
 
 
 def test_status_of_a_missing_job_is_exit_4(daemon: Daemon) -> None:

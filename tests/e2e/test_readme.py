@@ -5,11 +5,8 @@ The commands are read from README.md, not copied here: the code block after
 `console` block after `<!-- tour: session -->` holds the commands typed in a second terminal,
 each (`$ command`) followed by the output the README promises.  Each command runs verbatim
 through bash, in a fresh home, state and runtime directory, with `jobd` and `jobctl` on the
-PATH running this checkout; its output (stdout and stderr together) must match the README's:
-
-- lines are compared with runs of spaces collapsed;
-- `…` inside a line stands for any text; a line that is only `…` for any number of lines;
-- otherwise every line shown must be there, in order, and nothing else.
+PATH running this checkout; its output (stdout and stderr together) must match the README's
+by the rules of tests/e2e/doc_shell.py (`…` stands for any text, spaces are collapsed).
 
 Then the daemon gets SIGINT (the README's Ctrl-C) by pid and must drain and exit 0.  The
 set-up's `pip install .` is what tests/e2e/test_wheel.py checks; the test command is checked by
@@ -18,14 +15,11 @@ set-up's `pip install .` is what tests/e2e/test_wheel.py checks; the test comman
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,12 +31,12 @@ import pytest
 
 from jobd.client import Client
 from jobd.errors import Unavailable
+from tests.daemon import ROOT
+from tests.e2e.doc_shell import ELLIPSIS, Shell, fresh_shell, output_matches
 
-ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
-ELLIPSIS = "…"
 
 
 # --- reading the tour ---------------------------------------------------------------------------
@@ -88,28 +82,6 @@ def session_steps(text: str) -> list[Step]:
 # --- comparing output ---------------------------------------------------------------------------
 
 
-def _normal(line: str) -> str:
-    return " ".join(line.split())
-
-
-def _line_pattern(expected: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in _normal(expected).split(ELLIPSIS)))
-
-
-def output_matches(expected: list[str], actual: list[str]) -> bool:
-    """True if `actual` is what `expected` shows (see the module docstring)."""
-    if not expected:
-        return not actual
-    head, rest = expected[0], expected[1:]
-    if _normal(head) == ELLIPSIS:
-        return any(output_matches(rest, actual[i:]) for i in range(len(actual) + 1))
-    return (
-        bool(actual)
-        and _line_pattern(head).fullmatch(_normal(actual[0])) is not None
-        and output_matches(rest, actual[1:])
-    )
-
-
 def test_output_matching_rules() -> None:
     shown = ["job 1 done", ELLIPSIS, "result:  {…}"]
     assert output_matches(shown, ["job 1 done", "a", "b", "result: {1}"])
@@ -130,55 +102,10 @@ def test_the_tour_is_in_the_readme() -> None:
 # --- running it ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Shell:
-    """A fresh user's shell: its own HOME and XDG directories, this checkout's jobd."""
-
-    root: Path
-    env: dict[str, str]
-
-    def run(self, command: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", "-c", command],
-            cwd=self.root / "home",
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-        )
-
-
 @pytest.fixture
 def shell() -> Iterator[Shell]:
-    # A short directory: the control socket's path must fit in 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="readme-"))
-    try:
-        bin_dir = root / "bin"
-        for path in (bin_dir, root / "home", root / "state"):
-            path.mkdir()
-        (root / "run").mkdir(mode=0o700)  # what a login session's XDG_RUNTIME_DIR is like
-        for name, module in (("jobd", "jobd.cli"), ("jobctl", "jobctl")):
-            script = bin_dir / name
-            script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
-            script.chmod(0o755)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("JOBD_", "XDG_"))
-            and k not in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY")
-        }
-        env.update(
-            HOME=str(root / "home"),
-            XDG_STATE_HOME=str(root / "state"),
-            XDG_RUNTIME_DIR=str(root / "run"),
-            PATH=os.pathsep.join([str(bin_dir), env.get("PATH", "")]),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        )
-        yield Shell(root, env)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with fresh_shell("readme-") as fresh:
+        yield fresh
 
 
 def _port_of(command: str) -> int:
