@@ -1,5 +1,6 @@
-"""The control server: the control protocol (jobd.protocol) served on a Unix socket, inside the
-supervisor's event loop.
+"""The control server: the control protocol (jobd.protocol) served on a Unix socket.  Under
+`jobd run` it runs on the I/O thread's event loop, next to the store, and reaches the
+supervisor's state on the supervisor's loop (`SupervisorLoop`, docs/adr/0022).
 
 Two parts:
 - `Operations`: the one implementation of every control method (submit, list, cancel, wait, …)
@@ -18,14 +19,16 @@ between wait in the listen backlog.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
 from jobd.config import Config
@@ -62,7 +65,14 @@ from jobd.protocol import (
 )
 from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
 
-__all__ = ["ControlServer", "ControlSocketError", "Operations", "SupervisorView"]
+__all__ = [
+    "ControlServer",
+    "ControlSocketError",
+    "Operations",
+    "OwnThread",
+    "SupervisorLoop",
+    "SupervisorView",
+]
 
 log = logging.getLogger("jobd.control")
 
@@ -75,6 +85,8 @@ STOP_GRACE = 2.0  # requests in flight at shutdown get this long to finish
 LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is dropped this long
 LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
 YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
+
+T = TypeVar("T")
 
 
 class JobMetrics(Protocol):
@@ -124,6 +136,37 @@ class SupervisorView(Protocol):
     async def metrics_text(self) -> str: ...
 
 
+class SupervisorLoop(Protocol):
+    """How the server runs the supervisor's methods: on the supervisor's event loop, another
+    thread's when the server runs on the I/O thread (jobd.supervisor.crossing.Crossing).  Its
+    plain fields (node, draining, store_ok, started_at) are read directly: single reads."""
+
+    async def call(self, fn: Callable[[], T], timeout: float | None = None) -> T: ...
+
+    async def await_(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T: ...
+
+
+class SameLoop:
+    """The server on the supervisor's own loop: a call is a call."""
+
+    async def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        return fn()
+
+    async def await_(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        return await fn()
+
+
+@dataclass(frozen=True)
+class OwnThread:
+    """The server on a thread of its own (`jobd run`: the I/O thread): the store as it is used
+    there, how the supervisor is reached, and `hook`, which makes the server's start and stop
+    run on that thread when the supervisor calls them."""
+
+    store: Store
+    supervisor: SupervisorLoop
+    hook: Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]
+
+
 # --- the operations -------------------------------------------------------------------------
 
 
@@ -138,14 +181,19 @@ class Operations:
         default_max_attempts: int = 3,
         store_timeout: float = STORE_TIMEOUT,
         wait_poll: float = WAIT_POLL,
+        store: Store | None = None,
+        supervisor_loop: SupervisorLoop | None = None,
     ):
         self.supervisor = supervisor
-        self.store = supervisor.store
+        self.store = store or supervisor.store
+        self.on_supervisor = supervisor_loop or SameLoop()
         self.default_max_attempts = default_max_attempts
         self.store_timeout = store_timeout
         self.wait_poll = wait_poll
         self.closing = asyncio.Event()
         self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()  # store calls past their deadline
+        self._store_failed = False  # the last store call got no answer
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "hello": self.hello,
             "submit": self.submit,
@@ -178,12 +226,32 @@ class Operations:
         return await self._handlers[call.method](params)
 
     async def _store(self, operation: Awaitable[Any], timeout: float | None = None) -> Any:
-        """A store call that cannot hang a client: Unavailable once `timeout` has passed."""
+        """A store call that cannot hang a client: Unavailable once `timeout` has passed.  The
+        call is then abandoned, not waited for: cancelling a statement on a connection that
+        hangs takes psycopg seconds more, and the client has waited long enough."""
         timeout = timeout or self.store_timeout
+        call = asyncio.ensure_future(operation)
         try:
-            return await asyncio.wait_for(operation, timeout)
-        except TimeoutError:
-            raise Unavailable(f"store unavailable: no answer within {timeout:g}s") from None
+            done, _ = await asyncio.wait({call}, timeout=timeout)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if not done:
+            self._abandon(call)
+            self._store_failed = True
+            raise Unavailable(f"store unavailable: no answer within {timeout:g}s")
+        self._store_failed = isinstance(call.exception(), Unavailable)
+        return call.result()
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        call.cancel()
+        self._abandoned.add(call)  # kept until it has ended, its outcome read and dropped
+        call.add_done_callback(self._forget)
+
+    def _forget(self, call: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(call)
+        if not call.cancelled():
+            call.exception()
 
     # --- methods ------------------------------------------------------------------------------
 
@@ -198,7 +266,7 @@ class Operations:
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
         submitted = await self._store(self.store.submit(new_job))
-        self._count_submitted([submitted])
+        await self._count_submitted([submitted])
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
@@ -208,7 +276,7 @@ class Operations:
         a producer flooding the socket does not hold up the workers' messages and writes."""
         new_jobs = await self._new_jobs(params.jobs)
         submitted = await self._store(self.store.submit_many(new_jobs)) if new_jobs else []
-        self._count_submitted(submitted)
+        await self._count_submitted(submitted)
         results: list[dict[str, Any]] = []
         times: TimeTexts = {}
         for start in range(0, len(submitted), YIELD_EVERY):
@@ -232,12 +300,17 @@ class Operations:
                     raise in_batch(exc, index) from None
         return new_jobs
 
-    def _count_submitted(self, submitted: list[Submitted]) -> None:
+    async def _count_submitted(self, submitted: list[Submitted]) -> None:
         """jobd_jobs_submitted: every submit of this node comes through here (a job that
         matched an existing idempotency key is not a new one)."""
         created = [s.job for s in submitted if s.created]
         if created:
-            self.supervisor.job_events("submitted", created, None)
+            await self._tell("submitted", created, None)
+
+    async def _tell(self, event: str, jobs: list[Job], source: str | None) -> None:
+        """A change made here, counted and logged by the supervisor (on its loop)."""
+        sup = self.supervisor
+        await self.on_supervisor.call(lambda: sup.job_events(event, jobs, source))
 
     def _new_job(self, spec: JobSpec, now: datetime, correlation_id: str) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
@@ -278,16 +351,17 @@ class Operations:
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))
         if job.state is State.CANCELED:  # it was pending: canceled here and now
-            self.supervisor.job_event("canceled", job, "pending")
+            await self._tell("canceled", [job], "pending")
         if job.state is State.RUNNING and job.lease_owner == self.supervisor.node:
             # Ours: stop it now.  (Another node's job is stopped by that node when the
             # store's cancel notification, or failing that its next heartbeat, reaches it.)
-            self.supervisor.cancel_running(job.id)
+            sup = self.supervisor
+            await self.on_supervisor.call(lambda: sup.cancel_running(job.id))
         return {"job": job.to_dict()}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.retry(params.id))
-        self.supervisor.job_event("requeued", job, None)
+        await self._tell("requeued", [job], None)
         return {"job": job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
@@ -322,6 +396,9 @@ class Operations:
     async def stats(self, _: NoParams) -> dict[str, Any]:
         counts = await self._store(self.store.counts())
         sup = self.supervisor
+        views = await self.on_supervisor.call(sup.worker_views)
+        counters = await self.on_supervisor.call(lambda: dict(sup.counters))
+        rates = await self.on_supervisor.call(lambda: sup.rates.per_second(sup.metrics.totals()))
         return {
             "node": sup.node,
             "server": __version__,
@@ -332,14 +409,12 @@ class Operations:
                 "by_queue": counts.by("queue"),
                 "by_type": counts.by("type"),
             },
-            "workers": self._worker_counts(sup.worker_views()),
-            "counters": dict(sup.counters),
-            "rates": {
-                k: round(v, 3) for k, v in sup.rates.per_second(sup.metrics.totals()).items()
-            },
+            "workers": self._worker_counts(views),
+            "counters": counters,
+            "rates": {k: round(v, 3) for k, v in rates.items()},
         }
 
-    def _worker_counts(self, views: list[dict[str, Any]]) -> dict[str, int]:
+    def _worker_counts(self, views: builtins.list[dict[str, Any]]) -> dict[str, int]:
         states = [view["state"] for view in views]
         return {
             "busy": sum(state in ("busy", "stopping") for state in states),
@@ -349,20 +424,21 @@ class Operations:
         }
 
     async def workers(self, _: NoParams) -> dict[str, Any]:
-        return {"workers": self.supervisor.worker_views()}
+        return {"workers": await self.on_supervisor.call(self.supervisor.worker_views)}
 
     async def health(self, _: NoParams) -> dict[str, Any]:
-        """ok when the store answers, every worker is up and the node is not draining."""
+        """ok when the store answers, every worker is up and the node is not draining.  Known
+        without waiting for the store: from the supervisor's last round trip to it (it pings
+        the store when nothing else came back for a second) and this server's last call."""
         problems: list[str] = []
-        try:
-            await self._store(self.store.ping(), min(HEALTH_TIMEOUT, self.store_timeout))
-            store = "ok"
-        except Unavailable as exc:
+        store = "ok"
+        if self._store_failed or not self.supervisor.store_ok:
             store = "unavailable"
-            problems.append(exc.message)
-        expected = self.supervisor.settings.workers
-        ready = sum(v["state"] != "starting" for v in self.supervisor.worker_views())
-        short_for = self.supervisor.workers_short_for()
+            problems.append("store unavailable: it has not answered lately")
+        sup, expected = self.supervisor, self.supervisor.settings.workers
+        views = await self.on_supervisor.call(sup.worker_views, HEALTH_TIMEOUT)
+        ready = sum(v["state"] != "starting" for v in views)
+        short_for = await self.on_supervisor.call(sup.workers_short_for, HEALTH_TIMEOUT)
         if short_for > WORKERS_GRACE:
             problems.append(f"{ready} of {expected} workers ready for {short_for:.0f}s")
         if self.supervisor.draining:
@@ -379,7 +455,8 @@ class Operations:
     async def metrics(self, _: NoParams) -> dict[str, Any]:
         """The Prometheus text exposition of this node's metrics (the HTTP shim serves it at
         /metrics); the job counts in it may come from the store, hence the bound."""
-        return {"text": await self._store(self.supervisor.metrics_text())}
+        text = self.on_supervisor.await_(self.supervisor.metrics_text, self.store_timeout)
+        return {"text": await self._store(text)}
 
 
 def correlation_ids(n: int) -> list[str]:
@@ -411,14 +488,22 @@ class ControlServer:
         self._stopping = False
 
     @classmethod
-    def install(cls, supervisor: SupervisorView, config: Config) -> ControlServer:
-        """Bind the configured socket now, and start and stop serving with the supervisor."""
+    def install(
+        cls, supervisor: SupervisorView, config: Config, thread: OwnThread | None = None
+    ) -> ControlServer:
+        """Bind the configured socket now, and start and stop serving with the supervisor (on
+        `thread` when given, else on the supervisor's loop)."""
         control = config.control
         bound = bind_control_socket(control.socket, control.socket_mode, control.socket_group)
-        operations = Operations(supervisor, default_max_attempts=config.jobs.default_max_attempts)
+        operations = Operations(
+            supervisor,
+            default_max_attempts=config.jobs.default_max_attempts,
+            store=thread.store if thread else None,
+            supervisor_loop=thread.supervisor if thread else None,
+        )
         server = cls(operations, bound, control.max_request_bytes)
-        supervisor.on_started.append(server.start)
-        supervisor.on_stopping.append(server.stop)
+        supervisor.on_started.append(thread.hook(server.start) if thread else server.start)
+        supervisor.on_stopping.append(thread.hook(server.stop) if thread else server.stop)
         return server
 
     @property

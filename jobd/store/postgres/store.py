@@ -35,7 +35,13 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.postgres import schema as schema_migrations
-from jobd.store.postgres.connections import Connection, ConnectionPool, describe
+from jobd.store.postgres.connections import (
+    NO_SESSION_TIMEOUTS,
+    Connection,
+    ConnectionPool,
+    SessionTimeouts,
+    describe,
+)
 from jobd.store.postgres.listener import NotificationListener
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.rows import (
@@ -77,6 +83,7 @@ class PostgresStore(Store):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         acquire_timeout: float = 30.0,
+        session: SessionTimeouts = NO_SESSION_TIMEOUTS,
         listen_check_interval: float = 30.0,
         **_ignored: Any,
     ):
@@ -96,6 +103,7 @@ class PostgresStore(Store):
             max_size=max_size,
             connect_timeout=connect_timeout,
             acquire_timeout=acquire_timeout,
+            session=session,
         )
         self._listener = NotificationListener(
             self.pool,
