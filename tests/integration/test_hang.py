@@ -25,10 +25,12 @@ import pytest
 from tcp_proxy import TcpProxy
 
 from jobd.client import Client
-from jobd.domain import NewJob, State
+from jobd.domain import State
 from jobd.store import Store
 
-from .conftest import Daemon, RunLog, eventually, wait_for
+from .conftest import Daemon, RunLog, wait_for
+from .test_outage import _until_state as until_state
+from .test_outage import submit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -54,10 +56,6 @@ def proxy(pg_url: str) -> Iterator[TcpProxy]:
     proxy.close()
 
 
-async def submit(store: Store, type_: str, payload: dict | None = None, **kw) -> int:
-    return (await store.submit(NewJob(type_, payload or {}, **kw))).job.id
-
-
 def health_within_bound(socket: str) -> tuple[str, str]:
     """(status, store) of `health`, which must have answered within HEALTH_BOUND."""
     started = time.monotonic()
@@ -74,14 +72,6 @@ def events_named(d: Daemon, message: str, **fields: object) -> list[dict]:
         for e in d.events()
         if e.get("message") == message and all(e.get(k) == v for k, v in fields.items())
     ]
-
-
-async def until_state(store: Store, job_id: int, state: State, timeout: float = 30.0):
-    async def check():
-        job = await store.get(job_id)
-        return job if job.state is state else None
-
-    return await eventually(check, timeout, f"job {job_id} to be {state}")
 
 
 async def test_a_hang_stalls_no_timeout_health_or_result(
