@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, MutableMapping
@@ -49,10 +50,12 @@ class JobContext:
     timeout: float | None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _report_progress: Callable[[Any], None] = field(default=lambda _: None, repr=False)
-    logger: JobLogger = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.logger = JobLogger(logging.getLogger(f"jobd.job.{self.type}"), self.log_fields())
+    @functools.cached_property
+    def logger(self) -> JobLogger:
+        """`logging.getLogger(f"jobd.job.{type}")` with the job's fields on every record; made
+        when first used (most handlers never log, and a context is made for every job)."""
+        return JobLogger(logging.getLogger(f"jobd.job.{self.type}"), self.log_fields())
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of every log line about this job."""
