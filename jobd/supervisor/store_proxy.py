@@ -21,7 +21,16 @@ from typing import TypeVar
 
 from jobd.domain import Job, NewJob, State
 from jobd.errors import Unavailable
-from jobd.store import Counts, JobFilter, Notification, Outcome, Page, Store, Submitted
+from jobd.store import (
+    Counts,
+    JobFilter,
+    Notification,
+    NotificationKind,
+    Outcome,
+    Page,
+    Store,
+    Submitted,
+)
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.supervisor.crossing import Crossing
@@ -151,6 +160,11 @@ class StoreProxy(Store):
 
     def add_listener(self, listener: Listener) -> None:
         def relay(notification: Notification) -> None:
+            # The supervisor acts on new work and cancels only.  A finished job is announced
+            # once per job, and each crossing costs a write to the loop's wake-up pipe and a
+            # hand-over of the interpreter lock: relaying those halved the burn-down.
+            if notification.kind is NotificationKind.FINISHED:
+                return
             with contextlib.suppress(RuntimeError):  # the supervisor's loop has closed
                 self._home.call_soon_threadsafe(listener, notification)
 
