@@ -92,9 +92,11 @@ from typing import Any
 import psycopg
 
 from jobd.client import Client
-from jobd.errors import Conflict, JobdError
+from jobd.errors import Conflict, JobdError, Unavailable
 from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
 from tests.tcp_proxy import TcpProxy
+
+from .stale_writes import ClaimRecorder, Replay, pick_kind, replay_one
 
 HERE = Path(__file__).resolve().parent
 
@@ -103,12 +105,15 @@ DEFAULT_ADMIN_URL = os.environ.get(
 )
 
 FAULTS = ("worker_kill", "supervisor_kill", "drain_restart", "pg_terminate", "db_outage", "cancel")
+FAULTS += ("db_blackhole", "stale_write")
 OPTIONAL_FAULTS = ("pg_restart",)
 FAULT_WEIGHTS = {
     "cancel": 30,
     "worker_kill": 25,
+    "stale_write": 15,
     "pg_terminate": 10,
     "db_outage": 6,
+    "db_blackhole": 2,
     "drain_restart": 13,
     "supervisor_kill": 12,
     "pg_restart": 5,
@@ -133,6 +138,13 @@ TIMEOUT_SECONDS = 0.4  # the timeout_once kind's timeout
 KILL_WINDOW = 10.0
 # db_outage faults, in turn: (longer than the lease?, one node only?)
 DB_OUTAGES = ((True, True), (False, False), (True, False), (False, True))
+
+# db_blackhole faults: how long the database hangs, and whether for one node only (in turn)
+BLACKHOLE_SECONDS = (10.0, 60.0)
+BLACKHOLE_ALONE = (True, False)
+PROBE_SECONDS = 1.0  # how often a node's control socket is asked `hello` during a black hole
+STALE_WRITE_WAIT = 5.0  # how long a stale_write fault waits for a job under a newer claim
+FINAL_STATS_SECONDS = 10.0  # the final `stats` is retried this long (a client may retry a read)
 
 # Events in the nodes' logs (logging.job_events on) and the counter each moves.
 JOB_EVENTS = {f"job {e}": e for e in ("submitted", "started", "completed", "failed", "canceled")}
@@ -171,6 +183,9 @@ class Settings:
     workdir: Path | None = None
     keep: bool = False
     verbose: bool = False
+    # False only to prove the stale_write check: the harness's replays are sent with the
+    # fence stripped, and the run must fail (stale_writes.py).  Nothing in jobd reads it.
+    fenced: bool = True
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -314,6 +329,8 @@ class Chaos:
         self.worker_kills: list[tuple[float, int, str]] = []  # (time, pid, incarnation)
         self.cancels: dict[int, str] = {}  # job id -> accepted | conflict | unknown
         self.db_partitions = 0  # db_outage faults that cut one node only
+        self.replays: list[Replay] = []  # stale write-backs sent (stale_write)
+        self.claims: ClaimRecorder | None = None
         self.started_at = 0.0
         self._own_db: str | None = None
         self._tmp: Path | None = None
@@ -488,6 +505,15 @@ class Chaos:
     def _chaos(self) -> None:
         submitter = threading.Thread(target=self._submitter, name="chaos-submit", daemon=True)
         submitter.start()
+        if "stale_write" in self.s.faults:
+            self.claims = ClaimRecorder(self._db).start()
+        try:
+            self._inject(submitter)
+        finally:
+            if self.claims is not None:
+                self.claims.stop()
+
+    def _inject(self, submitter: threading.Thread) -> None:
         enabled = [f for f in self.s.faults if f in FAULT_WEIGHTS]
         weights = [FAULT_WEIGHTS[f] for f in enabled]
         deadline = time.monotonic() + self.s.max_fault_seconds
@@ -619,6 +645,56 @@ class Chaos:
                 node.proxy.restore()
         return True
 
+    def _fault_db_blackhole(self) -> bool:
+        """The database hangs for one node or for all, in turn, for 10-60 s: the proxy keeps
+        every connection open and lets nothing through, then delivers what it held (a
+        partition that heals, a failover, a stalled server).  Meanwhile each held node's
+        control socket is asked `hello` every second: how long a node stops answering is
+        noted (the daemon should keep answering; a stall is reported, not excused)."""
+        turn = self.report.faults["db_blackhole"]
+        alone = BLACKHOLE_ALONE[turn % len(BLACKHOLE_ALONE)] and len(self.nodes) > 1
+        seconds = self.fault_rng.uniform(*BLACKHOLE_SECONDS)
+        held = [self._pick_node()] if alone else self.nodes
+        for node in held:
+            node.proxy.blackhole()
+        try:
+            silences = self._probe(held, seconds)
+        finally:
+            for node in held:
+                node.proxy.restore()
+        heard = ", ".join(f"{n.current.tag} silent {silences[n.name]:.1f} s" for n in held)
+        self.report.notes.append(f"db_blackhole of {seconds:.1f} s: {heard}")
+        return True
+
+    def _probe(self, nodes: list[Node], seconds: float) -> dict[str, float]:
+        """Ask each node `hello` until `seconds` have passed; for each, the longest time it
+        went without answering."""
+        end = time.monotonic() + seconds
+        last = dict.fromkeys((n.name for n in nodes), time.monotonic())
+        longest = dict.fromkeys(last, 0.0)
+        while (now := time.monotonic()) < end:
+            for node in nodes:
+                if answers(node.socket, timeout=PROBE_SECONDS):
+                    last[node.name] = time.monotonic()
+                longest[node.name] = max(longest[node.name], time.monotonic() - last[node.name])
+            self.stop.wait(max(0.0, min(PROBE_SECONDS - (time.monotonic() - now), end - now)))
+        return longest
+
+    def _fault_stale_write(self) -> bool:
+        """A write-back whose answer was lost, sent again once its job runs under a newer
+        claim (stale_writes.py): it must change nothing."""
+        assert self.claims is not None
+        kind = pick_kind(self.fault_rng)
+        deadline = time.monotonic() + STALE_WRITE_WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(psycopg.Error), self._db() as conn:
+                sent = replay_one(conn, self.claims.candidates(), kind, fenced=self.s.fenced)
+                if sent is not None:
+                    self.replays.append(sent)
+                    return True
+            self.stop.wait(0.1)
+        return False
+
     def _fault_pg_restart(self) -> bool:
         if self.s.pg_cluster:
             version, _, name = self.s.pg_cluster.partition("/")
@@ -690,8 +766,7 @@ class Chaos:
             if boot.ended is not None:
                 continue
             try:
-                with node.client(timeout=10.0) as c:
-                    boot.counters = dict(c.stats().counters)
+                boot.counters = self._final_counters(node)
             except JobdError as exc:
                 self.report.violations.append(f"{boot.tag}: stats failed at the end: {exc}")
             boot.proc.send_signal(signal.SIGTERM)
@@ -699,6 +774,23 @@ class Chaos:
             boot = node.current
             if boot.ended is None:
                 self._await_end(boot, "stopped", "stop")
+
+    def _final_counters(self, node: Node) -> dict[str, int]:
+        """A node's counters, read with `stats`.  A read may be retried, as any client would:
+        a pg_terminate shortly before can make the call fail once ("store unavailable:
+        terminating connection due to administrator command") on a pooled connection the
+        server closed.  Only a node that keeps failing for FINAL_STATS_SECONDS is a
+        violation."""
+        deadline = time.monotonic() + FINAL_STATS_SECONDS
+        while True:
+            try:
+                with node.client(timeout=10.0) as c:
+                    return dict(c.stats().counters)
+            except Unavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self.report.notes.append(f"{node.current.tag}: final stats retried: {exc}")
+                self.stop.wait(0.2)
 
     def _kill_leftovers(self) -> None:
         for node in self.nodes:
@@ -787,6 +879,19 @@ class Chaos:
 
         self._check_duplicates(runs, rows, logs)
         self._check_logs(rows, logs)
+        self._check_replays()
+
+    def _check_replays(self) -> None:
+        """No stale write-back (stale_write) may have changed a job under a newer claim."""
+        applied = [sent for sent in self.replays if sent.applied]
+        self.report.violations.extend(sent.describe() for sent in applied)
+        if self.replays:
+            kinds = Counter(sent.kind.value for sent in self.replays)
+            self.report.notes.append(
+                f"stale write-backs sent {len(self.replays)} ({dict(kinds)}),"
+                f" refused by the fence {len(self.replays) - len(applied)}"
+                + ("" if self.s.fenced else " (sent with the fence stripped)")
+            )
 
     def _lease_losses(self, logs: dict[str, list[dict[str, Any]]]) -> Counter[int]:
         """For each job, how many times its lease was lost, by the nodes' logs: each recovery
@@ -1007,6 +1112,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     p.add_argument("--fault-interval", type=float, default=1.0, help="mean seconds between faults")
     p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL to create a DB")
+    p.add_argument(
+        "--strip-fence",
+        action="store_true",
+        help="prove the stale_write check: send its stale write-backs with the fence"
+        " conditions stripped; the run must fail (changes nothing in jobd)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the database, logs and run log")
     p.add_argument("-v", "--verbose", action="store_true", help="print every violation and note")
     a = p.parse_args(argv)
@@ -1027,6 +1138,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         pg_cluster=a.pg_cluster,
         keep=a.keep,
         verbose=a.verbose,
+        fenced=not a.strip_fence,
     )
 
 
