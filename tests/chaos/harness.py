@@ -25,6 +25,12 @@ What happens (docs/guarantees.md has the promises this checks):
                        partition) for 0.3 s to twice the lease: each node reaches it through a
                        TCP proxy of its own (tests/tcp_proxy.py), which is cut -- connections
                        dropped, new ones refused -- then restored
+      db_blackhole     the database hangs for one node or for all, in turn, for 10-60 s:
+                       the node's proxy keeps its connections open and lets nothing through,
+                       then delivers what it held; the held nodes are probed meanwhile
+                       (probe.py) and what they said is a note of the report
+      stale_write      a write-back whose answer was lost, sent again once its job runs
+                       under a newer claim (stale_writes.py): it must change nothing
       cancel           cancel of 1-4 random jobs, running ones preferred
       pg_restart       `pg_ctlcluster --skip-systemctl-redirect <ver> <cluster> restart`, only
                        with --pg-restart: it restarts a whole PostgreSQL server.  Never in the
@@ -37,7 +43,11 @@ What happens (docs/guarantees.md has the promises this checks):
                            pg_dropcluster --stop 15 chaos
 4. Once everything is submitted and most jobs are finished, the faults stop, every node is up,
    and the harness waits (with a deadline) for every job to be terminal, reads each node's
-   counters, stops the nodes with SIGTERM (each must exit 0) and checks.
+   counters (retrying for a few seconds if the node's store is unavailable: a client may retry
+   a read), stops the nodes with SIGTERM (each must exit 0) and checks.
+
+The harness's own look-ups (progress, running jobs, the final rows, the stale write-backs) go
+straight to the database, never through the nodes' proxies.
 
 The invariants (each a line of `Report.violations` when broken):
 - lost: every acknowledged job is in the database; every job of a kind that succeeds and that
@@ -65,6 +75,8 @@ The invariants (each a line of `Report.violations` when broken):
   SIGKILLed (a killed node's counters are gone), as an upper bound otherwise.
 - processes: no node dies unasked; every drain exits 0; no node logs a bug ("control method
   failed", "side task died", ...).
+- fencing: no stale write-back sent by the stale_write fault changed a row (with
+  --strip-fence the harness sends them without their fence, and the run must fail).
 
 Summary line: jobs, faults by kind, lost, stuck, duplicates (and how many unexplained), time.
 """
@@ -96,6 +108,7 @@ from jobd.errors import Conflict, JobdError, Unavailable
 from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
 from tests.tcp_proxy import TcpProxy
 
+from .probe import probe
 from .stale_writes import ClaimRecorder, Replay, pick_kind, replay_one
 
 HERE = Path(__file__).resolve().parent
@@ -142,7 +155,6 @@ DB_OUTAGES = ((True, True), (False, False), (True, False), (False, True))
 # db_blackhole faults: how long the database hangs, and whether for one node only (in turn)
 BLACKHOLE_SECONDS = (10.0, 60.0)
 BLACKHOLE_ALONE = (True, False)
-PROBE_SECONDS = 1.0  # how often a node's control socket is asked `hello` during a black hole
 STALE_WRITE_WAIT = 5.0  # how long a stale_write fault waits for a job under a newer claim
 FINAL_STATS_SECONDS = 10.0  # the final `stats` is retried this long (a client may retry a read)
 
@@ -648,9 +660,8 @@ class Chaos:
     def _fault_db_blackhole(self) -> bool:
         """The database hangs for one node or for all, in turn, for 10-60 s: the proxy keeps
         every connection open and lets nothing through, then delivers what it held (a
-        partition that heals, a failover, a stalled server).  Meanwhile each held node's
-        control socket is asked `hello` every second: how long a node stops answering is
-        noted (the daemon should keep answering; a stall is reported, not excused)."""
+        partition that heals, a failover, a stalled server).  Meanwhile the held nodes are
+        probed (probe.py) and what they said is noted."""
         turn = self.report.faults["db_blackhole"]
         alone = BLACKHOLE_ALONE[turn % len(BLACKHOLE_ALONE)] and len(self.nodes) > 1
         seconds = self.fault_rng.uniform(*BLACKHOLE_SECONDS)
@@ -658,27 +669,13 @@ class Chaos:
         for node in held:
             node.proxy.blackhole()
         try:
-            silences = self._probe(held, seconds)
+            hearings = probe({n.current.tag: n.socket for n in held}, seconds, self.stop)
         finally:
             for node in held:
                 node.proxy.restore()
-        heard = ", ".join(f"{n.current.tag} silent {silences[n.name]:.1f} s" for n in held)
+        heard = "; ".join(f"{tag}: {hearing.describe()}" for tag, hearing in hearings.items())
         self.report.notes.append(f"db_blackhole of {seconds:.1f} s: {heard}")
         return True
-
-    def _probe(self, nodes: list[Node], seconds: float) -> dict[str, float]:
-        """Ask each node `hello` until `seconds` have passed; for each, the longest time it
-        went without answering."""
-        end = time.monotonic() + seconds
-        last = dict.fromkeys((n.name for n in nodes), time.monotonic())
-        longest = dict.fromkeys(last, 0.0)
-        while (now := time.monotonic()) < end:
-            for node in nodes:
-                if answers(node.socket, timeout=PROBE_SECONDS):
-                    last[node.name] = time.monotonic()
-                longest[node.name] = max(longest[node.name], time.monotonic() - last[node.name])
-            self.stop.wait(max(0.0, min(PROBE_SECONDS - (time.monotonic() - now), end - now)))
-        return longest
 
     def _fault_stale_write(self) -> bool:
         """A write-back whose answer was lost, sent again once its job runs under a newer

@@ -201,16 +201,17 @@ def _write_back(
     params: dict[str, Any] = {"node": claim.owner, **outcome_params([stale_outcome(claim, kind)])}
     if kind is OutcomeKind.COMPLETED:
         del params["retry_ats"]
-        return conn.execute(_statement("finish", fenced), params).fetchall()
+        return conn.execute(statement("finish", fenced=fenced), params).fetchall()
     del params["results"]
-    rows = conn.execute(_statement("finish_retry", fenced), params).fetchall()
+    rows = conn.execute(statement("finish_retry", fenced=fenced), params).fetchall()
     ended = [row[0] for row in rows if row[1] in ("completed", "failed", "canceled")]
     if ended:
         conn.execute(QUERIES["move_finished"], {"ids": ended})
     return rows
 
 
-def _statement(name: str, fenced: bool) -> str:
+def statement(name: str, *, fenced: bool) -> str:
+    """The store's write-back statement `name`, with its fence or without."""
     sql = QUERIES[name]
     if fenced:
         return sql
@@ -222,4 +223,3 @@ def _statement(name: str, fenced: bool) -> str:
 
 def pick_kind(rng: random.Random) -> OutcomeKind:
     return rng.choice(REPLAYED_KINDS)
-
