@@ -109,7 +109,7 @@ from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment
 from tests.tcp_proxy import TcpProxy
 
 from .probe import probe
-from .stale_writes import ClaimRecorder, Replay, pick_kind, replay_one
+from .stale_writes import Replay, replay_one
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,7 +118,7 @@ DEFAULT_ADMIN_URL = os.environ.get(
 )
 
 FAULTS = ("worker_kill", "supervisor_kill", "drain_restart", "pg_terminate", "db_outage", "cancel")
-FAULTS += ("db_blackhole", "stale_write")
+FAULTS += ("stale_write", "db_blackhole")
 OPTIONAL_FAULTS = ("pg_restart",)
 FAULT_WEIGHTS = {
     "cancel": 30,
@@ -155,7 +155,7 @@ DB_OUTAGES = ((True, True), (False, False), (True, False), (False, True))
 # db_blackhole faults: how long the database hangs, and whether for one node only (in turn)
 BLACKHOLE_SECONDS = (10.0, 60.0)
 BLACKHOLE_ALONE = (True, False)
-STALE_WRITE_WAIT = 5.0  # how long a stale_write fault waits for a job under a newer claim
+STALE_WRITE_WAIT = 5.0  # how long a stale_write fault waits for a running job
 FINAL_STATS_SECONDS = 10.0  # the final `stats` is retried this long (a client may retry a read)
 
 # Events in the nodes' logs (logging.job_events on) and the counter each moves.
@@ -342,7 +342,7 @@ class Chaos:
         self.cancels: dict[int, str] = {}  # job id -> accepted | conflict | unknown
         self.db_partitions = 0  # db_outage faults that cut one node only
         self.replays: list[Replay] = []  # stale write-backs sent (stale_write)
-        self.claims: ClaimRecorder | None = None
+        self.owners: set[str] = set()  # the lease owners the stale_write fault has seen
         self.started_at = 0.0
         self._own_db: str | None = None
         self._tmp: Path | None = None
@@ -517,15 +517,6 @@ class Chaos:
     def _chaos(self) -> None:
         submitter = threading.Thread(target=self._submitter, name="chaos-submit", daemon=True)
         submitter.start()
-        if "stale_write" in self.s.faults:
-            self.claims = ClaimRecorder(self._db).start()
-        try:
-            self._inject(submitter)
-        finally:
-            if self.claims is not None:
-                self.claims.stop()
-
-    def _inject(self, submitter: threading.Thread) -> None:
         enabled = [f for f in self.s.faults if f in FAULT_WEIGHTS]
         weights = [FAULT_WEIGHTS[f] for f in enabled]
         deadline = time.monotonic() + self.s.max_fault_seconds
@@ -680,12 +671,10 @@ class Chaos:
     def _fault_stale_write(self) -> bool:
         """A write-back whose answer was lost, sent again once its job runs under a newer
         claim (stale_writes.py): it must change nothing."""
-        assert self.claims is not None
-        kind = pick_kind(self.fault_rng)
         deadline = time.monotonic() + STALE_WRITE_WAIT
         while time.monotonic() < deadline:
             with contextlib.suppress(psycopg.Error), self._db() as conn:
-                sent = replay_one(conn, self.claims.candidates(), kind, fenced=self.s.fenced)
+                sent = replay_one(conn, self.owners, self.fault_rng, fenced=self.s.fenced)
                 if sent is not None:
                     self.replays.append(sent)
                     return True
