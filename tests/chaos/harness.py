@@ -117,8 +117,16 @@ DEFAULT_ADMIN_URL = os.environ.get(
     "JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
-FAULTS = ("worker_kill", "supervisor_kill", "drain_restart", "pg_terminate", "db_outage", "cancel")
-FAULTS += ("stale_write", "db_blackhole")
+FAULTS: tuple[str, ...] = (
+    "worker_kill",
+    "supervisor_kill",
+    "drain_restart",
+    "pg_terminate",
+    "db_outage",
+    "cancel",
+    "stale_write",
+    "db_blackhole",
+)
 OPTIONAL_FAULTS = ("pg_restart",)
 FAULT_WEIGHTS = {
     "cancel": 30,
@@ -163,8 +171,8 @@ JOB_EVENTS = {f"job {e}": e for e in ("submitted", "started", "completed", "fail
 JOB_EVENTS |= {f"job {e}": e for e in ("retried", "released", "requeued")}
 RECOVERED = "recovered a job whose lease expired"
 DISCARDED = "result discarded: the job's lease was lost"
-COUNTED = ("submitted", "started", "completed", "failed", "canceled", "retried", "released")
-COUNTED += ("recovered",)
+COUNTED: tuple[str, ...] = ("submitted", "started", "completed", "failed", "canceled")
+COUNTED += ("retried", "released", "recovered")
 TERMINAL = ("completed", "failed", "canceled")
 BUG_MESSAGES = (
     "control method failed",
@@ -358,7 +366,7 @@ class Chaos:
         self.runlog.touch()
         try:
             self._prepare_database()
-            self.db_port = int(self.s.db_url.rpartition(":")[2].split("/")[0])
+            self.db_port = int(self.db_url.rpartition(":")[2].split("/")[0])
             self._plan()
             for i in range(self.s.daemons):
                 self.nodes.append(self._node(f"n{i + 1}"))
@@ -386,9 +394,16 @@ class Chaos:
             base, _, _ = self.s.admin_url.rpartition("/")
             self.s.db_url = f"{base}/{name}"
 
+    @property
+    def db_url(self) -> str:
+        """The jobs' database (the harness's own look-ups; the nodes reach it by proxy)."""
+        if self.s.db_url is None:
+            raise RuntimeError("the database is not prepared yet")
+        return self.s.db_url
+
     def _db(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
-            self.s.db_url, autocommit=True, application_name="jobd-chaos", connect_timeout=5
+            self.db_url, autocommit=True, application_name="jobd-chaos", connect_timeout=5
         )
         conn.execute(f'SET search_path TO "{self.s.schema}"')
         return conn
@@ -429,7 +444,7 @@ class Chaos:
         home = short_directory(f"jobd-chaos-{name}-")
         proxy = TcpProxy(("127.0.0.1", self.db_port)).start()
         settings = {
-            "JOBD_DATABASE_URL": proxy.url(str(self.s.db_url)),
+            "JOBD_DATABASE_URL": proxy.url(self.db_url),
             "JOBD_DATABASE_SCHEMA": self.s.schema,
             "JOBD_SOCKET": str(home / "jobd.sock"),
             "JOBD_WORKERS": str(self.s.workers),
@@ -454,7 +469,7 @@ class Chaos:
         the database is being disturbed (exit 3): try again, a few times."""
         for _ in range(5):
             tag = f"{node.name}.{len(node.boots) + 1}"
-            log = self._tmp / f"{tag}.log"
+            log = self.runlog.parent / f"{tag}.log"
             env = {**node.env, "CHAOS_INCARNATION": tag}
             daemon = DaemonProcess.start(env, cwd=node.home, log_path=log, args=["--migrate"])
             boot = Incarnation(tag, daemon, time.time())
@@ -552,7 +567,7 @@ class Chaos:
                 ).fetchone()
         except psycopg.OperationalError:  # the server is restarting (pg_restart)
             return False
-        return row[1] > 0 and row[0] >= self.s.stop_faults_at * len(self.plan)
+        return row is not None and row[1] > 0 and row[0] >= self.s.stop_faults_at * len(self.plan)
 
     def _watch_nodes(self) -> None:
         """A node that died without our doing is a violation; it is restarted."""
@@ -603,6 +618,7 @@ class Chaos:
     def _await_end(self, boot: Incarnation, how: str, doing: str, timeout: float = 60) -> None:
         """Wait for a signalled boot to exit (killing it past `timeout`); a boot that does
         not, or exits non-zero, is a violation."""
+        code: int | None
         try:
             code = boot.daemon.wait_exit(timeout)
         except DaemonStuck:
@@ -613,7 +629,7 @@ class Chaos:
             self.report.violations.append(f"{boot.tag} {how} with exit status {code}")
 
     def _fault_pg_terminate(self) -> bool:
-        dbname = self.s.db_url.rpartition("/")[2].split("?")[0]
+        dbname = self.db_url.rpartition("/")[2].split("?")[0]
         try:
             with psycopg.connect(self.s.admin_url, autocommit=True) as conn:
                 row = conn.execute(
@@ -741,8 +757,8 @@ class Chaos:
             with contextlib.suppress(psycopg.Error), self._db() as conn:
                 left = conn.execute(
                     "SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')"
-                ).fetchone()[0]
-                if left == 0:
+                ).fetchone()
+                if left is not None and left[0] == 0:
                     return
             time.sleep(0.25)
 
@@ -809,7 +825,7 @@ class Chaos:
                 "SELECT id, type, state, attempts, max_attempts, crashes, cancel_requested,"
                 " lease_owner, result, last_error, idempotency_key FROM all_jobs"
             )
-            names = [d.name for d in cur.description]
+            names = [d.name for d in cur.description or ()]
             rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
         runs = read_runlog(self.runlog)
         logs = {boot.tag: read_log(boot.log) for node in self.nodes for boot in node.boots}
@@ -819,7 +835,7 @@ class Chaos:
         should_complete_missing = 0
         for job in self.plan:
             row = rows.get(job.id) if job.id is not None else None
-            if row is None:
+            if job.id is None or row is None:
                 self.report.lost += 1
                 v.append(f"job #{job.index} ({job.kind}, id {job.id}) is not in the database")
                 continue
@@ -910,7 +926,7 @@ class Chaos:
             boot.tag: boot.ended_at
             for node in self.nodes
             for boot in node.boots
-            if boot.ended == "killed"
+            if boot.ended == "killed" and boot.ended_at is not None
         }
         worker_killed = {pid: when for when, pid, _ in self.worker_kills}
 

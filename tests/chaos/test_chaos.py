@@ -18,7 +18,9 @@ from .stale_writes import statement
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-def test_no_job_is_lost_stuck_or_run_twice_without_a_lost_lease(pg_url: str, tmp_path: Path):
+def test_no_job_is_lost_stuck_or_run_twice_without_a_lost_lease(
+    pg_url: str, tmp_path: Path
+) -> None:
     settings = Settings(
         jobs=int(os.environ.get("JOBD_CHAOS_JOBS", "500")),
         seed=int(os.environ.get("JOBD_CHAOS_SEED", "1")),
@@ -38,7 +40,9 @@ def test_no_job_is_lost_stuck_or_run_twice_without_a_lost_lease(pg_url: str, tmp
     assert report.lost == report.stuck == report.unexplained_duplicates == 0
 
 
-def test_the_stale_write_check_fails_when_the_fence_is_stripped(pg_url: str, tmp_path: Path):
+def test_the_stale_write_check_fails_when_the_fence_is_stripped(
+    pg_url: str, tmp_path: Path
+) -> None:
     """The proof that the stale_write fault can see a missing fence: the same replays, sent
     without the write-back's fence conditions, must end newer claims and fail the run."""
     settings = Settings(
@@ -59,7 +63,7 @@ def test_the_stale_write_check_fails_when_the_fence_is_stripped(pg_url: str, tmp
     assert any("ended its newer claim" in v for v in report.violations), report.violations
 
 
-def test_stripping_the_fence_removes_the_owner_and_attempt_conditions():
+def test_stripping_the_fence_removes_the_owner_and_attempt_conditions() -> None:
     for name in ("finish", "finish_retry"):
         fenced, stripped = statement(name, fenced=True), statement(name, fenced=False)
         assert "jobs.lease_owner = %(node)s" in fenced
