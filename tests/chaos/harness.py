@@ -97,6 +97,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ DB_OUTAGES = ((True, True), (False, False), (True, False), (False, True))
 # db_blackhole faults: how long the database hangs, and whether for one node only (in turn)
 BLACKHOLE_SECONDS = (10.0, 60.0)
 BLACKHOLE_ALONE = (True, False)
-STALE_WRITE_WAIT = 5.0  # how long a stale_write fault waits for a running job
+STALE_WRITE_WAIT = 10.0  # how long a stale_write fault waits for a running job
 FINAL_STATS_SECONDS = 10.0  # the final `stats` is retried this long (a client may retry a read)
 
 # Events in the nodes' logs (logging.job_events on) and the counter each moves.
@@ -543,11 +544,7 @@ class Chaos:
             if time.monotonic() < next_at:
                 time.sleep(min(0.05, max(next_at - time.monotonic(), 0)))
                 continue
-            missing = [f for f in enabled if not self.report.faults[f]]
-            if self.submitted_all.is_set() and missing:
-                kind = missing[0]  # the run is ending: make sure every kind happened
-            else:
-                kind = self.fault_rng.choices(enabled, weights)[0]
+            kind = self._next_fault(enabled, weights)
             if getattr(self, f"_fault_{kind}")():
                 self.report.faults[kind] += 1
             next_at = time.monotonic() + self.fault_rng.expovariate(1 / self.s.fault_interval)
@@ -555,6 +552,17 @@ class Chaos:
         missing = [f for f in enabled if not self.report.faults[f]]
         if missing:
             self.report.violations.append(f"fault kinds never injected: {', '.join(missing)}")
+
+    def _next_fault(self, enabled: list[str], weights: Sequence[float]) -> str:
+        """A kind drawn from the seed, except: a stale_write first, while jobs still run (it
+        needs a running job, and late in a run there may be none left), and once everything
+        is submitted the kinds not seen yet, so that every kind happens."""
+        missing = [f for f in enabled if not self.report.faults[f]]
+        if "stale_write" in missing and not any(self.report.faults.values()):
+            return "stale_write"
+        if self.submitted_all.is_set() and missing:
+            return missing[0]
+        return self.fault_rng.choices(enabled, weights)[0]
 
     def _faults_done(self, enabled: list[str]) -> bool:
         if not self.submitted_all.is_set() or any(not self.report.faults[f] for f in enabled):
