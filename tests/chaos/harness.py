@@ -25,6 +25,12 @@ What happens (docs/guarantees.md has the promises this checks):
                        partition) for 0.3 s to twice the lease: each node reaches it through a
                        TCP proxy of its own (tests/tcp_proxy.py), which is cut -- connections
                        dropped, new ones refused -- then restored
+      db_blackhole     the database hangs for one node or for all, in turn, for 10-60 s:
+                       the node's proxy keeps its connections open and lets nothing through,
+                       then delivers what it held; the held nodes are probed meanwhile
+                       (probe.py) and what they said is a note of the report
+      stale_write      a write-back whose answer was lost, sent again once its job runs
+                       under a newer claim (stale_writes.py): it must change nothing
       cancel           cancel of 1-4 random jobs, running ones preferred
       pg_restart       `pg_ctlcluster --skip-systemctl-redirect <ver> <cluster> restart`, only
                        with --pg-restart: it restarts a whole PostgreSQL server.  Never in the
@@ -37,7 +43,11 @@ What happens (docs/guarantees.md has the promises this checks):
                            pg_dropcluster --stop 15 chaos
 4. Once everything is submitted and most jobs are finished, the faults stop, every node is up,
    and the harness waits (with a deadline) for every job to be terminal, reads each node's
-   counters, stops the nodes with SIGTERM (each must exit 0) and checks.
+   counters (retrying for a few seconds if the node's store is unavailable: a client may retry
+   a read), stops the nodes with SIGTERM (each must exit 0) and checks.
+
+The harness's own look-ups (progress, running jobs, the final rows, the stale write-backs) go
+straight to the database, never through the nodes' proxies.
 
 The invariants (each a line of `Report.violations` when broken):
 - lost: every acknowledged job is in the database; every job of a kind that succeeds and that
@@ -65,6 +75,8 @@ The invariants (each a line of `Report.violations` when broken):
   SIGKILLed (a killed node's counters are gone), as an upper bound otherwise.
 - processes: no node dies unasked; every drain exits 0; no node logs a bug ("control method
   failed", "side task died", ...).
+- fencing: no stale write-back sent by the stale_write fault changed a row (with
+  --strip-fence the harness sends them without their fence, and the run must fail).
 
 Summary line: jobs, faults by kind, lost, stuck, duplicates (and how many unexplained), time.
 """
@@ -85,6 +97,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +105,12 @@ from typing import Any
 import psycopg
 
 from jobd.client import Client
-from jobd.errors import Conflict, JobdError
+from jobd.errors import Conflict, JobdError, Unavailable
 from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
 from tests.tcp_proxy import TcpProxy
+
+from .probe import probe
+from .stale_writes import Replay, replay_one
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,13 +118,24 @@ DEFAULT_ADMIN_URL = os.environ.get(
     "JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
-FAULTS = ("worker_kill", "supervisor_kill", "drain_restart", "pg_terminate", "db_outage", "cancel")
+FAULTS: tuple[str, ...] = (
+    "worker_kill",
+    "supervisor_kill",
+    "drain_restart",
+    "pg_terminate",
+    "db_outage",
+    "cancel",
+    "stale_write",
+    "db_blackhole",
+)
 OPTIONAL_FAULTS = ("pg_restart",)
 FAULT_WEIGHTS = {
     "cancel": 30,
     "worker_kill": 25,
+    "stale_write": 15,
     "pg_terminate": 10,
     "db_outage": 6,
+    "db_blackhole": 2,
     "drain_restart": 13,
     "supervisor_kill": 12,
     "pg_restart": 5,
@@ -134,13 +161,19 @@ KILL_WINDOW = 10.0
 # db_outage faults, in turn: (longer than the lease?, one node only?)
 DB_OUTAGES = ((True, True), (False, False), (True, False), (False, True))
 
+# db_blackhole faults: how long the database hangs, and whether for one node only (in turn)
+BLACKHOLE_SECONDS = (10.0, 60.0)
+BLACKHOLE_ALONE = (True, False)
+STALE_WRITE_WAIT = 10.0  # how long a stale_write fault waits for a running job
+FINAL_STATS_SECONDS = 10.0  # the final `stats` is retried this long (a client may retry a read)
+
 # Events in the nodes' logs (logging.job_events on) and the counter each moves.
 JOB_EVENTS = {f"job {e}": e for e in ("submitted", "started", "completed", "failed", "canceled")}
 JOB_EVENTS |= {f"job {e}": e for e in ("retried", "released", "requeued")}
 RECOVERED = "recovered a job whose lease expired"
 DISCARDED = "result discarded: the job's lease was lost"
-COUNTED = ("submitted", "started", "completed", "failed", "canceled", "retried", "released")
-COUNTED += ("recovered",)
+COUNTED: tuple[str, ...] = ("submitted", "started", "completed", "failed", "canceled")
+COUNTED += ("retried", "released", "recovered")
 TERMINAL = ("completed", "failed", "canceled")
 BUG_MESSAGES = (
     "control method failed",
@@ -171,6 +204,9 @@ class Settings:
     workdir: Path | None = None
     keep: bool = False
     verbose: bool = False
+    # False only to prove the stale_write check: the harness's replays are sent with the
+    # fence stripped, and the run must fail (stale_writes.py).  Nothing in jobd reads it.
+    fenced: bool = True
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -314,6 +350,8 @@ class Chaos:
         self.worker_kills: list[tuple[float, int, str]] = []  # (time, pid, incarnation)
         self.cancels: dict[int, str] = {}  # job id -> accepted | conflict | unknown
         self.db_partitions = 0  # db_outage faults that cut one node only
+        self.replays: list[Replay] = []  # stale write-backs sent (stale_write)
+        self.owners: set[str] = set()  # the lease owners the stale_write fault has seen
         self.started_at = 0.0
         self._own_db: str | None = None
         self._tmp: Path | None = None
@@ -329,7 +367,7 @@ class Chaos:
         self.runlog.touch()
         try:
             self._prepare_database()
-            self.db_port = int(self.s.db_url.rpartition(":")[2].split("/")[0])
+            self.db_port = int(self.db_url.rpartition(":")[2].split("/")[0])
             self._plan()
             for i in range(self.s.daemons):
                 self.nodes.append(self._node(f"n{i + 1}"))
@@ -357,9 +395,16 @@ class Chaos:
             base, _, _ = self.s.admin_url.rpartition("/")
             self.s.db_url = f"{base}/{name}"
 
+    @property
+    def db_url(self) -> str:
+        """The jobs' database (the harness's own look-ups; the nodes reach it by proxy)."""
+        if self.s.db_url is None:
+            raise RuntimeError("the database is not prepared yet")
+        return self.s.db_url
+
     def _db(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
-            self.s.db_url, autocommit=True, application_name="jobd-chaos", connect_timeout=5
+            self.db_url, autocommit=True, application_name="jobd-chaos", connect_timeout=5
         )
         conn.execute(f'SET search_path TO "{self.s.schema}"')
         return conn
@@ -400,7 +445,7 @@ class Chaos:
         home = short_directory(f"jobd-chaos-{name}-")
         proxy = TcpProxy(("127.0.0.1", self.db_port)).start()
         settings = {
-            "JOBD_DATABASE_URL": proxy.url(str(self.s.db_url)),
+            "JOBD_DATABASE_URL": proxy.url(self.db_url),
             "JOBD_DATABASE_SCHEMA": self.s.schema,
             "JOBD_SOCKET": str(home / "jobd.sock"),
             "JOBD_WORKERS": str(self.s.workers),
@@ -425,7 +470,7 @@ class Chaos:
         the database is being disturbed (exit 3): try again, a few times."""
         for _ in range(5):
             tag = f"{node.name}.{len(node.boots) + 1}"
-            log = self._tmp / f"{tag}.log"
+            log = self.runlog.parent / f"{tag}.log"
             env = {**node.env, "CHAOS_INCARNATION": tag}
             daemon = DaemonProcess.start(env, cwd=node.home, log_path=log, args=["--migrate"])
             boot = Incarnation(tag, daemon, time.time())
@@ -499,11 +544,7 @@ class Chaos:
             if time.monotonic() < next_at:
                 time.sleep(min(0.05, max(next_at - time.monotonic(), 0)))
                 continue
-            missing = [f for f in enabled if not self.report.faults[f]]
-            if self.submitted_all.is_set() and missing:
-                kind = missing[0]  # the run is ending: make sure every kind happened
-            else:
-                kind = self.fault_rng.choices(enabled, weights)[0]
+            kind = self._next_fault(enabled, weights)
             if getattr(self, f"_fault_{kind}")():
                 self.report.faults[kind] += 1
             next_at = time.monotonic() + self.fault_rng.expovariate(1 / self.s.fault_interval)
@@ -511,6 +552,17 @@ class Chaos:
         missing = [f for f in enabled if not self.report.faults[f]]
         if missing:
             self.report.violations.append(f"fault kinds never injected: {', '.join(missing)}")
+
+    def _next_fault(self, enabled: list[str], weights: Sequence[float]) -> str:
+        """A kind drawn from the seed, except: a stale_write first, while jobs still run (it
+        needs a running job, and late in a run there may be none left), and once everything
+        is submitted the kinds not seen yet, so that every kind happens."""
+        missing = [f for f in enabled if not self.report.faults[f]]
+        if "stale_write" in missing and not any(self.report.faults.values()):
+            return "stale_write"
+        if self.submitted_all.is_set() and missing:
+            return missing[0]
+        return self.fault_rng.choices(enabled, weights)[0]
 
     def _faults_done(self, enabled: list[str]) -> bool:
         if not self.submitted_all.is_set() or any(not self.report.faults[f] for f in enabled):
@@ -523,7 +575,7 @@ class Chaos:
                 ).fetchone()
         except psycopg.OperationalError:  # the server is restarting (pg_restart)
             return False
-        return row[1] > 0 and row[0] >= self.s.stop_faults_at * len(self.plan)
+        return row is not None and row[1] > 0 and row[0] >= self.s.stop_faults_at * len(self.plan)
 
     def _watch_nodes(self) -> None:
         """A node that died without our doing is a violation; it is restarted."""
@@ -574,6 +626,7 @@ class Chaos:
     def _await_end(self, boot: Incarnation, how: str, doing: str, timeout: float = 60) -> None:
         """Wait for a signalled boot to exit (killing it past `timeout`); a boot that does
         not, or exits non-zero, is a violation."""
+        code: int | None
         try:
             code = boot.daemon.wait_exit(timeout)
         except DaemonStuck:
@@ -584,7 +637,7 @@ class Chaos:
             self.report.violations.append(f"{boot.tag} {how} with exit status {code}")
 
     def _fault_pg_terminate(self) -> bool:
-        dbname = self.s.db_url.rpartition("/")[2].split("?")[0]
+        dbname = self.db_url.rpartition("/")[2].split("?")[0]
         try:
             with psycopg.connect(self.s.admin_url, autocommit=True) as conn:
                 row = conn.execute(
@@ -618,6 +671,39 @@ class Chaos:
             for node in cut:
                 node.proxy.restore()
         return True
+
+    def _fault_db_blackhole(self) -> bool:
+        """The database hangs for one node or for all, in turn, for 10-60 s: the proxy keeps
+        every connection open and lets nothing through, then delivers what it held (a
+        partition that heals, a failover, a stalled server).  Meanwhile the held nodes are
+        probed (probe.py) and what they said is noted."""
+        turn = self.report.faults["db_blackhole"]
+        alone = BLACKHOLE_ALONE[turn % len(BLACKHOLE_ALONE)] and len(self.nodes) > 1
+        seconds = self.fault_rng.uniform(*BLACKHOLE_SECONDS)
+        held = [self._pick_node()] if alone else self.nodes
+        for node in held:
+            node.proxy.blackhole()
+        try:
+            hearings = probe({n.current.tag: n.socket for n in held}, seconds, self.stop)
+        finally:
+            for node in held:
+                node.proxy.restore()
+        heard = "; ".join(f"{tag}: {hearing.describe()}" for tag, hearing in hearings.items())
+        self.report.notes.append(f"db_blackhole of {seconds:.1f} s: {heard}")
+        return True
+
+    def _fault_stale_write(self) -> bool:
+        """A write-back whose answer was lost, sent again once its job runs under a newer
+        claim (stale_writes.py): it must change nothing."""
+        deadline = time.monotonic() + STALE_WRITE_WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(psycopg.Error), self._db() as conn:
+                sent = replay_one(conn, self.owners, self.fault_rng, fenced=self.s.fenced)
+                if sent is not None:
+                    self.replays.append(sent)
+                    return True
+            self.stop.wait(0.1)
+        return False
 
     def _fault_pg_restart(self) -> bool:
         if self.s.pg_cluster:
@@ -679,8 +765,8 @@ class Chaos:
             with contextlib.suppress(psycopg.Error), self._db() as conn:
                 left = conn.execute(
                     "SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')"
-                ).fetchone()[0]
-                if left == 0:
+                ).fetchone()
+                if left is not None and left[0] == 0:
                     return
             time.sleep(0.25)
 
@@ -690,8 +776,7 @@ class Chaos:
             if boot.ended is not None:
                 continue
             try:
-                with node.client(timeout=10.0) as c:
-                    boot.counters = dict(c.stats().counters)
+                boot.counters = self._final_counters(node)
             except JobdError as exc:
                 self.report.violations.append(f"{boot.tag}: stats failed at the end: {exc}")
             boot.proc.send_signal(signal.SIGTERM)
@@ -699,6 +784,23 @@ class Chaos:
             boot = node.current
             if boot.ended is None:
                 self._await_end(boot, "stopped", "stop")
+
+    def _final_counters(self, node: Node) -> dict[str, int]:
+        """A node's counters, read with `stats`.  A read may be retried, as any client would:
+        a pg_terminate shortly before can make the call fail once ("store unavailable:
+        terminating connection due to administrator command") on a pooled connection the
+        server closed.  Only a node that keeps failing for FINAL_STATS_SECONDS is a
+        violation."""
+        deadline = time.monotonic() + FINAL_STATS_SECONDS
+        while True:
+            try:
+                with node.client(timeout=10.0) as c:
+                    return dict(c.stats().counters)
+            except Unavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self.report.notes.append(f"{node.current.tag}: final stats retried: {exc}")
+                self.stop.wait(0.2)
 
     def _kill_leftovers(self) -> None:
         for node in self.nodes:
@@ -731,7 +833,7 @@ class Chaos:
                 "SELECT id, type, state, attempts, max_attempts, crashes, cancel_requested,"
                 " lease_owner, result, last_error, idempotency_key FROM all_jobs"
             )
-            names = [d.name for d in cur.description]
+            names = [d.name for d in cur.description or ()]
             rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
         runs = read_runlog(self.runlog)
         logs = {boot.tag: read_log(boot.log) for node in self.nodes for boot in node.boots}
@@ -741,7 +843,7 @@ class Chaos:
         should_complete_missing = 0
         for job in self.plan:
             row = rows.get(job.id) if job.id is not None else None
-            if row is None:
+            if job.id is None or row is None:
                 self.report.lost += 1
                 v.append(f"job #{job.index} ({job.kind}, id {job.id}) is not in the database")
                 continue
@@ -787,6 +889,19 @@ class Chaos:
 
         self._check_duplicates(runs, rows, logs)
         self._check_logs(rows, logs)
+        self._check_replays()
+
+    def _check_replays(self) -> None:
+        """No stale write-back (stale_write) may have changed a job under a newer claim."""
+        applied = [sent for sent in self.replays if sent.applied]
+        self.report.violations.extend(sent.describe() for sent in applied)
+        if self.replays:
+            kinds = Counter(sent.kind.value for sent in self.replays)
+            self.report.notes.append(
+                f"stale write-backs sent {len(self.replays)} ({dict(kinds)}),"
+                f" refused by the fence {len(self.replays) - len(applied)}"
+                + ("" if self.s.fenced else " (sent with the fence stripped)")
+            )
 
     def _lease_losses(self, logs: dict[str, list[dict[str, Any]]]) -> Counter[int]:
         """For each job, how many times its lease was lost, by the nodes' logs: each recovery
@@ -819,7 +934,7 @@ class Chaos:
             boot.tag: boot.ended_at
             for node in self.nodes
             for boot in node.boots
-            if boot.ended == "killed"
+            if boot.ended == "killed" and boot.ended_at is not None
         }
         worker_killed = {pid: when for when, pid, _ in self.worker_kills}
 
@@ -1007,6 +1122,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     p.add_argument("--fault-interval", type=float, default=1.0, help="mean seconds between faults")
     p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="PostgreSQL URL to create a DB")
+    p.add_argument(
+        "--strip-fence",
+        action="store_true",
+        help="prove the stale_write check: send its stale write-backs with the fence"
+        " conditions stripped; the run must fail (changes nothing in jobd)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the database, logs and run log")
     p.add_argument("-v", "--verbose", action="store_true", help="print every violation and note")
     a = p.parse_args(argv)
@@ -1027,6 +1148,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         pg_cluster=a.pg_cluster,
         keep=a.keep,
         verbose=a.verbose,
+        fenced=not a.strip_fence,
     )
 
 
