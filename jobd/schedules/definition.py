@@ -20,8 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from jobd.config.errors import Problem
-from jobd.config.kinds import parse_duration
 from jobd.domain import DEFAULT_MAX_ATTEMPTS
 from jobd.errors import InvalidParams
 from jobd.jobspec import JobSpec, parse_job_spec
@@ -99,6 +97,22 @@ class Schedule:
             "job": self.job.to_params(),
         }
 
+    def as_fields(self) -> dict[str, Any]:
+        """The definition's members as a configuration file writes them (parse_schedule reads
+        them back to an equal schedule)."""
+        fields: dict[str, Any] = (
+            {"cron": self.cron, "timezone": self.timezone}
+            if self.cron is not None
+            else {"every": f"{self.every}s"}
+        )
+        fields.update(
+            catch_up=self.catch_up.value,
+            catch_up_window=self.catch_up_window,
+            overlap=self.overlap.value,
+            **self.job.to_params(),
+        )
+        return fields
+
     @property
     def definition_hash(self) -> str:
         """A short digest of the definition: nodes whose hashes differ define it differently."""
@@ -172,6 +186,10 @@ def _timezone(name: str, fields: Mapping[str, Any], cron: str | None) -> str:
 
 
 def _duration(name: str, fields: Mapping[str, Any], key: str, default: Any) -> Any:
+    # Imported here: jobd.config's settings table reads its `schedules` with this module.
+    from jobd.config.errors import Problem
+    from jobd.config.kinds import parse_duration
+
     value = fields.get(key)
     if value is None:
         return default
@@ -185,6 +203,8 @@ def _duration(name: str, fields: Mapping[str, Any], key: str, default: Any) -> A
 
 
 def _choice(name: str, fields: Mapping[str, Any], key: str, kind: type[_E], default: _E) -> _E:
+    # Imported here: jobd.config's settings table reads its `schedules` with this module.
+
     value = fields.get(key)
     if value is None:
         return default
