@@ -1,7 +1,9 @@
 """The control operations: the one implementation of every control method (submit, list,
 cancel, wait, …) of the control protocol (jobd.protocol), over the supervisor and its store.
 jobctl and the HTTP shim reach these, and only these, through jobd.client; jobd.control_server
-serves them on the control socket.
+serves them on the control socket.  Under `jobd run` they run on the I/O thread's event loop,
+next to the store, and reach the supervisor's state on the supervisor's loop (`SupervisorLoop`,
+docs/adr/0022).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
@@ -46,15 +49,18 @@ from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitt
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
 
-__all__ = ["Operations", "SupervisorView"]
+__all__ = ["Operations", "OwnThread", "SupervisorLoop", "SupervisorView"]
 
 log = logging.getLogger("jobd.control")
 
 STORE_TIMEOUT = 10.0  # every store call the server makes is bounded by this
 HEALTH_TIMEOUT = 2.0  # health answers quickly even when the store does not
+STORE_FAILURE_MEMORY = 3.0  # how long a store call that got no answer makes health degraded
 WORKERS_GRACE = 10.0  # fewer workers than configured for longer than this: degraded
 WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not notified)
 YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
+
+T = TypeVar("T")
 
 
 class JobMetrics(Protocol):
@@ -124,6 +130,37 @@ def effective_limits(job: Job, handler: HandlerSpec | None, default_timeout: flo
     return Effective(timeout=timeout, max_attempts=InForce(job.max_attempts, "job"))
 
 
+class SupervisorLoop(Protocol):
+    """How the server runs the supervisor's methods: on the supervisor's event loop, another
+    thread's when the server runs on the I/O thread (jobd.supervisor.crossing.Crossing).  Its
+    plain fields (node, draining, store_ok, started_at) are read directly: single reads."""
+
+    async def call(self, fn: Callable[[], T], timeout: float | None = None) -> T: ...
+
+    async def await_(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T: ...
+
+
+class SameLoop:
+    """The server on the supervisor's own loop: a call is a call."""
+
+    async def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        return fn()
+
+    async def await_(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        return await fn()
+
+
+@dataclass(frozen=True)
+class OwnThread:
+    """The server on a thread of its own (`jobd run`: the I/O thread): the store as it is used
+    there, how the supervisor is reached, and `hook`, which makes the server's start and stop
+    run on that thread when the supervisor calls them."""
+
+    store: Store
+    supervisor: SupervisorLoop
+    hook: Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]
+
+
 # --- the operations -------------------------------------------------------------------------
 
 
@@ -140,18 +177,26 @@ class Operations:
         store_timeout: float = STORE_TIMEOUT,
         wait_poll: float = WAIT_POLL,
         lease_seconds: float | None = None,
+        store: Store | None = None,
+        supervisor_loop: SupervisorLoop | None = None,
     ):
         self.supervisor = supervisor
         #: A node is live while its heartbeat is newer than this (jobs.lease_seconds); None:
         #: the fleet is not consulted (health leaves it out, `nodes` is unavailable).
         self.lease_seconds = lease_seconds
-        self.store = supervisor.store
+        self.store = store or supervisor.store
+        self.on_supervisor = supervisor_loop or SameLoop()
         self.default_max_attempts = default_max_attempts
         self.max_payload_bytes = max_payload_bytes
         self.store_timeout = store_timeout
         self.wait_poll = wait_poll
         self.closing = asyncio.Event()
         self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()  # store calls past their deadline
+        #: When this server's last store call got no answer (None: it got one).  It counts
+        #: against the store's health for STORE_FAILURE_MEMORY only: the supervisor's own round
+        #: trips tell the rest, and a server that makes no further call must not stay degraded.
+        self._store_failed_at: float | None = None
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "hello": self.hello,
             "submit": self.submit,
@@ -185,12 +230,33 @@ class Operations:
         return await self._handlers[call.method](params)
 
     async def _store(self, operation: Awaitable[Any], timeout: float | None = None) -> Any:
-        """A store call that cannot hang a client: Unavailable once `timeout` has passed."""
+        """A store call that cannot hang a client: Unavailable once `timeout` has passed.  The
+        call is then abandoned, not waited for: cancelling a statement on a connection that
+        hangs takes psycopg seconds more, and the client has waited long enough."""
         timeout = timeout or self.store_timeout
+        call = asyncio.ensure_future(operation)
         try:
-            return await asyncio.wait_for(operation, timeout)
-        except TimeoutError:
-            raise Unavailable(f"store unavailable: no answer within {timeout:g}s") from None
+            done, _ = await asyncio.wait({call}, timeout=timeout)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if not done:
+            self._abandon(call)
+            self._store_failed_at = time.monotonic()
+            raise Unavailable(f"store unavailable: no answer within {timeout:g}s")
+        failed = isinstance(call.exception(), Unavailable)
+        self._store_failed_at = time.monotonic() if failed else None
+        return call.result()
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        call.cancel()
+        self._abandoned.add(call)  # kept until it has ended, its outcome read and dropped
+        call.add_done_callback(self._forget)
+
+    def _forget(self, call: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(call)
+        if not call.cancelled():
+            call.exception()
 
     # --- methods ------------------------------------------------------------------------------
 
@@ -205,7 +271,7 @@ class Operations:
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
         submitted = await self._store(self.store.submit(new_job))
-        self._count_submitted([submitted])
+        await self._count_submitted([submitted])
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
@@ -215,7 +281,7 @@ class Operations:
         a producer flooding the socket does not hold up the workers' messages and writes."""
         new_jobs = await self._new_jobs(params.jobs)
         submitted = await self._store(self.store.submit_many(new_jobs)) if new_jobs else []
-        self._count_submitted(submitted)
+        await self._count_submitted(submitted)
         results: list[dict[str, Any]] = []
         times: TimeTexts = {}
         for start in range(0, len(submitted), YIELD_EVERY):
@@ -239,12 +305,17 @@ class Operations:
                     raise in_batch(exc, index) from None
         return new_jobs
 
-    def _count_submitted(self, submitted: list[Submitted]) -> None:
+    async def _count_submitted(self, submitted: list[Submitted]) -> None:
         """jobd_jobs_submitted: every submit of this node comes through here (a job that
         matched an existing idempotency key is not a new one)."""
         created = [s.job for s in submitted if s.created]
         if created:
-            self.supervisor.job_events("submitted", created, None)
+            await self._tell("submitted", created, None)
+
+    async def _tell(self, event: str, jobs: list[Job], source: str | None) -> None:
+        """A change made here, counted and logged by the supervisor (on its loop)."""
+        sup = self.supervisor
+        await self.on_supervisor.call(lambda: sup.job_events(event, jobs, source))
 
     def _new_job(self, spec: JobSpec, now: datetime, correlation_id: str) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
@@ -309,16 +380,17 @@ class Operations:
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))
         if job.state is State.CANCELED:  # it was pending: canceled here and now
-            self.supervisor.job_event("canceled", job, "pending")
+            await self._tell("canceled", [job], "pending")
         if job.state is State.RUNNING and job.lease_owner == self.supervisor.node:
             # Ours: stop it now.  (Another node's job is stopped by that node when the
             # store's cancel notification, or failing that its next heartbeat, reaches it.)
-            self.supervisor.cancel_running(job.id)
+            sup = self.supervisor
+            await self.on_supervisor.call(lambda: sup.cancel_running(job.id))
         return {"job": job.to_dict()}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.retry(params.id))
-        self.supervisor.job_event("requeued", job, None)
+        await self._tell("requeued", [job], None)
         return {"job": job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
@@ -353,6 +425,9 @@ class Operations:
     async def stats(self, _: NoParams) -> dict[str, Any]:
         counts = await self._store(self.store.counts())
         sup = self.supervisor
+        views = await self.on_supervisor.call(sup.worker_views)
+        counters = await self.on_supervisor.call(lambda: dict(sup.counters))
+        rates = await self.on_supervisor.call(lambda: sup.rates.per_second(sup.metrics.totals()))
         return {
             "node": sup.node,
             "server": __version__,
@@ -363,11 +438,9 @@ class Operations:
                 "by_queue": counts.by("queue"),
                 "by_type": counts.by("type"),
             },
-            "workers": self._worker_counts(sup.worker_views()),
-            "counters": dict(sup.counters),
-            "rates": {
-                k: round(v, 3) for k, v in sup.rates.per_second(sup.metrics.totals()).items()
-            },
+            "workers": self._worker_counts(views),
+            "counters": counters,
+            "rates": {k: round(v, 3) for k, v in rates.items()},
         }
 
     def _worker_counts(self, views: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -380,20 +453,25 @@ class Operations:
         }
 
     async def workers(self, _: NoParams) -> dict[str, Any]:
-        return {"workers": self.supervisor.worker_views()}
+        return {"workers": await self.on_supervisor.call(self.supervisor.worker_views)}
 
     async def health(self, _: NoParams) -> dict[str, Any]:
-        """ok when the store answers, every worker is up and the node is not draining."""
+        """ok when the store answers, every worker is up and the node is not draining.  Known
+        without waiting for the store: from the supervisor's last round trip to it (it pings
+        the store when nothing else came back for a second) and this server's last call."""
         problems: list[str] = []
-        try:
-            await self._store(self.store.ping(), min(HEALTH_TIMEOUT, self.store_timeout))
-            store = "ok"
-        except Unavailable as exc:
+        store = "ok"
+        failed_at = self._store_failed_at
+        recent_failure = (
+            failed_at is not None and time.monotonic() - failed_at < STORE_FAILURE_MEMORY
+        )
+        if recent_failure or not self.supervisor.store_ok:
             store = "unavailable"
-            problems.append(exc.message)
-        expected = self.supervisor.settings.workers
-        ready = sum(v["state"] != "starting" for v in self.supervisor.worker_views())
-        short_for = self.supervisor.workers_short_for()
+            problems.append("store unavailable: it has not answered lately")
+        sup, expected = self.supervisor, self.supervisor.settings.workers
+        views = await self.on_supervisor.call(sup.worker_views, HEALTH_TIMEOUT)
+        ready = sum(v["state"] != "starting" for v in views)
+        short_for = await self.on_supervisor.call(sup.workers_short_for, HEALTH_TIMEOUT)
         if short_for > WORKERS_GRACE:
             problems.append(f"{ready} of {expected} workers ready for {short_for:.0f}s")
         if self.supervisor.draining:
@@ -420,8 +498,9 @@ class Operations:
         """The fleet's part of health: a node too old to claim is a problem; jobs of types no
         live node runs are a warning (they wait; the status stays ok, ADR 0023)."""
         try:
+            # Half of health's own bound: the rest of its answer is already known.
             fleet = await self._store(
-                self.store.fleet(lease), min(HEALTH_TIMEOUT, self.store_timeout)
+                self.store.fleet(lease), min(HEALTH_TIMEOUT / 2, self.store_timeout)
             )
         except Unavailable as exc:
             warnings.append(f"fleet unknown: {exc.message}")
@@ -445,7 +524,8 @@ class Operations:
     async def metrics(self, _: NoParams) -> dict[str, Any]:
         """The Prometheus text exposition of this node's metrics (the HTTP shim serves it at
         /metrics); the job counts in it may come from the store, hence the bound."""
-        return {"text": await self._store(self.supervisor.metrics_text())}
+        text = self.on_supervisor.await_(self.supervisor.metrics_text, self.store_timeout)
+        return {"text": await self._store(text)}
 
 
 def correlation_ids(n: int) -> list[str]:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.config import Config
-from jobd.control import YIELD_EVERY, Operations, SupervisorView
+from jobd.control import YIELD_EVERY, Operations, OwnThread, SupervisorView
 from jobd.control_accept import Acceptor
 from jobd.control_socket import BoundSocket, Peer, bind_control_socket, peer_credentials
 from jobd.errors import InvalidRequest, JobdError, Unavailable
@@ -155,8 +155,11 @@ class ControlServer:
             )
 
     @classmethod
-    def install(cls, supervisor: SupervisorView, config: Config) -> ControlServer:
-        """Bind the configured socket now, and start and stop serving with the supervisor."""
+    def install(
+        cls, supervisor: SupervisorView, config: Config, thread: OwnThread | None = None
+    ) -> ControlServer:
+        """Bind the configured socket now, and start and stop serving with the supervisor (on
+        `thread` when given, else on the supervisor's loop)."""
         control = config.control
         bound = bind_control_socket(control.socket, control.socket_mode, control.socket_group)
         operations = Operations(
@@ -164,6 +167,8 @@ class ControlServer:
             default_max_attempts=config.jobs.default_max_attempts,
             max_payload_bytes=config.jobs.max_payload_bytes,
             lease_seconds=config.jobs.lease_seconds,
+            store=thread.store if thread else None,
+            supervisor_loop=thread.supervisor if thread else None,
         )
         server = cls(
             operations,
@@ -172,8 +177,8 @@ class ControlServer:
             max_connections=control.max_connections,
             idle_timeout=control.idle_timeout,
         )
-        supervisor.on_started.append(server.start)
-        supervisor.on_stopping.append(server.stop)
+        supervisor.on_started.append(thread.hook(server.start) if thread else server.start)
+        supervisor.on_stopping.append(thread.hook(server.stop) if thread else server.stop)
         return server
 
     @property

@@ -1,4 +1,8 @@
-"""`jobd run`: put the configured store, handlers and supervisor together and run them."""
+"""`jobd run`: put the configured store, handlers and supervisor together and run them.
+
+Two threads (docs/adr/0022): the supervisor on the main thread's event loop; the store and the
+control server on the I/O thread's.  The supervisor reaches the store through a StoreProxy,
+the control server the supervisor through a Crossing, each call under a deadline."""
 
 from __future__ import annotations
 
@@ -8,23 +12,38 @@ import logging
 from collections.abc import Callable
 
 from jobd.config import Config, mask_url
+from jobd.control import OwnThread
 from jobd.control_server import ControlServer
 from jobd.control_socket import ControlSocketError
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
-from jobd.handlers import HandlerImportError, load_modules
+from jobd.handlers import HandlerImportError, Registry, load_modules
 from jobd.http.child import HttpChild
 from jobd.logs import setup_logging
 from jobd.samples import enabled_modules
 from jobd.samples import settings as handler_settings
 from jobd.store import Store, create_store
+from jobd.store.postgres.connections import SessionTimeouts
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
+from jobd.supervisor.crossing import Crossing
+from jobd.supervisor.io_thread import IoThread
+from jobd.supervisor.store_proxy import StoreProxy
 
 log = logging.getLogger("jobd.daemon")
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+
+#: A store call of the supervisor's is given up this long after database.statement_timeout
+#: (by then the server should have cancelled the statement itself).
+STORE_CALL_GRACE = 2.0
+#: The control server's calls onto the supervisor's loop (which never waits for I/O).
+SUPERVISOR_TIMEOUT = 2.0
+#: The control server's start and stop on the I/O thread (its stop gives requests 2 s).
+SERVER_HOOK_TIMEOUT = 3.0
+#: Closing the store at exit; a database that hangs is not waited for longer.
+STORE_CLOSE_TIMEOUT = 1.0
 
 
 class StartupError(Exception):
@@ -76,7 +95,14 @@ def worker_setup(config: Config, node: str) -> Callable[[], None]:
 
 def open_store(config: Config) -> Store:
     db = config.database
-    return create_store(db.url, schema=db.schema, min_size=db.pool_min, max_size=db.pool_max)
+    return create_store(
+        db.url,
+        schema=db.schema,
+        min_size=db.pool_min,
+        max_size=db.pool_max,
+        connect_timeout=db.connect_timeout,
+        session=SessionTimeouts(db.statement_timeout, db.network_timeout),
+    )
 
 
 async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
@@ -114,20 +140,37 @@ async def serve(config: Config, migrate: bool = False) -> int:
         registry = load_modules(handler_modules(config))
     except HandlerImportError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from exc
+    io = IoThread().start()
+    try:
+        return await _serve_on(io, config, node, registry, migrate)
+    finally:
+        io.stop()
+
+
+async def _serve_on(
+    io: IoThread, config: Config, node: str, registry: Registry, migrate: bool
+) -> int:
+    """The store opened and closed on the I/O thread, the supervisor run on this one."""
     store = open_store(config)
     try:
-        await prepare_store(store, config, migrate)
+        await io.run(prepare_store(store, config, migrate))
+        deadline = config.database.statement_timeout + STORE_CALL_GRACE
+        proxy = StoreProxy(store, io.crossing(deadline), asyncio.get_running_loop())
         supervisor = Supervisor(
-            store,
+            proxy,
             registry,
             supervisor_settings(config),
             node=node,
             setup_worker_logging=worker_setup(config, node),
         )
+        proxy.on_answer = supervisor.health.answered
+        on_supervisor = Crossing(asyncio.get_running_loop(), SUPERVISOR_TIMEOUT, "supervisor")
+        on_io = io.crossing(SERVER_HOOK_TIMEOUT, "control server")
+        thread = OwnThread(store, on_supervisor, lambda hook: functools.partial(on_io.await_, hook))
         try:
             # Bound now, so a second daemon on the same socket stops before its workers start;
             # it serves from the supervisor's start to its stop (hooks registered here).
-            control = ControlServer.install(supervisor, config)
+            control = ControlServer.install(supervisor, config, thread)
         except ControlSocketError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
         # With http.listen set, the HTTP shim runs as a child process for as long as the
@@ -140,7 +183,14 @@ async def serve(config: Config, migrate: bool = False) -> int:
         finally:
             control.close()
     finally:
-        await store.close()
+        await _close_store(io, store)
+
+
+async def _close_store(io: IoThread, store: Store) -> None:
+    try:
+        await io.run(store.close(), STORE_CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning("the store did not close in time; its connections are left behind")
 
 
 def run(config: Config, migrate: bool = False) -> int:

@@ -83,6 +83,29 @@ DATABASE = Section(
             8,
             "Most PostgreSQL connections in the daemon's pool; at least `database.pool_min`.",
         ),
+        Setting(
+            "database.statement_timeout",
+            Duration(positive=True),
+            10.0,
+            "PostgreSQL cancels a statement of the daemon's that runs longer, and ends a session"
+            " left idle in a transaction that long; each call of the supervisor's to the store"
+            " is given up 2 s after it (the connection is then replaced), so a database that"
+            " hangs costs seconds, not a stuck daemon. Ignored by SQLite.",
+        ),
+        Setting(
+            "database.connect_timeout",
+            Duration(positive=True),
+            5.0,
+            "How long connecting to PostgreSQL may take (libpq's `connect_timeout`, at least 2 s).",
+        ),
+        Setting(
+            "database.network_timeout",
+            Duration(),
+            10.0,
+            "A PostgreSQL connection whose sent data goes unacknowledged this long is dropped by"
+            " the kernel (`tcp_user_timeout`), and TCP keepalives find a silent one within it;"
+            " 0: the system's defaults.",
+        ),
     ),
     DatabaseConfig,
 )

@@ -13,6 +13,9 @@ class DatabaseConfig:
     schema: str
     pool_min: int
     pool_max: int
+    statement_timeout: float
+    connect_timeout: float
+    network_timeout: float
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@
                            1 s once a child has stayed up a minute)
     supervisor stops   ──► SIGTERM, then SIGKILL after STOP_TIMEOUT
 
-Why a process and not a thread of the supervisor: the supervisor is one asyncio loop with no
-shared-state threads (ADR 0014), and a busy or misbehaving HTTP front must not slow the loop
-that runs jobs.  The shim is only a client of the control socket, as it is when started alone.
+Why a process and not a thread of the supervisor: a busy or misbehaving HTTP front must not
+take CPU, memory or the interpreter lock from the loops that run jobs (ADR 0014, ADR 0022).  The shim is only a client of the control socket, as it is when started alone.
 
 The child leads a session of its own, so a Ctrl-C at the terminal reaches the supervisor only,
 which decides when the shim stops; the child takes the end of its stdin pipe as "jobd run is

@@ -1,6 +1,7 @@
 """The supervisor's periodic store work: heartbeats of this node's leases and of its row in the
 nodes table, recovery of any node's expired leases, the store's maintenance and the pruning of
-old finished jobs and of dead nodes' rows."""
+old finished jobs and of dead nodes' rows, and a ping when nothing else has come back from the
+store for a while (so its health is always known)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from jobd.store import Store
 from jobd.supervisor.fleet import FleetMember
 from jobd.supervisor.job_events import JobEvents, job_fields
 from jobd.supervisor.settings import SupervisorSettings
-from jobd.supervisor.store_health import StoreHealth
+from jobd.supervisor.store_health import PROBE_INTERVAL, StoreHealth
 
 log = logging.getLogger("jobd.supervisor")
 
@@ -60,6 +61,20 @@ class Housekeeping:
                 await self.renew_leases()
             except Unavailable as exc:
                 self.health.trouble("heartbeat", exc)
+
+    async def probe_loop(self) -> None:
+        """Ping the store when nothing has come back from it for PROBE_INTERVAL."""
+        while True:
+            quiet_for = PROBE_INTERVAL - self.health.silent_for()
+            if quiet_for > 0:
+                await asyncio.sleep(quiet_for)
+                continue
+            try:
+                await self.store.ping()
+                self.health.fine()
+            except Unavailable as exc:
+                self.health.trouble("ping", exc)
+                await asyncio.sleep(PROBE_INTERVAL)
 
     async def renew_leases(self) -> None:
         """Extend the leases of the jobs this node holds (running, queued in a worker, claimed,

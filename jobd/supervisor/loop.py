@@ -1,4 +1,4 @@
-"""The supervisor: one process, one asyncio loop, no handler code.
+"""The supervisor: one process, its main thread's asyncio loop, no handler code.
 
 It claims jobs when workers are free, hands each to a worker over that worker's own pipe,
 collects the results and writes them back in batches, heartbeats its leases, recovers the
@@ -9,8 +9,10 @@ The main loop (`run`) reads like gunicorn's arbiter: wait for something to happe
 then handle signals, enforce deadlines, keep the workers, hand out work.  Worker messages and
 worker deaths arrive through callbacks on the loop (the pipe and the process sentinel are file
 descriptors the loop watches); side tasks do the periodic store work.  Signal handlers only
-record the signal and wake the loop.  What happens to a job is decided in `outcomes`, how much
-to claim in `pacing`; the package docstring lists the rest.
+record the signal and wake the loop.  The loop never waits for the store: the store lives on
+the I/O thread and is reached through jobd.supervisor.store_proxy under deadlines, and even the
+claim runs as a task of its own (docs/adr/0022).  What happens to a job is decided in
+`outcomes`, how much to claim in `pacing`; the package docstring lists the rest.
 """
 
 from __future__ import annotations
@@ -140,13 +142,17 @@ class Supervisor:
         self._wakeup = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._claiming: asyncio.Task[None] | None = None  # the claim in flight, if any
+        #: When the loop last finished a turn (monotonic): the watchdog pings only while it turns.
+        self.last_turn = time.monotonic()
         #: Hooks run when the supervisor has started (control server, HTTP shim, sd_notify).
         self.on_started: list[Callable[[], Awaitable[None]]] = []
         self.on_stopping: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def store_ok(self) -> bool:
-        return self.health.ok
+        """The store answered recently (read from the control server's thread too)."""
+        return self.health.answering()
 
     # --- the life of the process -------------------------------------------------------
 
@@ -160,8 +166,9 @@ class Supervisor:
                 drain_over = self.draining and time.monotonic() >= self.drain_deadline
                 self.deadlines.enforce(self.workers.values(), drain_over)
                 self._manage_workers()
-                await self._dispatch()
+                self._dispatch()
                 self.status.update()
+                self.last_turn = time.monotonic()
         finally:
             await self._shutdown()
         return 1 if self.boot_error else 0
@@ -178,6 +185,7 @@ class Supervisor:
         self._side_task("heartbeat", self.housekeeping.heartbeat_loop)
         self._side_task("recovery", self.housekeeping.recovery_loop)
         self._side_task("pruner", self.housekeeping.prune_loop)
+        self._side_task("probe", self.housekeeping.probe_loop)
         for hook in self.on_started:
             await hook()
         self.notifier.ready(self.status.line())
@@ -215,6 +223,8 @@ class Supervisor:
     def _finished(self) -> bool:
         if self.boot_error:
             return True
+        if self._claiming is not None and not self._claiming.done() and self.health.heard():
+            return False  # its jobs are ours: they are given back before we go
         return self.draining and not self.workers and not self.claimed
 
     def _next_tick(self) -> float:
@@ -378,10 +388,15 @@ class Supervisor:
 
     # --- handing out work -------------------------------------------------------------------
 
-    async def _dispatch(self) -> None:
+    def _dispatch(self) -> None:
+        """Hand out what is claimed, and start a claim unless one is in flight: the loop goes
+        on while the store answers it (or does not)."""
         if self.draining or self.boot_error:
             return
-        await self._claim_more()
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.create_task(
+                self._guard("claim", self._claim_more), name="jobd-claim"
+            )
         self._hand_out()
 
     async def _claim_more(self) -> None:
@@ -391,9 +406,14 @@ class Supervisor:
         if jobs is None:
             return
         self.claimed.extend(jobs)
+        if self.draining or self.boot_error:  # the drain began while the claim was out
+            self.handout.release_all()
+            self.wake()
+            return
         self._hand_out()
         if self.claims.answered(wanted, len(jobs)):
             self.wake()
+        self.wake()  # the next turn claims again if that is due (the loop did not wait)
 
     def _held_jobs(self) -> list[Job]:
         held = list(self.claimed)
@@ -423,12 +443,10 @@ class Supervisor:
                 await hook()
         if self.workers:  # boot error or an exception: do not leave workers behind
             await self._kill_all_workers()
+        await self._end_claim()
         self.handout.release_all()
         self.writeback.close()
-        try:
-            if self._writer is not None:
-                await asyncio.wait_for(self._writer, max(self.settings.lease_seconds, 5.0))
-        except (TimeoutError, asyncio.CancelledError):
+        if not await self._written():
             log.error(
                 "could not write every result back before exit; those jobs run again"
                 " when their leases expire",
@@ -443,6 +461,33 @@ class Supervisor:
         self.store.remove_listener(self._on_notification)
         self.notifier.close()
         log.info("jobd stopped", extra={"node": self.node})
+
+    async def _end_claim(self) -> None:
+        """Let a claim in flight come back while the store answers (its jobs are then given
+        back); a store that hangs is not waited for: what it claimed meanwhile is recovered
+        when the leases expire."""
+        claiming = self._claiming
+        while claiming is not None and not claiming.done() and self.health.heard():
+            await asyncio.wait({claiming}, timeout=0.1)
+        if claiming is not None and not claiming.done():
+            claiming.cancel()
+            await asyncio.gather(claiming, return_exceptions=True)
+
+    async def _written(self) -> bool:
+        """Wait for the writer to write every outcome: for up to a lease while the store
+        answers, not at all once it has gone silent (a hang: those outcomes are left to lease
+        recovery, as after a crash, so that the process exits in bounded time)."""
+        writer = self._writer
+        if writer is None:
+            return True
+        give_up_at = time.monotonic() + max(self.settings.lease_seconds, 5.0)
+        while not writer.done() and self.health.heard() and time.monotonic() < give_up_at:
+            await asyncio.wait({writer}, timeout=0.1)
+        if not writer.done():
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            return False
+        return not writer.cancelled() and writer.exception() is None
 
     async def _kill_all_workers(self) -> None:
         self.draining = True

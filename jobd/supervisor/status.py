@@ -12,6 +12,10 @@ from setproctitle import setproctitle
 
 from jobd.workers import resident_memory_of
 
+#: Seconds a turn of the supervisor's loop may take beyond its poll intervals before the
+#: watchdog pings stop.
+LIVENESS_SLACK = 5.0
+
 if TYPE_CHECKING:
     from jobd.supervisor.loop import Supervisor
 
@@ -58,16 +62,25 @@ class Status:
         return (
             f"{self._state()}: {self._busy()}/{len(self.sup.workers)} workers busy,"
             f" {totals['completed']:.0f} completed, {totals['failed']:.0f} failed"
-            + ("" if self.sup.health.ok else "; store unavailable")
+            + ("" if self.sup.store_ok else "; store unavailable")
         )
 
+    def live(self) -> bool:
+        """The supervisor's loop has finished a turn lately (it turns at least every poll
+        interval).  Whether the store answers does not matter here: a restart does not cure
+        a database that hangs, and it would cost the jobs running (docs/adr/0022)."""
+        limit = 2 * self.sup.settings.poll_interval + LIVENESS_SLACK
+        return time.monotonic() - self.sup.last_turn < limit
+
     async def systemd_loop(self) -> None:
-        """Watchdog pings from the loop itself (a stuck loop stops them), a STATUS line every
-        few seconds, and more stop time asked for while a drain waits for long jobs."""
+        """Watchdog pings from the loop itself, and only while its turns go on (a stuck loop
+        stops them, and systemd restarts the service), a STATUS line every few seconds, and
+        more stop time asked for while a drain waits for long jobs."""
         notifier = self.sup.notifier
         interval = min(notifier.watchdog_interval or 5.0, 5.0)
         while True:
-            notifier.watchdog()
+            if self.live():
+                notifier.watchdog()
             notifier.status(self.line())
             if self.sup.draining:
                 left = max(self.sup.drain_deadline - time.monotonic(), 0.0)

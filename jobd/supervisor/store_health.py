@@ -1,5 +1,7 @@
 """Whether the store answers: logged once when it stops and once when it is back, a pause of
-the claims while it is away, and a grace before taking other nodes' jobs once it is back."""
+the claims while it is away, a grace before taking other nodes' jobs once it is back, and the
+age of the last round trip that came back, which is what `health` reports: known at once,
+without waiting for a call to a store that may hang (docs/adr/0022)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,11 @@ log = logging.getLogger("jobd.supervisor")
 
 #: Seconds without a claim after the store failed to answer one of our calls.
 CLAIM_PAUSE = 1.0
+#: The store is pinged when nothing else has come back from it for this long...
+PROBE_INTERVAL = 1.0
+#: ... and it counts as unavailable when nothing has come back for this long (a ping's round
+#: trip is milliseconds: three probe intervals leave room for a busy pool).
+SILENCE_LIMIT = 3.0
 
 
 class StoreHealth:
@@ -20,6 +27,7 @@ class StoreHealth:
         self.ok = True
         self._claims_paused_until = 0.0
         self._recover_after = 0.0  # no recovery of others' leases before (see fine)
+        self._answered_at = time.monotonic()
 
     def trouble(self, what: str, exc: JobdError) -> None:
         """A call to the store (`what`) failed with `exc`."""
@@ -30,12 +38,30 @@ class StoreHealth:
 
     def fine(self) -> None:
         """A call to the store succeeded."""
+        self.answered()
         if not self.ok:
             log.info("store available again")
             # Every node lost the database too, perhaps, and their leases ran out meanwhile:
             # give them a heartbeat or two to renew before taking their jobs as dead ones.
             self._recover_after = time.monotonic() + 2 * self.heartbeat_seconds
         self.ok = True
+
+    def answered(self) -> None:
+        """A round trip to the store came back (whatever its answer)."""
+        self._answered_at = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since the last round trip to the store came back."""
+        return time.monotonic() - self._answered_at
+
+    def heard(self) -> bool:
+        """A round trip came back within SILENCE_LIMIT."""
+        return self.silent_for() < SILENCE_LIMIT
+
+    def answering(self) -> bool:
+        """The last call did not fail and a round trip came back recently.  A plain read of
+        two fields: safe from the control server's thread."""
+        return self.ok and self.heard()
 
     def may_claim(self, now: float) -> bool:
         return now >= self._claims_paused_until

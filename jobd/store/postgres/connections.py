@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -36,6 +37,45 @@ RECONNECT_TIMEOUT = 5.0
 DOWN_ACQUIRE_TIMEOUT = 1.0
 
 
+@dataclass(frozen=True)
+class SessionTimeouts:
+    """What each connection's session tells the server and the kernel, so that a connection
+    that hangs is found out in seconds (database.statement_timeout, database.network_timeout;
+    docs/adr/0022).  0 turns one off; both are off unless given.
+
+    - the server cancels a statement running longer than `statement`, and ends a session
+      idle inside a transaction for that long (its locks would block everyone else);
+    - TCP keepalives probe an idle connection after a third of `network`, and the kernel gives
+      up on one whose data goes unacknowledged for `network` (tcp_user_timeout).
+
+    These cannot see a hang behind something that still acknowledges packets (a userspace
+    proxy, a stuck server process): there the caller's deadline is what ends the wait."""
+
+    statement: float = 0.0  # none unless configured: `jobd migrate` may run long DDL
+    network: float = 0.0
+
+    def libpq(self) -> dict[str, Any]:
+        """The libpq connection parameters (keepalives, tcp_user_timeout)."""
+        if self.network <= 0:
+            return {}
+        idle = max(1, math.ceil(self.network / 3))
+        return {
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": max(1, math.ceil(self.network / 6)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": math.ceil(self.network * 1000),
+        }
+
+    def settings(self) -> str:
+        """The SET statements of each new session (milliseconds; 0: no limit)."""
+        ms = math.ceil(self.statement * 1000)
+        return f"SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
+
+
+NO_SESSION_TIMEOUTS = SessionTimeouts()
+
+
 def describe(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -56,6 +96,7 @@ class ConnectionPool:
         max_size: int,
         connect_timeout: float,
         acquire_timeout: float,
+        session: SessionTimeouts = NO_SESSION_TIMEOUTS,
     ):
         self.url = url
         self.schema = schema
@@ -63,6 +104,7 @@ class ConnectionPool:
         self._max_size = max(max_size, min_size)
         self._connect_timeout = connect_timeout
         self._acquire_timeout = acquire_timeout
+        self._session = session
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._own_backends: dict[int, float] = {}  # pid of each pooled connection -> born
         self._down: str | None = None  # why the database could not be reached, until it can
@@ -77,6 +119,7 @@ class ConnectionPool:
             "row_factory": dict_row,
             "connect_timeout": max(2, math.ceil(self._connect_timeout)),
             "application_name": "jobd",
+            **self._session.libpq(),
         }
 
     def is_own_backend(self, pid: int) -> bool:
@@ -123,10 +166,13 @@ class ConnectionPool:
 
         Why no JIT: jobd's statements are short OLTP ones that JIT never pays off for, and a
         priced-out sort pushes a plan's cost past jit_above_cost: measured, a one-job
-        submit spent 220 ms compiling."""
+        submit spent 220 ms compiling.
+
+        And the session's timeouts (SessionTimeouts)."""
         await conn.execute(
             sql.SQL(
-                "SET search_path TO {}; SET TIME ZONE 'UTC'; SET enable_sort = off; SET jit = off"
+                "SET search_path TO {}; SET TIME ZONE 'UTC'; SET enable_sort = off; SET jit = off;"
+                + self._session.settings()
             ).format(sql.Identifier(self.schema))
         )
         now = time.monotonic()

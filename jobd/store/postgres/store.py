@@ -38,7 +38,13 @@ from jobd.store.base import (
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import schema as schema_migrations
-from jobd.store.postgres.connections import Connection, ConnectionPool, describe
+from jobd.store.postgres.connections import (
+    NO_SESSION_TIMEOUTS,
+    Connection,
+    ConnectionPool,
+    SessionTimeouts,
+    describe,
+)
 from jobd.store.postgres.listener import NotificationListener
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.rows import (
@@ -80,6 +86,7 @@ class PostgresStore(Store):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         acquire_timeout: float = 30.0,
+        session: SessionTimeouts = NO_SESSION_TIMEOUTS,
         listen_check_interval: float = 30.0,
         **_ignored: Any,
     ):
@@ -99,6 +106,7 @@ class PostgresStore(Store):
             max_size=max_size,
             connect_timeout=connect_timeout,
             acquire_timeout=acquire_timeout,
+            session=session,
         )
         self._listener = NotificationListener(
             self.pool,

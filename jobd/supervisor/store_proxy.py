@@ -1,0 +1,167 @@
+"""The store as the supervisor sees it: the store's async interface, every call run on the
+I/O thread under a deadline, its notifications delivered back on the supervisor's loop
+(docs/adr/0022).
+
+A call whose deadline passes is Unavailable at once, like a refused connection: the supervisor
+keeps what it was writing and retries, and its loop never waits for the database.  The call
+left behind on the I/O thread is cancelled there; psycopg then cancels the statement, or closes
+the connection when the server does not answer that either, and the pool opens a new one.
+
+Every call that comes back counts as a round trip (`on_answer`): how long ago the last one was is
+what `health` reports, without waiting for a new one."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import timedelta
+from typing import TypeVar
+
+from jobd.domain import Job, NewJob, State
+from jobd.errors import Unavailable
+from jobd.store import Counts, JobFilter, Notification, Outcome, Page, Store, Submitted
+from jobd.store.base import Listener
+from jobd.store.nodes import Fleet, NodeReport
+from jobd.supervisor.crossing import Crossing
+
+T = TypeVar("T")
+
+#: Deadline of the store's maintenance and pruning (a VACUUM, batches of deletes): these do
+#: much more than one statement, and nothing waits for them.
+MAINTENANCE_DEADLINE = 600.0
+
+
+class StoreProxy(Store):
+    def __init__(
+        self,
+        store: Store,
+        crossing: Crossing,
+        home: asyncio.AbstractEventLoop,
+    ):
+        super().__init__()
+        self.store = store
+        self.kind = store.kind
+        self._crossing = crossing
+        self._home = home  # the supervisor's loop: where notifications are delivered
+        #: Called on the supervisor's loop for every round trip that came back.
+        self.on_answer: Callable[[], None] = lambda: None
+        self._relays: dict[Listener, Listener] = {}
+
+    async def _call(self, call: Awaitable[T], timeout: float | None = None) -> T:
+        result = await self._crossing.run(_awaiting(call), timeout)
+        self.on_answer()
+        return result
+
+    async def _answered(self, call: Awaitable[T], timeout: float | None = None) -> T:
+        """`_call`, where an error the store raised is an answer too (NotFound, Conflict)."""
+        try:
+            return await self._call(call, timeout)
+        except Unavailable:
+            raise
+        except Exception:
+            self.on_answer()
+            raise
+
+    # --- life cycle: the daemon opens and closes the store on its own thread ---------------
+
+    async def open(self) -> None:
+        await self._call(self.store.open())
+
+    async def close(self) -> None:
+        await self._call(self.store.close())
+
+    async def migrate(self) -> list[str]:
+        return await self._call(self.store.migrate(), MAINTENANCE_DEADLINE)
+
+    async def pending_migrations(self) -> list[str]:
+        return await self._call(self.store.pending_migrations())
+
+    async def ping(self) -> None:
+        await self._call(self.store.ping())
+
+    # --- clients' operations -------------------------------------------------------------
+
+    async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:
+        return await self._answered(self.store.submit_many(specs))
+
+    async def get(self, job_id: int) -> Job:
+        return await self._answered(self.store.get(job_id))
+
+    async def list(
+        self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        return await self._answered(self.store.list(filters, limit, cursor))
+
+    async def request_cancel(self, job_id: int) -> Job:
+        return await self._answered(self.store.request_cancel(job_id))
+
+    async def retry(self, job_id: int) -> Job:
+        return await self._answered(self.store.retry(job_id))
+
+    async def counts(self) -> Counts:
+        return await self._call(self.store.counts())
+
+    # --- the supervisor's operations -----------------------------------------------------
+
+    async def claim(
+        self,
+        node: str,
+        limit: int,
+        *,
+        lease: float,
+        queues: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
+    ) -> builtins.list[Job]:
+        return await self._call(
+            self.store.claim(
+                node, limit, lease=lease, queues=queues, types=types, exclude_queues=exclude_queues
+            )
+        )
+
+    async def heartbeat(
+        self, node: str, lease: float, job_ids: Collection[int] | None = None
+    ) -> builtins.list[int]:
+        return await self._call(self.store.heartbeat(node, lease, job_ids))
+
+    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+        return await self._call(self.store.finish(node, outcomes))
+
+    async def recover_expired(self) -> builtins.list[Job]:
+        return await self._call(self.store.recover_expired())
+
+    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+        return await self._call(self.store.prune(older_than, batch), MAINTENANCE_DEADLINE)
+
+    async def maintain(self) -> bool:
+        return await self._call(self.store.maintain(), MAINTENANCE_DEADLINE)
+
+    async def report_node(self, report: NodeReport) -> None:
+        await self._call(self.store.report_node(report))
+
+    async def fleet(self, lease: float) -> Fleet:
+        return await self._call(self.store.fleet(lease))
+
+    async def prune_nodes(self, older_than: timedelta) -> int:
+        return await self._call(self.store.prune_nodes(older_than), MAINTENANCE_DEADLINE)
+
+    # --- notifications: heard on the I/O thread, delivered on the supervisor's loop ----------
+
+    def add_listener(self, listener: Listener) -> None:
+        def relay(notification: Notification) -> None:
+            with contextlib.suppress(RuntimeError):  # the supervisor's loop has closed
+                self._home.call_soon_threadsafe(listener, notification)
+
+        self._relays[listener] = relay
+        self.store.add_listener(relay)
+
+    def remove_listener(self, listener: Listener) -> None:
+        relay = self._relays.pop(listener, None)
+        if relay is not None:
+            self.store.remove_listener(relay)
+
+
+async def _awaiting(call: Awaitable[T]) -> T:
+    return await call
