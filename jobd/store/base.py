@@ -339,7 +339,7 @@ class Store(abc.ABC):
 
     def _notify_submitted(self, jobs: Sequence[Job]) -> None:
         """New pending work: one SUBMITTED per queue of `jobs`."""
-        for queue in sorted({job.queue for job in jobs}):
+        for queue in {job.queue for job in jobs}:
             self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
 
     def _notify_retried(self, job: Job) -> None:

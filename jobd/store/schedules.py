@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -90,6 +91,10 @@ def tick_job(
     stands in when the definition gives none (the node's configured default)."""
     spec = schedule.job.to_new_job(default_max_attempts, os.urandom(16).hex(), run_at)
     return dataclasses.replace(spec, run_at=run_at, schedule=schedule.name)
+
+
+def queues_of(jobs: Sequence[Job]) -> list[str]:
+    return sorted({job.queue for job in jobs})
 
 
 def other_definition(record: ScheduleRecord | None, schedule: Schedule) -> str | None:

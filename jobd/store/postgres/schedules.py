@@ -1,13 +1,15 @@
 """The PostgreSQL store's schedule operations (the schedules and schedule_runs tables of
-schema 4): each function runs inside the caller's transaction."""
+schema 4): the store's four methods (PostgresStore takes them as they are), and the steps each
+runs inside its transaction."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from psycopg.types.json import Jsonb
 
-from jobd.domain import Job, State
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, Job, State
 from jobd.schedules import Schedule
 from jobd.store.postgres.connections import Connection
 from jobd.store.postgres.queries import QUERIES
@@ -19,13 +21,52 @@ from jobd.store.schedules import (
     TickResult,
     decide,
     other_definition,
+    queues_of,
     tick_job,
 )
 
+if TYPE_CHECKING:
+    from jobd.store.postgres.store import PostgresStore
+
 
 async def enqueue_ticks(
-    conn: Connection, schedule: Schedule, default_max_attempts: int
+    store: PostgresStore, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
 ) -> TickResult:
+    async with store.pool.connection() as conn, conn.transaction():
+        result = await _enqueue(conn, schedule, default_max_attempts)
+        await store._pg_notify(conn, store.submit_channel, queues_of(result.jobs))
+    store._notify_submitted(result.jobs)
+    return result
+
+
+async def trigger_schedule(
+    store: PostgresStore, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> Job:
+    """One job of `schedule` now (the database's clock), outside its ticks."""
+    async with store.pool.connection() as conn, conn.transaction():
+        await lock(conn, schedule)
+        clock = await fetch_one(await conn.execute(QUERIES["schedule_clock"], {"name": ""}))
+        job = await insert_run(
+            conn, schedule, clock["db_now"], RunKind.TRIGGER, default_max_attempts
+        )
+        await store._pg_notify(conn, store.submit_channel, [job.queue])
+    store._notify_submitted((job,))
+    return job
+
+
+async def schedule_records(store: PostgresStore) -> list[ScheduleRecord]:
+    async with store.pool.connection() as conn:
+        return await records(conn)
+
+
+async def set_schedule_paused(store: PostgresStore, name: str, paused: bool) -> ScheduleRecord:
+    async with store.pool.connection() as conn, conn.transaction():
+        await conn.execute(QUERIES["schedule_pause"], {"name": name, "paused": paused})
+        (record,) = await records(conn, name)
+    return record
+
+
+async def _enqueue(conn: Connection, schedule: Schedule, default_max_attempts: int) -> TickResult:
     record = await lock(conn, schedule)
     clock = await fetch_one(await conn.execute(QUERIES["schedule_clock"], {"name": schedule.name}))
     decision = decide(schedule, record, clock["db_now"], clock["busy"])
@@ -84,12 +125,6 @@ async def insert_run(
 async def records(conn: Connection, name: str | None = None) -> list[ScheduleRecord]:
     cur = await conn.execute(QUERIES["schedule_records"], {"name": name})
     return [record_from_row(row) for row in await cur.fetchall()]
-
-
-async def set_paused(conn: Connection, name: str, paused: bool) -> ScheduleRecord:
-    await conn.execute(QUERIES["schedule_pause"], {"name": name, "paused": paused})
-    (record,) = await records(conn, name)
-    return record
 
 
 def record_from_row(row: Row) -> ScheduleRecord:

@@ -16,9 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
+from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams
-from jobd.schedules import Schedule
 from jobd.store.base import (
     CountRow,
     Counts,
@@ -61,7 +60,6 @@ from jobd.store.postgres.rows import (
     wants_pending,
     write_params,
 )
-from jobd.store.schedules import RunKind, ScheduleRecord, TickResult
 
 # A plain identifier (as database.schema in the configuration): easy to type in psql, and
 # safe to build channel names from.
@@ -420,40 +418,12 @@ class PostgresStore(Store):
         async with self.pool.connection() as conn:
             return await fleet_rows.prune_nodes(conn, older_than)
 
-    # --- schedules ---------------------------------------------------------------------------
+    # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------
 
-    async def enqueue_ticks(
-        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    ) -> TickResult:
-        async with self.pool.connection() as conn, conn.transaction():
-            result = await schedule_rows.enqueue_ticks(conn, schedule, default_max_attempts)
-            await self._announce_runs(conn, result.jobs)
-        self._notify_submitted(result.jobs)
-        return result
-
-    async def trigger_schedule(
-        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    ) -> Job:
-        async with self.pool.connection() as conn, conn.transaction():
-            await schedule_rows.lock(conn, schedule)
-            now = await fetch_one(await conn.execute(QUERIES["schedule_clock"], {"name": ""}))
-            job = await schedule_rows.insert_run(
-                conn, schedule, now["db_now"], RunKind.TRIGGER, default_max_attempts
-            )
-            await self._announce_runs(conn, (job,))
-        self._notify_submitted((job,))
-        return job
-
-    async def schedule_records(self) -> builtins.list[ScheduleRecord]:
-        async with self.pool.connection() as conn:
-            return await schedule_rows.records(conn)
-
-    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
-        async with self.pool.connection() as conn, conn.transaction():
-            return await schedule_rows.set_paused(conn, name, paused)
-
-    async def _announce_runs(self, conn: Connection, jobs: Sequence[Job]) -> None:
-        await self._pg_notify(conn, self.submit_channel, sorted({job.queue for job in jobs}))
+    enqueue_ticks = schedule_rows.enqueue_ticks
+    trigger_schedule = schedule_rows.trigger_schedule
+    schedule_records = schedule_rows.schedule_records
+    set_schedule_paused = schedule_rows.set_schedule_paused
 
     async def maintain(self) -> bool:
         """VACUUM each of jobd's tables once its dead rows pass VACUUM_DEAD_ROWS.
