@@ -4,6 +4,8 @@ The public Python API::
 
     from jobd import handler, JobContext, PermanentError, RetryLater, Client
 
+    jobd.schedule("nightly", cron="0 2 * * *", type="generate_report", payload={...})
+
     jobd.enqueue(conn, "send_email", {...})   # in the application's own transaction
 """
 
@@ -16,6 +18,7 @@ from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError, RetryLater
 from jobd.enqueue import aenqueue, enqueue
 from jobd.handlers import handler
+from jobd.schedules.registry import schedule
 
 __all__ = [
     "Client",
@@ -27,4 +30,5 @@ __all__ = [
     "aenqueue",
     "enqueue",
     "handler",
+    "schedule",
 ]

@@ -198,6 +198,7 @@ def config_check(ctx: click.Context) -> None:
       JOBD_CONFIG=/etc/jobd/jobd.yaml jobd config check
     """
     config = load(ctx)
+    _check_schedules(config)
     for name in unknown_environment(os.environ):
         click.echo(f"jobd: warning: {name} is not a jobd setting; ignored", err=True)
     for warning in config.warnings:
@@ -206,6 +207,21 @@ def config_check(ctx: click.Context) -> None:
     click.echo(f"# effective jobd configuration: defaults{origin} < environment < flags;")
     click.echo("# secrets masked")
     click.echo(yaml.safe_dump(config.to_dict(mask_secrets=True), sort_keys=False), nl=False)
+
+
+def _check_schedules(config: Config) -> None:
+    """Exit 2 for a schedule defined twice (in the file and by a handler module) or whose type
+    no handler of the node runs: the handler modules are imported, as `jobd run` does."""
+    from jobd.daemon import handler_modules
+    from jobd.handlers import HandlerImportError, load_modules
+    from jobd.schedules import ScheduleError
+    from jobd.schedules.registry import declared, node_schedules
+
+    try:
+        registry = load_modules(handler_modules(config))
+        node_schedules(config.schedules, declared, registry.types())
+    except (HandlerImportError, ScheduleError) as exc:
+        fail(f"invalid configuration: {exc}", EXIT_CONFIG)
 
 
 @main.command()

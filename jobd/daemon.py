@@ -7,6 +7,7 @@ the control server the supervisor through a Crossing, each call under a deadline
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from jobd.http.child import HttpChild
 from jobd.logs import setup_logging
 from jobd.samples import enabled_modules
 from jobd.samples import settings as handler_settings
+from jobd.schedules import ScheduleError
+from jobd.schedules.registry import declared, node_schedules
 from jobd.store import Store, create_store
 from jobd.store.postgres.connections import SessionTimeouts
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
@@ -74,6 +77,8 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         drain_timeout=config.shutdown.drain_timeout,
         kill_grace=config.shutdown.kill_grace,
         job_events=config.logging.job_events,
+        schedules=tuple(config.schedules.values()),
+        default_max_attempts=jobs.default_max_attempts,
     )
 
 
@@ -138,8 +143,10 @@ async def serve(config: Config, migrate: bool = False) -> int:
         raise StartupError("; ".join(problems), EXIT_CONFIG)
     try:
         registry = load_modules(handler_modules(config))
-    except HandlerImportError as exc:
+        schedules = node_schedules(config.schedules, declared, registry.types())
+    except (HandlerImportError, ScheduleError) as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from exc
+    config = dataclasses.replace(config, schedules=schedules)
     io = IoThread().start()
     try:
         return await _serve_on(io, config, node, registry, migrate)

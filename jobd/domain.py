@@ -135,6 +135,8 @@ class NewJob:
     timeout: float | None = None
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    #: The schedule whose tick (or trigger) this job is (jobd.schedules); None for others.
+    schedule: str | None = None
 
     def __post_init__(self) -> None:
         validate_new_job(self)
@@ -165,6 +167,8 @@ def validate_new_job(spec: NewJob) -> None:
         value = getattr(spec, name)
         if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
             raise InvalidJob(name, "must be a string of 1 to 255 characters")
+    if spec.schedule is not None:
+        _check_name("schedule", spec.schedule)
 
 
 def _check_name(field_name: str, value: object) -> None:
@@ -204,6 +208,8 @@ class Job:
     #: write-backs (a replayed outcome of an earlier claim never matches).  Internal to the
     #: stores and the supervisor, so not part of the protocol's job.
     lease_token: int | None = None
+    #: The schedule that created the job (its name), None for a job submitted otherwise.
+    schedule: str | None = None
 
     @classmethod
     def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
@@ -230,6 +236,7 @@ class Job:
             updated_at=now,
             started_at=None,
             finished_at=None,
+            schedule=spec.schedule,
         )
 
     @property

@@ -613,6 +613,8 @@ class JobView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: The schedule that created the job; None for other jobs (and from daemons before it).
+    schedule: str | None = None
     # What the answering node applies (`get` only), not part of the job: two views of one job
     # are equal whether or not they carry it.
     effective: Effective | None = field(default=None, compare=False)

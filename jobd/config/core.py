@@ -22,6 +22,7 @@ from jobd.config.kinds import (
     Text,
 )
 from jobd.config.paths import SUN_PATH_MAX, default_database_url, default_socket_path
+from jobd.config.schedules import Schedules
 from jobd.config.sections import (
     ControlConfig,
     DatabaseConfig,
@@ -353,6 +354,24 @@ QUEUES = Section(
 )
 
 
+SCHEDULES = Section(
+    "schedules",
+    "Periodic jobs (docs/schedules.md).",
+    (
+        Setting(
+            "schedules",
+            Schedules(),
+            {},
+            "Jobs submitted on a schedule: schedule name → its definition: `cron` (five fields)"
+            " or `every` (an interval), `type`, `payload`, and optionally `timezone` (cron only;"
+            " default UTC), `queue`, `priority`, `max_attempts`, `timeout`, `catch_up` (skip,"
+            " once or all; default once), `catch_up_window` (default 1d) and `overlap` (allow or"
+            " skip; default allow). Only in the configuration file ([schedules](schedules.md)).",
+        ),
+    ),
+)
+
+
 SHUTDOWN = Section(
     "shutdown",
     "How the daemon drains on SIGTERM or SIGINT.",
@@ -470,6 +489,7 @@ def core_sections(sample_types: tuple[str, ...]) -> tuple[Section, ...]:
         _handlers(sample_types),
         JOBS,
         QUEUES,
+        SCHEDULES,
         SHUTDOWN,
         HTTP,
         LOGGING,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobd.config.kinds import QueueConfig
 from jobd.config.sections import (
@@ -20,6 +20,9 @@ from jobd.config.sections import (
 )
 from jobd.config.table import table
 
+if TYPE_CHECKING:  # jobd.schedules reads its durations with jobd.config's kinds
+    from jobd.schedules.definition import Schedule
+
 
 @dataclass(frozen=True)
 class Config:
@@ -32,6 +35,8 @@ class Config:
     shutdown: ShutdownConfig
     http: HttpConfig
     logging: LoggingConfig
+    # Periodic jobs by name, as the configuration file defines them (jobd.schedules).
+    schedules: dict[str, Schedule] = field(default_factory=dict)
     # The sections the extension declares (the sample handlers' `smtp` and `files`), by name;
     # read them as attributes too: `config.smtp`.
     extensions: Mapping[str, Any] = field(default_factory=dict)

@@ -21,13 +21,17 @@ import enum
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.values import check_new_job, json_problem, storable_text
+
+if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
+    from jobd.schedules import Schedule
+    from jobd.store.schedules import ScheduleRecord, TickResult
 
 #: Where the in-process stores read the time; tests pass a fake one.
 Clock = Callable[[], datetime]
@@ -69,6 +73,7 @@ class JobFilter:
     queue: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    schedule: str | None = None  # the jobs one schedule created
 
     def matches(self, job: Job) -> bool:
         return (
@@ -77,6 +82,7 @@ class JobFilter:
             and (self.queue is None or job.queue == self.queue)
             and (self.created_after is None or job.created_at > self.created_after)
             and (self.created_before is None or job.created_at < self.created_before)
+            and (self.schedule is None or job.schedule == self.schedule)
         )
 
 
@@ -282,6 +288,30 @@ class Store(abc.ABC):
     async def prune_nodes(self, older_than: timedelta) -> int:
         """Delete the rows of nodes whose heartbeat is older than `older_than`; how many."""
 
+    # --- schedules (jobd.store.schedules) ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue_ticks(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> TickResult:
+        """In one transaction, by the database's clock: lock the schedule's row (creating it),
+        decide its due ticks (jobd.store.schedules.decide), insert their jobs, record the new
+        last tick and the history.  A tick gets its job once, whichever nodes ask."""
+
+    @abc.abstractmethod
+    async def trigger_schedule(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> Job:
+        """One job of `schedule` now, outside its ticks (recorded in its history)."""
+
+    @abc.abstractmethod
+    async def schedule_records(self) -> builtins.list[ScheduleRecord]:
+        """Every schedule's row, by name, with the job its last run created."""
+
+    @abc.abstractmethod
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        """Pause or resume `name` for the whole fleet (creating its row if need be)."""
+
     async def maintain(self) -> bool:
         """Housekeeping the database needs under a busy queue (PostgreSQL: VACUUM when dead
         rows pile up); called every few seconds by the supervisor.  True if it did something."""
@@ -306,6 +336,11 @@ class Store(abc.ABC):
         job that was pending has ended (FINISHED)."""
         kind = NotificationKind.CANCEL if job.state is State.RUNNING else NotificationKind.FINISHED
         self._notify(Notification(kind, job_id=job.id))
+
+    def _notify_submitted(self, jobs: Sequence[Job]) -> None:
+        """New pending work: one SUBMITTED per queue of `jobs`."""
+        for queue in {job.queue for job in jobs}:
+            self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
 
     def _notify_retried(self, job: Job) -> None:
         self._notify(Notification(NotificationKind.SUBMITTED, queue=job.queue))

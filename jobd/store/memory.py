@@ -12,8 +12,9 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from jobd.clock import utcnow
-from jobd.domain import IllegalTransition, Job, NewJob, State
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, NotFound
+from jobd.schedules import Schedule
 from jobd.store.base import (
     Clock,
     CountRow,
@@ -36,6 +37,24 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.nodes import Fleet, NodeReport, NodeStatus
+from jobd.store.schedules import (
+    HISTORY_KEPT,
+    RunKind,
+    ScheduleRecord,
+    TickResult,
+    decide,
+    other_definition,
+    tick_job,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Run:
+    """A row of a schedule's history."""
+
+    tick: datetime
+    job_id: int
+    kind: RunKind
 
 
 class MemoryStore(Store):
@@ -50,6 +69,8 @@ class MemoryStore(Store):
         self._next_id = 1
         self._tokens = itertools.count(1)  # lease tokens, one per claim
         self._nodes: dict[str, tuple[NodeReport, datetime]] = {}  # with its last heartbeat
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._runs: dict[str, list[_Run]] = {}  # each schedule's history, oldest first
         #: The fleet's minimum node version (a migration sets it in the SQL stores).
         self.min_node_version: str | None = None
 
@@ -72,15 +93,18 @@ class MemoryStore(Store):
                 if existing is not None:
                     out.append(Submitted(self._jobs[existing], created=False))
                     continue
-                job = Job.new(self._next_id, spec, now)
-                self._next_id += 1
-                self._jobs[job.id] = job
-                if spec.idempotency_key:
-                    self._keys[spec.idempotency_key] = job.id
-                out.append(Submitted(job, created=True))
+                out.append(Submitted(self._insert(spec, now), created=True))
         for queue in {s.job.queue for s in out if s.created}:
             self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
         return out
+
+    def _insert(self, spec: NewJob, now: datetime) -> Job:
+        job = Job.new(self._next_id, spec, now)
+        self._next_id += 1
+        self._jobs[job.id] = job
+        if spec.idempotency_key:
+            self._keys[spec.idempotency_key] = job.id
+        return job
 
     async def get(self, job_id: int) -> Job:
         with self._lock:
@@ -258,3 +282,75 @@ class MemoryStore(Store):
             for node in gone:
                 del self._nodes[node]
         return len(gone)
+
+    # --- schedules ----------------------------------------------------------------------
+
+    async def enqueue_ticks(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> TickResult:
+        with self._lock:
+            now = self._clock()
+            record = self._schedules.get(schedule.name)
+            decision = decide(schedule, record, now, self._busy(schedule.name))
+            jobs = tuple(
+                self._run(schedule, tick, RunKind.TICK, now, default_max_attempts)
+                for tick in decision.ticks
+            )
+            paused = record is not None and record.paused
+            self._schedules[schedule.name] = ScheduleRecord(
+                schedule.name,
+                decision.settled or (record.last_tick if record else None),
+                paused,
+                schedule.definition_hash,
+            )
+        self._notify_submitted(jobs)
+        other = other_definition(record, schedule)
+        return TickResult(jobs, decision.missed, decision.overlap_skipped, paused, other)
+
+    async def trigger_schedule(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> Job:
+        with self._lock:
+            now = self._clock()
+            job = self._run(schedule, now, RunKind.TRIGGER, now, default_max_attempts)
+            record = self._schedules.get(schedule.name)
+            if record is None:
+                self._schedules[schedule.name] = ScheduleRecord(
+                    schedule.name, None, False, schedule.definition_hash
+                )
+        self._notify_submitted((job,))
+        return job
+
+    def _run(
+        self, schedule: Schedule, tick: datetime, kind: RunKind, now: datetime, attempts: int
+    ) -> Job:
+        job = self._insert(tick_job(schedule, tick, attempts), now)
+        runs = self._runs.setdefault(schedule.name, [])
+        runs.append(_Run(tick, job.id, kind))
+        runs[:] = [run for run in runs if run.tick >= now - HISTORY_KEPT]
+        return job
+
+    def _busy(self, name: str) -> bool:
+        return any(
+            job.schedule == name and job.state in (State.PENDING, State.RUNNING)
+            for job in self._jobs.values()
+        )
+
+    async def schedule_records(self) -> builtins.list[ScheduleRecord]:
+        with self._lock:
+            return [self._with_last_job(self._schedules[name]) for name in sorted(self._schedules)]
+
+    def _with_last_job(self, record: ScheduleRecord) -> ScheduleRecord:
+        runs = self._runs.get(record.name)
+        if not runs:
+            return record
+        job = self._jobs.get(runs[-1].job_id)
+        state = job.state if job is not None else None
+        return dataclasses.replace(record, last_job_id=runs[-1].job_id, last_job_state=state)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        with self._lock:
+            record = self._schedules.get(name) or ScheduleRecord(name, None, False, None)
+            record = dataclasses.replace(record, paused=paused)
+            self._schedules[name] = record
+            return self._with_last_job(record)

@@ -1,7 +1,8 @@
 """The supervisor's periodic store work: heartbeats of this node's leases and of its row in the
-nodes table, recovery of any node's expired leases, the store's maintenance and the pruning of
-old finished jobs and of dead nodes' rows, and a ping when nothing else has come back from the
-store for a while (so its health is always known)."""
+nodes table (and, alongside, the asks of its schedules: jobd.supervisor.schedules), recovery
+of any node's expired leases, the store's maintenance and the pruning of old finished jobs and
+of dead nodes' rows, and a ping when nothing else has come back from the store for a while (so
+its health is always known)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from jobd.errors import Unavailable
 from jobd.store import Store
 from jobd.supervisor.fleet import FleetMember
 from jobd.supervisor.job_events import JobEvents, job_fields
+from jobd.supervisor.schedules import ScheduleMetrics, ScheduleRunner
 from jobd.supervisor.settings import SupervisorSettings
 from jobd.supervisor.store_health import PROBE_INTERVAL, StoreHealth
 
@@ -47,10 +49,23 @@ class Housekeeping:
         self._held = held  # ids of the jobs whose leases are ours to renew
         self._cancel = cancel  # stop a job this node runs
         self._work_found = work_found  # a recovered job may be claimed
+        self.schedules = ScheduleRunner(
+            store,
+            settings.schedules,
+            settings.default_max_attempts,
+            ScheduleMetrics(events.metrics.registry),
+            trouble=health.trouble,
+        )
 
     async def heartbeat_loop(self) -> None:
         """The node's row at once (the fleet learns what it runs), then every heartbeat the
-        leases and the row."""
+        leases and the row.  The schedules are asked for as long as the node beats: a node
+        the fleet no longer sees alive does not enqueue either."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.schedules.run(), name="jobd-schedules")
+            await self._beat()
+
+    async def _beat(self) -> None:
         while True:
             try:
                 await self.fleet.beat()

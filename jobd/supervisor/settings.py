@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobd.domain import Backoff
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, Backoff
 from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
+from jobd.schedules import Schedule
 
 #: How long the first workers may take to start before the daemon gives up (seconds).
 BOOT_TIMEOUT = 30.0
@@ -30,3 +31,5 @@ class SupervisorSettings:
     drain_timeout: float = 30.0
     kill_grace: float = 5.0
     job_events: bool = False  # log each job transition at INFO (else DEBUG)
+    schedules: tuple[Schedule, ...] = ()  # the node's schedules (jobd.schedules.registry)
+    default_max_attempts: int = DEFAULT_MAX_ATTEMPTS  # for schedules that set none

@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
-from jobd.domain import Job, NewJob, State
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, Job, NewJob, State
 from jobd.errors import Unavailable
+from jobd.schedules import Schedule
 from jobd.store import (
     Counts,
     JobFilter,
@@ -33,6 +34,7 @@ from jobd.store import (
 )
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
+from jobd.store.schedules import ScheduleRecord, TickResult
 from jobd.supervisor.crossing import Crossing
 
 T = TypeVar("T")
@@ -155,6 +157,24 @@ class StoreProxy(Store):
 
     async def prune_nodes(self, older_than: timedelta) -> int:
         return await self._call(self.store.prune_nodes(older_than), MAINTENANCE_DEADLINE)
+
+    # --- schedules: the default deadline, like any one-transaction write -------------------
+
+    async def enqueue_ticks(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> TickResult:
+        return await self._call(self.store.enqueue_ticks(schedule, default_max_attempts))
+
+    async def trigger_schedule(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> Job:
+        return await self._answered(self.store.trigger_schedule(schedule, default_max_attempts))
+
+    async def schedule_records(self) -> builtins.list[ScheduleRecord]:
+        return await self._call(self.store.schedule_records())
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        return await self._answered(self.store.set_schedule_paused(name, paused))
 
     # --- notifications: heard on the I/O thread, delivered on the supervisor's loop ----------
 

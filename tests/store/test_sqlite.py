@@ -109,7 +109,7 @@ async def test_create_store_url_and_clock(tmp_path: Path) -> None:
 
 async def test_migrate_once_then_no_op(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
-        every = ["0001_init", "0002_lease_token", "0003_fleet"]
+        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules"]
         assert await store.pending_migrations() == every
         assert await store.migrate() == every
         assert await store.migrate() == []
@@ -121,6 +121,7 @@ async def test_migrate_once_then_no_op(db_path: Path) -> None:
             (1, "0001_init"),
             (2, "0002_lease_token"),
             (3, "0003_fleet"),
+            (4, "0004_schedules"),
         ]
 
 
@@ -262,7 +263,10 @@ async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: P
     first, second = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
         applied = await asyncio.gather(first.migrate(), second.migrate())
-        assert sorted(applied) == [[], ["0001_init", "0002_lease_token", "0003_fleet"]]
+        assert sorted(applied) == [
+            [],
+            ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules"],
+        ]
     finally:
         await first.close()
         await second.close()

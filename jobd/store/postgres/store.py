@@ -37,6 +37,7 @@ from jobd.store.base import (
 )
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import fleet as fleet_rows
+from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres.connections import (
     NO_SESSION_TIMEOUTS,
@@ -225,6 +226,7 @@ class PostgresStore(Store):
             "queue": filters.queue,
             "created_after": filters.created_after,
             "created_before": filters.created_before,
+            "schedule": filters.schedule,
             "limit": limit + 1,
         }
         async with self.pool.connection() as conn:
@@ -415,6 +417,13 @@ class PostgresStore(Store):
     async def prune_nodes(self, older_than: timedelta) -> int:
         async with self.pool.connection() as conn:
             return await fleet_rows.prune_nodes(conn, older_than)
+
+    # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------
+
+    enqueue_ticks = schedule_rows.enqueue_ticks
+    trigger_schedule = schedule_rows.trigger_schedule
+    schedule_records = schedule_rows.schedule_records
+    set_schedule_paused = schedule_rows.set_schedule_paused
 
     async def maintain(self) -> bool:
         """VACUUM each of jobd's tables once its dead rows pass VACUUM_DEAD_ROWS.

@@ -141,6 +141,7 @@ SELECT *
    AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
    AND (%(created_before)s::timestamptz IS NULL
         OR created_at < %(created_before)s::timestamptz)
+   AND (%(schedule)s::text IS NULL OR schedule = %(schedule)s::text)
  ORDER BY id DESC
  LIMIT %(limit)s
 
@@ -240,16 +241,17 @@ ended AS (
                    ELSE coalesce(o.error, jobs.last_error)
               END AS last_error,
               CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
-              jobs.idempotency_key, jobs.correlation_id, jobs.created_at, jobs.started_at
+              jobs.idempotency_key, jobs.correlation_id, jobs.created_at, jobs.started_at,
+              jobs.schedule
 )
 INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts, max_attempts,
                            crashes, run_at, timeout, last_error, result, idempotency_key,
                            correlation_id, cancel_requested, lease_owner, lease_expires_at,
-                           created_at, updated_at, started_at, finished_at)
+                           created_at, updated_at, started_at, finished_at, schedule)
 SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
        crashes, run_at, timeout, last_error, result, idempotency_key,
        correlation_id, false, NULL, NULL,
-       created_at, now(), started_at, now()
+       created_at, now(), started_at, now(), schedule
   FROM ended
 RETURNING id, state, queue, false AS ready
 
@@ -403,3 +405,75 @@ SELECT type, count(*) AS count
 -- name: prune_nodes
 DELETE FROM nodes
  WHERE heartbeat_at < now() - make_interval(secs => %(seconds)s)
+
+
+-- Schedules (jobd/store/postgres/schedules.py, schema 4).  Enqueuing a schedule's ticks is
+-- one transaction: schedule_create, schedule_lock, then the decision in Python by the clock
+-- read under the lock, schedule_insert and schedule_run per job, schedule_settle.
+
+-- name: schedule_create
+INSERT INTO schedules (name, definition_hash)
+VALUES (%(name)s, %(hash)s)
+    ON CONFLICT (name) DO NOTHING
+
+
+-- name: schedule_lock
+-- Every node enqueuing this schedule waits here for the others: the row's last_tick is read
+-- once the previous transaction committed, and the clock after the lock is granted.
+SELECT name, last_tick, paused, definition_hash
+  FROM schedules
+ WHERE name = %(name)s
+   FOR UPDATE
+
+
+-- name: schedule_clock
+SELECT clock_timestamp() AS db_now,
+       EXISTS (SELECT 1 FROM jobs
+                WHERE schedule = %(name)s AND state IN ('pending', 'running')) AS busy
+
+
+-- name: schedule_insert
+INSERT INTO jobs (type, queue, priority, payload, max_attempts, run_at, timeout,
+                  correlation_id, schedule)
+VALUES (%(type)s, %(queue)s, %(priority)s, %(payload)s, %(max_attempts)s, %(run_at)s,
+        %(timeout)s, %(correlation_id)s, %(schedule)s)
+RETURNING *
+
+
+-- name: schedule_run
+INSERT INTO schedule_runs (name, tick, job_id, kind)
+VALUES (%(name)s, %(tick)s, %(job_id)s, %(kind)s)
+
+
+-- name: schedule_settle
+UPDATE schedules
+   SET last_tick = coalesce(%(last_tick)s, last_tick),
+       definition_hash = %(hash)s,
+       updated_at = now()
+ WHERE name = %(name)s
+
+
+-- name: schedule_prune_runs
+DELETE FROM schedule_runs
+ WHERE name = %(name)s
+   AND tick < now() - %(kept)s * interval '1 second'
+
+
+-- name: schedule_pause
+INSERT INTO schedules (name, paused)
+VALUES (%(name)s, %(paused)s)
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+
+
+-- name: schedule_records
+-- Each schedule with the job of its latest run (ids grow, so the highest is the latest).
+SELECT s.name, s.last_tick, s.paused, s.definition_hash,
+       r.job_id AS last_job_id, j.state AS last_job_state
+  FROM schedules s
+  LEFT JOIN LATERAL (SELECT job_id FROM schedule_runs
+                      WHERE name = s.name
+                      ORDER BY job_id DESC
+                      LIMIT 1) r ON true
+  LEFT JOIN all_jobs j ON j.id = r.job_id
+ WHERE %(name)s::text IS NULL OR s.name = %(name)s::text
+ ORDER BY s.name

@@ -75,6 +75,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         started_at,
         finished_at,
         lease_token,
+        schedule,
     ) = row
     return Job(
         id=job_id,
@@ -100,6 +101,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         started_at=opt_dt(started_at),
         finished_at=opt_dt(finished_at),
         lease_token=lease_token,
+        schedule=schedule,
     )
 
 
@@ -128,6 +130,7 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.started_at),
         opt_ts(job.finished_at),
         job.lease_token,
+        job.schedule,
     )
 
 

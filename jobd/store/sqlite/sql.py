@@ -160,6 +160,8 @@ def _list_conditions(filters: JobFilter, before: int | None) -> tuple[str, list[
         add("created_at > ?", ts(filters.created_after))
     if filters.created_before is not None:
         add("created_at < ?", ts(filters.created_before))
+    if filters.schedule is not None:
+        add("schedule = ?", filters.schedule)
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 

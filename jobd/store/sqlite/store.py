@@ -14,11 +14,12 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from jobd.clock import utcnow
-from jobd.domain import IllegalTransition, Job, NewJob, State
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams, NotFound
+from jobd.schedules import Schedule
 from jobd.store.base import (
     Clock,
     CountRow,
@@ -40,6 +41,8 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.nodes import Fleet, NodeReport, NodeStatus, workers_from, workers_json
+from jobd.store.schedules import RunKind, ScheduleRecord, TickResult
+from jobd.store.sqlite import schedules as schedule_rows
 from jobd.store.sqlite import schema
 from jobd.store.sqlite.rows import STATES, dt, insert_row, job_from_row, ts, update_row
 from jobd.store.sqlite.sql import (
@@ -66,6 +69,9 @@ from jobd.store.sqlite.sql import (
 from jobd.store.sqlite.thread import DatabaseThread, write_transaction
 
 DEFAULT_BUSY_TIMEOUT = 5.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class SQLiteStore(Store):
@@ -390,6 +396,50 @@ class SQLiteStore(Store):
     def _prune_nodes(conn: sqlite3.Connection, cutoff: float) -> int:
         with write_transaction(conn):
             return conn.execute(PRUNE_NODES, (cutoff,)).rowcount
+
+    # --- schedules (jobd/store/sqlite/schedules.py) ----------------------------------------
+
+    async def enqueue_ticks(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> TickResult:
+        enqueue = self._transaction(schedule_rows.enqueue_ticks, schedule, default_max_attempts)
+        result = await self.db.run(enqueue)
+        self._notify_submitted(result.jobs)
+        return result
+
+    async def trigger_schedule(
+        self, schedule: Schedule, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> Job:
+        job = await self.db.run(self._transaction(_trigger, schedule, default_max_attempts))
+        self._notify_submitted((job,))
+        return job
+
+    async def schedule_records(self) -> builtins.list[ScheduleRecord]:
+        return await self.db.run(schedule_rows.records)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
+        return await self.db.run(self._transaction(schedule_rows.set_paused, name, paused))
+
+    def _transaction(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, datetime, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Callable[[sqlite3.Connection], T]:
+        """`fn(conn, now, *args)` as one write transaction, `now` read once it is held."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            with write_transaction(conn):
+                return fn(conn, self._clock(), *args, **kwargs)
+
+        return run
+
+
+def _trigger(
+    conn: sqlite3.Connection, now: datetime, schedule: Schedule, default_max_attempts: int
+) -> Job:
+    schedule_rows.lock(conn, schedule, now)
+    return schedule_rows.insert_run(conn, schedule, now, RunKind.TRIGGER, now, default_max_attempts)
 
 
 def new_token() -> int:

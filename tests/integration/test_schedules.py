@@ -1,0 +1,84 @@
+"""Schedules on PostgreSQL with three real `jobd run` nodes and `every: 1s`: exactly one job per
+tick, no gap, also while one node is SIGKILLed and restarted; a pause stops every node."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jobd.store import JobFilter, Store
+
+from .conftest import eventually
+
+pytestmark = pytest.mark.postgres
+
+SCHEDULE = "every-second"
+TICKS = 30
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(f"schedules:\n  {SCHEDULE}:\n    every: 1s\n    type: noop\n")
+    return path
+
+
+async def ticks_of(store: Store) -> list[datetime]:
+    page = await store.list(JobFilter(schedule=SCHEDULE), limit=1000)
+    return sorted(job.run_at for job in page.jobs)
+
+
+def assert_one_job_per_tick(ticks: list[datetime]) -> None:
+    assert len(ticks) == len(set(ticks)), f"a tick got two jobs: {ticks}"
+    gaps = [b for a, b in itertools.pairwise(ticks) if b - a != timedelta(seconds=1)]
+    assert not gaps, f"ticks without a job before {gaps}"
+
+
+async def test_three_nodes_make_one_job_per_tick_even_when_one_is_killed(
+    make_daemon, pg_store: Store, config_file: Path
+) -> None:
+    nodes = [make_daemon(name, JOBD_CONFIG=str(config_file)).start() for name in "abc"]
+
+    async def at_least(count: int) -> list[datetime]:
+        ticks = await ticks_of(pg_store)
+        return ticks if len(ticks) >= count else []
+
+    await eventually(lambda: at_least(TICKS // 3), 30, "ten ticks")
+    nodes[1].kill()
+    await eventually(lambda: at_least(TICKS // 2), 30, "ticks with a node down")
+    nodes[1].start()
+    ticks = await eventually(lambda: at_least(TICKS), 60, f"{TICKS} ticks")
+    assert_one_job_per_tick(ticks)
+
+
+async def test_a_pause_stops_every_node_and_a_resume_restarts_them(
+    make_daemon, pg_store: Store, config_file: Path
+) -> None:
+    for name in "ab":
+        make_daemon(name, JOBD_CONFIG=str(config_file)).start()
+    await eventually(lambda: ticks_of(pg_store), 30, "a first tick")
+    paused = await pg_store.set_schedule_paused(SCHEDULE, True)
+    assert paused.paused
+
+    async def settled_past(after: datetime) -> bool:
+        (record,) = await pg_store.schedule_records()
+        return record.last_tick is not None and record.last_tick >= after
+
+    # A node may be inside its transaction as the pause commits: one more tick at most.
+    before = await ticks_of(pg_store)
+    start = (await pg_store.schedule_records())[0].last_tick
+    assert start is not None
+    await eventually(lambda: settled_past(start + timedelta(seconds=4)), 30, "paused ticks")
+    during = await ticks_of(pg_store)
+    assert len(during) <= len(before) + 1, "a paused schedule kept making jobs"
+
+    await pg_store.set_schedule_paused(SCHEDULE, False)
+
+    async def resumed() -> bool:
+        return len(await ticks_of(pg_store)) >= len(during) + 2
+
+    await eventually(resumed, 30, "jobs again after the resume")
+    assert_one_job_per_tick([tick for tick in await ticks_of(pg_store) if tick > during[-1]])
