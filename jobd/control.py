@@ -45,7 +45,7 @@ from jobd.protocol import (
     WaitParams,
     parse_params,
 )
-from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
+from jobd.store import Changed, JobFilter, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
 
@@ -389,9 +389,9 @@ class Operations:
         return {"job": job.to_dict()}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
-        job: Job = await self._store(self.store.retry(params.id))
-        await self._tell("requeued", [job], None)
-        return {"job": job.to_dict()}
+        changed: Changed = await self._store(self.store.operator_retry(params.id))
+        await self._tell("requeued", [changed.job], changed.previous.value)
+        return {"job": changed.job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
         """Answer when the job is finished or the timeout has passed.  Woken by the store's

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.store.base import (
+    Changed,
     Counts,
     JobFilter,
     Notification,
@@ -18,6 +19,7 @@ from jobd.store.base import (
 )
 
 __all__ = [
+    "Changed",
     "Counts",
     "JobFilter",
     "Notification",

@@ -63,6 +63,15 @@ class Submitted:
 
 
 @dataclass(frozen=True, slots=True)
+class Changed:
+    """An operator's change of a job: the job afterwards, and the state it was in before
+    (read in the same transaction, so a log of the transition names its real `from`)."""
+
+    job: Job
+    previous: State
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
     states: tuple[State, ...] = ()
     type: str | None = None
@@ -213,9 +222,13 @@ class Store(abc.ABC):
     async def request_cancel(self, job_id: int) -> Job:
         """Cancel a pending job, or mark a running one; Conflict when it has finished."""
 
-    @abc.abstractmethod
     async def retry(self, job_id: int) -> Job:
         """Operator retry of a failed or canceled job; Conflict otherwise."""
+        return (await self.operator_retry(job_id)).job
+
+    @abc.abstractmethod
+    async def operator_retry(self, job_id: int) -> Changed:
+        """`retry`, telling the state the job was retried from."""
 
     @abc.abstractmethod
     async def counts(self) -> Counts:

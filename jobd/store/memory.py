@@ -15,6 +15,7 @@ from jobd.clock import utcnow
 from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, NotFound
 from jobd.store.base import (
+    Changed,
     Clock,
     CountRow,
     Counts,
@@ -118,11 +119,12 @@ class MemoryStore(Store):
         self._notify_cancel_requested(job)
         return job
 
-    async def retry(self, job_id: int) -> Job:
+    async def operator_retry(self, job_id: int) -> Changed:
         with self._lock:
+            previous = self._get(job_id).state
             job = self._apply(job_id, lambda j: j.operator_retry(self._clock()))
         self._notify_retried(job)
-        return job
+        return Changed(job, previous)
 
     def _apply(self, job_id: int, change: Callable[[Job], Job]) -> Job:
         try:

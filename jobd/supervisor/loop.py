@@ -291,7 +291,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_reader(w.conn.fileno(), self._on_worker_readable, w)
         loop.add_reader(w.process.sentinel, self._on_worker_exit, w)
-        log.debug("worker started", extra={"worker": index, "pid": w.pid})
+        log.debug("worker started", extra={"worker": index, "worker_pid": w.pid})
 
     async def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -333,7 +333,7 @@ class Supervisor:
             self.boot_error = f"worker {w.index} failed to boot: {cause} (see its error above)"
             log.error("worker failed to boot", extra={"worker": w.index, "exit": how})
         elif w.running is not None or not (w.retiring or self.draining):
-            log.warning("worker died", extra={"worker": w.index, "pid": w.pid, "exit": how})
+            log.warning("worker died", extra={"worker": w.index, "worker_pid": w.pid, "exit": how})
             self.metrics.worker_crashes.inc()
         self.reports.died(w, how)
         w.conn.close()

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from jobd.domain import Job, NewJob, State
 from jobd.errors import Unavailable
-from jobd.store import Counts, JobFilter, Notification, Outcome, Page, Store, Submitted
+from jobd.store import Changed, Counts, JobFilter, Notification, Outcome, Page, Store, Submitted
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.supervisor.crossing import Crossing
@@ -97,8 +97,8 @@ class StoreProxy(Store):
     async def request_cancel(self, job_id: int) -> Job:
         return await self._answered(self.store.request_cancel(job_id))
 
-    async def retry(self, job_id: int) -> Job:
-        return await self._answered(self.store.retry(job_id))
+    async def operator_retry(self, job_id: int) -> Changed:
+        return await self._answered(self.store.operator_retry(job_id))
 
     async def counts(self) -> Counts:
         return await self._call(self.store.counts())

@@ -449,6 +449,17 @@ async def test_operator_retry_of_failed_and_canceled(store: Store) -> None:
     assert {j.id for j in await store.claim(NODE, 5, lease=LEASE)} == {failed.id, canceled.id}
 
 
+async def test_operator_retry_tells_the_state_it_left(store: Store) -> None:
+    await store.submit(spec(max_attempts=1))
+    job = await claim_one(store)
+    await store.finish(NODE, [Outcome(job.id, 1, OutcomeKind.FAILED, error=ErrorInfo("E", "x"))])
+    from_failed = await store.operator_retry(job.id)
+    assert (from_failed.previous, from_failed.job.state) == (State.FAILED, State.PENDING)
+    await store.request_cancel(job.id)
+    from_canceled = await store.operator_retry(job.id)
+    assert (from_canceled.previous, from_canceled.job.state) == (State.CANCELED, State.PENDING)
+
+
 async def test_operator_retry_of_pending_or_running_conflicts(store: Store) -> None:
     job = (await store.submit(spec())).job
     with pytest.raises(Conflict):

@@ -19,6 +19,7 @@ from psycopg import sql
 from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams
 from jobd.store.base import (
+    Changed,
     CountRow,
     Counts,
     JobFilter,
@@ -235,16 +236,16 @@ class PostgresStore(Store):
         return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
 
     async def request_cancel(self, job_id: int) -> Job:
-        job = await self._change(job_id, lambda j, now: j.request_cancel(now))
-        self._notify_cancel_requested(job)
-        return job
+        changed = await self._change(job_id, lambda j, now: j.request_cancel(now))
+        self._notify_cancel_requested(changed.job)
+        return changed.job
 
-    async def retry(self, job_id: int) -> Job:
-        job = await self._change(job_id, lambda j, now: j.operator_retry(now))
-        self._notify_retried(job)
-        return job
+    async def operator_retry(self, job_id: int) -> Changed:
+        changed = await self._change(job_id, lambda j, now: j.operator_retry(now))
+        self._notify_retried(changed.job)
+        return changed
 
-    async def _change(self, job_id: int, change: Callable[[Job, datetime], Job]) -> Job:
+    async def _change(self, job_id: int, change: Callable[[Job, datetime], Job]) -> Changed:
         """Apply an operator's change: lock the row, let the domain decide, write it back
         (moving it between jobs and finished_jobs if it ended or starts again) and announce
         it to other nodes, all in one transaction."""
@@ -252,8 +253,9 @@ class PostgresStore(Store):
             row = await self._lock(conn, lookup_id(job_id))
             if row is None:
                 raise not_found(job_id)
+            before = job_from_row(row)
             try:
-                changed = change(job_from_row(row), row["db_now"])
+                changed = change(before, row["db_now"])
             except IllegalTransition as exc:
                 raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
             if row["home"] == "finished_jobs":
@@ -266,7 +268,7 @@ class PostgresStore(Store):
                 await self._pg_notify(conn, self.submit_channel, [job.queue])
             elif job.state is State.RUNNING and job.cancel_requested:
                 await self._pg_notify(conn, self.cancel_channel, [str(job.id)])
-        return job
+        return Changed(job, before.state)
 
     @staticmethod
     async def _lock(conn: Connection, job_id: int | None) -> Row | None:

@@ -20,6 +20,7 @@ from jobd.clock import utcnow
 from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams, NotFound
 from jobd.store.base import (
+    Changed,
     Clock,
     CountRow,
     Counts,
@@ -204,26 +205,26 @@ class SQLiteStore(Store):
         return [job_from_row(row) for row in conn.execute(sql, params)]
 
     async def request_cancel(self, job_id: int) -> Job:
-        job = await self.db.run(self._change, job_id, lambda j, now: j.request_cancel(now))
-        self._notify_cancel_requested(job)
-        return job
+        changed = await self.db.run(self._change, job_id, lambda j, now: j.request_cancel(now))
+        self._notify_cancel_requested(changed.job)
+        return changed.job
 
-    async def retry(self, job_id: int) -> Job:
-        job = await self.db.run(self._change, job_id, lambda j, now: j.operator_retry(now))
-        self._notify_retried(job)
-        return job
+    async def operator_retry(self, job_id: int) -> Changed:
+        changed = await self.db.run(self._change, job_id, lambda j, now: j.operator_retry(now))
+        self._notify_retried(changed.job)
+        return changed
 
     def _change(
         self, conn: sqlite3.Connection, job_id: int, change: Callable[[Job, datetime], Job]
-    ) -> Job:
+    ) -> Changed:
         with write_transaction(conn):
-            job = self._get(conn, job_id)
+            before = self._get(conn, job_id)
             try:
-                job = change(job, self._clock())
+                job = change(before, self._clock())
             except IllegalTransition as exc:
                 raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
             conn.execute(UPDATE_JOB, update_row(job))
-        return job
+        return Changed(job, before.state)
 
     async def counts(self) -> Counts:
         rows = await self.db.run(lambda conn: conn.execute(COUNTS).fetchall())
