@@ -154,6 +154,12 @@ class Supervisor:
         """The store answered recently (read from the control server's thread too)."""
         return self.health.answering()
 
+    @property
+    def store_write_errors(self) -> list[str]:
+        """The writes failing now, each with its last error (read from the control server's
+        thread too)."""
+        return self.health.failing_writes()
+
     # --- the life of the process -------------------------------------------------------
 
     async def run(self) -> int:

@@ -76,7 +76,7 @@ class WriteBack:
                 applied = await self._finish(batch)
             except Unavailable as exc:
                 self.pending[:0] = batch  # keep them: written once the store is back
-                self._health.trouble("write results", exc)
+                self._health.write_failed("write results", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 self._needed.set()
@@ -85,7 +85,7 @@ class WriteBack:
                 self.pending[:0] = batch
                 raise
             delay = FIRST_RETRY_DELAY
-            self._health.fine()
+            self._health.wrote("write results")
             self.account(batch, applied)
 
     def account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
