@@ -14,6 +14,7 @@ from jobd.store.base import (
     Outcome,
     OutcomeKind,
     Page,
+    Start,
     Store,
     Submitted,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "Page",
+    "Start",
     "Store",
     "Submitted",
     "create_store",

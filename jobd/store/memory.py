@@ -24,6 +24,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
     check_limit,
@@ -191,10 +192,16 @@ class MemoryStore(Store):
                         to_cancel.append(job.id)
         return to_cancel
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
         applied: dict[int, Job] = {}
         with self._lock:
             now = self._clock()
+            for start in starts:
+                job = self._jobs.get(start.job_id)
+                if job is not None and owns(job, node, start):
+                    self._jobs[job.id] = job.start(start.at)
             for outcome in map(storable_outcome, outcomes):
                 job = self._jobs.get(outcome.job_id)
                 if job is None or not owns(job, node, outcome):

@@ -105,7 +105,9 @@ class Supervisor:
         self.pacing = Pacing(prefetch=settings.prefetch)
         self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
         self.writeback = WriteBack(
-            lambda batch: self.store.finish(self.node, batch), self.events, self.health
+            lambda batch, starts: self.store.finish(self.node, batch, starts),
+            self.events,
+            self.health,
         )
         self.fleet = FleetMember(
             store,
@@ -129,6 +131,7 @@ class Supervisor:
         )
         self.reports = WorkerReports(
             record=self.writeback.record,
+            started=self.writeback.started,
             policy=self._policy,
             events=self.events,
             metrics=self.metrics,

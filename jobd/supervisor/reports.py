@@ -26,12 +26,14 @@ class WorkerReports:
         self,
         *,
         record: Callable[[Outcome, Job], None],
+        started: Callable[[Job], None],
         policy: Callable[[Job], JobPolicy],
         events: JobEvents,
         metrics: Metrics,
         pacing: Pacing,
     ):
         self._record = record
+        self._started_job = started
         self._policy = policy
         self._events = events
         self._metrics = metrics
@@ -89,7 +91,10 @@ class WorkerReports:
         w.started_at = time.monotonic()
         job = w.assigned.get(job_id)
         if job is not None:
-            waited = max((utcnow() - job.run_at).total_seconds(), 0.0)
+            now = utcnow()
+            w.assigned[job_id] = job = job.start(now)
+            self._started_job(job)
+            waited = max((now - job.run_at).total_seconds(), 0.0)
             self._events.started(job, w.index, waited)
 
     def _ended(self, w: WorkerProcess, job_id: int) -> Job | None:

@@ -21,7 +21,17 @@ from typing import TypeVar
 
 from jobd.domain import Job, NewJob, State
 from jobd.errors import Unavailable
-from jobd.store import Changed, Counts, JobFilter, Notification, Outcome, Page, Store, Submitted
+from jobd.store import (
+    Changed,
+    Counts,
+    JobFilter,
+    Notification,
+    Outcome,
+    Page,
+    Start,
+    Store,
+    Submitted,
+)
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.supervisor.crossing import Crossing
@@ -126,8 +136,10 @@ class StoreProxy(Store):
     ) -> builtins.list[int]:
         return await self._call(self.store.heartbeat(node, lease, job_ids))
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        return await self._call(self.store.finish(node, outcomes))
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        return await self._call(self.store.finish(node, outcomes, starts))
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())

@@ -13,14 +13,15 @@ from collections.abc import Awaitable, Callable, KeysView
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
-from jobd.store import Outcome
+from jobd.store import Outcome, Start
 from jobd.supervisor.job_events import JobEvents, outcome_fields
 from jobd.supervisor.store_health import StoreHealth
 
 log = logging.getLogger("jobd.supervisor")
 
-#: The store's write: this node's outcomes in, the state each applied one led to out.
-Finish = Callable[[list[Outcome]], Awaitable[dict[int, State]]]
+#: The store's write: this node's outcomes (and starts) in, the state each applied outcome led
+#: to out.
+Finish = Callable[[list[Outcome], list[Start]], Awaitable[dict[int, State]]]
 
 FIRST_RETRY_DELAY = 0.05  # seconds before a failed write is tried again, doubling...
 MAX_RETRY_DELAY = 5.0  # ...up to this
@@ -32,6 +33,9 @@ class WriteBack:
         self._events = events
         self._health = health
         self.pending: list[Outcome] = []  # recorded, not yet written
+        #: Jobs started and not yet ended, written with the next batch: claimed is not
+        #: started, and the store learns the difference without a statement per job.
+        self._starts: dict[int, Start] = {}
         # The job of each outcome not yet written, per job id in the order recorded: one job
         # can have two (a job released when its worker died, written, claimed again by this
         # node and finished while that write's answer was on its way).
@@ -44,8 +48,18 @@ class WriteBack:
         lease token: a replay of it can never end a later claim of the job."""
         if outcome.token is None:
             outcome = dataclasses.replace(outcome, token=job.lease_token)
+        if outcome.started_at is None and job.started_at is not None:
+            outcome = dataclasses.replace(outcome, started_at=job.started_at)
+        self._starts.pop(outcome.job_id, None)  # the outcome carries it
         self.pending.append(outcome)
         self._jobs.setdefault(outcome.job_id, deque()).append(job)
+        self._needed.set()
+
+    def started(self, job: Job) -> None:
+        """Its worker started `job` (as claimed, with its started_at): written with the next
+        batch, unless the job's outcome comes first and carries it."""
+        assert job.started_at is not None
+        self._starts[job.id] = Start(job.id, job.attempts, job.lease_token, job.started_at)
         self._needed.set()
 
     def held(self) -> KeysView[int]:
@@ -70,12 +84,14 @@ class WriteBack:
             await self._needed.wait()
             self._needed.clear()
             batch = self.take()
-            if not batch:
+            starts, self._starts = self._starts, {}
+            if not batch and not starts:
                 continue
             try:
-                applied = await self._finish(batch)
+                applied = await self._finish(batch, list(starts.values()))
             except Unavailable as exc:
                 self.pending[:0] = batch  # keep them: written once the store is back
+                self._keep_starts(starts)
                 self._health.write_failed("write results", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
@@ -83,10 +99,18 @@ class WriteBack:
                 continue
             except BaseException:
                 self.pending[:0] = batch
+                self._keep_starts(starts)
                 raise
             delay = FIRST_RETRY_DELAY
             self._health.wrote("write results")
             self.account(batch, applied)
+
+    def _keep_starts(self, starts: dict[int, Start]) -> None:
+        """Starts of a write that failed, for the next one, unless their job ended meanwhile
+        (its outcome carries the start) or started again."""
+        ended = {outcome.job_id for outcome in self.pending}
+        kept = {job_id: s for job_id, s in starts.items() if job_id not in ended}
+        self._starts = {**kept, **self._starts}
 
     def account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
         """Count and log each outcome of a written batch (`applied`: the store's answer)."""

@@ -11,7 +11,7 @@ from jobd import Client
 from jobd.domain import NewJob, State
 from jobd.store import Store
 
-from .conftest import RunLog, wait_for
+from .conftest import RunLog, eventually, wait_for
 from .test_supervisor import until_state
 
 pytestmark = pytest.mark.postgres
@@ -46,4 +46,25 @@ async def test_worker_died_names_the_dead_workers_pid(
     ((_, _, worker_pid, _, _),) = runlog.of(job.id)
     assert died["worker_pid"] == worker_pid  # the worker that ran the job
     assert died["pid"] == d.proc.pid  # every line's own: the supervisor wrote it
+    assert d.stop() == 0
+
+
+async def test_a_claimed_job_is_not_started_until_its_worker_starts_it(
+    make_daemon, pg_store: Store
+) -> None:
+    d = make_daemon(JOBD_WORKERS="1", JOBD_WORKERS_PREFETCH="1").start()
+    first = (await pg_store.submit(NewJob("napper", {"seconds": 30}, priority=1))).job
+    queued = (await pg_store.submit(NewJob("napper", {"seconds": 0}))).job
+
+    async def both_claimed() -> bool:
+        jobs = [await pg_store.get(first.id), await pg_store.get(queued.id)]
+        return all(j.state is State.RUNNING for j in jobs) and jobs[0].started_at is not None
+
+    await eventually(both_claimed, 20, "a job running and one queued behind it")
+    assert (await pg_store.get(queued.id)).started_at is None  # claimed, not started
+    running = await pg_store.get(first.id)
+    with Client(d.env["JOBD_SOCKET"]) as client:
+        client.cancel(first.id)
+    done = await until_state(pg_store, queued.id, State.COMPLETED)
+    assert done.started_at is not None and done.started_at > running.started_at
     assert d.stop() == 0

@@ -40,9 +40,9 @@ class FullStore(MemoryStore):
         self._refuse()
         return await super().submit_many(specs)
 
-    async def finish(self, node: str, outcomes: Any) -> Any:
+    async def finish(self, node: str, outcomes: Any, starts: Any = ()) -> Any:
         self._refuse()
-        return await super().finish(node, outcomes)
+        return await super().finish(node, outcomes, starts)
 
 
 async def test_failing_result_writes_keep_health_degraded_though_pings_answer() -> None:
@@ -53,7 +53,9 @@ async def test_failing_result_writes_keep_health_degraded_though_pings_answer() 
     store.full = True
     health = StoreHealth(heartbeat_seconds=10)
     writeback = WriteBack(
-        lambda batch: store.finish("n", batch), JobEvents(Metrics(), verbose=False), health
+        lambda batch, starts: store.finish("n", batch, starts),
+        JobEvents(Metrics(), verbose=False),
+        health,
     )
     writer = asyncio.create_task(writeback.run())
     writeback.record(Outcome(job.id, claimed.attempts, OutcomeKind.COMPLETED), claimed)

@@ -27,6 +27,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
     check_limit,
@@ -55,6 +56,7 @@ from jobd.store.postgres.rows import (
     lookup_id,
     not_found,
     outcome_params,
+    start_params,
     submit_params,
     submitted_from_row,
     wants_pending,
@@ -334,18 +336,23 @@ class PostgresStore(Store):
             rows = await cur.fetchall()
         return sorted(row["id"] for row in rows if row["cancel_requested"])
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        if not outcomes:
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        if not outcomes and not starts:
             return {}
         again: builtins.list[Outcome] = []
         ending: builtins.list[Outcome] = []
         for outcome in map(storable_outcome, outcomes):
             (again if wants_pending(outcome) else ending).append(outcome)
         async with self.pool.connection() as conn:
-            if not again:  # the common case: one statement, no transaction block
+            if not again and not starts:  # the common case: one statement, no transaction
                 rows = await self._finish_ending(conn, node, ending)
             else:
                 async with conn.transaction():
+                    if starts:
+                        params = start_params(node, starts)
+                        await conn.execute(QUERIES["mark_started"], params, prepare=True)
                     rows = await self._finish_again(conn, node, again)
                     rows += await self._finish_ending(conn, node, ending)
                     await self._announce_ready(conn, rows)
@@ -368,6 +375,8 @@ class PostgresStore(Store):
     async def _finish_again(
         conn: Connection, node: str, outcomes: Sequence[Outcome]
     ) -> builtins.list[Row]:
+        if not outcomes:
+            return []
         params = {"node": node, **outcome_params(outcomes)}
         del params["results"]  # finish_retry never completes a job
         cur = await conn.execute(QUERIES["finish_retry"], params, prepare=True)

@@ -29,6 +29,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
     check_limit,
@@ -269,7 +270,7 @@ class SQLiteStore(Store):
                         j.attempts,
                         j.lease_owner,
                         ts(until),
-                        ts(now),
+                        None,
                         ts(now),
                         j.lease_token,
                         j.id,
@@ -293,30 +294,44 @@ class SQLiteStore(Store):
             conn.execute(HEARTBEAT, (ts(lease_until(now, lease)), node, ids))
             return [job_id for (job_id,) in conn.execute(CANCELS_OF_NODE, (node, ids))]
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        if not outcomes:
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        if not outcomes and not starts:
             return {}
-        applied = await self.db.run(self._finish, node, [storable_outcome(o) for o in outcomes])
+        cleaned = [storable_outcome(o) for o in outcomes]
+        applied = await self.db.run(self._finish, node, cleaned, list(starts))
         self._notify_finished(applied)
         return applied
 
     def _finish(
-        self, conn: sqlite3.Connection, node: str, outcomes: builtins.list[Outcome]
+        self,
+        conn: sqlite3.Connection,
+        node: str,
+        outcomes: builtins.list[Outcome],
+        starts: builtins.list[Start],
     ) -> dict[int, State]:
         """Fenced like the memory store: an outcome applies only while (id, attempt, node)
         still owns the job, checked on the rows as they are under the write lock."""
         changed: dict[int, Job] = {}
         with write_transaction(conn):
             now = self._clock()
-            jobs = self._jobs_by_id(conn, list(dict.fromkeys(o.job_id for o in outcomes)))
+            ids = [s.job_id for s in starts] + [o.job_id for o in outcomes]
+            jobs = self._jobs_by_id(conn, list(dict.fromkeys(ids)))
+            for start in starts:
+                job = jobs.get(start.job_id)
+                if job is not None and owns(job, node, start):
+                    jobs[job.id] = changed[job.id] = job.start(start.at)
+            states: dict[int, State] = {}
             for outcome in outcomes:
                 job = jobs.get(outcome.job_id)
                 if job is None or not owns(job, node, outcome):
                     continue
                 job = outcome_applied(job, outcome, now)
                 jobs[job.id] = changed[job.id] = job
+                states[job.id] = job.state
             conn.executemany(UPDATE_JOB, [update_row(j) for j in changed.values()])
-        return {job_id: job.state for job_id, job in changed.items()}
+        return states
 
     async def recover_expired(self) -> builtins.list[Job]:
         recovered = await self.db.run(self._recover_expired)
