@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from jobd.clock import utcnow
 from jobd.domain import Job
@@ -26,7 +27,7 @@ class WorkerReports:
         self,
         *,
         record: Callable[[Outcome, Job], None],
-        started: Callable[[Job], None],
+        started: Callable[[Job, datetime], None],
         policy: Callable[[Job], JobPolicy],
         events: JobEvents,
         metrics: Metrics,
@@ -92,8 +93,7 @@ class WorkerReports:
         job = w.assigned.get(job_id)
         if job is not None:
             now = utcnow()
-            w.assigned[job_id] = job = job.start(now)
-            self._started_job(job)
+            self._started_job(job, now)
             waited = max((now - job.run_at).total_seconds(), 0.0)
             self._events.started(job, w.index, waited)
 

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, KeysView
+from datetime import datetime
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
@@ -46,20 +47,22 @@ class WriteBack:
     def record(self, outcome: Outcome, job: Job) -> None:
         """Keep `outcome` of `job` (as claimed) for the next write, fenced on the claim's
         lease token: a replay of it can never end a later claim of the job."""
+        start = self._starts.pop(outcome.job_id, None)  # the outcome carries it instead
+        changes: dict[str, object] = {}
         if outcome.token is None:
-            outcome = dataclasses.replace(outcome, token=job.lease_token)
-        if outcome.started_at is None and job.started_at is not None:
-            outcome = dataclasses.replace(outcome, started_at=job.started_at)
-        self._starts.pop(outcome.job_id, None)  # the outcome carries it
+            changes["token"] = job.lease_token
+        if start is not None and outcome.started_at is None:
+            changes["started_at"] = start.at
+        if changes:  # one replace: this runs for every job
+            outcome = dataclasses.replace(outcome, **changes)  # type: ignore[arg-type]
         self.pending.append(outcome)
         self._jobs.setdefault(outcome.job_id, deque()).append(job)
         self._needed.set()
 
-    def started(self, job: Job) -> None:
-        """Its worker started `job` (as claimed, with its started_at): written with the next
-        batch, unless the job's outcome comes first and carries it."""
-        assert job.started_at is not None
-        self._starts[job.id] = Start(job.id, job.attempts, job.lease_token, job.started_at)
+    def started(self, job: Job, at: datetime) -> None:
+        """Its worker started `job` (as claimed) at `at`: written with the next batch, unless
+        the job's outcome comes first and carries it."""
+        self._starts[job.id] = Start(job.id, job.attempts, job.lease_token, at)
         self._needed.set()
 
     def held(self) -> KeysView[int]:
@@ -106,11 +109,10 @@ class WriteBack:
             self.account(batch, applied)
 
     def _keep_starts(self, starts: dict[int, Start]) -> None:
-        """Starts of a write that failed, for the next one, unless their job ended meanwhile
-        (its outcome carries the start) or started again."""
-        ended = {outcome.job_id for outcome in self.pending}
-        kept = {job_id: s for job_id, s in starts.items() if job_id not in ended}
-        self._starts = {**kept, **self._starts}
+        """Starts of a write that failed, for the next one (a start recorded since is newer).
+        Kept even when the job's outcome is waiting too: the store writes a batch's starts
+        before its outcomes, and the outcome, recorded after the start was taken, lacks it."""
+        self._starts = {**starts, **self._starts}
 
     def account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
         """Count and log each outcome of a written batch (`applied`: the store's answer)."""
