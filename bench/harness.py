@@ -2,12 +2,13 @@
 PostgreSQL database, or a SQLite file in the run's temporary directory), `jobd run` as a real
 subprocess on it, and the queries that read what happened back from the jobs' own timestamps.
 
-Every rate here comes from the store's clock: `started_at` is set by the claim statement and
-`finished_at` by the statement that writes the result, both from one clock reading per
-statement (PostgreSQL's now(), the SQLite store's clock per call).  So "first claim to last
-completion" needs nothing from the benchmark's side, and the number of distinct `started_at`
-(`finished_at`) values is the number of claim (finish) statements: the batch sizes the daemon
-really used.
+Every rate here comes from the jobs' own times: `started_at` is when a worker started the job
+(the supervisor's clock, written with the next write-back batch) and `finished_at` is set by the
+statement that writes the result, one clock reading per statement (PostgreSQL's now(), the
+SQLite store's clock per call).  So "first start to last completion" needs nothing from the
+benchmark's side, and the number of distinct `finished_at` values is the number of finish
+statements: the batch size the daemon really used.  (Claim statements no longer leave a mark of
+their own on the jobs, since a claimed job is not started: the claim size is not measured.)
 """
 
 from __future__ import annotations
@@ -185,7 +186,6 @@ class Span:
     jobs: int
     first_start: float
     last_finish: float
-    claims: int  # distinct started_at values: claim statements
     finishes: int  # distinct finished_at values: finish statements
 
     @property
@@ -197,10 +197,6 @@ class Span:
         return self.jobs / self.seconds if self.seconds > 0 else float("nan")
 
     @property
-    def claim_batch(self) -> float:
-        return self.jobs / self.claims if self.claims else float("nan")
-
-    @property
     def finish_batch(self) -> float:
         return self.jobs / self.finishes if self.finishes else float("nan")
 
@@ -209,13 +205,13 @@ def span(store: BenchStore, after_id: int = 0) -> Span:
     """The completed jobs whose id is above `after_id`."""
     row = store.query(
         f"SELECT count(*), min({store.epoch('started_at')}), max({store.epoch('finished_at')}),"
-        "       count(DISTINCT started_at), count(DISTINCT finished_at)"
+        "       count(DISTINCT finished_at)"
         f"  FROM {store.all_jobs} WHERE id > %s AND state = 'completed'",
         (after_id,),
     )[0]
     if not row[0]:
         raise RuntimeError("no completed job found")
-    return Span(row[0], row[1], row[2], row[3], row[4])
+    return Span(row[0], row[1], row[2], row[3])
 
 
 def max_id(store: BenchStore) -> int:

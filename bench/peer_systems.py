@@ -92,13 +92,12 @@ class Jobd:
 
 
 def _span_sql(log: str, kind: str, at: str, claimed: str, completed: str) -> str:
-    """A peer's Span (jobs, first claim, last completion, claim and completion statements)
-    from its log of job events: one row per event, its `kind` and its time `at`."""
+    """A peer's Span (jobs, first claim, last completion, completion statements) from its log
+    of job events: one row per event, its `kind` and its time `at`."""
     return f"""
         SELECT count(*) FILTER (WHERE {kind} = '{completed}'),
                extract(epoch FROM min({at}) FILTER (WHERE {kind} = '{claimed}'))::float8,
                extract(epoch FROM max({at}) FILTER (WHERE {kind} = '{completed}'))::float8,
-               count(DISTINCT {at}) FILTER (WHERE {kind} = '{claimed}'),
                count(DISTINCT {at}) FILTER (WHERE {kind} = '{completed}')
           FROM {log}"""
 
@@ -110,7 +109,7 @@ class Peer:
     name: str
     first_claim_sql: str  # true once some job has been claimed
     busy_sql: str  # true while some job is queued or running
-    span_sql: str  # jobs, first claim, last completion, claim and completion statements
+    span_sql: str  # jobs, first claim, last completion, completion statements
 
     def worker_options(self, run: Run) -> list[str]:
         raise NotImplementedError

@@ -154,7 +154,7 @@ def _rounds_table(run: Run, rounds: list[Round]) -> str:
         f"#### Peers, round by round: {run.sizes.peer_jobs:,}-job burn-down and"
         f" {run.sizes.peer_latency_jobs:,} jobs one at a time",
         "",
-        "| round | system | jobs/s | jobs per claim / per completion statement"
+        "| round | system | jobs/s | jobs per completion statement"
         " | other work (CPUs) | p50 ms | p95 ms | p99 ms |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -163,7 +163,7 @@ def _rounds_table(run: Run, rounds: list[Round]) -> str:
             lat = r.latency[name]
             lines.append(
                 f"| {index} | {name} | {d.span.rate:,.0f}"
-                f" | {d.span.claim_batch:.1f} / {d.span.finish_batch:.1f} | {d.elsewhere:.2f}"
+                f" | {d.span.finish_batch:.1f} | {d.elsewhere:.2f}"
                 f" | {lat.p50:.2f} | {lat.p95:.2f} | {lat.p99:.2f} |"
             )
     return "\n".join(lines)

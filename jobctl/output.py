@@ -94,7 +94,7 @@ def job_table(jobs: Sequence[JobView]) -> str:
     rows = [
         (
             j.id,
-            j.state_name + ("*" if j.cancel_requested else ""),
+            j.state_shown + ("*" if j.cancel_requested else ""),
             j.type,
             j.queue,
             j.priority,
@@ -121,7 +121,7 @@ def job_detail(job: JobView) -> str:
     fields: list[tuple[str, str]] = [
         ("id", str(job.id)),
         ("type", job.type),
-        ("state", job.state_name + (" (cancel requested)" if job.cancel_requested else "")),
+        ("state", job.state_shown + (" (cancel requested)" if job.cancel_requested else "")),
         ("queue", job.queue),
         ("priority", str(job.priority)),
         ("attempts", f"{job.attempts} of {_max_attempts(job)}"),

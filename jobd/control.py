@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
-from jobd.errors import InvalidParams, Unavailable, UnknownType
+from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
 from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -45,7 +45,7 @@ from jobd.protocol import (
     WaitParams,
     parse_params,
 )
-from jobd.store import JobFilter, Notification, NotificationKind, Store, Submitted
+from jobd.store import Changed, JobFilter, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
 
@@ -56,6 +56,7 @@ log = logging.getLogger("jobd.control")
 STORE_TIMEOUT = 10.0  # every store call the server makes is bounded by this
 HEALTH_TIMEOUT = 2.0  # health answers quickly even when the store does not
 STORE_FAILURE_MEMORY = 3.0  # how long a store call that got no answer makes health degraded
+SUBMIT_FAILURE_MEMORY = 60.0  # how long a failed submit makes health degraded (or until one works)
 WORKERS_GRACE = 10.0  # fewer workers than configured for longer than this: degraded
 WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not notified)
 YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
@@ -98,6 +99,9 @@ class SupervisorView(Protocol):
 
     @property
     def store_ok(self) -> bool: ...
+
+    @property
+    def store_write_errors(self) -> list[str]: ...  # the supervisor's writes failing now
 
     def worker_views(self) -> list[dict[str, Any]]: ...
 
@@ -197,6 +201,8 @@ class Operations:
         #: against the store's health for STORE_FAILURE_MEMORY only: the supervisor's own round
         #: trips tell the rest, and a server that makes no further call must not stay degraded.
         self._store_failed_at: float | None = None
+        #: The last submit's error and when (None: the last submit was stored).
+        self._submit_failed: tuple[float, str] | None = None
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "hello": self.hello,
             "submit": self.submit,
@@ -248,6 +254,22 @@ class Operations:
         self._store_failed_at = time.monotonic() if failed else None
         return call.result()
 
+    async def _insert(self, operation: Awaitable[T]) -> T:
+        """A submit's store call, its failure remembered for health: a database that answers
+        reads but refuses writes would otherwise look healthy."""
+        try:
+            result: T = await self._store(operation)
+        except Unavailable as exc:
+            self._submit_failed = (time.monotonic(), exc.message)
+            raise
+        except JobdError:  # the client's (a value the database cannot hold): not the store's
+            raise
+        except Exception as exc:  # the database refused the write, e.g. it is read-only
+            self._submit_failed = (time.monotonic(), str(exc) or type(exc).__name__)
+            raise
+        self._submit_failed = None
+        return result
+
     def _abandon(self, call: asyncio.Future[Any]) -> None:
         call.cancel()
         self._abandoned.add(call)  # kept until it has ended, its outcome read and dropped
@@ -270,7 +292,7 @@ class Operations:
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
-        submitted = await self._store(self.store.submit(new_job))
+        submitted = await self._insert(self.store.submit(new_job))
         await self._count_submitted([submitted])
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
@@ -280,7 +302,7 @@ class Operations:
         the reply's times printed once), and the loop gets a turn every YIELD_EVERY jobs, so
         a producer flooding the socket does not hold up the workers' messages and writes."""
         new_jobs = await self._new_jobs(params.jobs)
-        submitted = await self._store(self.store.submit_many(new_jobs)) if new_jobs else []
+        submitted = await self._insert(self.store.submit_many(new_jobs)) if new_jobs else []
         await self._count_submitted(submitted)
         results: list[dict[str, Any]] = []
         times: TimeTexts = {}
@@ -389,9 +411,9 @@ class Operations:
         return {"job": job.to_dict()}
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
-        job: Job = await self._store(self.store.retry(params.id))
-        await self._tell("requeued", [job], None)
-        return {"job": job.to_dict()}
+        changed: Changed = await self._store(self.store.operator_retry(params.id))
+        await self._tell("requeued", [changed.job], changed.previous.value)
+        return {"job": changed.job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:
         """Answer when the job is finished or the timeout has passed.  Woken by the store's
@@ -468,6 +490,7 @@ class Operations:
         if recent_failure or not self.supervisor.store_ok:
             store = "unavailable"
             problems.append("store unavailable: it has not answered lately")
+        problems += self._write_problems()
         sup, expected = self.supervisor, self.supervisor.settings.workers
         views = await self.on_supervisor.call(sup.worker_views, HEALTH_TIMEOUT)
         ready = sum(v["state"] != "starting" for v in views)
@@ -491,6 +514,14 @@ class Operations:
             answer["warnings"] = warnings
         answer["status"] = "degraded" if problems else "ok"
         return answer
+
+    def _write_problems(self) -> builtins.list[str]:
+        """The writes failing lately: the supervisor's (results, claims) and submits here."""
+        problems = [f"store refuses writes: {e}" for e in self.supervisor.store_write_errors]
+        submit = self._submit_failed
+        if submit is not None and time.monotonic() - submit[0] < SUBMIT_FAILURE_MEMORY:
+            problems.append(f"store refuses writes: submit: {submit[1]}")
+        return problems
 
     async def _fleet_health(
         self, lease: float, problems: builtins.list[str], warnings: builtins.list[str]

@@ -278,9 +278,15 @@ class Job:
             attempts=self.attempts + 1,
             lease_owner=node,
             lease_expires_at=lease_expires_at,
-            started_at=now,
+            started_at=None,  # claimed is not started: set when its worker starts it
             lease_token=token,
         )
+
+    def start(self, at: datetime) -> Job:
+        """Its worker started the claimed job at `at` (the job stays `running`)."""
+        if self.state is not State.RUNNING:
+            raise IllegalTransition(self.id, self.state, State.RUNNING, "start")
+        return dataclasses.replace(self, started_at=at)
 
     def complete(self, result: Any, now: datetime) -> Job:
         return self._move("complete", now, result=result, finished_at=now, **_ATTEMPT_ENDED)

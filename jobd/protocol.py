@@ -625,6 +625,17 @@ class JobView:
         return str(self.state)
 
     @property
+    def claimed_only(self) -> bool:
+        """Running but not started: a node claimed it and its worker has not started it yet
+        (queued behind another job), which started_at being null tells."""
+        return self.state_name == "running" and self.started_at is None
+
+    @property
+    def state_shown(self) -> str:
+        """The state as people read it: `running (claimed)` while not started."""
+        return self.state_name + (" (claimed)" if self.claimed_only else "")
+
+    @property
     def extra(self) -> dict[str, Any]:
         """The members a newer daemon sent that this version does not know, as sent."""
         return {k: v for k, v in self.raw.items() if k not in _KNOWN_MEMBERS}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.store.base import (
+    Changed,
     Counts,
     JobFilter,
     Notification,
@@ -13,11 +14,13 @@ from jobd.store.base import (
     Outcome,
     OutcomeKind,
     Page,
+    Start,
     Store,
     Submitted,
 )
 
 __all__ = [
+    "Changed",
     "Counts",
     "JobFilter",
     "Notification",
@@ -25,6 +28,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "Page",
+    "Start",
     "Store",
     "Submitted",
     "create_store",

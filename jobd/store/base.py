@@ -58,12 +58,34 @@ class Outcome:
     #: The lease token of the claim this attempt belongs to; None fences on (id, attempt,
     #: owner) only (the supervisor always sets it: see WriteBack.record).
     token: int | None = None
+    #: When its worker started the attempt (None: never started, or already written).
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A worker started a claimed job at `at`: written with the next batch of outcomes, fenced
+    as they are."""
+
+    job_id: int
+    attempt: int
+    token: int | None
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
     job: Job
     created: bool  # False when an idempotency key matched an existing job
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """An operator's change of a job: the job afterwards, and the state it was in before
+    (read in the same transaction, so a log of the transition names its real `from`)."""
+
+    job: Job
+    previous: State
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +241,13 @@ class Store(abc.ABC):
     async def request_cancel(self, job_id: int) -> Job:
         """Cancel a pending job, or mark a running one; Conflict when it has finished."""
 
-    @abc.abstractmethod
     async def retry(self, job_id: int) -> Job:
         """Operator retry of a failed or canceled job; Conflict otherwise."""
+        return (await self.operator_retry(job_id)).job
+
+    @abc.abstractmethod
+    async def operator_retry(self, job_id: int) -> Changed:
+        """`retry`, telling the state the job was retried from."""
 
     @abc.abstractmethod
     async def counts(self) -> Counts:
@@ -258,10 +284,13 @@ class Store(abc.ABC):
         expires and any node recovers it."""
 
     @abc.abstractmethod
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        """Apply each outcome whose (job id, attempt, node, lease token) still owns the job;
-        return the new state of each applied one.  Outcomes that lost their lease are left
-        out."""
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        """Record each start, then apply each outcome, whose (job id, attempt, node, lease
+        token) still owns the job; return the new state of each applied outcome.  Outcomes
+        that lost their lease are left out.  An outcome's `started_at`, when set, is written
+        with it."""
 
     @abc.abstractmethod
     async def recover_expired(self) -> builtins.list[Job]:
@@ -398,6 +427,8 @@ def lease_until(now: datetime, lease: float) -> datetime:
 
 def outcome_applied(job: Job, outcome: Outcome, now: datetime) -> Job:
     """The job after `outcome`, by the domain's rules (used by the memory and SQLite stores)."""
+    if outcome.started_at is not None:
+        job = job.start(outcome.started_at)
     if outcome.kind is OutcomeKind.COMPLETED:
         return job.complete(outcome.result, now)
     if outcome.kind is OutcomeKind.RELEASED:
@@ -411,8 +442,9 @@ def outcome_applied(job: Job, outcome: Outcome, now: datetime) -> Job:
     return job.fail_attempt(error, outcome.retry_at, now, crashed=outcome.crashed)
 
 
-def owns(job: Job, node: str, outcome: Outcome) -> bool:
-    """Whether `outcome` is still `node`'s to write: the same claim of the job, still running."""
+def owns(job: Job, node: str, outcome: Outcome | Start) -> bool:
+    """Whether `outcome` (or a start) is still `node`'s to write: the same claim of the job,
+    still running."""
     return (
         job.state is State.RUNNING
         and job.lease_owner == node

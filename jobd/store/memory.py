@@ -16,6 +16,7 @@ from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, St
 from jobd.errors import Conflict, NotFound
 from jobd.schedules import Schedule
 from jobd.store.base import (
+    Changed,
     Clock,
     CountRow,
     Counts,
@@ -24,6 +25,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
     check_limit,
@@ -142,11 +144,12 @@ class MemoryStore(Store):
         self._notify_cancel_requested(job)
         return job
 
-    async def retry(self, job_id: int) -> Job:
+    async def operator_retry(self, job_id: int) -> Changed:
         with self._lock:
+            previous = self._get(job_id).state
             job = self._apply(job_id, lambda j: j.operator_retry(self._clock()))
         self._notify_retried(job)
-        return job
+        return Changed(job, previous)
 
     def _apply(self, job_id: int, change: Callable[[Job], Job]) -> Job:
         try:
@@ -213,10 +216,16 @@ class MemoryStore(Store):
                         to_cancel.append(job.id)
         return to_cancel
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
         applied: dict[int, Job] = {}
         with self._lock:
             now = self._clock()
+            for start in starts:
+                job = self._jobs.get(start.job_id)
+                if job is not None and owns(job, node, start):
+                    self._jobs[job.id] = job.start(start.at)
             for outcome in map(storable_outcome, outcomes):
                 job = self._jobs.get(outcome.job_id)
                 if job is None or not owns(job, node, outcome):

@@ -61,9 +61,9 @@ class Claims:
                 held=held,
             )
         except Unavailable as exc:
-            self.health.trouble("claim", exc)
+            self.health.write_failed("claim", exc)
             return None
-        self.health.fine()
+        self.health.wrote("claim")
         self.pacing.claim_took(time.monotonic() - now)
         self._started = now
         return jobs

@@ -105,7 +105,9 @@ class Supervisor:
         self.pacing = Pacing(prefetch=settings.prefetch)
         self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
         self.writeback = WriteBack(
-            lambda batch: self.store.finish(self.node, batch), self.events, self.health
+            lambda batch, starts: self.store.finish(self.node, batch, starts),
+            self.events,
+            self.health,
         )
         self.fleet = FleetMember(
             store,
@@ -129,6 +131,7 @@ class Supervisor:
         )
         self.reports = WorkerReports(
             record=self.writeback.record,
+            started=self.writeback.started,
             policy=self._policy,
             events=self.events,
             metrics=self.metrics,
@@ -153,6 +156,12 @@ class Supervisor:
     def store_ok(self) -> bool:
         """The store answered recently (read from the control server's thread too)."""
         return self.health.answering()
+
+    @property
+    def store_write_errors(self) -> list[str]:
+        """The writes failing now, each with its last error (read from the control server's
+        thread too)."""
+        return self.health.failing_writes()
 
     # --- the life of the process -------------------------------------------------------
 
@@ -291,7 +300,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_reader(w.conn.fileno(), self._on_worker_readable, w)
         loop.add_reader(w.process.sentinel, self._on_worker_exit, w)
-        log.debug("worker started", extra={"worker": index, "pid": w.pid})
+        log.debug("worker started", extra={"worker": index, "worker_pid": w.pid})
 
     async def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -333,7 +342,7 @@ class Supervisor:
             self.boot_error = f"worker {w.index} failed to boot: {cause} (see its error above)"
             log.error("worker failed to boot", extra={"worker": w.index, "exit": how})
         elif w.running is not None or not (w.retiring or self.draining):
-            log.warning("worker died", extra={"worker": w.index, "pid": w.pid, "exit": how})
+            log.warning("worker died", extra={"worker": w.index, "worker_pid": w.pid, "exit": how})
             self.metrics.worker_crashes.inc()
         self.reports.died(w, how)
         w.conn.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from jobd.clock import utcnow
 from jobd.domain import Job
@@ -26,12 +27,14 @@ class WorkerReports:
         self,
         *,
         record: Callable[[Outcome, Job], None],
+        started: Callable[[Job, datetime], None],
         policy: Callable[[Job], JobPolicy],
         events: JobEvents,
         metrics: Metrics,
         pacing: Pacing,
     ):
         self._record = record
+        self._started_job = started
         self._policy = policy
         self._events = events
         self._metrics = metrics
@@ -89,7 +92,9 @@ class WorkerReports:
         w.started_at = time.monotonic()
         job = w.assigned.get(job_id)
         if job is not None:
-            waited = max((utcnow() - job.run_at).total_seconds(), 0.0)
+            now = utcnow()
+            self._started_job(job, now)
+            waited = max((now - job.run_at).total_seconds(), 0.0)
             self._events.started(job, w.index, waited)
 
     def _ended(self, w: WorkerProcess, job_id: int) -> Job | None:

@@ -28,6 +28,9 @@ class StoreHealth:
         self._claims_paused_until = 0.0
         self._recover_after = 0.0  # no recovery of others' leases before (see fine)
         self._answered_at = time.monotonic()
+        #: The last error of each kind of write that is failing now: replaced whole, never
+        #: changed in place, so the control server's thread reads a consistent one.
+        self._failing_writes: dict[str, str] = {}
 
     def trouble(self, what: str, exc: JobdError) -> None:
         """A call to the store (`what`) failed with `exc`."""
@@ -45,6 +48,22 @@ class StoreHealth:
             # give them a heartbeat or two to renew before taking their jobs as dead ones.
             self._recover_after = time.monotonic() + 2 * self.heartbeat_seconds
         self.ok = True
+
+    def write_failed(self, what: str, exc: JobdError) -> None:
+        """A write (`what`) failed: a database that answers pings but refuses writes (a full
+        disk, a read-only database) is not healthy, and pings alone would say it is."""
+        self.trouble(what, exc)
+        self._failing_writes = {**self._failing_writes, what: str(exc)}
+
+    def wrote(self, what: str) -> None:
+        """A write (`what`) succeeded."""
+        self.fine()
+        if what in self._failing_writes:
+            self._failing_writes = {k: v for k, v in self._failing_writes.items() if k != what}
+
+    def failing_writes(self) -> list[str]:
+        """Each kind of write failing now, with its last error (safe from another thread)."""
+        return [f"{what}: {error}" for what, error in self._failing_writes.items()]
 
     def answered(self) -> None:
         """A round trip to the store came back (whatever its answer)."""

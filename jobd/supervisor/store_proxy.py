@@ -23,12 +23,14 @@ from jobd.domain import DEFAULT_MAX_ATTEMPTS, Job, NewJob, State
 from jobd.errors import Unavailable
 from jobd.schedules import Schedule
 from jobd.store import (
+    Changed,
     Counts,
     JobFilter,
     Notification,
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
 )
@@ -108,8 +110,8 @@ class StoreProxy(Store):
     async def request_cancel(self, job_id: int) -> Job:
         return await self._answered(self.store.request_cancel(job_id))
 
-    async def retry(self, job_id: int) -> Job:
-        return await self._answered(self.store.retry(job_id))
+    async def operator_retry(self, job_id: int) -> Changed:
+        return await self._answered(self.store.operator_retry(job_id))
 
     async def counts(self) -> Counts:
         return await self._call(self.store.counts())
@@ -137,8 +139,10 @@ class StoreProxy(Store):
     ) -> builtins.list[int]:
         return await self._call(self.store.heartbeat(node, lease, job_ids))
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        return await self._call(self.store.finish(node, outcomes))
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        return await self._call(self.store.finish(node, outcomes, starts))
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())

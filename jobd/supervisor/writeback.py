@@ -10,17 +10,19 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, KeysView
+from datetime import datetime
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
-from jobd.store import Outcome
+from jobd.store import Outcome, Start
 from jobd.supervisor.job_events import JobEvents, outcome_fields
 from jobd.supervisor.store_health import StoreHealth
 
 log = logging.getLogger("jobd.supervisor")
 
-#: The store's write: this node's outcomes in, the state each applied one led to out.
-Finish = Callable[[list[Outcome]], Awaitable[dict[int, State]]]
+#: The store's write: this node's outcomes (and starts) in, the state each applied outcome led
+#: to out.
+Finish = Callable[[list[Outcome], list[Start]], Awaitable[dict[int, State]]]
 
 FIRST_RETRY_DELAY = 0.05  # seconds before a failed write is tried again, doubling...
 MAX_RETRY_DELAY = 5.0  # ...up to this
@@ -32,6 +34,9 @@ class WriteBack:
         self._events = events
         self._health = health
         self.pending: list[Outcome] = []  # recorded, not yet written
+        #: Jobs started and not yet ended, written with the next batch: claimed is not
+        #: started, and the store learns the difference without a statement per job.
+        self._starts: dict[int, Start] = {}
         # The job of each outcome not yet written, per job id in the order recorded: one job
         # can have two (a job released when its worker died, written, claimed again by this
         # node and finished while that write's answer was on its way).
@@ -42,10 +47,22 @@ class WriteBack:
     def record(self, outcome: Outcome, job: Job) -> None:
         """Keep `outcome` of `job` (as claimed) for the next write, fenced on the claim's
         lease token: a replay of it can never end a later claim of the job."""
+        start = self._starts.pop(outcome.job_id, None)  # the outcome carries it instead
+        changes: dict[str, object] = {}
         if outcome.token is None:
-            outcome = dataclasses.replace(outcome, token=job.lease_token)
+            changes["token"] = job.lease_token
+        if start is not None and outcome.started_at is None:
+            changes["started_at"] = start.at
+        if changes:  # one replace: this runs for every job
+            outcome = dataclasses.replace(outcome, **changes)  # type: ignore[arg-type]
         self.pending.append(outcome)
         self._jobs.setdefault(outcome.job_id, deque()).append(job)
+        self._needed.set()
+
+    def started(self, job: Job, at: datetime) -> None:
+        """Its worker started `job` (as claimed) at `at`: written with the next batch, unless
+        the job's outcome comes first and carries it."""
+        self._starts[job.id] = Start(job.id, job.attempts, job.lease_token, at)
         self._needed.set()
 
     def held(self) -> KeysView[int]:
@@ -70,23 +87,32 @@ class WriteBack:
             await self._needed.wait()
             self._needed.clear()
             batch = self.take()
-            if not batch:
+            starts, self._starts = self._starts, {}
+            if not batch and not starts:
                 continue
             try:
-                applied = await self._finish(batch)
+                applied = await self._finish(batch, list(starts.values()))
             except Unavailable as exc:
                 self.pending[:0] = batch  # keep them: written once the store is back
-                self._health.trouble("write results", exc)
+                self._keep_starts(starts)
+                self._health.write_failed("write results", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 self._needed.set()
                 continue
             except BaseException:
                 self.pending[:0] = batch
+                self._keep_starts(starts)
                 raise
             delay = FIRST_RETRY_DELAY
-            self._health.fine()
+            self._health.wrote("write results")
             self.account(batch, applied)
+
+    def _keep_starts(self, starts: dict[int, Start]) -> None:
+        """Starts of a write that failed, for the next one (a start recorded since is newer).
+        Kept even when the job's outcome is waiting too: the store writes a batch's starts
+        before its outcomes, and the outcome, recorded after the start was taken, lacks it."""
+        self._starts = {**starts, **self._starts}
 
     def account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
         """Count and log each outcome of a written batch (`applied`: the store's answer)."""

@@ -9,7 +9,15 @@ import pytest
 
 from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import Conflict, InvalidParams, NotFound
-from jobd.store import JobFilter, Notification, NotificationKind, Outcome, OutcomeKind, Store
+from jobd.store import (
+    JobFilter,
+    Notification,
+    NotificationKind,
+    Outcome,
+    OutcomeKind,
+    Start,
+    Store,
+)
 from tests.eventually import eventually as poll_until
 
 NODE = "node-a"
@@ -153,7 +161,7 @@ async def test_claim_sets_lease_and_counts_the_attempt(store: Store) -> None:
     assert job.id == job_id
     assert job.state is State.RUNNING and job.attempts == 1
     assert job.lease_owner == NODE and job.lease_expires_at > datetime.now(UTC)
-    assert job.started_at is not None
+    assert job.started_at is None  # claimed is not started
     assert await store.claim(OTHER, 5, lease=LEASE) == []
     assert await store.get(job_id) == job
 
@@ -437,6 +445,25 @@ async def test_cancel_finished_job_conflicts(store: Store) -> None:
         await store.request_cancel(99999)
 
 
+async def test_started_at_is_written_when_the_worker_starts_the_job(store: Store) -> None:
+    await store.submit_many([spec(), spec(), spec()])
+    started, ended, unstarted = await store.claim(NODE, 3, lease=LEASE)
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    starts = [Start(started.id, 1, started.lease_token, at)]
+    assert await store.finish(NODE, [], starts) == {}  # a start alone changes no state
+    assert (await store.get(started.id)).started_at == at
+    assert (await store.get(unstarted.id)).started_at is None
+    stale = Start(unstarted.id, 1, (unstarted.lease_token or 0) + 1, at)  # another claim's
+    done = Outcome(ended.id, 1, OutcomeKind.COMPLETED, token=ended.lease_token, started_at=at)
+    assert await store.finish(NODE, [done], [stale]) == {ended.id: State.COMPLETED}
+    assert (await store.get(ended.id)).started_at == at
+    assert (await store.get(unstarted.id)).started_at is None
+    released = Outcome(unstarted.id, 1, OutcomeKind.RELEASED, token=unstarted.lease_token)
+    await store.finish(NODE, [released])
+    again = await claim_one(store)
+    assert again.id == unstarted.id and again.started_at is None
+
+
 async def test_operator_retry_of_failed_and_canceled(store: Store) -> None:
     await store.submit_many([spec(max_attempts=1), spec()])
     failed, _ = await store.claim(NODE, 2, lease=LEASE)
@@ -447,6 +474,17 @@ async def test_operator_retry_of_failed_and_canceled(store: Store) -> None:
     await store.request_cancel(canceled.id)
     assert (await store.retry(canceled.id)).state is State.PENDING
     assert {j.id for j in await store.claim(NODE, 5, lease=LEASE)} == {failed.id, canceled.id}
+
+
+async def test_operator_retry_tells_the_state_it_left(store: Store) -> None:
+    await store.submit(spec(max_attempts=1))
+    job = await claim_one(store)
+    await store.finish(NODE, [Outcome(job.id, 1, OutcomeKind.FAILED, error=ErrorInfo("E", "x"))])
+    from_failed = await store.operator_retry(job.id)
+    assert (from_failed.previous, from_failed.job.state) == (State.FAILED, State.PENDING)
+    await store.request_cancel(job.id)
+    from_canceled = await store.operator_retry(job.id)
+    assert (from_canceled.previous, from_canceled.job.state) == (State.CANCELED, State.PENDING)
 
 
 async def test_operator_retry_of_pending_or_running_conflicts(store: Store) -> None:

@@ -187,7 +187,13 @@ async def test_every_field_survives_close_and_reopen(db_path: Path) -> None:
             NODE,
             [
                 Outcome(failed.job.id, 1, OutcomeKind.FAILED, error=error, retry_at=clock.now),
-                Outcome(done.job.id, 1, OutcomeKind.COMPLETED, result=[{"ok": True}, 3.0]),
+                Outcome(
+                    done.job.id,
+                    1,
+                    OutcomeKind.COMPLETED,
+                    result=[{"ok": True}, 3.0],
+                    started_at=FakeClock().now,  # its worker's start, carried by the outcome
+                ),
             ],
         )
         assert states == {failed.job.id: State.FAILED, done.job.id: State.COMPLETED}

@@ -53,6 +53,7 @@ class FakeSupervisor:
         self.registry = registry
         self.node = node
         self.store_ok = True
+        self.store_write_errors: list[str] = []
         self.draining = False
         self.started_at = time.time() - 5
         self.counters: dict[str, int] = {"completed": 3}

@@ -86,7 +86,9 @@ def test_claim_counts_attempt_and_sets_lease() -> None:
     job = running()
     assert job.state is State.RUNNING and job.attempts == 1
     assert job.lease_owner == "n1" and job.lease_expires_at == T0 + timedelta(seconds=30)
-    assert job.started_at == T0
+    assert job.started_at is None  # claimed is not started: its worker says when it starts
+    started = job.start(T0 + timedelta(seconds=2))
+    assert started.state is State.RUNNING and started.started_at == T0 + timedelta(seconds=2)
 
 
 def test_claim_refused_when_no_attempts_left() -> None:

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams, NotFound
-from jobd.store.base import Outcome, OutcomeKind, Submitted, json_default
+from jobd.store.base import Outcome, OutcomeKind, Start, Submitted, json_default
 
 Row = dict[str, Any]  # what the pool's dict_row factory makes of a row
 
@@ -81,7 +81,17 @@ def wants_pending(outcome: Outcome) -> bool:
 def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
     params: dict[str, list[Any]] = {
         k: []
-        for k in ("ids", "attempts", "kinds", "results", "errors", "retry_ats", "crashed", "tokens")
+        for k in (
+            "ids",
+            "attempts",
+            "kinds",
+            "results",
+            "errors",
+            "retry_ats",
+            "crashed",
+            "tokens",
+            "started_ats",
+        )
     }
     for o in outcomes:
         kind = OutcomeKind(o.kind)
@@ -97,7 +107,18 @@ def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
         params["retry_ats"].append(o.retry_at)
         params["crashed"].append(bool(o.crashed))
         params["tokens"].append(o.token)
+        params["started_ats"].append(o.started_at)
     return params
+
+
+def start_params(node: str, starts: Sequence[Start]) -> dict[str, Any]:
+    return {
+        "node": node,
+        "ids": [s.job_id for s in starts],
+        "attempts": [s.attempt for s in starts],
+        "tokens": [s.token for s in starts],
+        "ats": [s.at for s in starts],
+    }
 
 
 def write_params(job: Job) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from psycopg import sql
 from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams
 from jobd.store.base import (
+    Changed,
     CountRow,
     Counts,
     JobFilter,
@@ -26,6 +27,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
     check_limit,
@@ -55,6 +57,7 @@ from jobd.store.postgres.rows import (
     lookup_id,
     not_found,
     outcome_params,
+    start_params,
     submit_params,
     submitted_from_row,
     wants_pending,
@@ -237,16 +240,16 @@ class PostgresStore(Store):
         return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
 
     async def request_cancel(self, job_id: int) -> Job:
-        job = await self._change(job_id, lambda j, now: j.request_cancel(now))
-        self._notify_cancel_requested(job)
-        return job
+        changed = await self._change(job_id, lambda j, now: j.request_cancel(now))
+        self._notify_cancel_requested(changed.job)
+        return changed.job
 
-    async def retry(self, job_id: int) -> Job:
-        job = await self._change(job_id, lambda j, now: j.operator_retry(now))
-        self._notify_retried(job)
-        return job
+    async def operator_retry(self, job_id: int) -> Changed:
+        changed = await self._change(job_id, lambda j, now: j.operator_retry(now))
+        self._notify_retried(changed.job)
+        return changed
 
-    async def _change(self, job_id: int, change: Callable[[Job, datetime], Job]) -> Job:
+    async def _change(self, job_id: int, change: Callable[[Job, datetime], Job]) -> Changed:
         """Apply an operator's change: lock the row, let the domain decide, write it back
         (moving it between jobs and finished_jobs if it ended or starts again) and announce
         it to other nodes, all in one transaction."""
@@ -254,8 +257,9 @@ class PostgresStore(Store):
             row = await self._lock(conn, lookup_id(job_id))
             if row is None:
                 raise not_found(job_id)
+            before = job_from_row(row)
             try:
-                changed = change(job_from_row(row), row["db_now"])
+                changed = change(before, row["db_now"])
             except IllegalTransition as exc:
                 raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
             if row["home"] == "finished_jobs":
@@ -268,7 +272,7 @@ class PostgresStore(Store):
                 await self._pg_notify(conn, self.submit_channel, [job.queue])
             elif job.state is State.RUNNING and job.cancel_requested:
                 await self._pg_notify(conn, self.cancel_channel, [str(job.id)])
-        return job
+        return Changed(job, before.state)
 
     @staticmethod
     async def _lock(conn: Connection, job_id: int | None) -> Row | None:
@@ -334,18 +338,23 @@ class PostgresStore(Store):
             rows = await cur.fetchall()
         return sorted(row["id"] for row in rows if row["cancel_requested"])
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        if not outcomes:
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        if not outcomes and not starts:
             return {}
         again: builtins.list[Outcome] = []
         ending: builtins.list[Outcome] = []
         for outcome in map(storable_outcome, outcomes):
             (again if wants_pending(outcome) else ending).append(outcome)
         async with self.pool.connection() as conn:
-            if not again:  # the common case: one statement, no transaction block
+            if not again and not starts:  # the common case: one statement, no transaction
                 rows = await self._finish_ending(conn, node, ending)
             else:
                 async with conn.transaction():
+                    if starts:
+                        params = start_params(node, starts)
+                        await conn.execute(QUERIES["mark_started"], params, prepare=True)
                     rows = await self._finish_again(conn, node, again)
                     rows += await self._finish_ending(conn, node, ending)
                     await self._announce_ready(conn, rows)
@@ -368,6 +377,8 @@ class PostgresStore(Store):
     async def _finish_again(
         conn: Connection, node: str, outcomes: Sequence[Outcome]
     ) -> builtins.list[Row]:
+        if not outcomes:
+            return []
         params = {"node": node, **outcome_params(outcomes)}
         del params["results"]  # finish_retry never completes a job
         cur = await conn.execute(QUERIES["finish_retry"], params, prepare=True)

@@ -160,14 +160,14 @@ SELECT queue, type, state, count(*) AS count
 -- cannot be claimed (domain: Job.claim).  NULL queues/types mean "any"; queues listed in
 -- exclude_queues (NULL: none) are skipped, e.g. those at their concurrency limit.  A node
 -- passes the types it runs: a job of another type waits for a node that runs it.  Each claim
--- draws a fresh lease token, the fence of its write-backs.
+-- draws a fresh lease token, the fence of its write-backs.  started_at waits for the worker.
 UPDATE jobs
    SET state = 'running',
        attempts = jobs.attempts + 1,
        lease_owner = %(node)s,
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        lease_token = nextval('jobs_lease_token_seq'),
-       started_at = now(),
+       started_at = NULL,  -- claimed is not started: mark_started sets it
        updated_at = now()
   FROM (
         SELECT id
@@ -217,8 +217,8 @@ WITH outcome AS (
     SELECT o.*
       FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
                   %(results)s::jsonb[], %(errors)s::jsonb[], %(crashed)s::boolean[],
-                  %(tokens)s::bigint[])
-           AS o (id, attempt, kind, result, error, crashed, token)
+                  %(tokens)s::bigint[], %(started_ats)s::timestamptz[])
+           AS o (id, attempt, kind, result, error, crashed, token, started_at)
 ),
 ended AS (
     DELETE FROM jobs
@@ -241,8 +241,8 @@ ended AS (
                    ELSE coalesce(o.error, jobs.last_error)
               END AS last_error,
               CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
-              jobs.idempotency_key, jobs.correlation_id, jobs.created_at, jobs.started_at,
-              jobs.schedule
+              jobs.idempotency_key, jobs.correlation_id, jobs.created_at,
+              coalesce(o.started_at, jobs.started_at) AS started_at, jobs.schedule
 )
 INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts, max_attempts,
                            crashes, run_at, timeout, last_error, result, idempotency_key,
@@ -273,8 +273,8 @@ WITH outcome AS (
     SELECT o.*, o.kind = 'released' AS gives_back
       FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
                   %(errors)s::jsonb[], %(retry_ats)s::timestamptz[], %(crashed)s::boolean[],
-                  %(tokens)s::bigint[])
-           AS o (id, attempt, kind, error, retry_at, crashed, token)
+                  %(tokens)s::bigint[], %(started_ats)s::timestamptz[])
+           AS o (id, attempt, kind, error, retry_at, crashed, token, started_at)
 )
 UPDATE jobs
    SET state = CASE
@@ -298,6 +298,7 @@ UPDATE jobs
        crashes = jobs.crashes + CASE WHEN o.crashed AND o.kind = 'failed' THEN 1 ELSE 0 END,
        last_error = CASE WHEN o.kind = 'failed' THEN coalesce(o.error, jobs.last_error)
                          ELSE jobs.last_error END,
+       started_at = coalesce(o.started_at, jobs.started_at),
        -- however the attempt ended, a pending cancel request is settled by it
        cancel_requested = false,
        lease_owner = NULL,
@@ -311,6 +312,20 @@ UPDATE jobs
    AND jobs.attempts = o.attempt
    AND (o.token IS NULL OR jobs.lease_token = o.token)
 RETURNING jobs.id, jobs.state, jobs.queue, jobs.run_at <= now() AS ready
+
+
+-- name: mark_started
+-- When this node's workers started the jobs they were handed (claimed is not started), written
+-- with a batch of outcomes; fenced as finish is.  Touches no indexed column: a HOT update.
+UPDATE jobs
+   SET started_at = s.at
+  FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(tokens)s::bigint[],
+              %(ats)s::timestamptz[]) AS s (id, attempt, token, at)
+ WHERE jobs.id = s.id
+   AND jobs.state = 'running'
+   AND jobs.lease_owner = %(node)s
+   AND jobs.attempts = s.attempt
+   AND (s.token IS NULL OR jobs.lease_token = s.token)
 
 
 -- name: recover_expired

@@ -21,6 +21,7 @@ from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, St
 from jobd.errors import Conflict, InvalidParams, NotFound
 from jobd.schedules import Schedule
 from jobd.store.base import (
+    Changed,
     Clock,
     CountRow,
     Counts,
@@ -29,6 +30,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    Start,
     Store,
     Submitted,
     check_limit,
@@ -210,26 +212,26 @@ class SQLiteStore(Store):
         return [job_from_row(row) for row in conn.execute(sql, params)]
 
     async def request_cancel(self, job_id: int) -> Job:
-        job = await self.db.run(self._change, job_id, lambda j, now: j.request_cancel(now))
-        self._notify_cancel_requested(job)
-        return job
+        changed = await self.db.run(self._change, job_id, lambda j, now: j.request_cancel(now))
+        self._notify_cancel_requested(changed.job)
+        return changed.job
 
-    async def retry(self, job_id: int) -> Job:
-        job = await self.db.run(self._change, job_id, lambda j, now: j.operator_retry(now))
-        self._notify_retried(job)
-        return job
+    async def operator_retry(self, job_id: int) -> Changed:
+        changed = await self.db.run(self._change, job_id, lambda j, now: j.operator_retry(now))
+        self._notify_retried(changed.job)
+        return changed
 
     def _change(
         self, conn: sqlite3.Connection, job_id: int, change: Callable[[Job, datetime], Job]
-    ) -> Job:
+    ) -> Changed:
         with write_transaction(conn):
-            job = self._get(conn, job_id)
+            before = self._get(conn, job_id)
             try:
-                job = change(job, self._clock())
+                job = change(before, self._clock())
             except IllegalTransition as exc:
                 raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
             conn.execute(UPDATE_JOB, update_row(job))
-        return job
+        return Changed(job, before.state)
 
     async def counts(self) -> Counts:
         rows = await self.db.run(lambda conn: conn.execute(COUNTS).fetchall())
@@ -274,7 +276,7 @@ class SQLiteStore(Store):
                         j.attempts,
                         j.lease_owner,
                         ts(until),
-                        ts(now),
+                        None,
                         ts(now),
                         j.lease_token,
                         j.id,
@@ -298,30 +300,44 @@ class SQLiteStore(Store):
             conn.execute(HEARTBEAT, (ts(lease_until(now, lease)), node, ids))
             return [job_id for (job_id,) in conn.execute(CANCELS_OF_NODE, (node, ids))]
 
-    async def finish(self, node: str, outcomes: Sequence[Outcome]) -> dict[int, State]:
-        if not outcomes:
+    async def finish(
+        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
+    ) -> dict[int, State]:
+        if not outcomes and not starts:
             return {}
-        applied = await self.db.run(self._finish, node, [storable_outcome(o) for o in outcomes])
+        cleaned = [storable_outcome(o) for o in outcomes]
+        applied = await self.db.run(self._finish, node, cleaned, list(starts))
         self._notify_finished(applied)
         return applied
 
     def _finish(
-        self, conn: sqlite3.Connection, node: str, outcomes: builtins.list[Outcome]
+        self,
+        conn: sqlite3.Connection,
+        node: str,
+        outcomes: builtins.list[Outcome],
+        starts: builtins.list[Start],
     ) -> dict[int, State]:
         """Fenced like the memory store: an outcome applies only while (id, attempt, node)
         still owns the job, checked on the rows as they are under the write lock."""
         changed: dict[int, Job] = {}
         with write_transaction(conn):
             now = self._clock()
-            jobs = self._jobs_by_id(conn, list(dict.fromkeys(o.job_id for o in outcomes)))
+            ids = [s.job_id for s in starts] + [o.job_id for o in outcomes]
+            jobs = self._jobs_by_id(conn, list(dict.fromkeys(ids)))
+            for start in starts:
+                job = jobs.get(start.job_id)
+                if job is not None and owns(job, node, start):
+                    jobs[job.id] = changed[job.id] = job.start(start.at)
+            states: dict[int, State] = {}
             for outcome in outcomes:
                 job = jobs.get(outcome.job_id)
                 if job is None or not owns(job, node, outcome):
                     continue
                 job = outcome_applied(job, outcome, now)
                 jobs[job.id] = changed[job.id] = job
+                states[job.id] = job.state
             conn.executemany(UPDATE_JOB, [update_row(j) for j in changed.values()])
-        return {job_id: job.state for job_id, job in changed.items()}
+        return states
 
     async def recover_expired(self) -> builtins.list[Job]:
         recovered = await self.db.run(self._recover_expired)
