@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobd.domain import Job
-from jobd.errors import Unavailable
 from jobd.handlers import Registry
 from jobd.metrics import CountsCache, Metrics, Rates
 from jobd.pipe import (
@@ -52,11 +51,11 @@ from jobd.supervisor.pacing import Pacing
 from jobd.supervisor.reports import WorkerReports
 from jobd.supervisor.settings import BOOT_TIMEOUT, SupervisorSettings
 from jobd.supervisor.status import Status
-from jobd.supervisor.store_health import StoreHealth
+from jobd.supervisor.store_health import StoreHealth, settled
+from jobd.supervisor.worker_pool import WorkerPool
 from jobd.supervisor.writeback import WriteBack
 from jobd.systemd import Notifier
-from jobd.worker import BOOT_ERROR
-from jobd.workers import StopRequest, WorkerFactory, WorkerProcess, describe_exit
+from jobd.workers import WorkerFactory, WorkerProcess
 
 log = logging.getLogger("jobd.supervisor")
 
@@ -84,20 +83,21 @@ class Supervisor:
         self.registry = registry
         self.settings = settings
         self.node = node or new_node_id()
-        self.factory = WorkerFactory(
-            list(settings.handler_modules),
-            max_jobs=settings.max_jobs_per_worker,
-            max_memory=settings.max_worker_memory,
-            max_result_bytes=settings.max_result_bytes,
-            setup_logging=setup_worker_logging,
-        )
-        self.workers: dict[int, WorkerProcess] = {}
         self.started_at = time.time()
         self.draining = False
         self.drain_deadline = 0.0
         self.boot_error: str | None = None
         self.counts_cache = CountsCache()
         self.metrics = Metrics(counts=self.counts_cache.get)
+        factory = WorkerFactory(
+            list(settings.handler_modules),
+            max_jobs=settings.max_jobs_per_worker,
+            max_memory=settings.max_worker_memory,
+            max_result_bytes=settings.max_result_bytes,
+            setup_logging=setup_worker_logging,
+        )
+        self.pool = WorkerPool(factory, self.metrics, self._on_worker_readable, self._on_exit)
+        self.workers = self.pool.workers  # every worker by its index
         self.rates = Rates()
         self.notifier = Notifier()
         self.health = StoreHealth(settings.heartbeat_seconds)
@@ -189,12 +189,11 @@ class Supervisor:
         self.store.add_listener(self._on_notification)
         self._writer = asyncio.create_task(self._guard("flusher", self.writeback.run))
         for index in range(1, self.settings.workers + 1):
-            self._spawn(index)
+            self.pool.spawn(index)
         await self._wait_for_workers()
-        self._side_task("heartbeat", self.housekeeping.heartbeat_loop)
-        self._side_task("recovery", self.housekeeping.recovery_loop)
-        self._side_task("pruner", self.housekeeping.prune_loop)
-        self._side_task("probe", self.housekeeping.probe_loop)
+        h = self.housekeeping
+        for loop_fn in (h.heartbeat_loop, h.recovery_loop, h.prune_loop, h.probe_loop):
+            self._side_task(loop_fn.__name__.removesuffix("_loop"), loop_fn)
         for hook in self.on_started:
             await hook()
         self.notifier.ready(self.status.line())
@@ -294,17 +293,9 @@ class Supervisor:
 
     # --- workers -------------------------------------------------------------------------
 
-    def _spawn(self, index: int) -> None:
-        w = self.factory.spawn(index)
-        self.workers[index] = w
-        loop = asyncio.get_running_loop()
-        loop.add_reader(w.conn.fileno(), self._on_worker_readable, w)
-        loop.add_reader(w.process.sentinel, self._on_worker_exit, w)
-        log.debug("worker started", extra={"worker": index, "worker_pid": w.pid})
-
     async def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + BOOT_TIMEOUT
-        while not all(w.ready for w in self.workers.values()):
+        while not self.pool.all_ready():
             if self.boot_error:
                 raise BootError(self.boot_error)
             if time.monotonic() > deadline:
@@ -313,12 +304,8 @@ class Supervisor:
 
     def _manage_workers(self) -> None:
         """Keep the number of workers; replace the ones that died or retired."""
-        if self.draining or self.boot_error:
-            return
-        for index in range(1, self.settings.workers + 1):
-            if index not in self.workers:
-                self._spawn(index)
-                self.metrics.worker_restarts.inc()
+        if not (self.draining or self.boot_error):
+            self.pool.keep(self.settings.workers)
 
     def _on_worker_readable(self, w: WorkerProcess) -> None:
         try:
@@ -327,26 +314,11 @@ class Supervisor:
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(w.conn.fileno())
 
-    def _on_worker_exit(self, w: WorkerProcess) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(w.process.sentinel)
-        with contextlib.suppress(OSError, ValueError):
-            loop.remove_reader(w.conn.fileno())
-        self._on_worker_readable(w)  # whatever it said before dying counts
-        w.process.join(0)
-        self.workers.pop(w.index, None)
-        exitcode = w.process.exitcode
-        how = describe_exit(exitcode, stopped_by_us=w.stop is not None)
-        if not w.ready and not self.draining:
-            cause = "a handler module does not import" if exitcode == BOOT_ERROR else how
-            self.boot_error = f"worker {w.index} failed to boot: {cause} (see its error above)"
-            log.error("worker failed to boot", extra={"worker": w.index, "exit": how})
-        elif w.running is not None or not (w.retiring or self.draining):
-            log.warning("worker died", extra={"worker": w.index, "worker_pid": w.pid, "exit": how})
-            self.metrics.worker_crashes.inc()
+    def _on_exit(self, w: WorkerProcess) -> None:
+        how, boot_error = self.pool.ended(w, self.draining)
+        self.boot_error = boot_error or self.boot_error
         self.reports.died(w, how)
-        w.conn.close()
-        w.process.close()
+        self.pool.close(w)
         self.wake()
 
     # --- messages from workers -------------------------------------------------------------
@@ -425,10 +397,7 @@ class Supervisor:
         self.wake()  # the next turn claims again if that is due (the loop did not wait)
 
     def _held_jobs(self) -> list[Job]:
-        held = list(self.claimed)
-        for w in self.workers.values():
-            held.extend(w.assigned.values())
-        return held
+        return [*self.claimed, *(j for w in self.workers.values() for j in w.assigned.values())]
 
     def _held_ids(self) -> set[int]:
         """The jobs whose leases are this node's to renew: held, or with an outcome unwritten."""
@@ -452,10 +421,16 @@ class Supervisor:
                 await hook()
         if self.workers:  # boot error or an exception: do not leave workers behind
             await self._kill_all_workers()
-        await self._end_claim()
+        # A claim in flight comes back while the store answers (its jobs are then given back);
+        # a store that hangs is not waited for: what it claimed is recovered with its leases.
+        await settled(self._claiming, self.health)
         self.handout.release_all()
         self.writeback.close()
-        if not await self._written():
+        # Every outcome written: for up to a lease while the store answers, not at all once it
+        # has gone silent (a hang: those are left to lease recovery, as after a crash, so that
+        # the process exits in bounded time).
+        give_up_at = time.monotonic() + max(self.settings.lease_seconds, 5.0)
+        if not await settled(self._writer, self.health, give_up_at):
             log.error(
                 "could not write every result back before exit; those jobs run again"
                 " when their leases expire",
@@ -471,54 +446,16 @@ class Supervisor:
         self.notifier.close()
         log.info("jobd stopped", extra={"node": self.node})
 
-    async def _end_claim(self) -> None:
-        """Let a claim in flight come back while the store answers (its jobs are then given
-        back); a store that hangs is not waited for: what it claimed meanwhile is recovered
-        when the leases expire."""
-        claiming = self._claiming
-        while claiming is not None and not claiming.done() and self.health.heard():
-            await asyncio.wait({claiming}, timeout=0.1)
-        if claiming is not None and not claiming.done():
-            claiming.cancel()
-            await asyncio.gather(claiming, return_exceptions=True)
-
-    async def _written(self) -> bool:
-        """Wait for the writer to write every outcome: for up to a lease while the store
-        answers, not at all once it has gone silent (a hang: those outcomes are left to lease
-        recovery, as after a crash, so that the process exits in bounded time)."""
-        writer = self._writer
-        if writer is None:
-            return True
-        give_up_at = time.monotonic() + max(self.settings.lease_seconds, 5.0)
-        while not writer.done() and self.health.heard() and time.monotonic() < give_up_at:
-            await asyncio.wait({writer}, timeout=0.1)
-        if not writer.done():
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-            return False
-        return not writer.cancelled() and writer.exception() is None
-
     async def _kill_all_workers(self) -> None:
         self.draining = True
-        for w in self.workers.values():
-            if w.running is not None and w.stop is None:
-                w.stop = StopRequest("drain", time.monotonic(), "sigkill")
-            w.signal_group(signal.SIGKILL)
-        deadline = time.monotonic() + 5.0
+        deadline = self.pool.kill_all()
         while self.workers and time.monotonic() < deadline:
             await self._wait(0.05)
 
     # --- what the control server reads ------------------------------------------------------
 
     async def metrics_text(self) -> str:
-        """Every metric in the Prometheus text format; the job counts by state and queue are
-        read from the store when the cached ones are older than a few seconds."""
-        if self.counts_cache.stale():
-            try:
-                self.counts_cache.put(await self.store.counts())
-            except Unavailable as exc:
-                self.health.trouble("count jobs", exc)
-        return self.metrics.exposition()
+        return await self.status.metrics_text()
 
     @property
     def counters(self) -> dict[str, int]:

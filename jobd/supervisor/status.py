@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from setproctitle import setproctitle
 
+from jobd.errors import Unavailable
 from jobd.workers import resident_memory_of
 
 #: Seconds a turn of the supervisor's loop may take beyond its poll intervals before the
@@ -24,6 +25,17 @@ class Status:
     def __init__(self, supervisor: Supervisor):
         self.sup = supervisor
         self._workers_short_since: float | None = None
+
+    async def metrics_text(self) -> str:
+        """Every metric in the Prometheus text format; the job counts by state and queue are
+        read from the store when the cached ones are older than a few seconds."""
+        sup = self.sup
+        if sup.counts_cache.stale():
+            try:
+                sup.counts_cache.put(await sup.store.counts())
+            except Unavailable as exc:
+                sup.health.trouble("count jobs", exc)
+        return sup.metrics.exposition()
 
     def _busy(self) -> int:
         return sum(1 for w in self.sup.workers.values() if w.running is not None)

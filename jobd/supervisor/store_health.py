@@ -5,8 +5,11 @@ without waiting for a call to a store that may hang (docs/adr/0022)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
+from typing import Any
 
 from jobd.errors import JobdError
 
@@ -87,3 +90,19 @@ class StoreHealth:
 
     def may_recover(self, now: float) -> bool:
         return now >= self._recover_after
+
+
+async def settled(
+    task: asyncio.Task[Any] | None, health: StoreHealth, give_up_at: float = math.inf
+) -> bool:
+    """Let `task` (a store call, or the writer) finish while the store answers and before
+    `give_up_at`; past either, cancel it.  True if it finished without an error."""
+    if task is None:
+        return True
+    while not task.done() and health.heard() and time.monotonic() < give_up_at:
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+    return not task.cancelled() and task.exception() is None
