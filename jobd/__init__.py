@@ -11,6 +11,8 @@ The public Python API::
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from jobd.client import Client  # after __version__, which jobd modules read
@@ -18,7 +20,6 @@ from jobd.context import JobCancelled, JobContext
 from jobd.domain import PermanentError, RetryLater
 from jobd.enqueue import aenqueue, enqueue
 from jobd.handlers import handler
-from jobd.schedules.registry import schedule
 
 __all__ = [
     "Client",
@@ -32,3 +33,13 @@ __all__ = [
     "handler",
     "schedule",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `jobd.schedule` brings the cron parser in only for a module that declares a schedule: a
+    # client (jobctl, an application submitting jobs) needs none of it.
+    if name == "schedule":
+        from jobd.schedules.registry import schedule
+
+        return schedule
+    raise AttributeError(f"module 'jobd' has no attribute {name!r}")
