@@ -9,30 +9,26 @@ from collections.abc import Callable
 
 from jobd.config import Config, mask_url
 from jobd.control_server import ControlServer
-from jobd.control_socket import ControlSocketError
+from jobd.control_socket import ControlSocketError, check_control_socket
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
-from jobd.handlers import HandlerImportError, load_modules
 from jobd.http.child import HttpChild
 from jobd.logs import setup_logging
-from jobd.samples import enabled_modules
 from jobd.samples import settings as handler_settings
+from jobd.startup import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_UNAVAILABLE,
+    StartupError,
+    check_handlers,
+    handler_modules,
+)
 from jobd.store import Store, create_store
+from jobd.store.sqlite import SQLiteStore
+from jobd.store.sqlite.lock import NodeLockHeld
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
 
 log = logging.getLogger("jobd.daemon")
-
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
-
-
-class StartupError(Exception):
-    """jobd cannot start; the message says why and what to do, `exit_code` how to exit."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def supervisor_settings(config: Config) -> SupervisorSettings:
@@ -56,12 +52,6 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         kill_grace=config.shutdown.kill_grace,
         job_events=config.logging.job_events,
     )
-
-
-def handler_modules(config: Config) -> tuple[str, ...]:
-    """The modules that register this node's job types: the enabled sample handlers'
-    (`handlers.samples`), then `handlers.modules`."""
-    return enabled_modules(config.handlers.samples, config.handlers.modules)
 
 
 def worker_setup(config: Config, node: str) -> Callable[[], None]:
@@ -96,10 +86,32 @@ async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
                 EXIT_CONFIG,
             )
     except Unavailable as exc:
-        raise StartupError(
-            f"cannot use the database {mask_url(config.database.url)}: {exc.message}",
-            EXIT_UNAVAILABLE,
-        ) from None
+        raise database_unavailable(config, exc) from None
+
+
+def database_unavailable(config: Config, exc: Unavailable) -> StartupError:
+    url = mask_url(config.database.url)
+    return StartupError(f"cannot use the database {url}: {exc.message}", EXIT_UNAVAILABLE)
+
+
+def check_socket_free(config: Config) -> None:
+    try:
+        check_control_socket(config.control.socket, config.control.socket_group)
+    except ControlSocketError as exc:
+        raise StartupError(str(exc), exc.exit_code) from None
+
+
+def lock_for_node(store: Store, config: Config) -> None:
+    """A SQLite file serves one node: take it for this daemon, or refuse to start
+    (docs/adr/0025-one-node-per-sqlite-file.md)."""
+    if not isinstance(store, SQLiteStore):
+        return
+    try:
+        store.lock_for_node(config.control.socket)
+    except NodeLockHeld as exc:
+        raise StartupError(str(exc), EXIT_FAILURE) from None
+    except Unavailable as exc:
+        raise database_unavailable(config, exc) from None
 
 
 async def serve(config: Config, migrate: bool = False) -> int:
@@ -107,15 +119,11 @@ async def serve(config: Config, migrate: bool = False) -> int:
     setup_logging(config.logging.level, config.logging.format, node)
     for warning in config.warnings:  # a deprecated setting, once at start
         log.warning(warning)
-    problems = handler_settings.startup_problems(config)
-    if problems:
-        raise StartupError("; ".join(problems), EXIT_CONFIG)
-    try:
-        registry = load_modules(handler_modules(config))
-    except HandlerImportError as exc:
-        raise StartupError(str(exc), EXIT_CONFIG) from exc
+    registry = check_handlers(config)
+    check_socket_free(config)  # a daemon that will be refused must not touch the database
     store = open_store(config)
     try:
+        lock_for_node(store, config)
         await prepare_store(store, config, migrate)
         supervisor = Supervisor(
             store,
