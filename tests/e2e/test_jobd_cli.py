@@ -159,6 +159,65 @@ def test_run_refuses_a_handler_module_that_does_not_import(jobd) -> None:
     assert "handler module 'no_such_module_q' failed to import" in result.stderr
 
 
+# --- config check refuses what run refuses ------------------------------------------------------
+
+DUPLICATE_TYPES = """\
+from jobd import handler
+
+
+@handler("twice")
+def first(ctx, payload):
+    return 1
+
+
+@handler("twice")
+def second(ctx, payload):
+    return 2
+"""
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The `jobd: …` line a refused command ends with (a deprecation warning may precede it)."""
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"JOBD_HANDLERS_SAMPLES": "send_email"},
+            "jobd: handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM)",
+        ),
+        (
+            {"JOBD_HANDLERS_BUILTIN": "send_email"},
+            "jobd: handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM)",
+        ),
+        (
+            {"JOBD_HANDLER_MODULES": "no_such_module_q"},
+            "jobd: handler module 'no_such_module_q' failed to import: ModuleNotFoundError",
+        ),
+        (
+            {"JOBD_HANDLER_MODULES": "duplicate_types"},
+            "jobd: handler module 'duplicate_types': job type 'twice' is registered twice:"
+            " duplicate_types.first and duplicate_types.second",
+        ),
+    ],
+    ids=["samples-without-smtp-from", "builtin-without-smtp-from", "no-import", "twice"],
+)
+def test_config_check_refuses_what_run_refuses_with_the_same_message(
+    jobd, tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    # cwd is tmp_path, and `python -m` puts the working directory on sys.path.
+    (tmp_path / "duplicate_types.py").write_text(DUPLICATE_TYPES, encoding="utf-8")
+    checked = jobd("config", "check", **env)
+    ran = jobd("run", **env)
+    assert checked.returncode == ran.returncode == 2, (checked.stderr, ran.stderr)
+    assert checked.stdout == ""
+    assert refusal(checked) == refusal(ran)
+    assert refusal(checked).startswith(message)
+    assert not (tmp_path / "state" / "jobd" / "jobd.db").exists()  # refused before the store
+
+
 # --- jobd migrate: SQLite ----------------------------------------------------------------------
 
 
