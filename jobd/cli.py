@@ -191,36 +191,39 @@ def config_check(ctx: click.Context) -> None:
 
     \b
     Prints the effective configuration (defaults, then the file, then JOBD_* variables, then
-    flags) as YAML.  Exits 2 with a message naming the key and its source if anything is wrong.
+    flags) as YAML.  Exits 2 with a message naming the key and its source if anything is wrong,
+    or with the message `jobd run` would stop with: an enabled sample handler without its
+    settings, a handler module that does not import or registers a job type twice.
 
     \b
     Example:
       JOBD_CONFIG=/etc/jobd/jobd.yaml jobd config check
     """
     config = load(ctx)
-    _check_schedules(config)
     for name in unknown_environment(os.environ):
         click.echo(f"jobd: warning: {name} is not a jobd setting; ignored", err=True)
     for warning in config.warnings:
         click.echo(f"jobd: warning: {warning}", err=True)
+    _check_startup(config)
     origin = f" < {config.path}" if config.path else ""
     click.echo(f"# effective jobd configuration: defaults{origin} < environment < flags;")
     click.echo("# secrets masked")
     click.echo(yaml.safe_dump(config.to_dict(mask_secrets=True), sort_keys=False), nl=False)
 
 
-def _check_schedules(config: Config) -> None:
-    """Exit 2 for a schedule defined twice (in the file and by a handler module) or whose type
-    no handler of the node runs: the handler modules are imported, as `jobd run` does."""
-    from jobd.daemon import handler_modules
-    from jobd.handlers import HandlerImportError, load_modules
+def _check_startup(config: Config) -> None:
+    """What `jobd run` would refuse before touching the database, refused the same way: the
+    handlers (jobd.startup.check_handlers) and the schedules they and the file declare."""
     from jobd.schedules import ScheduleError
     from jobd.schedules.registry import declared, node_schedules
+    from jobd.startup import StartupError, check_handlers
 
     try:
-        registry = load_modules(handler_modules(config))
+        registry = check_handlers(config)
         node_schedules(config.schedules, declared, registry.types())
-    except (HandlerImportError, ScheduleError) as exc:
+    except StartupError as exc:
+        fail(str(exc), exc.exit_code)
+    except ScheduleError as exc:
         fail(f"invalid configuration: {exc}", EXIT_CONFIG)
 
 
@@ -239,11 +242,12 @@ def run(ctx: click.Context, migrate_first: bool) -> None:
       jobd run --workers 4 --handlers myapp.jobs
     """
     from jobd import daemon
+    from jobd.startup import StartupError
 
     config = load(ctx)
     try:
         status = daemon.run(config, migrate=migrate_first)
-    except daemon.StartupError as exc:
+    except StartupError as exc:
         fail(str(exc), exc.exit_code)
     except ConfigError as exc:  # found when the store opens (a missing SQLite directory)
         fail(f"invalid configuration: {exc}", exc.exit_code)

@@ -1,7 +1,8 @@
 """The control socket's file: created so that nobody else can use or take it, and removed only
 if it is still ours.
 
-`bind_control_socket`, in order:
+`bind_control_socket`, in order (`check_control_socket` makes the same checks without binding,
+so that `jobd run` can refuse before it touches its database):
 1. take an exclusive flock on `<socket>.lock`, so two daemons starting at once cannot both decide
    the socket is theirs (the probe alone leaves that race open);
 2. probe an existing socket with a connect: an answer means another jobd is listening, and we
@@ -98,6 +99,19 @@ def bind_control_socket(path: Path, mode: int = 0o660, group: str | None = None)
     return BoundSocket(sock, path, os.stat(path).st_ino, lock_fd)
 
 
+def check_control_socket(path: Path, group: str | None = None) -> None:
+    """Raise ControlSocketError for what `bind_control_socket` would refuse -- another jobd
+    answering on `path`, a directory that is not safe, an unknown group -- without binding:
+    `jobd run` asks before it touches its database.  Binding checks again under the lock (two
+    daemons starting at once both pass here)."""
+    path = Path(path)
+    _prepare_directory(path.parent)
+    if _answers(path):
+        raise ControlSocketError(f"another jobd is already listening on {path}")
+    if group is not None:
+        _group_id(group)
+
+
 def _prepare_directory(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -133,10 +147,18 @@ def _lock(path: Path) -> int:
 
 def _probe(path: Path) -> None:
     """Refuse if something answers on `path`; a dead socket is left for the rename to replace."""
+    if _answers(path):
+        raise ControlSocketError(f"another jobd is already listening on {path}")
+    if os.path.lexists(path):
+        log.info("replacing a stale control socket", extra={"socket": str(path)})
+
+
+def _answers(path: Path) -> bool:
+    """Whether something listens on `path`; a file there that is not a socket is refused."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     if not stat.S_ISSOCK(info.st_mode):
         raise ControlSocketError(f"{path} exists and is not a socket; refusing to replace it", 2)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -144,15 +166,14 @@ def _probe(path: Path) -> None:
     try:
         probe.connect(os.fsencode(path))
     except (ConnectionRefusedError, FileNotFoundError):
-        log.info("replacing a stale control socket", extra={"socket": str(path)})
-        return
+        return False
     except TimeoutError:  # a listener whose backlog is full is still a listener
-        pass
+        return True
     except OSError as exc:
         raise ControlSocketError(f"cannot probe the existing socket {path}: {exc}") from None
     finally:
         probe.close()
-    raise ControlSocketError(f"another jobd is already listening on {path}")
+    return True
 
 
 def _group_id(group: str) -> int:

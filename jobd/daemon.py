@@ -15,28 +15,33 @@ from collections.abc import Callable
 from jobd.config import Config, mask_url
 from jobd.control import OwnThread
 from jobd.control_server import ControlServer
-from jobd.control_socket import ControlSocketError
+from jobd.control_socket import ControlSocketError, check_control_socket
 from jobd.domain import Backoff
 from jobd.errors import Unavailable
-from jobd.handlers import HandlerImportError, Registry, load_modules
+from jobd.handlers import Registry
 from jobd.http.child import HttpChild
 from jobd.logs import setup_logging
-from jobd.samples import enabled_modules
 from jobd.samples import settings as handler_settings
 from jobd.schedules import ScheduleError
 from jobd.schedules.registry import declared, node_schedules
+from jobd.startup import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_UNAVAILABLE,
+    StartupError,
+    check_handlers,
+    handler_modules,
+)
 from jobd.store import Store, create_store
 from jobd.store.postgres.connections import SessionTimeouts
+from jobd.store.sqlite import SQLiteStore
+from jobd.store.sqlite.lock import NodeLockHeld
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
 from jobd.supervisor.crossing import Crossing
 from jobd.supervisor.io_thread import IoThread
 from jobd.supervisor.store_proxy import StoreProxy
 
 log = logging.getLogger("jobd.daemon")
-
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
 
 #: A store call of the supervisor's is given up this long after database.statement_timeout
 #: (by then the server should have cancelled the statement itself).
@@ -47,14 +52,6 @@ SUPERVISOR_TIMEOUT = 2.0
 SERVER_HOOK_TIMEOUT = 3.0
 #: Closing the store at exit; a database that hangs is not waited for longer.
 STORE_CLOSE_TIMEOUT = 1.0
-
-
-class StartupError(Exception):
-    """jobd cannot start; the message says why and what to do, `exit_code` how to exit."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def supervisor_settings(config: Config) -> SupervisorSettings:
@@ -80,12 +77,6 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         schedules=tuple(config.schedules.values()),
         default_max_attempts=jobs.default_max_attempts,
     )
-
-
-def handler_modules(config: Config) -> tuple[str, ...]:
-    """The modules that register this node's job types: the enabled sample handlers'
-    (`handlers.samples`), then `handlers.modules`."""
-    return enabled_modules(config.handlers.samples, config.handlers.modules)
 
 
 def worker_setup(config: Config, node: str) -> Callable[[], None]:
@@ -127,10 +118,32 @@ async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
                 EXIT_CONFIG,
             )
     except Unavailable as exc:
-        raise StartupError(
-            f"cannot use the database {mask_url(config.database.url)}: {exc.message}",
-            EXIT_UNAVAILABLE,
-        ) from None
+        raise database_unavailable(config, exc) from None
+
+
+def database_unavailable(config: Config, exc: Unavailable) -> StartupError:
+    url = mask_url(config.database.url)
+    return StartupError(f"cannot use the database {url}: {exc.message}", EXIT_UNAVAILABLE)
+
+
+def check_socket_free(config: Config) -> None:
+    try:
+        check_control_socket(config.control.socket, config.control.socket_group)
+    except ControlSocketError as exc:
+        raise StartupError(str(exc), exc.exit_code) from None
+
+
+def lock_for_node(store: Store, config: Config) -> None:
+    """A SQLite file serves one node: take it for this daemon, or refuse to start
+    (docs/adr/0025-one-node-per-sqlite-file.md)."""
+    if not isinstance(store, SQLiteStore):
+        return
+    try:
+        store.lock_for_node(config.control.socket)
+    except NodeLockHeld as exc:
+        raise StartupError(str(exc), EXIT_FAILURE) from None
+    except Unavailable as exc:
+        raise database_unavailable(config, exc) from None
 
 
 async def serve(config: Config, migrate: bool = False) -> int:
@@ -138,15 +151,13 @@ async def serve(config: Config, migrate: bool = False) -> int:
     setup_logging(config.logging.level, config.logging.format, node)
     for warning in config.warnings:  # a deprecated setting, once at start
         log.warning(warning)
-    problems = handler_settings.startup_problems(config)
-    if problems:
-        raise StartupError("; ".join(problems), EXIT_CONFIG)
+    registry = check_handlers(config)
     try:
-        registry = load_modules(handler_modules(config))
         schedules = node_schedules(config.schedules, declared, registry.types())
-    except (HandlerImportError, ScheduleError) as exc:
+    except ScheduleError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from exc
     config = dataclasses.replace(config, schedules=schedules)
+    check_socket_free(config)  # a daemon that will be refused must not touch the database
     io = IoThread().start()
     try:
         return await _serve_on(io, config, node, registry, migrate)
@@ -160,6 +171,7 @@ async def _serve_on(
     """The store opened and closed on the I/O thread, the supervisor run on this one."""
     store = open_store(config)
     try:
+        lock_for_node(store, config)
         await io.run(prepare_store(store, config, migrate))
         deadline = config.database.statement_timeout + STORE_CALL_GRACE
         proxy = StoreProxy(store, io.crossing(deadline), asyncio.get_running_loop())

@@ -28,7 +28,13 @@ class HandlerSpec:
 
 
 class HandlerImportError(RuntimeError):
-    """A handler module named in the configuration could not be imported."""
+    """A handler module named in the configuration could not be imported, or registers a job
+    type that is already registered."""
+
+
+class DuplicateHandlerError(ValueError):
+    """A job type registered by two different functions: which one would run is anybody's
+    guess, so the second registration is refused."""
 
 
 class Registry:
@@ -38,7 +44,7 @@ class Registry:
     def register(self, spec: HandlerSpec) -> None:
         existing = self._handlers.get(spec.name)
         if existing is not None and existing.fn is not spec.fn:
-            raise ValueError(
+            raise DuplicateHandlerError(
                 f"job type {spec.name!r} is registered twice:"
                 f" {_where(existing.fn)} and {_where(spec.fn)}"
             )
@@ -80,6 +86,8 @@ def load_modules(modules: Iterable[str]) -> Registry:
     for module in (*BUILTIN_MODULES, *modules):
         try:
             importlib.import_module(module)
+        except DuplicateHandlerError as exc:
+            raise HandlerImportError(f"handler module {module!r}: {exc}") from exc
         except Exception as exc:
             raise HandlerImportError(
                 f"handler module {module!r} failed to import: {type(exc).__name__}: {exc}"

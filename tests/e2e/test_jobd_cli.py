@@ -101,8 +101,14 @@ def test_config_check_warns_about_a_misspelt_variable(jobd) -> None:
     assert "JOBD_WORKER is not a jobd setting" in result.stderr
 
 
-def test_config_check_warns_about_the_deprecated_handlers_builtin(jobd) -> None:
-    result = jobd("config", "check", JOBD_HANDLERS_BUILTIN="process_file")
+def test_config_check_warns_about_the_deprecated_handlers_builtin(jobd, tmp_path: Path) -> None:
+    # process_file with the directory it needs: config check refuses what jobd run refuses.
+    result = jobd(
+        "config",
+        "check",
+        JOBD_HANDLERS_BUILTIN="process_file",
+        JOBD_FILES_ALLOWED_DIRS=str(tmp_path),
+    )
     assert result.returncode == 0
     assert "handlers.builtin is deprecated" in result.stderr
     assert "use handlers.samples (JOBD_HANDLERS_SAMPLES)" in result.stderr
@@ -157,6 +163,65 @@ def test_run_refuses_a_handler_module_that_does_not_import(jobd) -> None:
     result = jobd("run", "--database-url", "memory://", "--handlers", "no_such_module_q")
     assert result.returncode == 2
     assert "handler module 'no_such_module_q' failed to import" in result.stderr
+
+
+# --- config check refuses what run refuses ------------------------------------------------------
+
+DUPLICATE_TYPES = """\
+from jobd import handler
+
+
+@handler("twice")
+def first(ctx, payload):
+    return 1
+
+
+@handler("twice")
+def second(ctx, payload):
+    return 2
+"""
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The `jobd: …` line a refused command ends with (a deprecation warning may precede it)."""
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"JOBD_HANDLERS_SAMPLES": "send_email"},
+            "jobd: handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM)",
+        ),
+        (
+            {"JOBD_HANDLERS_BUILTIN": "send_email"},
+            "jobd: handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM)",
+        ),
+        (
+            {"JOBD_HANDLER_MODULES": "no_such_module_q"},
+            "jobd: handler module 'no_such_module_q' failed to import: ModuleNotFoundError",
+        ),
+        (
+            {"JOBD_HANDLER_MODULES": "duplicate_types"},
+            "jobd: handler module 'duplicate_types': job type 'twice' is registered twice:"
+            " duplicate_types.first and duplicate_types.second",
+        ),
+    ],
+    ids=["samples-without-smtp-from", "builtin-without-smtp-from", "no-import", "twice"],
+)
+def test_config_check_refuses_what_run_refuses_with_the_same_message(
+    jobd, tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    # cwd is tmp_path, and `python -m` puts the working directory on sys.path.
+    (tmp_path / "duplicate_types.py").write_text(DUPLICATE_TYPES, encoding="utf-8")
+    checked = jobd("config", "check", **env)
+    ran = jobd("run", **env)
+    assert checked.returncode == ran.returncode == 2, (checked.stderr, ran.stderr)
+    assert checked.stdout == ""
+    assert refusal(checked) == refusal(ran)
+    assert refusal(checked).startswith(message)
+    assert not (tmp_path / "state" / "jobd" / "jobd.db").exists()  # refused before the store
 
 
 # --- jobd migrate: SQLite ----------------------------------------------------------------------

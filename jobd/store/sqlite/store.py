@@ -18,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from jobd.clock import utcnow
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
-from jobd.errors import Conflict, InvalidParams, NotFound
+from jobd.errors import Conflict, InvalidParams, NotFound, Unavailable
 from jobd.schedules import Schedule
 from jobd.store.base import (
     Changed,
@@ -46,6 +46,7 @@ from jobd.store.nodes import Fleet, NodeReport, NodeStatus, workers_from, worker
 from jobd.store.schedules import RunKind, ScheduleRecord, TickResult
 from jobd.store.sqlite import schedules as schedule_rows
 from jobd.store.sqlite import schema
+from jobd.store.sqlite.lock import NodeLock
 from jobd.store.sqlite.rows import STATES, dt, insert_row, job_from_row, ts, update_row
 from jobd.store.sqlite.sql import (
     CANCELS_OF_NODE,
@@ -107,6 +108,7 @@ class SQLiteStore(Store):
             raise ValueError(f"synchronous: expected FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
         self._clock = clock
+        self._node_lock: NodeLock | None = None
         self.db = DatabaseThread(
             self.path,
             synchronous=synchronous,
@@ -119,8 +121,22 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         await self.db.run(lambda conn: None)
 
+    def lock_for_node(self, socket: Path) -> None:
+        """Take the file for this daemon alone, until close(): NodeLockHeld names the daemon
+        (pid, control socket) that already has it.  Only `jobd run` locks: tools such as
+        `jobd migrate` and the tests open the file beside a running daemon."""
+        self.db.prepare_directory()
+        try:
+            self._node_lock = NodeLock.take(self.path, socket)
+        except OSError as exc:
+            raise Unavailable(f"cannot lock the SQLite database {self.path}: {exc}") from exc
+
     async def close(self) -> None:
-        await self.db.close()
+        try:
+            await self.db.close()
+        finally:
+            if self._node_lock is not None:
+                self._node_lock.release()
 
     async def ping(self) -> None:
         await self.db.run(

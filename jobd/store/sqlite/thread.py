@@ -51,12 +51,20 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def prepare_file(path: Path, create_directory: bool) -> None:
-    """Create the database file (0600) if it is missing, and its directory (0700) when
-    `create_directory` (jobd's own state directory); any other missing directory is a
-    ConfigError naming it: a mistyped path must not grow directories, at / or anywhere.
+    """Create the database file (0600) if it is missing, in its directory (see
+    `prepare_directory`).
 
     SQLite creates its -wal and -shm files with the database file's permissions, so creating
     the file ourselves keeps all three private whatever the umask: payloads may be secret."""
+    prepare_directory(path, create_directory)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+
+
+def prepare_directory(path: Path, create_directory: bool) -> None:
+    """Create the database's directory (0700) when `create_directory` (jobd's own state
+    directory); any other missing directory is a ConfigError naming it: a mistyped path must
+    not grow directories, at / or anywhere."""
     if create_directory:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     elif not path.parent.is_dir():
@@ -66,8 +74,6 @@ def prepare_file(path: Path, create_directory: bool) -> None:
             f"the directory {path.parent} does not exist (jobd creates only its default state"
             " directory): create it, or fix the path",
         )
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
 class DatabaseThread:
@@ -84,6 +90,13 @@ class DatabaseThread:
         self._conn: sqlite3.Connection | None = None  # touched only on the executor's thread
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobd-sqlite")
         self._closed = False
+
+    def prepare_directory(self) -> None:
+        """The database's directory, created or checked as the file's first open would."""
+        try:
+            prepare_directory(self.path, self._create_directory)
+        except OSError as exc:
+            raise Unavailable(f"cannot create the directory of {self.path}: {exc}") from exc
 
     # --- running work on the database thread -------------------------------------------------
 
