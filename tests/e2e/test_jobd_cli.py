@@ -102,7 +102,8 @@ def test_config_check_warns_about_a_misspelt_variable(jobd) -> None:
 
 
 def test_config_check_warns_about_the_deprecated_handlers_builtin(jobd, tmp_path: Path) -> None:
-    # process_file with the directory it needs: config check refuses what jobd run refuses.
+    # process_file with a directory to work in: without one, jobd run (and so config check)
+    # refuses the configuration.
     result = jobd(
         "config",
         "check",
@@ -199,6 +200,10 @@ def refusal(result: subprocess.CompletedProcess[str]) -> str:
             "jobd: handlers.samples enables send_email but smtp.from is not set (JOBD_SMTP_FROM)",
         ),
         (
+            {"JOBD_HANDLERS_SAMPLES": "process_file"},
+            "jobd: handlers.samples enables process_file but files.allowed_dirs is empty",
+        ),
+        (
             {"JOBD_HANDLER_MODULES": "no_such_module_q"},
             "jobd: handler module 'no_such_module_q' failed to import: ModuleNotFoundError",
         ),
@@ -208,7 +213,13 @@ def refusal(result: subprocess.CompletedProcess[str]) -> str:
             " duplicate_types.first and duplicate_types.second",
         ),
     ],
-    ids=["samples-without-smtp-from", "builtin-without-smtp-from", "no-import", "twice"],
+    ids=[
+        "samples-without-smtp-from",
+        "builtin-without-smtp-from",
+        "files-without-allowed-dirs",
+        "no-import",
+        "twice",
+    ],
 )
 def test_config_check_refuses_what_run_refuses_with_the_same_message(
     jobd, tmp_path: Path, env: dict[str, str], message: str

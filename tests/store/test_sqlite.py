@@ -25,6 +25,7 @@ from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
 from jobd.store import Outcome, OutcomeKind, create_store
 from jobd.store.sqlite import SQLiteStore, statements
+from jobd.store.sqlite.lock import Holder, NodeLockHeld
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "node-a"
@@ -417,3 +418,42 @@ async def test_the_default_state_directory_is_created(
     async with create_store(default_database_url()) as store:
         await store.migrate()
     assert stat.S_IMODE((tmp_path / "state" / "jobd").stat().st_mode) == 0o700
+
+
+# --- one node per file ---------------------------------------------------------------------------
+
+
+async def test_a_file_locked_for_a_node_refuses_a_second_node_naming_the_first(
+    db_path: Path, opened
+) -> None:
+    first = await opened()
+    first.lock_for_node(Path("/run/jobd/first.sock"))
+    second = SQLiteStore(db_path)
+    try:
+        with pytest.raises(NodeLockHeld) as refused:
+            second.lock_for_node(Path("/run/jobd/second.sock"))
+    finally:
+        await second.close()
+    assert refused.value.holder == Holder(os.getpid(), "/run/jobd/first.sock")
+    assert f"(it holds {db_path}.lock)" in str(refused.value)
+    assert stat.S_IMODE(Path(f"{db_path}.lock").stat().st_mode) == 0o600
+    await (await opened()).ping()  # tools that do not lock (jobd migrate) still open it
+
+
+async def test_closing_the_store_frees_the_file_for_the_next_node(db_path: Path) -> None:
+    for socket in ("/run/jobd/first.sock", "/run/jobd/second.sock"):
+        async with SQLiteStore(db_path) as store:
+            store.lock_for_node(Path(socket))
+    assert Path(f"{db_path}.lock").read_bytes() == b""  # no stale pid to mislead anyone
+
+
+async def test_locking_a_file_in_a_missing_directory_is_the_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    store = create_store(f"sqlite://{missing / 'x.db'}")
+    try:
+        assert isinstance(store, SQLiteStore)
+        with pytest.raises(ConfigError, match=f"the directory {missing} does not exist"):
+            store.lock_for_node(Path("/run/jobd/jobd.sock"))
+    finally:
+        await store.close()
+    assert not (tmp_path / "no").exists()

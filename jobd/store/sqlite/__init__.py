@@ -1,11 +1,12 @@
 """The embedded store: one SQLite file in WAL mode, the default when no database is configured.
 
 One node only (the lease machinery still works, but several daemons on one file would all queue
-for SQLite's single write lock).
+for SQLite's single write lock): `jobd run` holds a lock on the file (lock.py).
 
 The package, one concept a module:
 - store.py: `SQLiteStore`, the operations, each one trip to the database thread;
 - thread.py: the one connection, the one thread that uses it, the write transaction;
+- lock.py: the lock that keeps a file to one node;
 - sql.py: the statements, built from the Job dataclass's fields;
 - rows.py: Jobs as rows and rows as Jobs (epoch seconds, JSON text);
 - schema.py: applying the migrations.
