@@ -579,15 +579,9 @@ def stats(ctx: click.Context) -> None:
         click.echo(output.table(("STATE", "JOBS"), list(s.by_state.items())))
         for title, groups in (("QUEUE", s.by_queue), ("TYPE", s.by_type)):
             click.echo("")
-            click.echo(_by_state_table(title, groups))
+            click.echo(output.by_state_table(title, groups))
 
     run(show)
-
-
-def _by_state_table(title: str, groups: dict[str, dict[str, int]]) -> str:
-    states = [s.value for s in State]
-    rows = [(name, *(counts.get(s, 0) for s in states)) for name, counts in sorted(groups.items())]
-    return output.table((title, *(s.upper() for s in states)), rows)
 
 
 @main.command()
@@ -634,20 +628,9 @@ def nodes(ctx: click.Context) -> None:
         if as_json(ctx):
             emit(result["nodes"])
             return
-        rows = [_node_row(node) for node in result["nodes"]]
-        headers = ("NODE", "VERSION", "LIVE", "HEARTBEAT", "BUSY", "TYPES")
-        click.echo(output.table(headers, rows))
+        click.echo(output.node_table(result["nodes"]))
 
     run(show)
-
-
-def _node_row(node: dict[str, Any]) -> tuple[Any, ...]:
-    workers = node["workers"]
-    busy = sum(w["job_id"] is not None for w in workers)
-    heartbeat = output.ago(datetime.fromisoformat(node["heartbeat_at"]))
-    live = "yes" if node["live"] else "no"
-    types = ",".join(node["types"])
-    return (node["id"], node["version"], live, heartbeat, f"{busy}/{len(workers)}", types)
 
 
 @main.command()

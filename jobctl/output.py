@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from jobd.domain import State
 from jobd.protocol import InForce, JobView
 
 
@@ -88,6 +89,28 @@ def size(value: int | None) -> str:
             return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
         amount /= 1024
     return str(value)  # pragma: no cover - the loop always returns
+
+
+def by_state_table(title: str, groups: dict[str, dict[str, int]]) -> str:
+    """Job counts by state, a row per queue or type (`jobctl stats`)."""
+    states = [s.value for s in State]
+    rows = [(name, *(counts.get(s, 0) for s in states)) for name, counts in sorted(groups.items())]
+    return table((title, *(s.upper() for s in states)), rows)
+
+
+def node_table(nodes: Sequence[dict[str, Any]]) -> str:
+    """The nodes of the fleet as `jobctl nodes` shows them."""
+    headers = ("NODE", "VERSION", "LIVE", "HEARTBEAT", "BUSY", "TYPES")
+    return table(headers, [_node_row(node) for node in nodes])
+
+
+def _node_row(node: dict[str, Any]) -> tuple[Any, ...]:
+    workers = node["workers"]
+    busy = sum(w["job_id"] is not None for w in workers)
+    heartbeat = ago(datetime.fromisoformat(node["heartbeat_at"]))
+    live = "yes" if node["live"] else "no"
+    types = ",".join(node["types"])
+    return (node["id"], node["version"], live, heartbeat, f"{busy}/{len(workers)}", types)
 
 
 def job_table(jobs: Sequence[JobView]) -> str:
