@@ -39,6 +39,7 @@ from jobd.store.base import (
 )
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import fleet as fleet_rows
+from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres.connections import (
@@ -76,8 +77,9 @@ _CHANNEL_PREFIX_LENGTH = 56
 VACUUM_DEAD_ROWS = 50_000
 
 
-class PostgresStore(Store):
-    """Jobs in PostgreSQL, in the given schema; several nodes may share one database."""
+class PostgresStore(QueueMethods, Store):
+    """Jobs in PostgreSQL, in the given schema; several nodes may share one database.  The
+    operations on queues are QueueMethods' (jobd/store/postgres/queues.py)."""
 
     kind = "postgres"
 
