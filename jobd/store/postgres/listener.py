@@ -17,13 +17,13 @@ import psycopg
 from psycopg import sql
 
 from jobd.store.base import Notification, NotificationKind
-from jobd.store.postgres.queues import QUEUES_PAYLOAD
 from jobd.store.postgres.connections import (
     Connection,
     ConnectionPool,
     describe,
     unavailable,
 )
+from jobd.store.postgres.queues import QUEUES_PAYLOAD
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,6 @@ from jobd.store.base import (
 )
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import fleet as fleet_rows
-from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres.connections import (
@@ -51,6 +50,7 @@ from jobd.store.postgres.connections import (
 )
 from jobd.store.postgres.listener import NotificationListener
 from jobd.store.postgres.queries import QUERIES
+from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres.rows import (
     Row,
     fetch_one,

@@ -131,7 +131,9 @@ async def bulk(
             now = store._clock()
             if action is BulkAction.PURGE:
                 for chunk in chunks([job.id for job in jobs]):
-                    conn.execute(f"DELETE FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk)
+                    conn.execute(
+                        f"DELETE FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk
+                    )
                 return BulkBatch([Changed(j, j.state) for j in jobs], len(jobs), jobs[-1].id)
             changed = [Changed(action.apply(job, now), job.state) for job in jobs]
             conn.executemany(UPDATE_JOB, [update_row(c.job) for c in changed])
