@@ -318,62 +318,6 @@ def status(ctx: click.Context, job_id: int) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID", type=int)
-@common_options
-@click.pass_context
-def cancel(ctx: click.Context, job_id: int) -> None:
-    """Cancel job ID.
-
-    \b
-    A pending job is canceled at once; a running one is stopped (its worker is asked, then
-    signalled) and shows "cancel requested" until it has.  Exits 1 (conflict) if the job has
-    already finished, 4 if there is no such job.
-
-    \b
-    Example:
-      jobctl cancel 42
-    """
-
-    def act() -> None:
-        with client(ctx) as c:
-            job = c.cancel(job_id)
-        if as_json(ctx):
-            emit(job.to_dict())
-        elif job.state is State.CANCELED:
-            click.echo(f"job {job.id} canceled")
-        else:
-            click.echo(f"job {job.id} is running: cancel requested, it stops shortly")
-
-    run(act)
-
-
-@main.command()
-@click.argument("job_id", metavar="ID", type=int)
-@common_options
-@click.pass_context
-def retry(ctx: click.Context, job_id: int) -> None:
-    """Run failed or canceled job ID again, with a fresh set of attempts.
-
-    \b
-    Exits 1 (conflict) if the job is not failed or canceled, 4 if there is no such job.
-
-    \b
-    Example:
-      jobctl retry 42
-    """
-
-    def act() -> None:
-        with client(ctx) as c:
-            job = c.retry(job_id)
-        if as_json(ctx):
-            emit(job.to_dict())
-        else:
-            click.echo(f"job {job.id} is pending again ({job.max_attempts} attempts)")
-
-    run(act)
-
-
-@main.command()
-@click.argument("job_id", metavar="ID", type=int)
 @click.option(
     "--timeout",
     "wait_timeout",
@@ -690,6 +634,10 @@ def completion(shell: str) -> None:
     assert complete is not None  # click knows every shell SHELLS lists
     click.echo(complete(main, {}, "jobctl", COMPLETE_VAR).source())
 
+
+# cancel, retry, purge, run-now, priority, queues, audit: defined on `main` by jobctl.queues,
+# which builds on the helpers above.
+from jobctl import queues as _queues  # noqa: E402, F401
 
 if __name__ == "__main__":
     main(prog_name="jobctl")

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
+from jobd.control_queues import QueueOperations
+from jobd.control_socket import Peer
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
 from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
 from jobd.handlers import HandlerSpec, Registry
@@ -218,7 +220,9 @@ class Operations:
             "metrics": self.metrics,
             "nodes": self.nodes,
         }
-        assert set(self._handlers) == set(METHODS), "the method table and the handlers differ"
+        self.queues = QueueOperations(self)  # the methods of jobd.control_queues
+        handled = set(self._handlers) | set(self.queues.methods)
+        assert handled == set(METHODS), "the method table and the handlers differ"
 
     def open(self) -> None:
         self.store.add_listener(self._on_notification)
@@ -231,9 +235,10 @@ class Operations:
                 event.set()
         self.store.remove_listener(self._on_notification)
 
-    async def call(self, call: Call) -> Any:
+    async def call(self, call: Call, peer: Peer | None = None) -> Any:
         params = parse_params(call)
-        return await self._handlers[call.method](params)
+        self.queues.enter(call, peer)  # who calls, for the audit trail (QueueOperations.record)
+        return await (self._handlers.get(call.method) or self.queues.methods[call.method])(params)
 
     async def _store(self, operation: Awaitable[Any], timeout: float | None = None) -> Any:
         """A store call that cannot hang a client: Unavailable once `timeout` has passed.  The
@@ -541,6 +546,7 @@ class Operations:
             problems.append(refusal)
         for job_type, n in fleet.unrunnable().items():
             warnings.append(f"{n} pending {job_type!r} jobs: no live node runs that type")
+        warnings += await self.queues.paused_warnings()
 
     async def nodes(self, _: NoParams) -> dict[str, Any]:
         """The nodes table: every node whose row is not yet pruned, live or not."""

@@ -41,6 +41,7 @@ from jobd.errors import (
 )
 from jobd.jobspec import JobSpec, in_batch, parse_job_spec
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.protocol_queues import QUEUE_METHODS
 
 PROTOCOL_VERSION = 1
 JSONRPC = "2.0"
@@ -453,16 +454,7 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
 
 
 def _states(value: Any) -> tuple[State, ...]:
-    if value is None:
-        return ()
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise fields.invalid("state", "must be a state name or an array of them")
-    try:
-        return tuple(State(n) for n in names)
-    except ValueError:
-        known = ", ".join(s.value for s in State)
-        raise fields.invalid("state", f"unknown state in {names!r} (states: {known})") from None
+    return fields.states({"state": value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +504,7 @@ METHODS: dict[str, Method] = {
         Method("health", _no_params, True),
         Method("metrics", _no_params, True),
         Method("nodes", _no_params, True),
+        *(Method(name, parse, read_only) for name, parse, read_only in QUEUE_METHODS),
     )
 }
 

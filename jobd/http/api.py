@@ -13,6 +13,7 @@ one; this module only reads HTTP (paths, query strings, headers, a JSON body) an
     GET    /metrics               metrics         Prometheus text
     GET    /nodes                 nodes           the fleet's nodes, live or not yet pruned
     GET    /openapi.json          the OpenAPI document (no token)
+    …                             the queues' endpoints: jobd/http/queues_api.py
 
 Pure apart from the calls on the ClientPool, so tests/unit/test_http_api.py drives it with a
 fake pool and no sockets.  docs/openapi.yaml describes the same endpoints for clients.
@@ -31,6 +32,7 @@ from urllib.parse import unquote
 from jobd.errors import InvalidParams, ParseError
 from jobd.http.openapi import document_json
 from jobd.http.problems import Problem, invalid
+from jobd.http.queues_api import QUEUE_ROUTES, QueueEndpoints
 from jobd.jobspec import SUBMIT_FIELDS, parse_job_spec, unknown_fields
 from jobd.protocol import decode, encode
 
@@ -116,6 +118,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/metrics", {"GET": "metrics"}),
     Route("/nodes", {"GET": "nodes"}),
     Route("/openapi.json", {"GET": "openapi"}, open=True),
+    *(Route(template, handlers) for template, handlers in QUEUE_ROUTES),  # queues_api.py
 )
 
 
@@ -130,7 +133,7 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
 # --- the endpoints --------------------------------------------------------------------------
 
 
-class Api:
+class Api(QueueEndpoints):
     def __init__(self, clients: Clients):
         self.clients = clients
 

@@ -209,6 +209,15 @@ def test_every_method_reads_its_params() -> None:
         "health": {},
         "metrics": {},
         "nodes": {},
+        "queues": {},
+        "queue_pause": {"name": "mail", "reason": "SMTP down"},
+        "queue_resume": {"name": "mail"},
+        "cancel_many": {"queue": "mail"},
+        "retry_many": {"state": "failed", "batch": 100},
+        "purge": {"state": ["completed"], "dry_run": True},
+        "run_now": {"id": 1},
+        "set_priority": {"id": 1, "priority": 5},
+        "audit": {"limit": 10},
     }
     assert set(samples) == set(METHODS)
     for name, params in samples.items():
