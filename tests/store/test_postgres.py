@@ -356,9 +356,13 @@ async def test_prune_deletes_in_batches_until_none_is_left(
 # --- migrations ----------------------------------------------------------------------------
 
 
+def _every_migration() -> list[str]:
+    return [m.name for m in migrations.load("postgres")]
+
+
 async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -> None:
     store = await make_store()
-    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules"]
+    every = _every_migration()
     assert await store.pending_migrations() == every  # the schema does not exist yet
     assert await store.migrate() == every
     assert await store.migrate() == []
@@ -370,17 +374,14 @@ async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -
             )
         )
         assert await cur.fetchall() == [
-            {"version": 1, "name": "0001_init"},
-            {"version": 2, "name": "0002_finished_jobs"},
-            {"version": 3, "name": "0003_fleet"},
-            {"version": 4, "name": "0004_schedules"},
+            {"version": m.version, "name": m.name} for m in migrations.load("postgres")
         ]
 
 
 async def test_concurrent_migrations_apply_each_migration_once(make_store: MakeStore) -> None:
     stores = [await make_store() for _ in range(4)]
     applied = await asyncio.gather(*(s.migrate() for s in stores))
-    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules"]
+    every = _every_migration()
     # Each migration is its own locked transaction (schema.migrate), so the runs take turns
     # migration by migration: which run applies which is a matter of timing, but every
     # migration is applied exactly once, and each run applies its share in order.
@@ -403,7 +404,7 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
         )
     monkeypatch.undo()
 
-    assert await store.migrate() == ["0002_finished_jobs", "0003_fleet", "0004_schedules"]
+    assert await store.migrate() == _every_migration()[1:]
     async with store.pool.connection() as conn:
         cur = await conn.execute("SELECT state FROM jobs")
         assert await cur.fetchall() == [{"state": "pending"}]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from jobd import migrations
 from jobd.config.errors import ConfigError
 from jobd.config.paths import default_database_url
 from jobd.domain import ErrorInfo, NewJob, State
@@ -110,7 +111,7 @@ async def test_create_store_url_and_clock(tmp_path: Path) -> None:
 
 async def test_migrate_once_then_no_op(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
-        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules"]
+        every = [m.name for m in migrations.load("sqlite")]
         assert await store.pending_migrations() == every
         assert await store.migrate() == every
         assert await store.migrate() == []
@@ -119,10 +120,7 @@ async def test_migrate_once_then_no_op(db_path: Path) -> None:
         assert await store.migrate() == []
     with raw(db_path) as conn:
         assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "0001_init"),
-            (2, "0002_lease_token"),
-            (3, "0003_fleet"),
-            (4, "0004_schedules"),
+            (m.version, m.name) for m in migrations.load("sqlite")
         ]
 
 
@@ -270,7 +268,7 @@ async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: P
     first, second = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
         applied = await asyncio.gather(first.migrate(), second.migrate())
-        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules"]
+        every = [m.name for m in migrations.load("sqlite")]
         # Each migration is its own write transaction, so the two take turns migration by
         # migration: which applies which is timing, but each is applied once and in order.
         assert sorted(name for names in applied for name in names) == every
