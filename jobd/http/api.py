@@ -45,8 +45,8 @@ DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0  # a longer long-poll is cut to this; the answer says timed_out, clients loop
 WAIT_MARGIN = 10.0  # how much longer than its timeout a wait's answer may take
 READY_TIMEOUT = 5.0  # a readiness probe that takes longer than this is a "no"
-LIST_PARAMS = ("state", "type", "queue", "created_after", "created_before", "schedule")
-LIST_PARAMS += ("limit", "cursor")
+LIST_FILTERS = ("state", "type", "queue", "created_after", "created_before", "schedule")
+LIST_PARAMS = (*LIST_FILTERS, "limit", "cursor")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"-?\d{1,19}")
 
