@@ -121,7 +121,7 @@ def health_text(health: dict[str, Any]) -> str:
         f" workers {workers.get('ready', 0)}/{workers.get('expected', 0)}"
     ]
     lines += [f"  - {problem}" for problem in health.get("problems") or []]
-    lines += [f"  ! {warning}" for warning in health.get("warnings") or []]
+    lines += [f"  - warning: {warning}" for warning in health.get("warnings") or []]
     return "\n".join(lines)
 
 
@@ -136,7 +136,7 @@ def _schedule_row(view: dict[str, Any]) -> tuple[Any, ...]:
     return (
         view["name"],
         spec,
-        view.get("timezone") if view.get("cron") else None,
+        view.get("timezone") if view.get("cron") else "-",  # "-" kept left like the zones
         _when(view.get("next_tick")),
         _when(view.get("last_tick")),
         view.get("last_job_id"),

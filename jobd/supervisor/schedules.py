@@ -131,6 +131,11 @@ class ScheduleRunner:
                 "schedule ticks missed",
                 extra={"schedule": name, "count": result.missed, "catch_up": schedule.catch_up},
             )
+        if result.overlap_skipped:
+            log.info(
+                "schedule ticks skipped: its previous run is still pending or running",
+                extra={"schedule": name, "count": result.overlap_skipped, "overlap": "skip"},
+            )
         for job in result.jobs:
             log.info(
                 "schedule enqueued a job",
