@@ -399,6 +399,7 @@ def _states(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 )
 @click.option("--type", "-t", "job_type", metavar="TYPE", help="Only jobs of this type.")
 @click.option("--queue", "-q", metavar="NAME", help="Only jobs in this queue.")
+@click.option("--schedule", metavar="NAME", help="Only jobs this schedule created.")
 @click.option(
     "--created-after", type=Time(), metavar="ISO-8601", help="Only jobs created after this time."
 )
@@ -418,6 +419,7 @@ def list_jobs(
     state: list[str],
     job_type: str | None,
     queue: str | None,
+    schedule: str | None,
     created_after: datetime | None,
     created_before: datetime | None,
     limit: int,
@@ -434,6 +436,7 @@ def list_jobs(
     \b
     Examples:
       jobctl list --state failed,canceled --type send_email
+      jobctl list --schedule nightly-report -n 5
       jobctl list --created-after 2030-01-01T00:00:00Z --created-before 2030-01-02T00:00:00Z
       jobctl list --all --json | jq '.jobs[].id'
     """
@@ -441,6 +444,7 @@ def list_jobs(
         "state": state or None,
         "type": job_type,
         "queue": queue,
+        "schedule": schedule,
         "created_after": created_after,
         "created_before": created_before,
     }
@@ -472,7 +476,7 @@ def _list_command(ctx: click.Context, filters: ListFilters, limit: int, cursor: 
     state = filters.get("state")
     if state:
         words += ["--state", ",".join(state)]
-    for name in ("type", "queue"):
+    for name in ("type", "queue", "schedule"):
         value = filters.get(name)
         if value:
             words += [f"--{name}", str(value)]
@@ -598,11 +602,7 @@ def health(ctx: click.Context) -> None:
         if as_json(ctx):
             emit(h.raw)
         else:
-            click.echo(
-                f"{h.status}: store {h.store}, workers {h.workers_ready}/{h.workers_expected}"
-            )
-            for problem in h.problems:
-                click.echo(f"  - {problem}")
+            click.echo(output.health_text(h.raw))
         if not h.ok:
             ctx.exit(EXIT_FAILED)
 
@@ -638,6 +638,9 @@ def completion(shell: str) -> None:
 # cancel, retry, purge, run-now, priority, queues, audit: defined on `main` by jobctl.queues,
 # which builds on the helpers above.
 from jobctl import queues as _queues  # noqa: E402, F401
+from jobctl.schedules import schedules  # noqa: E402  (it builds on the options above)
+
+main.add_command(schedules)
 
 if __name__ == "__main__":
     main(prog_name="jobctl")

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
 from jobd.control_queues import QueueOperations
+from jobd.control_schedules import ScheduleOperations
 from jobd.control_socket import Peer
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
 from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
@@ -47,6 +48,7 @@ from jobd.protocol import (
     WaitParams,
     parse_params,
 )
+from jobd.schedules import Schedule
 from jobd.store import Changed, JobFilter, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
@@ -64,6 +66,10 @@ WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not
 YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
 
 T = TypeVar("T")
+
+
+class StatusView(Protocol):
+    def schedule_warnings(self) -> list[str]: ...  # schedules another node defines differently
 
 
 class JobMetrics(Protocol):
@@ -101,6 +107,9 @@ class SupervisorView(Protocol):
 
     @property
     def store_ok(self) -> bool: ...
+
+    @property
+    def status(self) -> StatusView: ...  # jobd.supervisor.status.Status
 
     @property
     def store_write_errors(self) -> list[str]: ...  # the supervisor's writes failing now
@@ -185,6 +194,7 @@ class Operations:
         lease_seconds: float | None = None,
         store: Store | None = None,
         supervisor_loop: SupervisorLoop | None = None,
+        schedules: Sequence[Schedule] = (),
     ):
         self.supervisor = supervisor
         #: A node is live while its heartbeat is newer than this (jobs.lease_seconds); None:
@@ -205,6 +215,15 @@ class Operations:
         self._store_failed_at: float | None = None
         #: The last submit's error and when (None: the last submit was stored).
         self._submit_failed: tuple[float, str] | None = None
+        self.queues = QueueOperations(self)  # the methods of jobd.control_queues
+        self.schedules = ScheduleOperations(
+            schedules,
+            self.store,
+            self._store,
+            lambda job: self._tell("submitted", [job], None),
+            self.queues.record,
+            default_max_attempts,
+        )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "hello": self.hello,
             "submit": self.submit,
@@ -219,8 +238,8 @@ class Operations:
             "health": self.health,
             "metrics": self.metrics,
             "nodes": self.nodes,
+            **self.schedules.handlers(),
         }
-        self.queues = QueueOperations(self)  # the methods of jobd.control_queues
         handled = set(self._handlers) | set(self.queues.methods)
         assert handled == set(METHODS), "the method table and the handlers differ"
 
@@ -373,13 +392,7 @@ class Operations:
         return {"job": {**job.to_dict(), "effective": effective.to_dict()}}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
-        filters = JobFilter(
-            states=params.states,
-            type=params.type,
-            queue=params.queue,
-            created_after=params.created_after,
-            created_before=params.created_before,
-        )
+        filters = JobFilter(**params.filters())
         jobs, store_cursor = await self._page(filters, params.limit, params.store_cursor)
         return {"jobs": jobs, "next_cursor": params.next_cursor(store_cursor)}
 
@@ -512,10 +525,12 @@ class Operations:
             "node": self.supervisor.node,
             "problems": problems,
         }
-        if self.lease_seconds is not None:  # a server that knows the fleet
-            warnings: builtins.list[str] = []
-            if store == "ok":
-                await self._fleet_health(self.lease_seconds, problems, warnings)
+        warnings: builtins.list[str] = []
+        if self.schedules.defined:  # warnings, not problems: each node still ticks once
+            warnings += await self.on_supervisor.call(sup.status.schedule_warnings, HEALTH_TIMEOUT)
+        if self.lease_seconds is not None and store == "ok":  # a server that knows the fleet
+            await self._fleet_health(self.lease_seconds, problems, warnings)
+        if self.lease_seconds is not None or warnings:
             answer["warnings"] = warnings
         answer["status"] = "degraded" if problems else "ok"
         return answer

@@ -169,6 +169,7 @@ class ControlServer:
             lease_seconds=config.jobs.lease_seconds,
             store=thread.store if thread else None,
             supervisor_loop=thread.supervisor if thread else None,
+            schedules=tuple(config.schedules.values()),
         )
         server = cls(
             operations,
