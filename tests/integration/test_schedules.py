@@ -3,15 +3,16 @@ tick, no gap, also while one node is SIGKILLed and restarted; a pause stops ever
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from jobd.store import JobFilter, Store
+from jobd.store import Store
 
 from .conftest import eventually
+from .schedule_support import assert_one_job_per_tick, write_schedules
+from .schedule_support import ticks_of as ticks_of_schedule
 
 pytestmark = pytest.mark.postgres
 
@@ -21,20 +22,11 @@ TICKS = 30
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "schedules.yaml"
-    path.write_text(f"schedules:\n  {SCHEDULE}:\n    every: 1s\n    type: noop\n")
-    return path
+    return write_schedules(tmp_path / "schedules.yaml", {SCHEDULE: {"every": "1s", "type": "noop"}})
 
 
 async def ticks_of(store: Store) -> list[datetime]:
-    page = await store.list(JobFilter(schedule=SCHEDULE), limit=1000)
-    return sorted(job.run_at for job in page.jobs)
-
-
-def assert_one_job_per_tick(ticks: list[datetime]) -> None:
-    assert len(ticks) == len(set(ticks)), f"a tick got two jobs: {ticks}"
-    gaps = [b for a, b in itertools.pairwise(ticks) if b - a != timedelta(seconds=1)]
-    assert not gaps, f"ticks without a job before {gaps}"
+    return await ticks_of_schedule(store, SCHEDULE)
 
 
 async def test_three_nodes_make_one_job_per_tick_even_when_one_is_killed(
