@@ -1,8 +1,9 @@
 """`python bench/run.py --quick` still works: every scenario, on PostgreSQL and SQLite, at tiny
 sizes, against `jobd run` as a real subprocess (and the peers scenario against pgqueuer and
 procrastinate, on PostgreSQL only), the burn-down's daemon running two schedules
-(`--schedules 2`).  The only benchmark in the test suite, and it asserts no timing: only that the harness runs to the end and prints its table with a row for
-every scenario and store.  (About 20 s: each scenario starts its own daemons.)
+(`--schedules 2`).  The only benchmark in the test suite, and it asserts no timing: only that
+the harness runs to the end and prints its table with a row for every scenario and store.
+(About 20 s: each scenario starts its own daemons.)
 """
 
 from __future__ import annotations
