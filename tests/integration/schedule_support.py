@@ -1,22 +1,28 @@
-"""What the schedule tests share: a configuration file of schedules, the jobs a schedule made,
-the one-job-per-tick check, and the schedule counters of the nodes' metrics endpoints."""
+"""What the schedule tests share: a configuration file of schedules, the jobs a schedule made
+and the ticks the store recorded for them, the one-job-per-tick check, and the schedule
+counters of the nodes' metrics endpoints."""
 
 from __future__ import annotations
 
 import itertools
 import urllib.request
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 
 from jobd.domain import Job
 from jobd.store import JobFilter, Store
+from tests.eventually import wait_for
 
-from .conftest import Daemon, wait_for
+if TYPE_CHECKING:  # the conftest imports this module
+    from .conftest import Daemon
 
 METRICS_TOKEN = "schedule-metrics-token"
 #: The settings that give a node an HTTP shim on a free port, for its /metrics.
@@ -39,8 +45,26 @@ async def jobs_of(store: Store, schedule: str) -> list[Job]:
     return sorted(page.jobs, key=lambda job: job.run_at)
 
 
-async def ticks_of(store: Store, schedule: str) -> list[datetime]:
-    return [job.run_at for job in await jobs_of(store, schedule)]
+@dataclass(frozen=True)
+class History:
+    """The ticks the store recorded (its schedule_runs table): the tick that created each job.
+    A job's run_at is its tick only until a retry moves it (a lease recovered from a killed
+    node, a failure's backoff), so the tests read the ticks here."""
+
+    url: str
+    schema: str
+
+    async def ticks_of_jobs(self, schedule: str) -> dict[int, datetime]:
+        """Job id -> the tick that created it."""
+        query = sql.SQL(
+            "SELECT job_id, tick FROM {}.schedule_runs WHERE name = %s AND kind = 'tick'"
+        ).format(sql.Identifier(self.schema))
+        async with await psycopg.AsyncConnection.connect(self.url) as conn:
+            cursor = await conn.execute(query, [schedule])
+            return {job_id: tick for job_id, tick in await cursor.fetchall()}
+
+    async def ticks(self, schedule: str) -> list[datetime]:
+        return sorted((await self.ticks_of_jobs(schedule)).values())
 
 
 def assert_one_job_per_tick(ticks: list[datetime], every: float = 1.0) -> None:

@@ -37,6 +37,7 @@ from .schedule_support import (
     MISSED,
     SKIPPED_OVERLAP,
     WITH_METRICS,
+    History,
     assert_one_job_per_tick,
     fleet_counters,
     jobs_of,
@@ -113,7 +114,7 @@ async def settled_snapshot(
 
 
 async def test_each_catch_up_policy_after_every_node_was_down(
-    make_daemon, pg_store: Store, tmp_path: Path
+    make_daemon, pg_store: Store, history: History, tmp_path: Path
 ) -> None:
     config = write_schedules(
         tmp_path / "catchup.yaml",
@@ -149,8 +150,10 @@ async def test_each_catch_up_policy_after_every_node_was_down(
     snapshot = await settled_snapshot(pg_store, nodes, POLICIES, after=last)
 
     for name, (fields, caught) in POLICIES.items():
-        since = [job for job in snapshot.jobs[name] if job.run_at > last[name]]
+        tick = await history.ticks_of_jobs(name)
+        since = [job for job in snapshot.jobs[name] if tick[job.id] > last[name]]
         assert [job.schedule for job in since] == [name] * len(since)
+        assert [job.run_at for job in since] == [tick[job.id] for job in since]
         assert_one_job_per_tick([job.run_at for job in since])
         # The first node back made the catch-up in one transaction.
         batch = [job for job in since if job.created_at == since[0].created_at]
@@ -207,7 +210,7 @@ async def _at_least(store: Store, name: str, count: int) -> list[Job]:
 
 
 async def test_overlap_skip_starts_no_run_while_the_previous_one_runs(
-    make_daemon, pg_store: Store, tmp_path: Path
+    make_daemon, pg_store: Store, history: History, tmp_path: Path
 ) -> None:
     name, runs = "one-at-a-time", 3
     job_seconds = 1.5  # longer than the interval: a tick or two fall in each run
@@ -235,6 +238,8 @@ async def test_overlap_skip_starts_no_run_while_the_previous_one_runs(
 
     snapshot = await settled_snapshot(pg_store, nodes, [name], accounted)
     jobs = snapshot.jobs[name]
+    tick = await history.ticks_of_jobs(name)
+    assert [job.run_at for job in jobs] == [tick[job.id] for job in jobs], "a run was retried"
     assert snapshot.count(SKIPPED_OVERLAP, name) >= len(jobs) - 1
     assert snapshot.count(MISSED, name) == 0
     for previous, following in itertools.pairwise(jobs):
