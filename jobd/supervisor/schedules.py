@@ -115,6 +115,12 @@ class ScheduleRunner:
         except Unavailable as exc:
             self._trouble(f"schedule {schedule.name}", exc)
             return
+        except Exception:  # a fault of this ask only: the node and its other schedules go on
+            log.exception(
+                "schedule ask failed; asked again at its next tick",
+                extra={"schedule": schedule.name},
+            )
+            return
         self.metrics.count(schedule.name, result)
         self._report(schedule, result)
 

@@ -24,6 +24,7 @@ from psycopg import sql
 from jobd import migrations
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
+from jobd.schedules import parse_schedule
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, create_store
 from jobd.store.memory import MemoryStore
 from jobd.store.postgres import QUERIES, PostgresStore
@@ -657,3 +658,27 @@ async def test_claim_restricted_to_the_nodes_types_still_walks_the_index(
     plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "jobs_claim_idx" in plan, plan
     assert "Seq Scan" not in plan and "Sort" not in plan, plan
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+async def test_a_trigger_at_the_instant_of_a_tick_does_not_stop_that_ticks_run(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """A trigger's history row is timed by now(): one landing exactly on a tick (a whole
+    second) must not make the tick's own run collide with it (schema 7's key)."""
+    schedule = parse_schedule("pulse", {"every": "1s", "type": "echo"})
+    await pg.enqueue_ticks(schedule)
+    triggered = await pg.trigger_schedule(schedule)
+    cur = await raw.execute("SELECT date_trunc('second', now()) + interval '1 second' AS t")
+    tick = (await cur.fetchone())[0]  # type: ignore[index]
+    await raw.execute("UPDATE schedule_runs SET tick = %s WHERE job_id = %s", (tick, triggered.id))
+
+    async def the_ticks_run() -> list[Job]:
+        return [job for job in (await pg.enqueue_ticks(schedule)).jobs if job.run_at == tick]
+
+    (job,) = await eventually(the_ticks_run, what="the run of the triggered tick")
+    cur = await raw.execute("SELECT kind FROM schedule_runs WHERE tick = %s ORDER BY kind", (tick,))
+    assert [row[0] for row in await cur.fetchall()] == ["tick", "trigger"]
+    assert job.id != triggered.id

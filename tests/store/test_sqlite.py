@@ -24,9 +24,11 @@ from jobd.config.errors import ConfigError
 from jobd.config.paths import default_database_url
 from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
+from jobd.schedules import parse_schedule
 from jobd.store import Outcome, OutcomeKind, create_store
 from jobd.store.sqlite import SQLiteStore, statements
 from jobd.store.sqlite.lock import Holder, NodeLockHeld
+from tests.eventually import eventually as poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "node-a"
@@ -455,3 +457,30 @@ async def test_locking_a_file_in_a_missing_directory_is_the_config_error(tmp_pat
     finally:
         await store.close()
     assert not (tmp_path / "no").exists()
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+async def test_a_trigger_at_the_instant_of_a_tick_does_not_stop_that_ticks_run(
+    db_path: Path, opened
+) -> None:
+    """As on PostgreSQL (schema 7): a trigger's history row on a tick's instant does not make
+    the tick's run collide with it."""
+    store = await opened()
+    schedule = parse_schedule("pulse", {"every": "1s", "type": "echo"})
+    await store.enqueue_ticks(schedule)
+    triggered = await store.trigger_schedule(schedule)
+    tick = float(int(time.time()) + 1)
+    with raw(db_path) as conn:
+        conn.execute("UPDATE schedule_runs SET tick = ? WHERE job_id = ?", (tick, triggered.id))
+
+    async def the_ticks_run() -> list[object]:
+        jobs = (await store.enqueue_ticks(schedule)).jobs
+        return [job for job in jobs if job.run_at.timestamp() == tick]
+
+    (job,) = await poll_until(the_ticks_run, what="the run of the triggered tick", timeout=10.0)
+    with raw(db_path) as conn:
+        kinds = conn.execute("SELECT kind FROM schedule_runs WHERE tick = ? ORDER BY kind", (tick,))
+        assert [row[0] for row in kinds] == ["tick", "trigger"]
+    assert job.id != triggered.id

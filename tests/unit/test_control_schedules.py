@@ -229,3 +229,25 @@ async def test_pause_resume_and_trigger_are_in_the_audit_trail(
     ]
     trigger = next(e for e in entries if e.action == "schedule_trigger")
     assert trigger.details["job"] == job["id"]
+
+
+async def test_an_ask_that_fails_unexpectedly_is_logged_and_the_next_one_goes_on(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only an unreachable store: any fault of one ask (a constraint the database refuses,
+    say) must leave the runner, and so the node, running."""
+    here = runner(store, PULSE, Clock())
+    real = store.enqueue_ticks
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(store, "enqueue_ticks", refused)
+    with caplog.at_level(logging.ERROR, "jobd.schedules"):
+        await here.ask(PULSE)
+    (logged,) = [r for r in caplog.records if "schedule ask failed" in r.getMessage()]
+    assert logged.__dict__["schedule"] == "pulse" and logged.exc_info
+
+    monkeypatch.setattr(store, "enqueue_ticks", real)
+    await here.ask(PULSE)
+    assert [record.name for record in await store.schedule_records()] == ["pulse"]
