@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
-from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
+from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
 from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -217,6 +217,7 @@ class Operations:
             "health": self.health,
             "metrics": self.metrics,
             "nodes": self.nodes,
+            "subscribe": self.subscribe,
         }
         assert set(self._handlers) == set(METHODS), "the method table and the handlers differ"
 
@@ -551,6 +552,11 @@ class Operations:
             "nodes": [node.to_dict() for node in fleet.nodes],
             "min_node_version": fleet.min_node_version,
         }
+
+    async def subscribe(self, _: Any) -> dict[str, Any]:
+        """Served by the connection itself (jobd.subscriptions); only a subscribe the server
+        could not take over comes here: in a batch, or as a notification."""
+        raise InvalidRequest("subscribe: send it alone, with an id, on a connection of its own")
 
     async def metrics(self, _: NoParams) -> dict[str, Any]:
         """The Prometheus text exposition of this node's metrics (the HTTP shim serves it at

@@ -25,3 +25,14 @@ HTTP_MAX_CONNECTIONS_PER_PEER = 32
 #: Seconds an HTTP connection has for its request line and headers until it has sent a valid
 #: token (http.header_timeout).
 HTTP_HEADER_TIMEOUT = 5.0
+
+#: Subscriptions (`subscribe`) one daemon serves at once; each holds a control connection.
+MAX_SUBSCRIPTIONS = 64
+#: Job changes waiting for one subscriber: a subscriber this far behind is dropped (told so),
+#: never waited for.
+SUBSCRIPTION_BUFFER = 1000
+#: Seconds between two heartbeats on a quiet subscription: a subscriber that has heard nothing
+#: for twice this knows its daemon is gone.
+SUBSCRIPTION_HEARTBEAT = 15.0
+#: Seconds a write to a subscriber may take before it is dropped as too slow.
+SUBSCRIPTION_WRITE_TIMEOUT = 10.0

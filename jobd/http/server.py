@@ -73,6 +73,9 @@ class HttpSettings:
     listen: str  # HOST:PORT (port 0: any free port)
     socket: Path  # the daemon's control socket
     tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: never printed
+    read_only_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: never printed
+    ui: bool = True  # the dashboard at /ui/
+    secure_cookie: bool = True  # the dashboard's session cookie is Secure
     max_body_bytes: int = 1024 * 1024
     request_timeout: float = 30.0
     header_timeout: float = HEADER_TIMEOUT
@@ -85,7 +88,7 @@ class HttpSettings:
         """Refuse to listen where strangers can reach us without a token (the configuration
         loader refuses too; this holds for every way of starting the shim)."""
         host, _ = split_host_port(self.listen)
-        if not self.tokens and not is_loopback(host):
+        if not (self.tokens or self.read_only_tokens) and not is_loopback(host):
             raise ValueError(
                 f"http.listen {self.listen} is not a loopback address: set http.tokens"
                 " (JOBD_HTTP_TOKENS) so that strangers cannot submit jobs"
