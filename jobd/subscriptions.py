@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from jobd.domain import Job
@@ -318,12 +318,15 @@ class SubscriptionLost(Exception):
 
 
 def follow(
-    socket_path: str | os.PathLike[str], connect_timeout: float = 5.0
+    socket_path: str | os.PathLike[str],
+    connect_timeout: float = 5.0,
+    on_ready: Callable[[], None] | None = None,
 ) -> Iterator[JobChange]:
-    """Subscribe on a connection of its own and yield each job change as it comes; raises
-    SubscriptionLost when it ends (a caller that wants more subscribes again, and reads again
-    what it shows: changes in between are not replayed), DaemonUnreachable if it cannot
-    connect, the daemon's error if it refuses."""
+    """Subscribe on a connection of its own (`on_ready` is called once the daemon has said
+    yes) and yield each job change as it comes; raises SubscriptionLost when it ends (a
+    caller that wants more subscribes again, and reads again what it shows: changes in
+    between are not replayed), DaemonUnreachable if it cannot connect, the daemon's error if
+    it refuses."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(connect_timeout)
@@ -339,6 +342,8 @@ def follow(
             raise reply.exception()
         heartbeat = float(reply.result.get("heartbeat", SUBSCRIPTION_HEARTBEAT))
         sock.settimeout(2 * heartbeat + connect_timeout)
+        if on_ready is not None:
+            on_ready()
         while True:
             message = json.loads(_line(lines))
             method, params = message.get("method"), message.get("params") or {}
