@@ -85,7 +85,7 @@ def test_the_list_updates_by_itself_and_bulk_retry(dashboard: Dashboard, page: W
 
 
 def test_a_payload_with_markup_is_text(dashboard: Dashboard, page: Watched) -> None:
-    evil = "<script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 2\">"
+    evil = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
     job_id = dashboard.submit("echo", {"html": evil, "type": "<i>type</i>"})
     eventually_state(dashboard, job_id, "completed")
     p = page.page
