@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .conftest import READ_TOKEN, Dashboard, Watched, eventually_state, screenshot, sign_in
+
+pytestmark = pytest.mark.browser
 
 
 def test_find_a_failed_job_read_its_error_and_retry_it_live(
