@@ -346,6 +346,19 @@ class Job:
             return dataclasses.replace(self, cancel_requested=True, updated_at=now)
         raise IllegalTransition(self.id, self.state, State.CANCELED, "cancel")
 
+    def adjust(self, now: datetime, *, run_now: bool = False, priority: int | None = None) -> Job:
+        """An operator's change of a pending job: due now (a delayed job, or one waiting out
+        a retry's backoff), and/or a new priority.  Any other state is refused: a running
+        job's order no longer matters, a finished one's is retried first."""
+        if self.state is not State.PENDING:
+            raise IllegalTransition(self.id, self.state, State.PENDING, "change")
+        changes: dict[str, Any] = {"updated_at": now}
+        if run_now and self.run_at > now:
+            changes["run_at"] = now
+        if priority is not None:
+            changes["priority"] = priority
+        return dataclasses.replace(self, **changes)
+
     def operator_retry(self, now: datetime) -> Job:
         """Run a failed or canceled job again with a fresh set of attempts."""
         return self._move(

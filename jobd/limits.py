@@ -36,3 +36,9 @@ SUBSCRIPTION_BUFFER = 1000
 SUBSCRIPTION_HEARTBEAT = 15.0
 #: Seconds a write to a subscriber may take before it is dropped as too slow.
 SUBSCRIPTION_WRITE_TIMEOUT = 10.0
+
+#: Jobs one transaction of a bulk action (cancel_many, retry_many, purge) changes at most: a
+#: million matching jobs are a thousand short transactions, never one long one.
+BULK_BATCH = 1000
+#: Jobs one call of a bulk action changes at most; its continuation goes on from there.
+MAX_BULK_LIMIT = 10_000

@@ -41,6 +41,7 @@ from jobd.errors import (
 )
 from jobd.jobspec import JobSpec, in_batch, parse_job_spec
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.protocol_queues import QUEUE_METHODS
 
 PROTOCOL_VERSION = 1
 JSONRPC = "2.0"
@@ -403,6 +404,9 @@ class ListCursor:
         return cls(value["c"], value["f"])
 
 
+LIST_FILTERS = ("states", "type", "queue", "created_after", "created_before", "schedule")
+
+
 @dataclass(frozen=True, slots=True)
 class ListParams:
     states: tuple[State, ...] = ()
@@ -410,8 +414,13 @@ class ListParams:
     queue: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    schedule: str | None = None  # the jobs this schedule created
     limit: int = DEFAULT_LIST_LIMIT
     cursor: ListCursor | None = None  # checked against the filters above when parsed
+
+    def filters(self) -> dict[str, Any]:
+        """The members that select jobs, by name (those of the store's JobFilter)."""
+        return {name: getattr(self, name) for name in LIST_FILTERS}
 
     @property
     def store_cursor(self) -> str | None:
@@ -427,13 +436,15 @@ class ListParams:
     def filters_fingerprint(self) -> str:
         """A short hash of the filters in a canonical form: the same for the same selection
         of jobs however it was spelled (states in any order, times in any zone)."""
-        canonical = {
+        canonical: dict[str, Any] = {
             "state": sorted({s.value for s in self.states}),
             "type": self.type,
             "queue": self.queue,
             "created_after": _utc_text(self.created_after),
             "created_before": _utc_text(self.created_before),
         }
+        if self.schedule is not None:  # absent otherwise: earlier cursors stay good
+            canonical["schedule"] = self.schedule
         digest = hashlib.sha256(_dumps(canonical).encode()).digest()
         return base64.urlsafe_b64encode(digest[:9]).decode()
 
@@ -452,6 +463,7 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         queue=fields.text(params, "queue"),
         created_after=fields.time(params, "created_after"),
         created_before=fields.time(params, "created_before"),
+        schedule=fields.text(params, "schedule"),
         limit=min(limit, MAX_LIST_LIMIT),
     )
     given = fields.text(params, "cursor")
@@ -462,23 +474,14 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         # Paging on with other filters would list other jobs from where that page ended.
         raise fields.invalid(
             "cursor",
-            "was issued for other filters: give it with the state, type, queue, created_after"
-            " and created_before of the page it came from",
+            "was issued for other filters: give it with the state, type, queue, created_after,"
+            " created_before and schedule of the page it came from",
         )
     return dataclasses.replace(filters, cursor=cursor)
 
 
 def _states(value: Any) -> tuple[State, ...]:
-    if value is None:
-        return ()
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise fields.invalid("state", "must be a state name or an array of them")
-    try:
-        return tuple(State(n) for n in names)
-    except ValueError:
-        known = ", ".join(s.value for s in State)
-        raise fields.invalid("state", f"unknown state in {names!r} (states: {known})") from None
+    return fields.states({"state": value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +495,20 @@ def parse_wait(params: Mapping[str, Any]) -> WaitParams:
     if timeout < 0:
         raise fields.invalid("timeout", "must be >= 0")
     return WaitParams(_job_id(params), min(float(timeout), MAX_WAIT))
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleParams:
+    """The schedule a schedule_pause, schedule_resume or schedule_trigger is about."""
+
+    name: str
+
+
+def parse_schedule_name(params: Mapping[str, Any]) -> ScheduleParams:
+    name = fields.text(params, "name")
+    if not name:
+        raise fields.invalid("name", "required: the name of a schedule")
+    return ScheduleParams(name)
 
 
 # --- the method table -------------------------------------------------------------------------
@@ -528,6 +545,11 @@ METHODS: dict[str, Method] = {
         Method("health", _no_params, True),
         Method("metrics", _no_params, True),
         Method("nodes", _no_params, True),
+        *(Method(name, parse, read_only) for name, parse, read_only in QUEUE_METHODS),
+        Method("schedules", _no_params, True),
+        Method("schedule_pause", parse_schedule_name, False),
+        Method("schedule_resume", parse_schedule_name, False),
+        Method("schedule_trigger", parse_schedule_name, False),
         Method("subscribe", parse_subscribe, True),
     )
 }

@@ -38,7 +38,9 @@ from jobd.store.base import (
     storable_outcome,
     validate_specs,
 )
+from jobd.store.memory_queues import QueueMethods
 from jobd.store.nodes import Fleet, NodeReport, NodeStatus
+from jobd.store.queues import AuditRecord, QueueRecord
 from jobd.store.schedules import (
     HISTORY_KEPT,
     RunKind,
@@ -59,7 +61,7 @@ class _Run:
     kind: RunKind
 
 
-class MemoryStore(Store):
+class MemoryStore(QueueMethods, Store):
     kind = "memory"
 
     def __init__(self, clock: Clock = utcnow):
@@ -73,6 +75,8 @@ class MemoryStore(Store):
         self._nodes: dict[str, tuple[NodeReport, datetime]] = {}  # with its last heartbeat
         self._schedules: dict[str, ScheduleRecord] = {}
         self._runs: dict[str, list[_Run]] = {}  # each schedule's history, oldest first
+        self._queues: dict[str, QueueRecord] = {}  # jobd.store.memory_queues
+        self._audit: list[AuditRecord] = []
         #: The fleet's minimum node version (a migration sets it in the SQL stores).
         self.min_node_version: str | None = None
 

@@ -144,3 +144,44 @@ def test_every_page_at_both_widths(dashboard: Dashboard, page: Watched, browser:
     background = p.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(15, 17, 21)"
     screenshot(p, "overview-dark")
+
+
+def test_pause_and_resume_a_queue_and_a_schedule(dashboard: Dashboard, page: Watched) -> None:
+    flag = dashboard.home / "queue-flag"
+    dashboard.api("POST", "/jobs", json={"type": "echo", "queue": "ui_pausable"})
+    p = page.page
+    sign_in(p, dashboard.url)
+    row = p.locator("tr[data-queue='ui_pausable']")
+    row.locator("button:has-text('Pause')").click()
+    row.locator(".state-paused").wait_for()
+    # Paused fleet-wide: a job submitted now waits.
+    answer = dashboard.api(
+        "POST",
+        "/jobs",
+        json={"type": "ui_flaky", "queue": "ui_pausable", "payload": {"flag": str(flag)}},
+    )
+    job_id = answer.json()["id"]
+    queues = {q["name"]: q for q in dashboard.api("GET", "/queues").json()["queues"]}
+    assert queues["ui_pausable"]["paused"] is True
+    assert dashboard.state(job_id) == "pending"
+    screenshot(p, "overview-paused-queue")
+    row.locator("button:has-text('Resume')").click()
+    row.locator(".state-paused").wait_for(state="detached")
+    eventually_state(dashboard, job_id, "failed")
+
+    p.click("nav >> text=Schedules")
+    p.wait_for_url("**/ui/schedules")
+    schedule_row = p.locator("tr[data-schedule='ui_hourly']")
+    assert "every 3600s" in schedule_row.inner_text()
+    schedule_row.locator("button:has-text('Pause')").click()
+    schedule_row.locator(".state-paused").wait_for()
+    screenshot(p, "schedules")
+    schedule_row.locator("button:has-text('Resume')").click()
+    schedule_row.locator(".state-active").wait_for()
+    schedule_row.locator("button:has-text('Run now')").click()
+    schedule_row.locator("a:has-text('job ')").wait_for()
+    audit = dashboard.api("GET", "/audit").json()["records"]
+    actions = [(r["action"], r["target"]) for r in audit]
+    assert ("schedule_pause", "ui_hourly") in actions
+    assert ("queue_pause", "ui_pausable") in actions
+    assert all(r["actor"].startswith("token:") for r in audit)

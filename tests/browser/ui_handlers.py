@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.domain import PermanentError
+from jobd import schedule
 from jobd.handlers import handler
 
 
@@ -18,3 +19,7 @@ def flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, str]:
         flag.write_text("ran once")
         raise PermanentError("first run fails: the <b>disk</b> was full")
     return {"second": "run"}
+
+
+# A schedule for the schedules page: hourly, so it does not tick during a test unless asked.
+schedule("ui_hourly", type="echo", every="1h", payload={"from": "schedule"}, queue="ui_sched")

@@ -5,6 +5,9 @@
     POST /ui/jobs/actions        retry or cancel the jobs ticked in the list
     GET  /ui/jobs/{id}           one job, every member; cancel and retry
     POST /ui/jobs/{id}/{action}  cancel or retry it
+    POST /ui/queues/{name}/{action}      pause or resume a queue (from the overview)
+    GET  /ui/schedules                   the schedules: next and last tick, last job, paused
+    POST /ui/schedules/{name}/{action}   pause, resume or trigger one
     GET  /ui/events              server-sent events: the job changes, for live pages
     GET  /ui/signin, POST        sign in with a token (a session cookie); POST /ui/signout
     GET  /ui/static/{name}       the script and the style sheet
@@ -22,7 +25,7 @@ import re
 from collections.abc import Callable
 from email.message import Message
 from typing import Any, Protocol
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from jobd.errors import JobdError
 from jobd.http.access import Access, Tokens
@@ -31,7 +34,14 @@ from jobd.http.problems import Problem
 from jobd.http.ui.feed import Feed
 from jobd.http.ui.pages import Pages
 from jobd.http.ui.render import render, static_files
-from jobd.http.ui.session import CSRF_COOKIE, SESSION_COOKIE, Sessions, cookies_of, same_origin
+from jobd.http.ui.session import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    Sessions,
+    actor_of,
+    cookies_of,
+    same_origin,
+)
 from jobd.http.ui.sse import EventStream
 
 __all__ = ["Dashboard", "EventStream", "is_ui_path"]
@@ -53,6 +63,8 @@ MAX_FORM_FIELDS = 1100  # a bulk action's ids (the list's page is at most 1,000)
 _JOB = re.compile(r"/ui/jobs/(\d{1,19})")
 _JOB_ACTION = re.compile(r"/ui/jobs/(\d{1,19})/(retry|cancel)")
 _SEED = re.compile(r"[0-9a-f]{32}")
+_QUEUE_ACTION = re.compile(r"/ui/queues/([^/]+)/(pause|resume)")
+_SCHEDULE_ACTION = re.compile(r"/ui/schedules/([^/]+)/(pause|resume|trigger)")
 
 
 def is_ui_path(path: str) -> bool:
@@ -122,9 +134,17 @@ class _View:
         self.fragment = handler.headers.get("X-Jobd-Fragment") == "main"
 
     def _access(self) -> Access:
-        if self.handler.verdict.granted:  # a bearer token, or none configured
+        """Who asks: a bearer token (or none configured), else the session cookie; the token
+        is kept to name the actor of a change in the audit trail."""
+        self.token: bytes | None = None
+        if self.handler.verdict.granted:
+            header = self.handler.headers.get("Authorization") or ""
+            scheme, _, credentials = header.strip().partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                self.token = credentials.strip().encode("latin-1", "replace")
             return self.handler.verdict
-        return self.d.sessions.check(self.cookies.get(SESSION_COOKIE))
+        access, self.token = self.d.sessions.holder(self.cookies.get(SESSION_COOKIE))
+        return access
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -156,6 +176,14 @@ class _View:
             return self._allow(method, "POST") or self.job_action(
                 int(found.group(1)), found.group(2)
             )
+        if path == "/ui/schedules":
+            return self._allow(method, "GET") or self.page("schedules.html", self.d.pages.schedules)
+        if found := _QUEUE_ACTION.fullmatch(path):
+            name, action = unquote(found.group(1)), found.group(2)
+            return self._allow(method, "POST") or self.named_action("queue", name, action)
+        if found := _SCHEDULE_ACTION.fullmatch(path):
+            name, action = unquote(found.group(1)), found.group(2)
+            return self._allow(method, "POST") or self.named_action("schedule", name, action)
         return self.error_page(404, "Not found", f"There is no page at {path}.")
 
     def _allow(self, method: str, *allowed: str) -> Response | None:
@@ -268,6 +296,26 @@ class _View:
             raise Problem("invalid_params", "id: tick at least one job", field="id")
         outcomes = [self._act(action, job_id) for job_id in ids]
         return self._done(outcomes, _safe_next((form.get("next") or ["/ui/jobs"])[0]))
+
+    def named_action(self, kind: str, name: str, action: str) -> Response:
+        """Pause or resume a queue; pause, resume or trigger a schedule: recorded in the audit
+        trail for the token that signed this browser in."""
+        form = self.form()
+        self._may_change()
+        params: dict[str, Any] = {"name": name, "actor": actor_of(self.token)}
+        reason = (form.get("reason") or [""])[0].strip()
+        if reason:
+            params["reason"] = reason[:1000]
+        try:
+            with self.d.clients.writer() as client:
+                client.call(f"{kind}_{action}", params)
+            outcome: dict[str, Any] = {"name": name, "ok": True}
+        except JobdError as exc:
+            if exc.code in ("unavailable", "internal_error"):
+                raise
+            outcome = {"name": name, "ok": False, "error": exc.message}
+        default = "/ui/" if kind == "queue" else "/ui/schedules"
+        return self._done([outcome], _safe_next((form.get("next") or [default])[0]))
 
     def _may_change(self) -> None:
         if self.access is not Access.WRITE:

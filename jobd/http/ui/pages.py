@@ -37,11 +37,13 @@ class Pages:
                 fleet: dict[str, Any] | None = client.call("nodes")
             except JobdError as exc:
                 fleet, nodes_error = None, exc.message
+            queues = _optional(client, "queues", "queues")
         minutes = self.feed.history.per_minute()
         return {
             "stats": stats,
             "by_state": stats["jobs"]["by_state"],
             "by_queue": sorted(stats["jobs"]["by_queue"].items()),
+            "queues": _queues(stats["jobs"]["by_queue"], queues),
             "workers": workers,
             "nodes": _nodes(fleet, stats["node"], workers),
             "nodes_error": nodes_error,
@@ -95,10 +97,41 @@ class Pages:
             "filter_query": _filter_query(filters),
         }
 
+    def schedules(self) -> dict[str, Any]:
+        with self.clients.reader() as client:
+            schedules = _optional(client, "schedules", "schedules")
+        return {"schedules": schedules or [], "supported": schedules is not None}
+
     def job(self, job_id: int) -> dict[str, Any]:
         with self.clients.reader() as client:
             job = client.call("get", {"id": job_id})["job"]
         return {"job": job, "fields": _fields(job)}
+
+
+def _optional(client: Any, method: str, member: str) -> list[dict[str, Any]] | None:
+    """A method's list, or None from a daemon that does not have the method."""
+    try:
+        result: list[dict[str, Any]] = client.call(method)[member]
+    except JobdError as exc:
+        if exc.code != "method_not_found":
+            raise
+        return None
+    return result
+
+
+def _queues(
+    by_queue: dict[str, dict[str, int]], queues: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Every queue with its counts by state and, from `queues`, whether it is paused (and by
+    whom, why), how long its oldest due job has waited, its failures of the last hour."""
+    known = {q["name"]: q for q in queues or []}
+    # A daemon that can pause queues lists only the busy or paused ones: the rest are not.
+    idle: dict[str, Any] = {} if queues is None else {"paused": False, "pause": None}
+    rows = []
+    for name in sorted(set(by_queue) | set(known)):
+        row = known.get(name, {"name": name, "oldest_pending_age": None, **idle})
+        rows.append({**row, "name": name, "counts": by_queue.get(name, {})})
+    return rows
 
 
 def list_filters(query: dict[str, list[str]]) -> dict[str, Any]:

@@ -93,21 +93,25 @@ class Sessions:
     def check(self, value: str | None) -> Access:
         """What a session cookie grants: MISSING without one, WRONG if forged, expired or of
         a token no longer configured."""
+        return self.holder(value)[0]
+
+    def holder(self, value: str | None) -> tuple[Access, bytes | None]:
+        """What a session cookie grants, and the token it was made with (None if none)."""
         if not value:
-            return Access.MISSING
+            return Access.MISSING, None
         parts = value.split(".")
         if len(parts) != 4 or parts[0] != _VERSION or not parts[1].isdigit():
-            return Access.WRONG
+            return Access.WRONG, None
         if int(parts[1]) < self.clock():
-            return Access.WRONG
+            return Access.WRONG, None
         head = ".".join(parts[:3])
-        granted = Access.WRONG
+        granted, holder = Access.WRONG, None
         for token, access in self.tokens.all():  # every token compared, whatever matches
             same = hmac.compare_digest(parts[2], _fingerprint(token))
             signed = hmac.compare_digest(parts[3], _sign(token, head))
             if same and signed:
-                granted = access
-        return granted
+                granted, holder = access, token
+        return granted, holder
 
     def cookie(self, name: str, value: str, max_age: int) -> str:
         """A Set-Cookie value: HttpOnly, SameSite=Strict, Path=/ui/, Secure unless turned off."""
@@ -139,6 +143,14 @@ class Sessions:
         if not seed or not given:
             return False
         return hmac.compare_digest(self.csrf_token(seed), given)
+
+
+def actor_of(token: bytes | None) -> str:
+    """Who acts, for the audit trail: the token's fingerprint as the JSON API records it
+    (jobd.http.queues_api.actor), `http` when no token is configured."""
+    if token is None:
+        return "http"
+    return f"token:{hashlib.sha256(token).hexdigest()[:8]}"
 
 
 def same_origin(headers: Mapping[str, str] | Message) -> bool:

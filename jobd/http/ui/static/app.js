@@ -7,7 +7,7 @@
   const page = body.dataset.page;
   const main = document.getElementById("main");
   // How often a page may read itself again when events keep coming (milliseconds).
-  const THROTTLE = { overview: 2000, jobs: 1000, job: 300 };
+  const THROTTLE = { overview: 2000, jobs: 1000, job: 300, schedules: 2000 };
 
   function localTimes(root) {
     for (const el of root.querySelectorAll("time[datetime]")) {
