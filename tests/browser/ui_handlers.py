@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobd.domain import PermanentError
 from jobd import schedule
+from jobd.domain import PermanentError
 from jobd.handlers import handler
 
 
