@@ -25,7 +25,7 @@ from jobd.control_queues import QueueOperations
 from jobd.control_schedules import ScheduleOperations
 from jobd.control_socket import Peer
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
-from jobd.errors import InvalidParams, InvalidRequest, JobdError, Unavailable, UnknownType
+from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
 from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -52,6 +52,7 @@ from jobd.schedules import Schedule
 from jobd.store import Changed, JobFilter, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
+from jobd.subscriptions import subscribe_elsewhere
 
 __all__ = ["Operations", "OwnThread", "SupervisorLoop", "SupervisorView"]
 
@@ -239,7 +240,7 @@ class Operations:
             "metrics": self.metrics,
             "nodes": self.nodes,
             **self.schedules.handlers(),
-            "subscribe": self.subscribe,
+            "subscribe": subscribe_elsewhere,  # served by the connection (jobd.subscriptions)
         }
         handled = set(self._handlers) | set(self.queues.methods)
         assert handled == set(METHODS), "the method table and the handlers differ"
@@ -573,11 +574,6 @@ class Operations:
             "nodes": [node.to_dict() for node in fleet.nodes],
             "min_node_version": fleet.min_node_version,
         }
-
-    async def subscribe(self, _: Any) -> dict[str, Any]:
-        """Served by the connection itself (jobd.subscriptions); only a subscribe the server
-        could not take over comes here: in a batch, or as a notification."""
-        raise InvalidRequest("subscribe: send it alone, with an id, on a connection of its own")
 
     async def metrics(self, _: NoParams) -> dict[str, Any]:
         """The Prometheus text exposition of this node's metrics (the HTTP shim serves it at

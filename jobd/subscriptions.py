@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from jobd.domain import Job
-from jobd.errors import DaemonUnreachable, Unavailable
+from jobd.errors import DaemonUnreachable, InvalidRequest, Unavailable
 from jobd.limits import (
     MAX_SUBSCRIPTIONS,
     SUBSCRIPTION_BUFFER,
@@ -237,6 +237,12 @@ def subscribe_call(line: bytes) -> tuple[Any, SubscribeParams] | None:
         return message["id"], parse_subscribe(params)
     except Exception:
         return None
+
+
+async def subscribe_elsewhere(_: Any) -> dict[str, Any]:
+    """The method table's `subscribe`: the control server serves a subscribe itself, on its
+    connection; only one it could not take over comes here, in a batch or as a notification."""
+    raise InvalidRequest("subscribe: send it alone, with an id, on a connection of its own")
 
 
 async def stream(
