@@ -269,7 +269,8 @@ async def stream(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await closed
     except TimeoutError:
-        log.info("subscriber too slow to read; dropped it")
+        reason = f"too slow: a write was not taken within {write_timeout:g}s"
+        log.info("subscription ended", extra={"reason": reason})
     finally:
         feed.remove(subscriber)
 
