@@ -40,6 +40,7 @@ from jobd.pipe import (
     Stop,
 )
 from jobd.store import Notification, NotificationKind, Store
+from jobd.supervisor import event_loop
 from jobd.supervisor.claims import Claims
 from jobd.supervisor.deadlines import Deadlines
 from jobd.supervisor.fleet import FleetMember, node_report
@@ -206,6 +207,7 @@ class Supervisor:
                 "workers": self.settings.workers,
                 "types": self.registry.types(),
                 "store": self.store.kind,
+                "event_loop": event_loop.KIND,
             },
         )
         # Jobs submitted before this node started send no notification, and waiting for the
