@@ -34,9 +34,7 @@ from jobd.handlers import Registry
 from jobd.metrics import CountsCache, Metrics, Rates
 from jobd.pipe import (
     Cancel,
-    FromWorker,
     Many,
-    Started,
     Stop,
 )
 from jobd.store import Notification, NotificationKind, Store
@@ -310,11 +308,19 @@ class Supervisor:
             self.pool.keep(self.settings.workers)
 
     def _on_worker_readable(self, w: WorkerProcess) -> None:
+        """Every message the worker has sent, then one hand-out and one wake-up for all."""
         try:
-            while w.conn.poll():
-                self._on_message(w, w.receive())
-        except (EOFError, OSError):
+            messages, closed = w.receive_all()
+        except OSError:
+            messages, closed = [], True
+        for message in messages:
+            for report in message.messages if isinstance(message, Many) else (message,):
+                self.reports.handle(w, report)
+        if closed:  # its sentinel tells the rest
             asyncio.get_running_loop().remove_reader(w.conn.fileno())
+        if self.claimed:
+            self._hand_out()  # a slot may be free: the next claimed job goes now, not next turn
+        self.wake()
 
     def _on_exit(self, w: WorkerProcess) -> None:
         how, boot_error = self.pool.ended(w, self.draining)
@@ -324,16 +330,6 @@ class Supervisor:
         self.wake()
 
     # --- messages from workers -------------------------------------------------------------
-
-    def _on_message(self, w: WorkerProcess, message: FromWorker) -> None:
-        if isinstance(message, Many):
-            for part in message.messages:
-                self._on_message(w, part)
-        else:
-            self.reports.handle(w, message)
-        if self.claimed and not isinstance(message, Started):
-            self._hand_out()  # a slot is free: the next claimed job goes now, not next turn
-        self.wake()
 
     def _policy(self, job: Job) -> JobPolicy:
         return JobPolicy.of(job, self.registry.get(job.type), self.settings)
