@@ -25,6 +25,7 @@ from jobd.schedules import Schedule
 from jobd.store import (
     Changed,
     Counts,
+    Exchanged,
     JobFilter,
     Notification,
     NotificationKind,
@@ -143,6 +144,22 @@ class StoreProxy(Store):
         self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
     ) -> dict[int, State]:
         return await self._call(self.store.finish(node, outcomes, starts))
+
+    async def finish_and_claim(
+        self,
+        node: str,
+        outcomes: Sequence[Outcome],
+        starts: Sequence[Start],
+        *,
+        limit: int,
+        lease: float,
+        types: Sequence[str] | None = None,
+    ) -> Exchanged:
+        return await self._call(
+            self.store.finish_and_claim(
+                node, outcomes, starts, limit=limit, lease=lease, types=types
+            )
+        )
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())
