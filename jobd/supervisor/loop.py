@@ -12,7 +12,8 @@ descriptors the loop watches); side tasks do the periodic store work.  Signal ha
 record the signal and wake the loop.  The loop never waits for the store: the store lives on
 the I/O thread and is reached through jobd.supervisor.store_proxy under deadlines, and even the
 claim runs as a task of its own (docs/adr/0022).  What happens to a job is decided in
-`outcomes`, how much to claim in `pacing`; the package docstring lists the rest.
+`outcomes`, how much to claim in `pacing`, when a claim goes and who gets the jobs in `dispatch`;
+the package docstring lists the rest.
 """
 
 from __future__ import annotations
