@@ -38,6 +38,7 @@ from jobd.store.sqlite import SQLiteStore
 from jobd.store.sqlite.lock import NodeLockHeld
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
 from jobd.supervisor.crossing import Crossing
+from jobd.supervisor.event_loop import new_event_loop
 from jobd.supervisor.io_thread import IoThread
 from jobd.supervisor.store_proxy import StoreProxy
 
@@ -215,4 +216,5 @@ async def _close_store(io: IoThread, store: Store) -> None:
 
 def run(config: Config, migrate: bool = False) -> int:
     """Run the daemon until it has drained; return its exit status."""
-    return asyncio.run(serve(config, migrate))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(serve(config, migrate))

@@ -17,6 +17,10 @@ report travels with the next job's `Started` when that job was already queued).
 from __future__ import annotations
 
 import enum
+import os
+import pickle
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,6 +185,60 @@ def send(conn: Connection, message: ToWorker | FromWorker) -> None:
 def receive_from_worker(conn: Connection) -> FromWorker:
     message: FromWorker = decode(conn.recv())
     return message
+
+
+class Inbox:
+    """The supervisor's reading end of one worker's pipe: every message the worker has written
+    so far, in one non-blocking read, instead of a poll and two reads per message through
+    `Connection.recv` (a worker writes a message per job: at thousands of jobs a second those
+    system calls were a tenth of the supervisor's CPU).
+
+    The frames are multiprocessing's, as `Connection.send` writes them: a 4-byte big-endian
+    length (-1, then an 8-byte length, past 2 GiB), then the pickle.  The pipe is a socket
+    pair; the inbox reads its own duplicate of the descriptor, without changing the blocking
+    mode the sends rely on."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, conn: Connection):
+        self._socket = socket.socket(fileno=os.dup(conn.fileno()))
+        self._buffer = bytearray()
+
+    def read(self) -> tuple[list[FromWorker], bool]:
+        """The messages complete so far, and whether the worker has closed its end (EOF).
+        OSError if the pipe broke."""
+        closed = False
+        while True:
+            try:
+                chunk = self._socket.recv(self.CHUNK, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                closed = True
+                break
+            self._buffer += chunk
+            if len(chunk) < self.CHUNK:
+                break
+        return self._messages(), closed
+
+    def _messages(self) -> list[FromWorker]:
+        buffer, at, messages = self._buffer, 0, []
+        while len(buffer) - at >= 4:
+            (size,), head = struct.unpack_from("!i", buffer, at), 4
+            if size == -1:
+                if len(buffer) - at < 12:
+                    break
+                (size,), head = struct.unpack_from("!Q", buffer, at + 4), 12
+            end = at + head + size
+            if end > len(buffer):
+                break
+            messages.append(decode(pickle.loads(memoryview(buffer)[at + head : end])))
+            at = end
+        del buffer[:at]
+        return messages
+
+    def close(self) -> None:
+        self._socket.close()
 
 
 def receive_from_supervisor(conn: Connection) -> ToWorker:

@@ -52,6 +52,10 @@ class WorkerProcess:
     stop: StopRequest | None = None
     cancelled: set[int] = field(default_factory=set)  # cancelled before they started
     jobs_done: int = 0
+    inbox: pipe.Inbox = field(init=False)  # what it sent us, read in bursts
+
+    def __post_init__(self) -> None:
+        self.inbox = pipe.Inbox(self.conn)
 
     @property
     def pid(self) -> int | None:
@@ -67,6 +71,15 @@ class WorkerProcess:
 
     def receive(self) -> FromWorker:
         return pipe.receive_from_worker(self.conn)
+
+    def receive_all(self) -> tuple[list[FromWorker], bool]:
+        """Every message sent so far, and whether the worker closed its end (Inbox.read)."""
+        return self.inbox.read()
+
+    def close(self) -> None:
+        self.inbox.close()
+        self.conn.close()
+        self.process.close()
 
     def signal_group(self, signum: int) -> None:
         """Signal the worker's process group: its handler's subprocesses go with it."""

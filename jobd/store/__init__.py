@@ -8,6 +8,7 @@ from typing import Any
 from jobd.store.base import (
     Changed,
     Counts,
+    Exchanged,
     JobFilter,
     Notification,
     NotificationKind,
@@ -22,6 +23,7 @@ from jobd.store.base import (
 __all__ = [
     "Changed",
     "Counts",
+    "Exchanged",
     "JobFilter",
     "Notification",
     "NotificationKind",

@@ -5,7 +5,8 @@ modules named for what they decide:
 
 - `outcomes`: what happens to a job when its attempt ends (pure);
 - `pacing`: how much to claim and how many jobs each worker may hold (pure);
-- `claims`: when to claim, and the claim statements; `handout`: the claimed jobs and who
+- `dispatch`: the claim in flight, alone or riding on the write-back, and the hand-out after
+  it; `claims`: when to claim, and the claim statements; `handout`: the claimed jobs and who
   gets them;
 - `reports`: what a worker's messages and its death mean for its jobs;
 - `deadlines`: stopping a job at its timeout, on a cancel or at the end of a drain;
@@ -14,7 +15,8 @@ modules named for what they decide:
   maintenance and pruning;
 - `job_events`: counting and logging each job transition; `status`: the process title,
   systemd, the views of the workers;
-- `settings`: the part of the configuration the supervisor reads.
+- `settings`: the part of the configuration the supervisor reads; `event_loop`: both
+  threads' event loops (uvloop's when installed).
 """
 
 from jobd.supervisor.loop import BootError, Supervisor, new_node_id

@@ -10,10 +10,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from jobd.domain import Job
+from jobd.domain import Job, State
 from jobd.errors import Unavailable
 from jobd.handlers import Registry
-from jobd.store import Store
+from jobd.store import Outcome, Start, Store
 from jobd.supervisor.pacing import Pacing
 from jobd.supervisor.paused import PausedQueues
 from jobd.supervisor.settings import SupervisorSettings
@@ -37,20 +37,27 @@ class Claims:
         self.health = health
         self.pacing = pacing
         self.work_hint = asyncio.Event()  # new pending work may exist
-        #: The queues no node claims from (jobd.supervisor.paused).
-        self.paused = PausedQueues(store, heartbeat=settings.heartbeat_seconds)
         self._last_empty = -float("inf")  # none yet (monotonic time may start near 0)
         self._started = 0.0
+        #: The queues no node claims from (jobd.supervisor.paused).
+        self.paused = PausedQueues(store, heartbeat=settings.heartbeat_seconds)
+
+    def due(self, wanted: int) -> bool:
+        """Whether to claim `wanted` jobs now; if so, the claim counts as begun."""
+        now = time.monotonic()
+        if wanted <= 0 or not self.health.may_claim(now):
+            return False
+        if not self.work_hint.is_set() and now - self._last_empty < self.settings.poll_interval:
+            return False
+        self.work_hint.clear()
+        self._started = now
+        return True
 
     async def take(self, wanted: int, held: Callable[[], Iterable[Job]]) -> list[Job] | None:
         """Up to `wanted` jobs, if a claim is due (None: it was not, or the store failed)."""
-        now = time.monotonic()
-        if wanted <= 0 or not self.health.may_claim(now):
+        if not self.due(wanted):
             return None
-        if not self.work_hint.is_set() and now - self._last_empty < self.settings.poll_interval:
-            return None
-        self.work_hint.clear()
-        if self.paused.due(now):  # never before knowing them, then at every heartbeat
+        if self.paused.due(time.monotonic()):  # never before knowing them, then every heartbeat
             try:
                 await self.paused.refresh()
             except Unavailable as exc:
@@ -74,10 +81,43 @@ class Claims:
         except Unavailable as exc:
             self.health.write_failed("claim", exc)
             return None
-        self.health.wrote("claim")
-        self.pacing.claim_took(time.monotonic() - now)
-        self._started = now
+        self._came_back()
         return jobs
+
+    def may_ride(self) -> bool:
+        """Whether a claim may ride on a write-back: one statement claims for the node (no
+        queue concurrency limits, which take one per limited queue), and the paused queues
+        need no reading first (they ride on it as its exclusion)."""
+        return not self.settings.queue_limits and not self.paused.due(time.monotonic())
+
+    async def with_write(
+        self, outcomes: list[Outcome], starts: list[Start], wanted: int
+    ) -> tuple[dict[int, State], list[Job] | None]:
+        """Write `outcomes` and `starts` back and claim `wanted` jobs in the same call (the
+        claim is due: see `due`): the state of each applied outcome, and the jobs claimed (None
+        if the claim failed).  Raises as the write alone would."""
+        try:
+            exchanged = await self.store.finish_and_claim(
+                self.node,
+                outcomes,
+                starts,
+                limit=wanted,
+                lease=self.settings.lease_seconds,
+                types=self.registry.types(),
+                exclude_queues=sorted(self.paused.names) or None,
+            )
+        except Unavailable as exc:
+            self.health.write_failed("claim", exc)
+            raise
+        if exchanged.claim_error is not None:
+            self.health.write_failed("claim", exchanged.claim_error)
+            return exchanged.applied, None
+        self._came_back()
+        return exchanged.applied, exchanged.claimed
+
+    def _came_back(self) -> None:
+        self.health.wrote("claim")
+        self.pacing.claim_took(time.monotonic() - self._started)
 
     def answered(self, wanted: int, got: int) -> bool:
         """Once the claimed jobs are handed out: True if the claim got all it asked for, so

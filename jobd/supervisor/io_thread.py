@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from jobd.supervisor.crossing import Crossing
+from jobd.supervisor.event_loop import new_event_loop
 
 log = logging.getLogger("jobd.supervisor")
 
@@ -26,7 +27,7 @@ STOP_TIMEOUT = 1.0
 
 class IoThread:
     def __init__(self, name: str = "jobd-io"):
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._running = threading.Event()
 

@@ -12,7 +12,8 @@ descriptors the loop watches); side tasks do the periodic store work.  Signal ha
 record the signal and wake the loop.  The loop never waits for the store: the store lives on
 the I/O thread and is reached through jobd.supervisor.store_proxy under deadlines, and even the
 claim runs as a task of its own (docs/adr/0022).  What happens to a job is decided in
-`outcomes`, how much to claim in `pacing`; the package docstring lists the rest.
+`outcomes`, how much to claim in `pacing`, when a claim goes and who gets the jobs in `dispatch`;
+the package docstring lists the rest.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from jobd.handlers import Registry
 from jobd.metrics import CountsCache, Metrics, Rates
 from jobd.pipe import (
     Cancel,
-    FromWorker,
     Many,
-    Started,
     Stop,
 )
 from jobd.store import Notification, NotificationKind, Store
+from jobd.supervisor import event_loop
 from jobd.supervisor.claims import Claims
 from jobd.supervisor.deadlines import Deadlines
+from jobd.supervisor.dispatch import Dispatch
 from jobd.supervisor.fleet import FleetMember, node_report
-from jobd.supervisor.handout import HandOut, taking_work
+from jobd.supervisor.handout import HandOut
 from jobd.supervisor.housekeeping import Housekeeping
 from jobd.supervisor.job_events import JobEvents
 from jobd.supervisor.outcomes import JobPolicy, timeout_of
@@ -105,11 +106,8 @@ class Supervisor:
         self.pacing = Pacing(prefetch=settings.prefetch)
         self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
         self.claims.paused.export(self.metrics.registry)
-        self.writeback = WriteBack(
-            lambda batch, starts: self.store.finish(self.node, batch, starts),
-            self.events,
-            self.health,
-        )
+        self.dispatch = Dispatch(self)
+        self.writeback = WriteBack(self.dispatch.write, self.events, self.health)
         self.fleet = FleetMember(
             store,
             settings.lease_seconds,
@@ -146,7 +144,6 @@ class Supervisor:
         self._wakeup = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._claiming: asyncio.Task[None] | None = None  # the claim in flight, if any
         #: When the loop last finished a turn (monotonic): the watchdog pings only while it turns.
         self.last_turn = time.monotonic()
         #: Hooks run when the supervisor has started (control server, HTTP shim, sd_notify).
@@ -176,7 +173,7 @@ class Supervisor:
                 drain_over = self.draining and time.monotonic() >= self.drain_deadline
                 self.deadlines.enforce(self.workers.values(), drain_over)
                 self._manage_workers()
-                self._dispatch()
+                self.dispatch.turn()
                 self.status.update()
                 self.last_turn = time.monotonic()
         finally:
@@ -188,7 +185,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         self.store.add_listener(self._on_notification)
-        self._writer = asyncio.create_task(self._guard("flusher", self.writeback.run))
+        self._writer = asyncio.create_task(self.guard("flusher", self.writeback.run))
         for index in range(1, self.settings.workers + 1):
             self.pool.spawn(index)
         await self._wait_for_workers()
@@ -207,6 +204,7 @@ class Supervisor:
                 "workers": self.settings.workers,
                 "types": self.registry.types(),
                 "store": self.store.kind,
+                "event_loop": event_loop.KIND,
             },
         )
         # Jobs submitted before this node started send no notification, and waiting for the
@@ -215,9 +213,9 @@ class Supervisor:
         self._work_found()
 
     def _side_task(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        self._side_tasks.append(asyncio.create_task(self._guard(name, fn), name=f"jobd-{name}"))
+        self._side_tasks.append(asyncio.create_task(self.guard(name, fn), name=f"jobd-{name}"))
 
-    async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+    async def guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Run a side task; if it dies of a bug, the supervisor drains instead of limping on."""
         try:
             await fn()
@@ -232,7 +230,7 @@ class Supervisor:
     def _finished(self) -> bool:
         if self.boot_error:
             return True
-        if self._claiming is not None and not self._claiming.done() and self.health.heard():
+        if self.dispatch.claim_in_flight() and self.health.heard():
             return False  # its jobs are ours: they are given back before we go
         return self.draining and not self.workers and not self.claimed
 
@@ -309,11 +307,19 @@ class Supervisor:
             self.pool.keep(self.settings.workers)
 
     def _on_worker_readable(self, w: WorkerProcess) -> None:
+        """Every message the worker has sent, then one hand-out and one wake-up for all."""
         try:
-            while w.conn.poll():
-                self._on_message(w, w.receive())
-        except (EOFError, OSError):
+            messages, closed = w.receive_all()
+        except OSError:
+            messages, closed = [], True
+        for message in messages:
+            for report in message.messages if isinstance(message, Many) else (message,):
+                self.reports.handle(w, report)
+        if closed:  # its sentinel tells the rest
             asyncio.get_running_loop().remove_reader(w.conn.fileno())
+        if self.claimed:
+            self.dispatch.hand_out()  # a slot may be free: refilled now, not next turn
+        self.wake()
 
     def _on_exit(self, w: WorkerProcess) -> None:
         how, boot_error = self.pool.ended(w, self.draining)
@@ -323,16 +329,6 @@ class Supervisor:
         self.wake()
 
     # --- messages from workers -------------------------------------------------------------
-
-    def _on_message(self, w: WorkerProcess, message: FromWorker) -> None:
-        if isinstance(message, Many):
-            for part in message.messages:
-                self._on_message(w, part)
-        else:
-            self.reports.handle(w, message)
-        if self.claimed and not isinstance(message, Started):
-            self._hand_out()  # a slot is free: the next claimed job goes now, not next turn
-        self.wake()
 
     def _policy(self, job: Job) -> JobPolicy:
         return JobPolicy.of(job, self.registry.get(job.type), self.settings)
@@ -368,44 +364,9 @@ class Supervisor:
             return True
         return self.handout.cancel(job_id)
 
-    # --- handing out work -------------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        """Hand out what is claimed, and start a claim unless one is in flight: the loop goes
-        on while the store answers it (or does not)."""
-        if self.draining or self.boot_error:
-            return
-        if self._claiming is None or self._claiming.done():
-            self._claiming = asyncio.create_task(
-                self._guard("claim", self._claim_more), name="jobd-claim"
-            )
-        self._hand_out()
-
-    async def _claim_more(self) -> None:
-        held = [len(w.assigned) for w in taking_work(self.workers.values())]
-        wanted = self.pacing.wanted(held, len(self.claimed))
-        jobs = await self.claims.take(wanted, self._held_jobs)
-        if jobs is None:
-            return
-        self.claimed.extend(jobs)
-        if self.draining or self.boot_error:  # the drain began while the claim was out
-            self.handout.release_all()
-            self.wake()
-            return
-        self._hand_out()
-        if self.claims.answered(wanted, len(jobs)):
-            self.wake()
-        self.wake()  # the next turn claims again if that is due (the loop did not wait)
-
-    def _held_jobs(self) -> list[Job]:
-        return [*self.claimed, *(j for w in self.workers.values() for j in w.assigned.values())]
-
     def _held_ids(self) -> set[int]:
         """The jobs whose leases are this node's to renew: held, or with an outcome unwritten."""
-        return {job.id for job in self._held_jobs()} | set(self.writeback.held())
-
-    def _hand_out(self) -> None:
-        self.handout.to(self.workers, self.pacing.depth())
+        return {job.id for job in self.dispatch.held_jobs()} | set(self.writeback.held())
 
     def _on_notification(self, n: Notification) -> None:
         if n.kind is NotificationKind.SUBMITTED:
@@ -424,7 +385,7 @@ class Supervisor:
             await self._kill_all_workers()
         # A claim in flight comes back while the store answers (its jobs are then given back);
         # a store that hangs is not waited for: what it claimed is recovered with its leases.
-        await settled(self._claiming, self.health)
+        await settled(self.dispatch.claiming, self.health)
         self.handout.release_all()
         self.writeback.close()
         # Every outcome written: for up to a lease while the store answers, not at all once it

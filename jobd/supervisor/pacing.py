@@ -1,5 +1,5 @@
 """How much to claim and how much to queue in each worker: pure arithmetic on moving averages
-of how long a claim takes and how long a job runs (ADR 0018, ADR 0020)."""
+of how long a claim takes and how long a job runs (ADR 0018, ADR 0020; the bounds: ADR 0029)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Bound on jobs claimed ahead of free worker slots, per worker (see Pacing.claim_ahead).
-CLAIM_AHEAD_PER_WORKER = 8
+CLAIM_AHEAD_PER_WORKER = 16
 #: Bound on jobs queued in a worker beyond the one it runs, for short jobs (see Pacing.depth).
-QUEUE_AHEAD_PER_WORKER = 8
+QUEUE_AHEAD_PER_WORKER = 16
 
 
 def ewma(average: float, sample: float, weight: float = 0.2) -> float:

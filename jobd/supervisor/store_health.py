@@ -93,7 +93,7 @@ class StoreHealth:
 
 
 async def settled(
-    task: asyncio.Task[Any] | None, health: StoreHealth, give_up_at: float = math.inf
+    task: asyncio.Future[Any] | None, health: StoreHealth, give_up_at: float = math.inf
 ) -> bool:
     """Let `task` (a store call, or the writer) finish while the store answers and before
     `give_up_at`; past either, cancel it.  True if it finished without an error."""

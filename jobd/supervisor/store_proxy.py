@@ -25,6 +25,7 @@ from jobd.schedules import Schedule
 from jobd.store import (
     Changed,
     Counts,
+    Exchanged,
     JobFilter,
     Notification,
     NotificationKind,
@@ -152,6 +153,29 @@ class StoreProxy(Store):
         self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
     ) -> dict[int, State]:
         return await self._call(self.store.finish(node, outcomes, starts))
+
+    async def finish_and_claim(
+        self,
+        node: str,
+        outcomes: Sequence[Outcome],
+        starts: Sequence[Start],
+        *,
+        limit: int,
+        lease: float,
+        types: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
+    ) -> Exchanged:
+        return await self._call(
+            self.store.finish_and_claim(
+                node,
+                outcomes,
+                starts,
+                limit=limit,
+                lease=lease,
+                types=types,
+                exclude_queues=exclude_queues,
+            )
+        )
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())

@@ -101,8 +101,7 @@ class WorkerPool:
 
     @staticmethod
     def close(w: WorkerProcess) -> None:
-        w.conn.close()
-        w.process.close()
+        w.close()
 
     def kill_all(self) -> float:
         """SIGKILL every worker's process group (a running job's stop is a drain's); the

@@ -43,6 +43,7 @@ class WriteBack:
         self._jobs: dict[int, deque[Job]] = {}
         self._needed = asyncio.Event()
         self._closing = False
+        self.writing = False  # a write is in flight
 
     def record(self, outcome: Outcome, job: Job) -> None:
         """Keep `outcome` of `job` (as claimed) for the next write, fenced on the claim's
@@ -90,6 +91,7 @@ class WriteBack:
             starts, self._starts = self._starts, {}
             if not batch and not starts:
                 continue
+            self.writing = True
             try:
                 applied = await self._finish(batch, list(starts.values()))
             except Unavailable as exc:
@@ -104,6 +106,8 @@ class WriteBack:
                 self.pending[:0] = batch
                 self._keep_starts(starts)
                 raise
+            finally:
+                self.writing = False
             delay = FIRST_RETRY_DELAY
             self._health.wrote("write results")
             self.account(batch, applied)

@@ -112,6 +112,31 @@ def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
     return params
 
 
+def finish_params(node: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The finish statement's parameters (outcomes that end their job)."""
+    params: dict[str, Any] = {"node": node, **outcome_params(outcomes)}
+    del params["retry_ats"]  # finish never sends a job back to pending
+    return params
+
+
+def claim_params(
+    node: str,
+    limit: int,
+    lease: float,
+    queues: Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+    exclude_queues: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "node": node,
+        "limit": limit,
+        "lease": float(lease),
+        "queues": list(queues) if queues is not None else None,
+        "types": list(types) if types is not None else None,
+        "exclude_queues": list(exclude_queues) if exclude_queues else None,
+    }
+
+
 def start_params(node: str, starts: Sequence[Start]) -> dict[str, Any]:
     return {
         "node": node,

@@ -38,6 +38,7 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.nodes import Fleet, NodeReport
+from jobd.store.postgres import exchange
 from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
@@ -53,7 +54,9 @@ from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres.rows import (
     Row,
+    claim_params,
     fetch_one,
+    finish_params,
     job_from_row,
     lookup_id,
     not_found,
@@ -314,14 +317,7 @@ class PostgresStore(QueueMethods, Store):
     ) -> builtins.list[Job]:
         if limit <= 0:
             return []
-        params = {
-            "node": node,
-            "limit": limit,
-            "lease": float(lease),
-            "queues": list(queues) if queues is not None else None,
-            "types": list(types) if types is not None else None,
-            "exclude_queues": list(exclude_queues) if exclude_queues else None,
-        }
+        params = claim_params(node, limit, lease, queues, types, exclude_queues)
         async with self.pool.connection() as conn:
             cur = await conn.execute(QUERIES["claim"], params, prepare=True)
             jobs = [job_from_row(row) for row in await cur.fetchall()]
@@ -370,9 +366,7 @@ class PostgresStore(QueueMethods, Store):
     ) -> builtins.list[Row]:
         if not outcomes:
             return []
-        params = {"node": node, **outcome_params(outcomes)}
-        del params["retry_ats"]  # finish never sends a job back to pending
-        cur = await conn.execute(QUERIES["finish"], params, prepare=True)
+        cur = await conn.execute(QUERIES["finish"], finish_params(node, outcomes), prepare=True)
         return await cur.fetchall()
 
     @staticmethod
@@ -432,6 +426,8 @@ class PostgresStore(QueueMethods, Store):
             return await fleet_rows.prune_nodes(conn, older_than)
 
     # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------
+
+    finish_and_claim = exchange.finish_and_claim  # one round trip (exchange.py)
 
     enqueue_ticks = schedule_rows.enqueue_ticks
     trigger_schedule = schedule_rows.trigger_schedule
