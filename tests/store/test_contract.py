@@ -355,6 +355,18 @@ async def test_finish_and_claim_with_starts_and_retries(store: Store) -> None:
     assert [j.id for j in got.claimed] == [a.id] and got.claimed[0].attempts == 2
 
 
+async def test_finish_and_claim_leaves_the_excluded_queues_out(store: Store) -> None:
+    """The paused queues ride on the write-back's claim as on a claim alone."""
+    await store.submit(spec())
+    (held,) = await store.claim(NODE, 1, lease=LEASE)
+    await store.submit_many([spec(queue="paused"), spec(queue="open")])
+    done = [Outcome(held.id, 1, OutcomeKind.COMPLETED)]
+    got = await store.finish_and_claim(
+        NODE, done, [], limit=5, lease=LEASE, exclude_queues=["paused"]
+    )
+    assert [j.queue for j in got.claimed] == ["open"]
+
+
 async def test_stale_owner_is_refused_after_recovery(store: Store) -> None:
     await store.submit(spec())
     job = await claim_one(store, lease=0.05)
