@@ -210,6 +210,10 @@ class Job:
     lease_token: int | None = None
     #: The schedule that created the job (its name), None for a job submitted otherwise.
     schedule: str | None = None
+    #: The latest progress its handler reported (`ctx.progress`, a small JSON value) and when
+    #: the supervisor received it; kept across attempts until the next attempt reports.
+    progress: Any = None
+    progress_at: datetime | None = None
 
     @classmethod
     def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
@@ -287,6 +291,12 @@ class Job:
         if self.state is not State.RUNNING:
             raise IllegalTransition(self.id, self.state, State.RUNNING, "start")
         return dataclasses.replace(self, started_at=at)
+
+    def report_progress(self, progress: Any, at: datetime) -> Job:
+        """Its running attempt reported `progress` at `at` (the job stays `running`)."""
+        if self.state is not State.RUNNING:
+            raise IllegalTransition(self.id, self.state, State.RUNNING, "progress")
+        return dataclasses.replace(self, progress=progress, progress_at=at)
 
     def complete(self, result: Any, now: datetime) -> Job:
         return self._move("complete", now, result=result, finished_at=now, **_ATTEMPT_ENDED)
@@ -389,6 +399,7 @@ TIME_FIELDS = (
     "updated_at",
     "started_at",
     "finished_at",
+    "progress_at",
 )
 #: The fields the protocol shows (the lease token stays inside the node).
 WIRE_FIELDS = tuple(name for name in Job.__dataclass_fields__ if name != "lease_token")

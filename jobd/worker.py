@@ -31,6 +31,7 @@ from jobd.context import JobCancelled, JobContext
 from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
 from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
+from jobd.progress import ProgressThrottle
 from jobd.pipe import (
     Cancel,
     Done,
@@ -173,13 +174,15 @@ class Worker:
                 stop.set()
         self._say(report, Started(job_id))
         self._title(f"running {job.type}#{job_id}")
-        ctx = job.context(stop, lambda data: self.send(Progress(job_id, data)))
+        progress = ProgressThrottle(lambda data: self.send(Progress(job_id, data)))
+        ctx = job.context(stop, progress.report)
         logs.bind_job({**ctx.log_fields(), "worker": self.index})
         try:
             return Done(job_id, self._call(ctx, job.payload))
         except BaseException as exc:  # every failure is reported, never raised
             return Failed(job_id, describe_failure(exc, stop.is_set()))
         finally:
+            progress.flush()  # the last report, ahead of the job's end
             logs.bind_job(None)
             with self._state_lock:
                 self._current = None

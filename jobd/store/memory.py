@@ -25,6 +25,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    ProgressReport,
     Start,
     Store,
     Submitted,
@@ -240,6 +241,18 @@ class MemoryStore(QueueMethods, Store):
         states = {job_id: job.state for job_id, job in applied.items()}
         self._notify_finished(states, {job.id: job.queue for job in applied.values()})
         return states
+
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        written: builtins.list[int] = []
+        with self._lock:
+            for report in reports:
+                job = self._jobs.get(report.job_id)
+                if job is not None and owns(job, node, report):
+                    self._jobs[job.id] = job.report_progress(report.progress, report.at)
+                    written.append(job.id)
+        return written
 
     async def recover_expired(self) -> builtins.list[Job]:
         with self._lock:

@@ -13,7 +13,7 @@ from typing import Any
 
 from jobd.domain import ErrorInfo, Job, State
 from jobd.errors import InvalidParams
-from jobd.store.base import json_default
+from jobd.store.base import ProgressReport, json_default
 
 STATES = {s.value: s for s in State}
 
@@ -76,6 +76,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         finished_at,
         lease_token,
         schedule,
+        progress,
+        progress_at,
     ) = row
     return Job(
         id=job_id,
@@ -102,6 +104,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         finished_at=opt_dt(finished_at),
         lease_token=lease_token,
         schedule=schedule,
+        progress=None if progress is None else json.loads(progress),
+        progress_at=opt_dt(progress_at),
     )
 
 
@@ -131,6 +135,20 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.finished_at),
         job.lease_token,
         job.schedule,
+        opt_dumps(job.progress, "progress"),
+        opt_ts(job.progress_at),
+    )
+
+
+def progress_row(node: str, report: ProgressReport) -> tuple[Any, ...]:
+    """Parameters of sql.RECORD_PROGRESS."""
+    return (
+        dumps(report.progress, "progress"),
+        ts(report.at),
+        report.job_id,
+        node,
+        report.attempt,
+        report.token,
     )
 
 

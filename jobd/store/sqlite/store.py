@@ -30,6 +30,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    ProgressReport,
     Start,
     Store,
     Submitted,
@@ -48,7 +49,15 @@ from jobd.store.sqlite import schedules as schedule_rows
 from jobd.store.sqlite import schema
 from jobd.store.sqlite.lock import NodeLock
 from jobd.store.sqlite.queues import QueueMethods
-from jobd.store.sqlite.rows import STATES, dt, insert_row, job_from_row, ts, update_row
+from jobd.store.sqlite.rows import (
+    STATES,
+    dt,
+    insert_row,
+    job_from_row,
+    progress_row,
+    ts,
+    update_row,
+)
 from jobd.store.sqlite.sql import (
     CANCELS_OF_NODE,
     CLAIM_UPDATE,
@@ -62,6 +71,7 @@ from jobd.store.sqlite.sql import (
     PENDING_BY_TYPE,
     PRUNE,
     PRUNE_NODES,
+    RECORD_PROGRESS,
     REPORT_NODE,
     SELECT_BY_ID,
     UPDATE_JOB,
@@ -355,6 +365,23 @@ class SQLiteStore(QueueMethods, Store):
                 states[job.id] = job.state
             conn.executemany(UPDATE_JOB, [update_row(j) for j in changed.values()])
         return states
+
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        if not reports:
+            return []
+        return await self.db.run(self._record_progress, node, list(reports))
+
+    def _record_progress(
+        self, conn: sqlite3.Connection, node: str, reports: builtins.list[ProgressReport]
+    ) -> builtins.list[int]:
+        with write_transaction(conn):
+            return [
+                report.job_id
+                for report in reports
+                if conn.execute(RECORD_PROGRESS, progress_row(node, report)).rowcount
+            ]
 
     async def recover_expired(self) -> builtins.list[Job]:
         recovered = await self.db.run(self._recover_expired)
