@@ -654,6 +654,9 @@ class JobView:
     finished_at: datetime | None
     #: The schedule that created the job; None for other jobs (and from daemons before it).
     schedule: str | None = None
+    #: The latest progress its handler reported, and when (None from daemons before it).
+    progress: Any = None
+    progress_at: datetime | None = None
     # What the answering node applies (`get` only), not part of the job: two views of one job
     # are equal whether or not they carry it.
     effective: Effective | None = field(default=None, compare=False)

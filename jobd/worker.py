@@ -31,7 +31,6 @@ from jobd.context import JobCancelled, JobContext
 from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
 from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
-from jobd.progress import ProgressThrottle
 from jobd.pipe import (
     Cancel,
     Done,
@@ -50,6 +49,7 @@ from jobd.pipe import (
     Started,
     Stop,
 )
+from jobd.progress import ProgressThrottle
 
 log = logging.getLogger("jobd.worker")
 

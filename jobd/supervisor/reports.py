@@ -28,6 +28,7 @@ class WorkerReports:
         *,
         record: Callable[[Outcome, Job], None],
         started: Callable[[Job, datetime], None],
+        progress: Callable[[Job, object, datetime], None] = lambda job, data, at: None,
         policy: Callable[[Job], JobPolicy],
         events: JobEvents,
         metrics: Metrics,
@@ -35,6 +36,7 @@ class WorkerReports:
     ):
         self._record = record
         self._started_job = started
+        self._progress = progress
         self._policy = policy
         self._events = events
         self._metrics = metrics
@@ -71,7 +73,9 @@ class WorkerReports:
                 w.retiring = True
                 log.info("worker retiring", extra={"worker": w.index, "reason": reason})
             case Progress(job_id, data):
-                log.debug("progress", extra={"job_id": job_id, "progress": data})
+                job = w.assigned.get(job_id)
+                if job is not None and w.running == job_id:
+                    self._progress(job, data, utcnow())
 
     def died(self, w: WorkerProcess, how: str) -> None:
         """The worker is gone (`how`: its exit in words): its running job ends as stopped or
