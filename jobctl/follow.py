@@ -150,7 +150,7 @@ class JobFollower:
 def change_line(job: JobView, state: str, at: float, event: str | None) -> str:
     """`14:03:09  failed     attempt 1 of 3  ValueError` -- one change, for a person."""
     when = datetime.fromtimestamp(at, UTC).astimezone().strftime("%H:%M:%S")
-    what = state if event in (None, state) else f"{state} ({event})"
+    what = output.state_change(state, event)
     parts = [when, f"{what:<10}", f"attempt {job.attempts} of {job.max_attempts}"]
     failing = state == State.FAILED or event in ("retried", "failed")
     if failing and job.last_error is not None:

@@ -168,7 +168,7 @@ def _seconds(r: Running, now: datetime) -> float:
 
 def _change(change: JobChange) -> str:
     when = datetime.fromtimestamp(change.at, UTC).astimezone().strftime("%H:%M:%S")
-    what = change.state if change.event == change.state else f"{change.state} ({change.event})"
+    what = output.state_change(change.state, change.event)
     return f"{when}  {change.id:>7}  {what:<22} {change.type or '?'}  {change.queue or '?'}"
 
 
