@@ -54,7 +54,7 @@ class Running(NamedTuple):
     id: int
     type: str
     queue: str
-    since: datetime | None
+    since: datetime | None  # None: claimed ahead, not started yet
 
 
 @dataclass
@@ -116,7 +116,7 @@ def frame(view: View, width: int, height: int, now: datetime | None = None) -> l
     lines += ["", *_nodes(view.nodes).splitlines()]
     lines += ["", *_running(view.running, now).splitlines()]
     lines += ["", "RECENT CHANGES"]
-    lines += [_change(c) for c in view.recent]
+    lines += [_change(c) for c in view.recent] or ["none seen yet"]
     return [_cut(line, width) for line in lines[: max(height, 1)]]
 
 
@@ -156,7 +156,7 @@ def _running(running: dict[int, Running], now: datetime) -> str:
     if not running:
         return "RUNNING: none"
     rows = [
-        (r.id, r.type, r.queue, "-" if r.since is None else output.duration(_seconds(r, now)))
+        (r.id, r.type, r.queue, "claimed" if r.since is None else output.duration(_seconds(r, now)))
         for r in sorted(running.values(), key=lambda r: r.id)
     ]
     return output.table(("RUNNING", "TYPE", "QUEUE", "FOR"), rows)
@@ -169,7 +169,7 @@ def _seconds(r: Running, now: datetime) -> float:
 def _change(change: JobChange) -> str:
     when = datetime.fromtimestamp(change.at, UTC).astimezone().strftime("%H:%M:%S")
     what = output.state_change(change.state, change.event)
-    return f"{when}  {change.id:>7}  {what:<22} {change.type or '?'}  {change.queue or '?'}"
+    return f"{when}  {change.id:>7}  {what:<17}  {change.type or '?'}  {change.queue or '?'}"
 
 
 def _age(seconds: float | None) -> str:
