@@ -77,9 +77,12 @@ class JobFollower:
 
     def run(self) -> JobView:
         unreachable_since: float | None = None
+        refused = False  # the daemon is at its limit of subscriptions: read the job meanwhile
         with self.client:
             while True:
                 try:
+                    if refused:
+                        self._look()
                     self._subscription()
                 except _Ended:
                     assert self.job is not None
@@ -87,11 +90,7 @@ class JobFollower:
                 except SubscriptionLost as exc:
                     self._say(f"subscription lost ({exc}); subscribing again")
                     unreachable_since = None
-                    continue
-                except Unavailable as exc:  # at the daemon's limit of subscriptions
-                    self._say(f"cannot subscribe ({exc.message}); reading the job meanwhile")
-                    self._look()
-                except DaemonUnreachable as exc:
+                except DaemonUnreachable as exc:  # (an Unavailable: before it)
                     if self.job is None:
                         raise  # never reached: say so at once, as every command does
                     now = time.monotonic()
@@ -100,6 +99,10 @@ class JobFollower:
                         self._say(f"{exc.message}; trying again for {RECONNECT_PATIENCE:g}s")
                     elif now - unreachable_since > RECONNECT_PATIENCE:
                         raise
+                except Unavailable as exc:
+                    if not refused:
+                        self._say(f"cannot subscribe ({exc.message}); reading the job meanwhile")
+                    refused = True
                 time.sleep(RETRY_INTERVAL)
 
     def _subscription(self) -> None:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from control_harness import Daemon, run_jobctl, running_daemon
+from control_harness import Daemon, run_jobctl, running_daemon, short_dir, start_daemon
 
 from jobd.errors import InvalidParams
 from jobd.protocol import parse_subscribe
@@ -204,6 +204,33 @@ def test_ctrl_c_leaves_follow_quietly_with_130(daemon: Daemon, terminals: list[T
     resume(daemon, queue)
 
 
+def test_follow_goes_on_across_a_restart_of_the_daemon(
+    pg_url: str, terminals: list[Terminal]
+) -> None:
+    schema, home = f"jobd_follow_{uuid.uuid4().hex[:8]}", short_dir()
+    first = start_daemon(pg_url, schema, directory=home)
+    second: Daemon | None = None
+    try:
+        first.wait_ready()
+        job_id, queue = held_job(first, "echo", {})
+        follow = Terminal(first, "status", str(job_id), "--follow")
+        terminals.append(follow)
+        follow.expect(r"^state:\s+pending")
+        first.stop()
+        follow.expect(r"^jobctl: subscription lost \(the daemon is stopping\); subscribing again")
+        follow.expect(r"^jobctl: cannot reach jobd.*; trying again for 60s$")
+        second = start_daemon(pg_url, schema, directory=home)
+        second.wait_ready()
+        resume(second, queue)
+        follow.expect(r"^\d\d:\d\d:\d\d  completed\s+attempt 1 of \d+")
+        assert follow.exit_status() == 0, follow.text()
+        second.stop()
+    finally:
+        for daemon in (first, second):
+            if daemon is not None and daemon.running.exit_code() is None:
+                daemon.running.kill_all()
+
+
 # --- top ------------------------------------------------------------------------------------------
 
 
@@ -273,3 +300,10 @@ def test_a_subscriber_with_ids_is_offered_only_those_jobs() -> None:
     assert subscriber.lost is None and not subscriber.ready.is_set()
     subscriber.offer([change(1), change(7)])
     assert subscriber.take() == [change(7)]
+
+
+@pytest.mark.parametrize("command", ["top", "status"])
+def test_the_help_shows_examples(command: str) -> None:
+    result = run_jobctl(None, command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"Examples?:\n\s+jobctl {command} ", result.stdout), result.stdout
