@@ -294,7 +294,7 @@ def _read(c: Client, view: View) -> None:
 @common_options
 @click.pass_context
 def top(ctx: click.Context, once: bool) -> None:
-    """A live view of the daemon: queues, nodes and their workers, running jobs, recent changes.
+    """A live view of the daemon: queues, nodes, running jobs, recent changes.
 
     \b
     Redrawn as the daemon pushes changes of state (a few times a second at most) and every

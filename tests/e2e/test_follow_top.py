@@ -306,4 +306,4 @@ def test_a_subscriber_with_ids_is_offered_only_those_jobs() -> None:
 def test_the_help_shows_examples(command: str) -> None:
     result = run_jobctl(None, command, "--help")
     assert result.returncode == 0, result.stderr
-    assert re.search(rf"Examples?:\n\s+jobctl {command} ", result.stdout), result.stdout
+    assert re.search(rf"Examples?:\n\s+jobctl {command}\b", result.stdout), result.stdout
