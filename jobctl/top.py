@@ -204,6 +204,8 @@ class Changes:
                 self._put(f"subscription lost ({exc}); subscribing again")
             except JobdError as exc:
                 self._put(f"cannot subscribe: {exc.message}")
+            except (OSError, ValueError) as exc:  # a reply it could not read: try again
+                self._put(f"subscription failed: {exc}")
             time.sleep(RESUBSCRIBE)
 
     def _put(self, item: JobChange | str) -> None:

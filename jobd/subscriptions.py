@@ -22,8 +22,10 @@ What a subscriber can cost the daemon is bounded, and never by waiting for it:
 
 On the wire (docs/protocol.md): the `subscribe` request is answered like any other; then the
 connection carries only JSON-RPC notifications, one a line: `job` (id, state, type, queue,
-event, at, and queue_wait for a start), `heartbeat`, and at the end, perhaps, `dropped`.  Lines
-the client sends afterwards are read and ignored; closing the connection ends the subscription.
+event, at, and queue_wait for a start), `heartbeat`, and at the end, perhaps, `dropped`.  With
+`ids`, a subscriber is offered only those jobs' changes: the others neither wake it nor fill
+its buffer.  Lines the client sends afterwards are read and ignored; closing the connection
+ends the subscription.
 """
 
 from __future__ import annotations
