@@ -2,8 +2,8 @@
 against a real daemon, and the test reads the screen until what it waits for shows (with a
 deadline), so it follows the daemon's events, never a fixed sleep.
 
-A job's start is held back by pausing its queue: the follower sees it pending, then the test
-resumes the queue and waits for the lines of the changes.
+A job's start is held back by submitting it an hour ahead: the follower sees it pending, then
+the test makes it due (`run_now`) and waits for the lines of the changes.
 """
 
 from __future__ import annotations
@@ -121,17 +121,16 @@ def terminals() -> Iterator[list[Terminal]]:
 
 
 def held_job(daemon: Daemon, job_type: str, payload: dict[str, object]) -> tuple[int, str]:
-    """A job in a queue of its own, paused: it stays pending until the queue is resumed."""
+    """A job in a queue of its own, due in an hour: it stays pending until `release`."""
     name = f"q{uuid.uuid4().hex[:8]}"
     with daemon.client() as c:
-        c.call("queue_pause", {"name": name})
-        job = c.submit(job_type, payload, queue=name).job
+        job = c.submit(job_type, payload, queue=name, delay=3600).job
     return job.id, name
 
 
-def resume(daemon: Daemon, name: str) -> None:
+def release(daemon: Daemon, job_id: int) -> None:
     with daemon.client() as c:
-        c.call("queue_resume", {"name": name})
+        c.call("run_now", {"id": job_id})
 
 
 # --- status --follow --------------------------------------------------------------------------
@@ -140,12 +139,12 @@ def resume(daemon: Daemon, name: str) -> None:
 def test_follow_shows_the_job_then_each_change_until_it_completes(
     daemon: Daemon, terminals: list[Terminal]
 ) -> None:
-    job_id, queue = held_job(daemon, "sleep", {"seconds": 0.3})
+    job_id, _ = held_job(daemon, "sleep", {"seconds": 0.3})
     follow = Terminal(daemon, "status", str(job_id), "--follow")
     terminals.append(follow)
     follow.expect(rf"^id:\s+{job_id}$")
     follow.expect(r"^state:\s+pending")
-    resume(daemon, queue)
+    release(daemon, job_id)
     follow.expect(r"^\d\d:\d\d:\d\d  running\s+attempt 1 of \d+")
     follow.expect(r"^\d\d:\d\d:\d\d  completed\s+attempt 1 of \d+")
     assert follow.exit_status() == 0, follow.text()
@@ -155,11 +154,11 @@ def test_follow_shows_the_job_then_each_change_until_it_completes(
 def test_follow_of_a_failing_job_exits_as_wait_does(
     daemon: Daemon, terminals: list[Terminal]
 ) -> None:
-    job_id, queue = held_job(daemon, "ctl_fail", {"message": "no luck"})
+    job_id, _ = held_job(daemon, "ctl_fail", {"message": "no luck"})
     follow = Terminal(daemon, "status", str(job_id), "-f")
     terminals.append(follow)
     follow.expect(r"^state:\s+pending")
-    resume(daemon, queue)
+    release(daemon, job_id)
     follow.expect(r"^\d\d:\d\d:\d\d  failed\s+attempt 1 of 1  PermanentError$")
     follow.expect(rf"^jobctl: job {job_id} failed$")
     assert follow.exit_status() == 1
@@ -182,17 +181,17 @@ def test_follow_of_no_such_job_exits_4(daemon: Daemon) -> None:
 
 
 def test_follow_json_is_a_job_object_per_line(daemon: Daemon, terminals: list[Terminal]) -> None:
-    job_id, queue = held_job(daemon, "echo", {})
+    job_id, _ = held_job(daemon, "echo", {})
     follow = Terminal(daemon, "--json", "status", str(job_id), "--follow")
     terminals.append(follow)
     follow.expect(rf'^{{"id": {job_id}, .*"state": "pending"')
-    resume(daemon, queue)
+    release(daemon, job_id)
     follow.expect(rf'^{{"id": {job_id}, .*"state": "completed"')
     assert follow.exit_status() == 0
 
 
 def test_ctrl_c_leaves_follow_quietly_with_130(daemon: Daemon, terminals: list[Terminal]) -> None:
-    job_id, queue = held_job(daemon, "echo", {})
+    job_id, _ = held_job(daemon, "echo", {})
     follow = Terminal(daemon, "status", str(job_id), "--follow")
     terminals.append(follow)
     follow.expect(r"^state:\s+pending")
@@ -201,7 +200,6 @@ def test_ctrl_c_leaves_follow_quietly_with_130(daemon: Daemon, terminals: list[T
     assert "Traceback" not in follow.text() and "Aborted" not in follow.text()
     with daemon.client() as c:
         c.cancel(job_id)
-    resume(daemon, queue)
 
 
 def test_follow_goes_on_across_a_restart_of_the_daemon(
@@ -212,7 +210,7 @@ def test_follow_goes_on_across_a_restart_of_the_daemon(
     second: Daemon | None = None
     try:
         first.wait_ready()
-        job_id, queue = held_job(first, "echo", {})
+        job_id, _ = held_job(first, "echo", {})
         follow = Terminal(first, "status", str(job_id), "--follow")
         terminals.append(follow)
         follow.expect(r"^state:\s+pending")
@@ -221,7 +219,7 @@ def test_follow_goes_on_across_a_restart_of_the_daemon(
         follow.expect(r"^jobctl: cannot reach jobd.*; trying again for 60s$")
         second = start_daemon(pg_url, schema, directory=home)
         second.wait_ready()
-        resume(second, queue)
+        release(second, job_id)
         follow.expect(r"^\d\d:\d\d:\d\d  completed\s+attempt 1 of \d+")
         assert follow.exit_status() == 0, follow.text()
         second.stop()
@@ -240,9 +238,9 @@ def test_top_shows_queues_running_jobs_and_changes_and_quits_on_q(
     job_id, queue = held_job(daemon, "sleep", {"seconds": 30})
     top = Terminal(daemon, "top")
     terminals.append(top)
-    top.expect(rf"^{queue}\s+1\s+0\s+paused")  # the queue, read at start
+    top.expect(rf"^{queue}\s+1\s+0\s+-")  # the queue, read at start
     top.expect(r"^NODE\s+STATE\s+BUSY\s+WORKER:JOB")
-    resume(daemon, queue)
+    release(daemon, job_id)
     top.expect(rf"^\s*{job_id}\s+sleep\s+{queue}\s")  # running: drawn on the start's event
     top.expect(rf"^\d\d:\d\d:\d\d\s+{job_id}\s+running\s+sleep")
     with daemon.client() as c:
@@ -264,7 +262,6 @@ def test_top_once_prints_one_frame_cut_to_a_narrow_terminal(
     assert max(len(line) for line in lines) <= 30, top.text()
     with daemon.client() as c:
         c.cancel(job_id)
-    resume(daemon, queue)
 
 
 def test_top_once_json(daemon: Daemon) -> None:
