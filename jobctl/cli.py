@@ -296,18 +296,27 @@ def _show_submitted(ctx: click.Context, submitted: list[SubmitResult]) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID", type=int)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Then a line per change of its state, until it ends."
+)
 @common_options
 @click.pass_context
-def status(ctx: click.Context, job_id: int) -> None:
+def status(ctx: click.Context, job_id: int, follow: bool) -> None:
     """Show job ID: its state, attempts, times, payload, result and last error.
 
     \b
-    Exits 4 if there is no such job.
+    With --follow, then one line for each change of its state (time, state, attempt, the
+    error's type on a failure), pushed by the daemon, until the job ends; exit status as
+    `wait`: 0 completed, 1 failed or canceled.  Exits 4 if there is no such job.
 
     \b
-    Example:
+    Examples:
       jobctl status 42
+      jobctl status 42 --follow
     """
+    if follow:
+        run(lambda: follow_status(ctx, job_id))
+        return
 
     def show() -> None:
         with client(ctx) as c:
@@ -638,6 +647,8 @@ def completion(shell: str) -> None:
 # cancel, retry, purge, run-now, priority, queues, audit: defined on `main` by jobctl.queues,
 # which builds on the helpers above.
 from jobctl import queues as _queues  # noqa: E402, F401
+from jobctl import top as _top  # noqa: E402, F401  (`top`, on `main` too)
+from jobctl.follow import follow_status  # noqa: E402
 from jobctl.schedules import schedules  # noqa: E402  (it builds on the options above)
 
 main.add_command(schedules)

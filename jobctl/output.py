@@ -249,3 +249,15 @@ def compact(value: Any) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+#: The events a change's state already says (`subscribe`'s `event`).
+_PLAIN_EVENTS = {"started": "running", "submitted": "pending"}
+
+
+def state_change(state: str, event: str | None) -> str:
+    """`running`, `pending (retried)`: the state a change led to, and what happened when the
+    state alone does not say it."""
+    if event is None or event == state or _PLAIN_EVENTS.get(event) == state:
+        return state
+    return f"{state} ({event})"

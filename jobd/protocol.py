@@ -40,7 +40,7 @@ from jobd.errors import (
     error_from_code,
 )
 from jobd.jobspec import JobSpec, in_batch, parse_job_spec
-from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY, MAX_SUBSCRIBE_IDS
 from jobd.protocol_queues import QUEUE_METHODS
 
 PROTOCOL_VERSION = 1
@@ -341,6 +341,7 @@ class IdParams:
 @dataclass(frozen=True, slots=True)
 class SubscribeParams:
     topics: tuple[str, ...]
+    ids: frozenset[int] | None = None  # only these jobs' changes; None: every job's
 
 
 #: What a subscription can follow (jobd.subscriptions): every job's changes of state.
@@ -351,7 +352,18 @@ def parse_subscribe(params: Mapping[str, Any]) -> SubscribeParams:
     topics = params.get("topics", list(TOPICS))
     if not isinstance(topics, list) or not topics or not all(t in TOPICS for t in topics):
         raise fields.invalid("topics", f"must be a non-empty list of {', '.join(TOPICS)}")
-    return SubscribeParams(tuple(dict.fromkeys(topics)))
+    return SubscribeParams(tuple(dict.fromkeys(topics)), _subscribe_ids(params.get("ids")))
+
+
+def _subscribe_ids(ids: Any) -> frozenset[int] | None:
+    if ids is None:
+        return None
+    problem = f"must be a non-empty list of at most {MAX_SUBSCRIBE_IDS} job ids"
+    if not isinstance(ids, list) or not 0 < len(ids) <= MAX_SUBSCRIBE_IDS:
+        raise fields.invalid("ids", problem)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+        raise fields.invalid("ids", problem)
+    return frozenset(ids)
 
 
 @dataclass(frozen=True, slots=True)
