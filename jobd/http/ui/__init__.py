@@ -314,16 +314,23 @@ class _View:
         action = matching.action_of(self.query)
         params = matching.bulk_filter(self.query)
         fields = matching.as_pairs(params)
+        actor = actor_of(self.token)
 
         def read() -> dict[str, Any]:
-            matched = matching.count(self.d.clients, action, params, actor_of(self.token))
-            return {"action": action, "matched": matched, "fields": fields}
+            return {"matched": matching.count(self.d.clients, action, params, actor)}
 
         if self._wants_json():
-            found = read()
-            verb = matching.VERBS[action][0]
-            question = f"{verb} the {found['matched']} jobs that match {matching.describe(fields)}?"
-            return json_response(200, {**found, "verb": verb, "question": question})
+            matched = read()["matched"]
+            return json_response(
+                200,
+                {
+                    "action": action,
+                    "matched": matched,
+                    "fields": fields,
+                    "verb": matching.VERBS[action][0],
+                    "question": matching.question(action, matched, fields),
+                },
+            )
         return self.page("matching.html", read, **self._matching_context(action, fields))
 
     def matching_step(self) -> Response:

@@ -84,6 +84,12 @@ def describe(fields: list[tuple[str, str]]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in fields)
 
 
+def question(action: str, matched: int, fields: list[tuple[str, str]]) -> str:
+    """What the script's dialog asks: `Retry 4 jobs that match state failed, type resize?`"""
+    jobs = "1 job that matches" if matched == 1 else f"{matched} jobs that match"
+    return f"{VERBS[action][0]} {jobs} {describe(fields)}?"
+
+
 def count(clients: Clients, action: str, params: dict[str, Any], actor: str) -> int:
     """How many jobs the action would change now (the daemon's dry run)."""
     with clients.writer() as client:
@@ -98,11 +104,13 @@ def step(
     cursor: str | None,
     actor: str,
     seconds: float = STEP_SECONDS,
+    batch: int = BULK_BATCH,
 ) -> Step:
-    """Batches of the action from `cursor` until it is done or `seconds` have passed."""
+    """Batches of the action from `cursor` until it is done or `seconds` have passed: one
+    call per batch, so each call is one transaction and the time is checked between them."""
     started = time.monotonic()
     changed = busy = batches = 0
-    call = {**params, "limit": BULK_BATCH, "batch": BULK_BATCH, "actor": actor}
+    call = {**params, "limit": batch, "batch": batch, "actor": actor}
     with clients.writer() as client:
         while True:
             if cursor is not None:
