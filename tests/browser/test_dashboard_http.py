@@ -11,6 +11,7 @@ import requests
 
 from jobd.http.clients import ClientPool
 from jobd.http.ui import matching
+from jobd.http.ui.render import render
 
 from .conftest import READ_TOKEN, TOKEN, Dashboard, eventually_state
 
@@ -170,3 +171,26 @@ def test_a_step_stops_in_time_and_the_next_continues(dashboard: Dashboard) -> No
     finally:
         clients.close()
     assert total == 5 and all(dashboard.state(job_id) == "canceled" for job_id in ids)
+
+
+def test_a_step_that_stopped_offers_to_continue_without_a_script() -> None:
+    """The result page of a step cut short: a form that posts the same filter, the cursor
+    and the totals so far."""
+    result = {"next_cursor": "abc", "changed": 1000, "busy": 2, "message": "1000 jobs retried"}
+    context = {
+        "csrf": "c0ffee",
+        "access": "write",
+        "signed_in": True,
+        "via_cookie": True,
+        "result": result,
+        "action": "retry",
+        "fields": [("state", "failed"), ("type", "resize")],
+        "verb": "Retry",
+        "done": "retried",
+        "back": "/ui/jobs?state=failed&type=resize",
+    }
+    page = render("matching.html", context).decode()
+    form = page[page.index('<form method="post" action="/ui/jobs/matching"') :]
+    for field in ('name="cursor" value="abc"', 'name="changed" value="1000"', 'value="resize"'):
+        assert field in form
+    assert "Continue" in form and 'name="csrf" value="c0ffee"' in form
