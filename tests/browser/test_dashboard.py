@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import READ_TOKEN, Dashboard, Watched, eventually_state, screenshot, sign_in
+from .conftest import (
+    READ_TOKEN,
+    SCREENSHOTS,
+    Dashboard,
+    Watched,
+    eventually_state,
+    screenshot,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -109,6 +117,7 @@ def test_retry_every_matching_job_after_a_confirmation(dashboard: Dashboard, pag
     assert dialog.locator("p").inner_text() == (
         "Retry 4 jobs that match state failed, type ui_bulk_flaky?"
     )
+    p.screenshot(path=str(SCREENSHOTS / "jobs-retry-matching.png"))
     dialog.locator("button:has-text('Retry 4')").click()
     p.wait_for_selector("body[data-matching='done']")
     assert p.inner_text("#action-status") == "4 jobs retried; 0 still match."
