@@ -201,7 +201,12 @@ def purge(ctx: click.Context, /, **kw: Any) -> None:
 @common_options
 @click.pass_context
 def run_now(ctx: click.Context, job_id: int) -> None:
-    """Make pending job ID due now (a delayed job, or one waiting out a retry's backoff)."""
+    """Make pending job ID due now (a delayed job, or one waiting out a retry's backoff).
+
+    \b
+    Example:
+      jobctl run-now 17
+    """
     _adjust(ctx, "run_now", {"id": job_id}, "is due now")
 
 
@@ -211,7 +216,12 @@ def run_now(ctx: click.Context, job_id: int) -> None:
 @common_options
 @click.pass_context
 def priority(ctx: click.Context, job_id: int, priority: int) -> None:
-    """Give pending job ID priority N (higher runs first)."""
+    """Give pending job ID priority N (higher runs first).
+
+    \b
+    Example:
+      jobctl priority 17 10
+    """
     _adjust(ctx, "set_priority", {"id": job_id, "priority": priority}, f"has priority {priority}")
 
 
@@ -321,7 +331,12 @@ def _pause(ctx: click.Context, method: str, params: dict[str, Any], done: str) -
 @common_options
 @click.pass_context
 def audit(ctx: click.Context, limit: int) -> None:
-    """The operators' actions, newest first: who, when, what, with which arguments."""
+    """The operators' actions, newest first: who, when, what, with which arguments.
+
+    \b
+    Example:
+      jobctl audit --limit 20
+    """
 
     def show() -> None:
         with client(ctx) as c:

@@ -57,7 +57,7 @@ def submit(daemon: Daemon, *args: str) -> dict:
 # --- help ---------------------------------------------------------------------------------------
 
 SUBCOMMANDS = ["submit", "status", "cancel", "list", "retry", "wait", "stats", "workers", "health"]
-SUBCOMMANDS += ["completion", "schedules"]
+SUBCOMMANDS += ["completion", "schedules", "top", "queues", "purge", "run-now", "priority", "audit"]
 
 
 @pytest.mark.parametrize("args", [[], *([name] for name in SUBCOMMANDS)], ids=str)
