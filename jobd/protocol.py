@@ -615,6 +615,10 @@ class JobView:
     finished_at: datetime | None
     #: The schedule that created the job; None for other jobs (and from daemons before it).
     schedule: str | None = None
+    #: What the job does when a parent fails ("cancel" from daemons before workflows).
+    on_parent_failure: str = "cancel"
+    #: The jobs it waits for, ascending (empty from daemons before workflows).
+    parents: tuple[int, ...] = ()
     # What the answering node applies (`get` only), not part of the job: two views of one job
     # are equal whether or not they carry it.
     effective: Effective | None = field(default=None, compare=False)
@@ -655,6 +659,8 @@ def job_from_dict(data: Mapping[str, Any]) -> JobView:
         values["state"] = _state(values["state"])
         values["last_error"] = ErrorInfo.from_dict(values["last_error"])
         values["payload"] = values["payload"] or {}
+        values["on_parent_failure"] = values["on_parent_failure"] or "cancel"
+        values["parents"] = tuple(int(p) for p in values["parents"] or ())
         for name in TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])

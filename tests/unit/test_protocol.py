@@ -494,9 +494,9 @@ def test_job_from_dict_is_the_inverse_of_to_dict(job: Job) -> None:
 def test_a_newer_daemons_job_is_carried_through_as_it_is() -> None:
     """Replies only gain members: a state and a member this version does not know are kept,
     not refused."""
-    wire = json.loads(encode(_jobs()[0].to_dict())) | {"state": "waiting", "waits_for": [7, 8]}
+    wire = json.loads(encode(_jobs()[0].to_dict())) | {"state": "paused", "waits_for": [7, 8]}
     job = job_from_dict(wire)
-    assert job.state == "waiting" and job.state_name == "waiting"
+    assert job.state == "paused" and job.state_name == "paused"
     assert not isinstance(job.state, State)
     assert job.extra == {"waits_for": [7, 8]}
     assert job.to_dict() == wire
