@@ -458,6 +458,13 @@ class Job:
             pending_parents=max(unfinished_parents, 1),
         )
 
+    def rename_failure(self, error: ErrorInfo, now: datetime) -> Job:
+        """The parent named by this job's ParentFailed was retried, but another parent has
+        failed too: the job stays canceled, now naming that one (whose retry restores it)."""
+        if self.canceled_by_parent() is None:
+            raise IllegalTransition(self.id, self.state, State.CANCELED, "rename failure")
+        return dataclasses.replace(self, last_error=error, updated_at=now)
+
     def canceled_by_parent(self) -> int | None:
         """The parent whose failure canceled this job (ParentFailed), if that is how it ended."""
         if self.state is not State.CANCELED or self.last_error is None:

@@ -17,7 +17,7 @@ import builtins
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, Job, NewJob, State
 from jobd.errors import Unavailable
@@ -115,6 +115,12 @@ class StoreProxy(Store):
 
     async def counts(self) -> Counts:
         return await self._call(self.store.counts())
+
+    async def children(self, job_id: int) -> builtins.list[int]:
+        return await self._answered(self.store.children(job_id))
+
+    async def parent_results(self, job_id: int) -> dict[int, Any]:
+        return await self._answered(self.store.parent_results(job_id))
 
     # --- the supervisor's operations -----------------------------------------------------
 
