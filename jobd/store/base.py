@@ -410,7 +410,6 @@ class Store(abc.ABC):
             queue = queues.get(job_id) if queues is not None else None
             self._notify(Notification(kind, queue=queue, job_id=job_id))
 
-
     def _notify_dependents(self, changed: Sequence[Job]) -> None:
         """Dependents a parent's end (or retry) moved on: SUBMITTED for those now pending,
         FINISHED for those canceled."""

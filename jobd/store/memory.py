@@ -40,6 +40,15 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.nodes import Fleet, NodeReport, NodeStatus
+from jobd.store.schedules import (
+    HISTORY_KEPT,
+    RunKind,
+    ScheduleRecord,
+    TickResult,
+    decide,
+    other_definition,
+    tick_job,
+)
 from jobd.store.workflows import (
     batch_order,
     connected,
@@ -49,15 +58,6 @@ from jobd.store.workflows import (
     unfinished_parents,
     unknown_parent,
     wait_for_parents,
-)
-from jobd.store.schedules import (
-    HISTORY_KEPT,
-    RunKind,
-    ScheduleRecord,
-    TickResult,
-    decide,
-    other_definition,
-    tick_job,
 )
 
 
@@ -81,6 +81,10 @@ class _Graph:
 
     def children_of(self, job_id: int) -> list[int]:
         return self._store._children.get(job_id, [])
+
+    def parents_of(self, job_id: int) -> tuple[int, ...]:
+        job = self._store._jobs.get(job_id)
+        return job.parents if job is not None else ()
 
     def save(self, job: Job) -> None:
         self._store._jobs[job.id] = job
@@ -136,7 +140,9 @@ class MemoryStore(Store):
                 if isinstance(parent, int) and parent not in self._jobs:
                     raise unknown_parent(spec, parent, index, len(specs))
 
-    def _link(self, specs: Sequence[NewJob], out: list[Submitted], now: datetime) -> list[Submitted]:
+    def _link(
+        self, specs: Sequence[NewJob], out: list[Submitted], now: datetime
+    ) -> list[Submitted]:
         """The batch's new jobs with parents wait for them, parents first (batch_order)."""
         ids: list[int | None] = [s.job.id for s in out]
         graph = _Graph(self)
@@ -206,9 +212,7 @@ class MemoryStore(Store):
             now = self._clock()
             graph = _Graph(self)
             previous = self._get(job_id).state
-            job = self._apply(
-                job_id, lambda j: j.operator_retry(now, unfinished_parents(graph, j))
-            )
+            job = self._apply(job_id, lambda j: j.operator_retry(now, unfinished_parents(graph, j)))
             dependents = parent_reopened(graph, job, now)
         self._notify_retried(job)
         self._notify_dependents(dependents)

@@ -22,11 +22,15 @@ from jobd.errors import InvalidParams
 
 
 class Graph(Protocol):
-    """A store's jobs and edges, inside one of its transactions."""
+    """A store's jobs and edges, inside one of its transactions.  `job` need not load the
+    job's parents (a fan-in's child has thousands): the walks ask `parents_of` when they
+    need them."""
 
     def job(self, job_id: int) -> Job | None: ...
 
     def children_of(self, job_id: int) -> Sequence[int]: ...
+
+    def parents_of(self, job_id: int) -> Sequence[int]: ...
 
     def save(self, job: Job) -> None: ...
 
@@ -69,7 +73,9 @@ def batch_order(specs: Sequence[NewJob]) -> list[int]:
                 state[node] = 2
                 order.append(node)
             elif state[parent] == 1:
-                raise InvalidParams(f"{where(node, count)}after: makes a cycle through jobs[{parent}]")
+                raise InvalidParams(
+                    f"{where(node, count)}after: makes a cycle through jobs[{parent}]"
+                )
             elif state[parent] == 0:
                 state[parent] = 1
                 stack.append((parent, iter(refs[parent])))
@@ -105,9 +111,7 @@ def wait_for_parents(graph: Graph, job: Job, now: datetime) -> Job:
     canceled at once if one already failed and it cancels on that.  Saved."""
     parents = [graph.job(parent_id) for parent_id in job.parents]
     unfinished = sum(1 for p in parents if p is not None and not p.state.terminal)
-    failed = next(
-        ((p.id, p.state) for p in parents if p is not None and _ended_badly(p)), None
-    )
+    failed = next(((p.id, p.state) for p in parents if p is not None and _ended_badly(p)), None)
     job = job.initial_wait(unfinished, failed, now)
     graph.save(job)
     return job
@@ -160,7 +164,7 @@ def parent_reopened(graph: Graph, reopened: Job, now: datetime) -> list[Job]:
 
 
 def _restored(graph: Graph, child: Job, now: datetime) -> Job:
-    parents = [p for p in (graph.job(i) for i in child.parents) if p is not None]
+    parents = [p for p in (graph.job(i) for i in graph.parents_of(child.id)) if p is not None]
     failed = next((p for p in parents if _ended_badly(p)), None)
     if failed is not None and child.on_parent_failure == "cancel":
         return child.rename_failure(parent_failed_error(failed.id, failed.state), now)
@@ -168,7 +172,8 @@ def _restored(graph: Graph, child: Job, now: datetime) -> Job:
 
 
 def unfinished_parents(graph: Graph, job: Job) -> int:
-    return sum(1 for i in job.parents if (p := graph.job(i)) is not None and not p.state.terminal)
+    parents = (graph.job(i) for i in graph.parents_of(job.id))
+    return sum(1 for p in parents if p is not None and not p.state.terminal)
 
 
 def _ended_badly(job: Job) -> bool:
@@ -181,8 +186,7 @@ def connected(graph: Graph, start: int) -> set[int]:
     queue = deque([start])
     while queue:
         job_id = queue.popleft()
-        job = graph.job(job_id)
-        for other in (*graph.children_of(job_id), *(job.parents if job else ())):
+        for other in (*graph.children_of(job_id), *graph.parents_of(job_id)):
             if other not in seen:
                 seen.add(other)
                 queue.append(other)

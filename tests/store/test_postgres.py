@@ -358,7 +358,7 @@ async def test_prune_deletes_in_batches_until_none_is_left(
 
 async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -> None:
     store = await make_store()
-    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules"]
+    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules", "0005_workflows"]
     assert await store.pending_migrations() == every  # the schema does not exist yet
     assert await store.migrate() == every
     assert await store.migrate() == []
@@ -374,13 +374,14 @@ async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -
             {"version": 2, "name": "0002_finished_jobs"},
             {"version": 3, "name": "0003_fleet"},
             {"version": 4, "name": "0004_schedules"},
+            {"version": 5, "name": "0005_workflows"},
         ]
 
 
 async def test_concurrent_migrations_apply_each_migration_once(make_store: MakeStore) -> None:
     stores = [await make_store() for _ in range(4)]
     applied = await asyncio.gather(*(s.migrate() for s in stores))
-    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules"]
+    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules", "0005_workflows"]
     # Each migration is its own locked transaction (schema.migrate), so the runs take turns
     # migration by migration: which run applies which is a matter of timing, but every
     # migration is applied exactly once, and each run applies its share in order.
@@ -403,7 +404,7 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
         )
     monkeypatch.undo()
 
-    assert await store.migrate() == ["0002_finished_jobs", "0003_fleet", "0004_schedules"]
+    assert await store.migrate() == ["0002_finished_jobs", "0003_fleet", "0004_schedules", "0005_workflows"]
     async with store.pool.connection() as conn:
         cur = await conn.execute("SELECT state FROM jobs")
         assert await cur.fetchall() == [{"state": "pending"}]

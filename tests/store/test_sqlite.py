@@ -110,7 +110,9 @@ async def test_create_store_url_and_clock(tmp_path: Path) -> None:
 
 async def test_migrate_once_then_no_op(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
-        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules"]
+        every = [
+            "0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"
+        ]
         assert await store.pending_migrations() == every
         assert await store.migrate() == every
         assert await store.migrate() == []
@@ -123,6 +125,7 @@ async def test_migrate_once_then_no_op(db_path: Path) -> None:
             (2, "0002_lease_token"),
             (3, "0003_fleet"),
             (4, "0004_schedules"),
+            (5, "0005_workflows"),
         ]
 
 
@@ -270,7 +273,9 @@ async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: P
     first, second = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
         applied = await asyncio.gather(first.migrate(), second.migrate())
-        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules"]
+        every = [
+            "0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"
+        ]
         # Each migration is its own write transaction, so the two take turns migration by
         # migration: which applies which is timing, but each is applied once and in order.
         assert sorted(name for names in applied for name in names) == every
@@ -457,3 +462,31 @@ async def test_locking_a_file_in_a_missing_directory_is_the_config_error(tmp_pat
     finally:
         await store.close()
     assert not (tmp_path / "no").exists()
+
+
+async def test_schema_5_rebuilds_jobs_keeping_rows_and_the_id_counter(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite cannot change the state CHECK in place: 0005 rebuilds the jobs table, and must
+    keep its rows and its AUTOINCREMENT counter (an id is never handed out twice)."""
+    from jobd import migrations
+
+    every = migrations.load("sqlite")
+    monkeypatch.setattr(migrations, "load", lambda dialect: every[:4])
+    async with SQLiteStore(db_path) as store:
+        await store.migrate()
+    with raw(db_path) as conn:
+        for job_type in ("a", "b"):
+            conn.execute(
+                "INSERT INTO jobs (type, max_attempts, run_at, created_at, updated_at)"
+                " VALUES (?, 3, 0, 0, 0)",
+                (job_type,),
+            )
+        conn.execute("DELETE FROM jobs WHERE type = 'b'")
+        conn.commit()
+    monkeypatch.undo()
+    async with SQLiteStore(db_path) as store:
+        assert await store.migrate() == ["0005_workflows"]
+        assert (await store.get(1)).state is State.PENDING
+        new = (await store.submit(NewJob("c", after=(1,)))).job
+        assert new.id == 3 and new.state is State.WAITING
