@@ -65,6 +65,7 @@ class ParentFailure(enum.StrEnum):
     CANCEL = "cancel"  # end canceled (ParentFailed), and so do its own dependents that cancel
     RUN = "run"  # run anyway once every parent has ended, like a finally step
 
+
 # Every operation, the states it may start from, and the state it leads to.  An operation that
 # can lead to several states (ending a failed attempt) is listed once per outcome.
 OPERATIONS: dict[str, tuple[frozenset[State], State]] = {
@@ -294,6 +295,10 @@ class Job:
             on_parent_failure=ParentFailure(spec.on_parent_failure).value,
             pending_parents=len(spec.after),
         )
+
+    def with_parents(self, parents: tuple[int, ...]) -> Job:
+        """The job as read with its parents (a store keeps them apart from its row)."""
+        return dataclasses.replace(self, parents=parents)
 
     @property
     def attempts_left(self) -> int:

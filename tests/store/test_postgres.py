@@ -404,7 +404,12 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
         )
     monkeypatch.undo()
 
-    assert await store.migrate() == ["0002_finished_jobs", "0003_fleet", "0004_schedules", "0005_workflows"]
+    assert await store.migrate() == [
+        "0002_finished_jobs",
+        "0003_fleet",
+        "0004_schedules",
+        "0005_workflows",
+    ]
     async with store.pool.connection() as conn:
         cur = await conn.execute("SELECT state FROM jobs")
         assert await cur.fetchall() == [{"state": "pending"}]

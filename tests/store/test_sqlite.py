@@ -110,9 +110,7 @@ async def test_create_store_url_and_clock(tmp_path: Path) -> None:
 
 async def test_migrate_once_then_no_op(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
-        every = [
-            "0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"
-        ]
+        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"]
         assert await store.pending_migrations() == every
         assert await store.migrate() == every
         assert await store.migrate() == []
@@ -273,9 +271,7 @@ async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: P
     first, second = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
         applied = await asyncio.gather(first.migrate(), second.migrate())
-        every = [
-            "0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"
-        ]
+        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"]
         # Each migration is its own write transaction, so the two take turns migration by
         # migration: which applies which is timing, but each is applied once and in order.
         assert sorted(name for names in applied for name in names) == every

@@ -41,6 +41,7 @@ from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
+from jobd.store.postgres import workflows as workflow_rows
 from jobd.store.postgres.connections import (
     NO_SESSION_TIMEOUTS,
     Connection,
@@ -165,6 +166,7 @@ class PostgresStore(Store):
                 cur = await conn.execute(QUERIES["submit"], params)
                 out = [submitted_from_row(row) for row in await cur.fetchall()]
                 await self._fill_existing(conn, specs, out)
+                await workflow_rows.link(conn, specs, out)
                 queues = sorted({s.job.queue for s in out if s and s.created})
                 await self._pg_notify(conn, self.submit_channel, queues)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
@@ -214,9 +216,10 @@ class PostgresStore(Store):
         async with self.pool.connection() as conn:
             cur = await conn.execute(QUERIES["get"], {"id": lookup_id(job_id)})
             row = await cur.fetchone()
-        if row is None:
-            raise not_found(job_id)
-        return job_from_row(row)
+            if row is None:
+                raise not_found(job_id)
+            (job,) = await workflow_rows.with_parents(conn, [job_from_row(row)])
+        return job
 
     async def list(
         self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
@@ -230,11 +233,15 @@ class PostgresStore(Store):
             "created_after": filters.created_after,
             "created_before": filters.created_before,
             "schedule": filters.schedule,
+            "workflow": None,
             "limit": limit + 1,
         }
         async with self.pool.connection() as conn:
+            if filters.workflow is not None:
+                params["workflow"] = await workflow_rows.connected(conn, filters.workflow)
             cur = await conn.execute(QUERIES["list"], params)
             jobs = [job_from_row(row) for row in await cur.fetchall()]
+            jobs = await workflow_rows.with_parents(conn, jobs)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
@@ -272,6 +279,7 @@ class PostgresStore(Store):
                 await self._pg_notify(conn, self.submit_channel, [job.queue])
             elif job.state is State.RUNNING and job.cancel_requested:
                 await self._pg_notify(conn, self.cancel_channel, [str(job.id)])
+            job = await workflow_rows.after_change(conn, before, job)
         return Changed(job, before.state)
 
     @staticmethod
@@ -386,6 +394,7 @@ class PostgresStore(Store):
         ended = [row["id"] for row in rows if State(row["state"]).terminal]
         if ended:
             await conn.execute(QUERIES["move_finished"], {"ids": ended})
+            await workflow_rows.parents_ended(conn, rows)
         return rows
 
     async def recover_expired(self) -> builtins.list[Job]:
@@ -395,6 +404,7 @@ class PostgresStore(Store):
             ended = [j.id for j in jobs if j.state.terminal]
             if ended:
                 await conn.execute(QUERIES["move_finished"], {"ids": ended})
+                await workflow_rows.parents_ended(conn, jobs)
             await self._announce_ready(
                 conn, [{"state": j.state, "queue": j.queue, "ready": True} for j in jobs]
             )
@@ -413,8 +423,9 @@ class PostgresStore(Store):
             cutoff = (await fetch_one(cur))["cutoff"]
             while True:
                 cur = await conn.execute(QUERIES["prune"], {"cutoff": cutoff, "batch": batch})
-                deleted += cur.rowcount
-                if cur.rowcount < batch:
+                pruned = (await fetch_one(cur))["pruned"]
+                deleted += pruned
+                if pruned < batch:
                     return deleted
 
     async def report_node(self, report: NodeReport) -> None:
@@ -428,6 +439,11 @@ class PostgresStore(Store):
     async def prune_nodes(self, older_than: timedelta) -> int:
         async with self.pool.connection() as conn:
             return await fleet_rows.prune_nodes(conn, older_than)
+
+    # --- workflows: jobd/store/postgres/workflows.py -------------------------------------------
+
+    children = workflow_rows.children
+    parent_results = workflow_rows.parent_results
 
     # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------
 
