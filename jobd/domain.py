@@ -147,7 +147,7 @@ class ErrorInfo:
 class BatchRef(NamedTuple):
     """A parent named by its position in the same batch (`after` in submit_many)."""
 
-    index: int
+    position: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,14 @@ class JobFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class Links:
+    """A job's neighbours in its workflow (ids, ascending)."""
+
+    children: list[int]
+    unfinished_parents: list[int]  # the parents that have not ended
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     jobs: list[Job]
     next_cursor: str | None
@@ -269,8 +277,9 @@ class Store(abc.ABC):
     # --- workflows (jobd.store.workflows) -----------------------------------------------------
 
     @abc.abstractmethod
-    async def children(self, job_id: int) -> builtins.list[int]:
-        """The ids of the jobs submitted `after` this one, ascending (NotFound: no such job)."""
+    async def links(self, job_id: int) -> Links:
+        """The job's place in its workflow: the jobs submitted `after` it, and the parents it
+        still waits for (NotFound: no such job)."""
 
     @abc.abstractmethod
     async def parent_results(self, job_id: int) -> dict[int, Any]:

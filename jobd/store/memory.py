@@ -22,6 +22,7 @@ from jobd.store.base import (
     CountRow,
     Counts,
     JobFilter,
+    Links,
     Notification,
     NotificationKind,
     Outcome,
@@ -220,10 +221,13 @@ class MemoryStore(Store):
 
     # --- workflows ----------------------------------------------------------------------
 
-    async def children(self, job_id: int) -> builtins.list[int]:
+    async def links(self, job_id: int) -> Links:
         with self._lock:
-            self._get(job_id)
-            return sorted(self._children.get(job_id, ()))
+            job = self._get(job_id)
+            unfinished = [
+                p for p in job.parents if p in self._jobs and not self._jobs[p].state.terminal
+            ]
+            return Links(sorted(self._children.get(job_id, ())), unfinished)
 
     async def parent_results(self, job_id: int) -> dict[int, Any]:
         with self._lock:

@@ -50,13 +50,13 @@ def batch_order(specs: Sequence[NewJob]) -> list[int]:
     refs: list[list[int]] = []
     for index, spec in enumerate(specs):
         mine = []
-        for position, parent in enumerate(spec.after):
-            if isinstance(parent, BatchRef):
-                if not 0 <= parent.index < count or parent.index == index:
+        for position, ref in enumerate(spec.after):
+            if isinstance(ref, BatchRef):
+                if not 0 <= ref.position < count or ref.position == index:
                     raise InvalidParams(
                         f"{where(index, count)}after[{position}]: names no other job of the batch"
                     )
-                mine.append(parent.index)
+                mine.append(ref.position)
         refs.append(mine)
     order: list[int] = []
     state = [0] * count  # 0 unseen, 1 on the current path, 2 placed
@@ -87,9 +87,9 @@ def resolve_after(spec: NewJob, ids: Sequence[int | None]) -> tuple[int, ...]:
     out = set()
     for parent in spec.after:
         if isinstance(parent, BatchRef):
-            resolved = ids[parent.index]
+            resolved = ids[parent.position]
             if resolved is None:  # pragma: no cover - batch_order placed it first
-                raise RuntimeError(f"batch job {parent.index} has no id yet")
+                raise RuntimeError(f"batch job {parent.position} has no id yet")
             out.add(resolved)
         else:
             out.add(parent)

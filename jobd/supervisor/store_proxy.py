@@ -26,6 +26,7 @@ from jobd.store import (
     Changed,
     Counts,
     JobFilter,
+    Links,
     Notification,
     NotificationKind,
     Outcome,
@@ -116,8 +117,8 @@ class StoreProxy(Store):
     async def counts(self) -> Counts:
         return await self._call(self.store.counts())
 
-    async def children(self, job_id: int) -> builtins.list[int]:
-        return await self._answered(self.store.children(job_id))
+    async def links(self, job_id: int) -> Links:
+        return await self._answered(self.store.links(job_id))
 
     async def parent_results(self, job_id: int) -> dict[int, Any]:
         return await self._answered(self.store.parent_results(job_id))

@@ -225,7 +225,7 @@ class PostgresStore(Store):
         self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
     ) -> Page:
         limit = check_limit(limit)
-        params = {
+        params: dict[str, Any] = {
             "before": decode_cursor(cursor) if cursor else None,
             "states": [State(s).value for s in filters.states] or None,
             "type": filters.type,
@@ -423,7 +423,7 @@ class PostgresStore(Store):
             cutoff = (await fetch_one(cur))["cutoff"]
             while True:
                 cur = await conn.execute(QUERIES["prune"], {"cutoff": cutoff, "batch": batch})
-                pruned = (await fetch_one(cur))["pruned"]
+                pruned = int((await fetch_one(cur))["pruned"])
                 deleted += pruned
                 if pruned < batch:
                     return deleted
@@ -442,7 +442,7 @@ class PostgresStore(Store):
 
     # --- workflows: jobd/store/postgres/workflows.py -------------------------------------------
 
-    children = workflow_rows.children
+    links = workflow_rows.links
     parent_results = workflow_rows.parent_results
 
     # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobd.domain import Job, NewJob, ParentFailure, State
 from jobd.store import workflows
-from jobd.store.base import Submitted
+from jobd.store.base import Links, Submitted
 from jobd.store.postgres.connections import Connection
 
 if TYPE_CHECKING:
@@ -99,11 +99,13 @@ async def with_parents(conn: Connection, jobs: list[Job]) -> list[Job]:
 # --- the store's methods (PostgresStore.children, .parent_results) ----------------------------
 
 
-async def children(store: PostgresStore, job_id: int) -> list[int]:
+async def links(store: PostgresStore, job_id: int) -> Links:
     async with store.pool.connection() as conn:
         await _exists(conn, job_id)
         cur = await conn.execute(QUERIES["workflow_children"], {"id": job_id})
-        return [row["child"] for row in await cur.fetchall()]
+        children = [row["child"] for row in await cur.fetchall()]
+        cur = await conn.execute(QUERIES["workflow_unfinished_parents"], {"id": job_id})
+        return Links(children, [row["parent"] for row in await cur.fetchall()])
 
 
 async def parent_results(store: PostgresStore, job_id: int) -> dict[int, Any]:

@@ -573,6 +573,15 @@ SELECT child
  ORDER BY child
 
 
+-- name: workflow_unfinished_parents
+-- The parents a job still waits for: those in jobs (the hot table holds no ended job).
+SELECT d.parent
+  FROM job_deps AS d
+  JOIN jobs AS j ON j.id = d.parent
+ WHERE d.child = %(id)s
+ ORDER BY d.parent
+
+
 -- name: workflow_parent_results
 SELECT p.id, p.result
   FROM job_deps AS d

@@ -26,6 +26,7 @@ from jobd.store.base import (
     CountRow,
     Counts,
     JobFilter,
+    Links,
     Notification,
     NotificationKind,
     Outcome,
@@ -259,12 +260,11 @@ class SQLiteStore(Store):
 
     # --- workflows (jobd/store/sqlite/workflows.py) -----------------------------------------
 
-    async def children(self, job_id: int) -> builtins.list[int]:
-        return await self.db.run(self._children, job_id)
+    async def links(self, job_id: int) -> Links:
+        return await self.db.run(self._links, job_id)
 
-    def _children(self, conn: sqlite3.Connection, job_id: int) -> builtins.list[int]:
-        self._get(conn, job_id)
-        return workflow_rows.SQLiteGraph(conn).children_of(job_id)
+    def _links(self, conn: sqlite3.Connection, job_id: int) -> Links:
+        return workflow_rows.links(conn, self._get(conn, job_id))
 
     async def parent_results(self, job_id: int) -> dict[int, Any]:
         return await self.db.run(self._parent_results, job_id)

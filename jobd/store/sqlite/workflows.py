@@ -11,13 +11,14 @@ from datetime import datetime
 
 from jobd.domain import Job, NewJob
 from jobd.store import workflows
-from jobd.store.base import Submitted
+from jobd.store.base import Links, Submitted
 from jobd.store.sqlite.rows import job_from_row, update_row
 from jobd.store.sqlite.sql import (
     CHILDREN,
     INSERT_EDGE,
     PARENTS,
     SELECT_BY_ID,
+    TERMINAL,
     UPDATE_JOB,
     chunks,
     placeholders,
@@ -85,6 +86,16 @@ def retry(conn: sqlite3.Connection, job: Job, now: datetime) -> tuple[Job, list[
     job = job.operator_retry(now, workflows.unfinished_parents(graph, job))
     conn.execute(UPDATE_JOB, update_row(job))
     return job, workflows.parent_reopened(graph, job, now)
+
+
+def links(conn: sqlite3.Connection, job: Job) -> Links:
+    children = SQLiteGraph(conn).children_of(job.id)
+    rows = conn.execute(
+        f"SELECT id FROM jobs WHERE id IN (SELECT parent FROM job_deps WHERE child = ?)"
+        f" AND state NOT IN {TERMINAL} ORDER BY id",
+        (job.id,),
+    )
+    return Links(children, [parent for (parent,) in rows])
 
 
 def with_parents(conn: sqlite3.Connection, job: Job) -> Job:
