@@ -27,6 +27,7 @@ from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     JobSpec,
+    batch_names,
     check_payload,
     check_payload_size,
     in_batch,
@@ -45,7 +46,7 @@ from jobd.protocol import (
     WaitParams,
     parse_params,
 )
-from jobd.store import Changed, JobFilter, Notification, NotificationKind, Store, Submitted
+from jobd.store import Changed, JobFilter, Links, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
 
@@ -301,7 +302,8 @@ class Operations:
         clock read and one read of random bytes for the batch, the metrics counted per type,
         the reply's times printed once), and the loop gets a turn every YIELD_EVERY jobs, so
         a producer flooding the socket does not hold up the workers' messages and writes."""
-        new_jobs = await self._new_jobs(params.jobs)
+        names = batch_names(params.jobs)
+        new_jobs = await self._new_jobs(params.jobs, names)
         submitted = await self._insert(self.store.submit_many(new_jobs)) if new_jobs else []
         await self._count_submitted(submitted)
         results: list[dict[str, Any]] = []
@@ -311,9 +313,9 @@ class Operations:
                 await asyncio.sleep(0)
             chunk = submitted[start : start + YIELD_EVERY]
             results += [{"job": s.job.to_dict(times), "created": s.created} for s in chunk]
-        return {"results": results}
+        return {"results": results, "names": {n: submitted[i].job.id for n, i in names.items()}}
 
-    async def _new_jobs(self, specs: list[JobSpec]) -> list[NewJob]:
+    async def _new_jobs(self, specs: list[JobSpec], names: dict[str, int]) -> list[NewJob]:
         now = datetime.now(UTC)
         ids = correlation_ids(len(specs))
         new_jobs: list[NewJob] = []
@@ -322,7 +324,7 @@ class Operations:
                 await asyncio.sleep(0)
             for index in range(start, min(start + YIELD_EVERY, len(specs))):
                 try:
-                    new_jobs.append(self._new_job(specs[index], now, ids[index]))
+                    new_jobs.append(self._new_job(specs[index], now, ids[index], names))
                 except InvalidParams as exc:
                     raise in_batch(exc, index) from None
         return new_jobs
@@ -339,7 +341,13 @@ class Operations:
         sup = self.supervisor
         await self.on_supervisor.call(lambda: sup.job_events(event, jobs, source))
 
-    def _new_job(self, spec: JobSpec, now: datetime, correlation_id: str) -> NewJob:
+    def _new_job(
+        self,
+        spec: JobSpec,
+        now: datetime,
+        correlation_id: str,
+        names: dict[str, int] | None = None,
+    ) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
         handler's own payload validator, so a bad job is refused here rather than failing
         later in a worker.  `correlation_id` is the job's unless the client gave one."""
@@ -354,7 +362,7 @@ class Operations:
                 known=known,
             )
         max_attempts = handler.max_attempts or self.default_max_attempts
-        new_job = spec.to_new_job(max_attempts, correlation_id, now)
+        new_job = spec.to_new_job(max_attempts, correlation_id, now, names)
         check_payload_size(new_job.payload, self.max_payload_bytes, "jobs.max_payload_bytes")
         if handler.validator is not None:
             check_payload(handler.validator, spec.type, new_job.payload)
@@ -365,7 +373,11 @@ class Operations:
         job: Job = await self._store(self.store.get(params.id))
         handler = self.supervisor.registry.get(job.type)
         effective = effective_limits(job, handler, self.supervisor.settings.default_timeout)
-        return {"job": {**job.to_dict(), "effective": effective.to_dict()}}
+        wire = {**job.to_dict(), "effective": effective.to_dict()}
+        links: Links = await self._store(self.store.links(params.id))
+        if job.parents or links.children:  # a job of a workflow
+            wire |= {"children": links.children, "waiting_for": links.unfinished_parents}
+        return {"job": wire}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(
@@ -374,6 +386,7 @@ class Operations:
             queue=params.queue,
             created_after=params.created_after,
             created_before=params.created_before,
+            workflow=params.workflow,
         )
         jobs, store_cursor = await self._page(filters, params.limit, params.store_cursor)
         return {"jobs": jobs, "next_cursor": params.next_cursor(store_cursor)}

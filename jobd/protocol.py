@@ -396,6 +396,7 @@ class ListParams:
     created_before: datetime | None = None
     limit: int = DEFAULT_LIST_LIMIT
     cursor: ListCursor | None = None  # checked against the filters above when parsed
+    workflow: int | None = None  # the jobs linked to this one through `after`
 
     @property
     def store_cursor(self) -> str | None:
@@ -411,13 +412,15 @@ class ListParams:
     def filters_fingerprint(self) -> str:
         """A short hash of the filters in a canonical form: the same for the same selection
         of jobs however it was spelled (states in any order, times in any zone)."""
-        canonical = {
+        canonical: dict[str, object] = {
             "state": sorted({s.value for s in self.states}),
             "type": self.type,
             "queue": self.queue,
             "created_after": _utc_text(self.created_after),
             "created_before": _utc_text(self.created_before),
         }
+        if self.workflow is not None:  # absent otherwise: cursors of before it stay valid
+            canonical["workflow"] = self.workflow
         digest = hashlib.sha256(_dumps(canonical).encode()).digest()
         return base64.urlsafe_b64encode(digest[:9]).decode()
 
@@ -437,6 +440,7 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         created_after=fields.time(params, "created_after"),
         created_before=fields.time(params, "created_before"),
         limit=min(limit, MAX_LIST_LIMIT),
+        workflow=_workflow(params),
     )
     given = fields.text(params, "cursor")
     if given is None:
@@ -450,6 +454,13 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
             " and created_before of the page it came from",
         )
     return dataclasses.replace(filters, cursor=cursor)
+
+
+def _workflow(params: Mapping[str, Any]) -> int | None:
+    workflow: int | None = fields.integer(params, "workflow")
+    if workflow is not None and not 0 < workflow < 2**63:
+        raise fields.invalid("workflow", "must be a job id")
+    return workflow
 
 
 def _states(value: Any) -> tuple[State, ...]:
@@ -619,6 +630,10 @@ class JobView:
     on_parent_failure: str = "cancel"
     #: The jobs it waits for, ascending (empty from daemons before workflows).
     parents: tuple[int, ...] = ()
+    #: `get` only, like `effective`: the jobs submitted after it, and the parents it still
+    #: waits for (None when the reply has none).
+    children: tuple[int, ...] | None = field(default=None, compare=False)
+    waiting_for: tuple[int, ...] | None = field(default=None, compare=False)
     # What the answering node applies (`get` only), not part of the job: two views of one job
     # are equal whether or not they carry it.
     effective: Effective | None = field(default=None, compare=False)
@@ -649,7 +664,7 @@ class JobView:
 
 
 _JOB_MEMBERS = frozenset(WIRE_FIELDS)
-_KNOWN_MEMBERS = _JOB_MEMBERS | {"effective"}
+_KNOWN_MEMBERS = _JOB_MEMBERS | {"effective", "children", "waiting_for"}
 
 
 def job_from_dict(data: Mapping[str, Any]) -> JobView:
@@ -665,9 +680,23 @@ def job_from_dict(data: Mapping[str, Any]) -> JobView:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
         effective = Effective.from_dict(data.get("effective"))
-        return JobView(**values, effective=effective, raw=dict(data))
+        return JobView(
+            **values,
+            effective=effective,
+            children=_ids(data.get("children")),
+            waiting_for=_ids(data.get("waiting_for")),
+            raw=dict(data),
+        )
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise InvalidRequest(f"malformed job in response: {_short(exc)}") from None
+
+
+def _ids(value: object) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise TypeError(f"not a list of ids: {value!r}")
+    return tuple(int(i) for i in value)
 
 
 def _state(name: object) -> State | str:

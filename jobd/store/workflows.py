@@ -43,6 +43,13 @@ def where(index: int, count: int) -> str:
     return f"jobs[{index}]." if count > 1 else ""
 
 
+def refusal(index: int, count: int, field: str, problem: str) -> InvalidParams:
+    """InvalidParams about the batch's job `index` (its `index` in the data, as the control
+    server's own refusals of a batch's job carry it)."""
+    data = {"index": index} if count > 1 else {}
+    return InvalidParams.of_field(where(index, count) + field, problem, **data)
+
+
 def batch_order(specs: Sequence[NewJob]) -> list[int]:
     """The positions of a batch's jobs, each after the jobs of the batch it names in `after`
     (BatchRef); InvalidParams naming the field for a reference out of the batch or a cycle."""
@@ -53,8 +60,8 @@ def batch_order(specs: Sequence[NewJob]) -> list[int]:
         for position, ref in enumerate(spec.after):
             if isinstance(ref, BatchRef):
                 if not 0 <= ref.position < count or ref.position == index:
-                    raise InvalidParams(
-                        f"{where(index, count)}after[{position}]: names no other job of the batch"
+                    raise refusal(
+                        index, count, f"after[{position}]", "names no other job of the batch"
                     )
                 mine.append(ref.position)
         refs.append(mine)
@@ -73,9 +80,7 @@ def batch_order(specs: Sequence[NewJob]) -> list[int]:
                 state[node] = 2
                 order.append(node)
             elif state[parent] == 1:
-                raise InvalidParams(
-                    f"{where(node, count)}after: makes a cycle through jobs[{parent}]"
-                )
+                raise refusal(node, count, "after", f"makes a cycle through jobs[{parent}]")
             elif state[parent] == 0:
                 state[parent] = 1
                 stack.append((parent, iter(refs[parent])))
@@ -100,7 +105,7 @@ def unknown_parent(spec: NewJob, missing: int, index: int, count: int) -> Invali
     position = next(
         (i for i, p in enumerate(spec.after) if not isinstance(p, BatchRef) and p == missing), 0
     )
-    return InvalidParams(f"{where(index, count)}after[{position}]: job {missing} not found")
+    return refusal(index, count, f"after[{position}]", f"job {missing} not found")
 
 
 # --- the walks ---------------------------------------------------------------------------------
