@@ -60,9 +60,8 @@ def batch_order(specs: Sequence[NewJob]) -> list[int]:
         for position, ref in enumerate(spec.after):
             if isinstance(ref, BatchRef):
                 if not 0 <= ref.position < count or ref.position == index:
-                    raise refusal(
-                        index, count, f"after[{position}]", "names no other job of the batch"
-                    )
+                    problem = "names no other job of the batch"
+                    raise refusal(index, count, f"after[{position}]", problem)
                 mine.append(ref.position)
         refs.append(mine)
     order: list[int] = []
