@@ -40,6 +40,7 @@ from jobd.pipe import (
     Stop,
 )
 from jobd.store import Notification, NotificationKind, Store
+from jobd.supervisor.asks import Asks
 from jobd.supervisor.claims import Claims
 from jobd.supervisor.deadlines import Deadlines
 from jobd.supervisor.fleet import FleetMember, node_report
@@ -136,6 +137,7 @@ class Supervisor:
             events=self.events,
             metrics=self.metrics,
             pacing=self.pacing,
+            asks=Asks(store),
         )
         self.deadlines = Deadlines(settings.kill_grace, self._timeout_of)
         self.handout = HandOut(registry, self.writeback.record, self._timeout_of)
