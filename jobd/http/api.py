@@ -360,5 +360,7 @@ def list_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = {"state": states or None, "limit": int_param(request, "limit")}
     for name in ("type", "queue", "created_after", "created_before", "cursor"):
         params[name] = one_param(request, name)
-    params["workflow"] = int_param(request, "workflow")
+    workflow = int_param(request, "workflow")
+    if workflow is not None:
+        params["workflow"] = workflow
     return params
