@@ -195,7 +195,6 @@ def submit(
       jobctl submit echo --payload '{"hello": "world"}'
       jobctl submit send_email -p @mail.json --key invoice-1234 --wait
       jobctl submit generate_report -p @report.json --at 2030-01-01T06:00:00Z --queue batch
-      jobctl submit report --after 41 --after 42
       jobctl submit --batch jobs.jsonl
     """
     given = {k: v for k, v in options.items() if v is not None}
