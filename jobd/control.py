@@ -169,6 +169,13 @@ class OwnThread:
 # --- the operations -------------------------------------------------------------------------
 
 
+def _shown(job: Job, links: Links) -> dict[str, Any]:
+    """What `get` adds for a job of a workflow: its children and the parents it waits for."""
+    if not job.parents and not links.children:
+        return {}
+    return {"children": links.children, "waiting_for": links.unfinished_parents}
+
+
 class Operations:
     """Every control method, once.  Each takes the typed params jobd.protocol parsed and returns
     the JSON-able result; errors are jobd.errors exceptions."""
@@ -373,11 +380,8 @@ class Operations:
         job: Job = await self._store(self.store.get(params.id))
         handler = self.supervisor.registry.get(job.type)
         effective = effective_limits(job, handler, self.supervisor.settings.default_timeout)
-        wire = {**job.to_dict(), "effective": effective.to_dict()}
         links: Links = await self._store(self.store.links(params.id))
-        if job.parents or links.children:  # a job of a workflow
-            wire |= {"children": links.children, "waiting_for": links.unfinished_parents}
-        return {"job": wire}
+        return {"job": {**job.to_dict(), "effective": effective.to_dict(), **_shown(job, links)}}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(

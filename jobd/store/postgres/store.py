@@ -39,6 +39,7 @@ from jobd.store.base import (
 )
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import fleet as fleet_rows
+from jobd.store.postgres import pruning
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres import workflows as workflow_rows
@@ -233,12 +234,10 @@ class PostgresStore(Store):
             "created_after": filters.created_after,
             "created_before": filters.created_before,
             "schedule": filters.schedule,
-            "workflow": None,
             "limit": limit + 1,
         }
         async with self.pool.connection() as conn:
-            if filters.workflow is not None:
-                params["workflow"] = await workflow_rows.connected(conn, filters.workflow)
+            params["workflow"] = await workflow_rows.connected(conn, filters.workflow)
             cur = await conn.execute(QUERIES["list"], params)
             jobs = [job_from_row(row) for row in await cur.fetchall()]
             jobs = await workflow_rows.with_parents(conn, jobs)
@@ -411,22 +410,7 @@ class PostgresStore(Store):
         self._notify_finished({j.id: j.state for j in jobs})
         return jobs
 
-    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
-        """Delete in batches, each its own transaction (autocommit), until a batch comes back
-        short: nothing older than the cutoff is left."""
-        batch = max(int(batch), 1)
-        deleted = 0
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["prune_cutoff"], {"seconds": older_than.total_seconds()}
-            )
-            cutoff = (await fetch_one(cur))["cutoff"]
-            while True:
-                cur = await conn.execute(QUERIES["prune"], {"cutoff": cutoff, "batch": batch})
-                pruned = int((await fetch_one(cur))["pruned"])
-                deleted += pruned
-                if pruned < batch:
-                    return deleted
+    prune = pruning.prune  # jobd/store/postgres/pruning.py
 
     async def report_node(self, report: NodeReport) -> None:
         async with self.pool.connection() as conn:
@@ -440,12 +424,10 @@ class PostgresStore(Store):
         async with self.pool.connection() as conn:
             return await fleet_rows.prune_nodes(conn, older_than)
 
-    # --- workflows: jobd/store/postgres/workflows.py -------------------------------------------
+    # --- workflows and schedules: jobd/store/postgres/workflows.py, schedules.py -------------
 
     links = workflow_rows.links
     parent_results = workflow_rows.parent_results
-
-    # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------
 
     enqueue_ticks = schedule_rows.enqueue_ticks
     trigger_schedule = schedule_rows.trigger_schedule

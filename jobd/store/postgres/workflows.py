@@ -121,6 +121,9 @@ async def _exists(conn: Connection, job_id: int) -> None:
         raise not_found(job_id)
 
 
-async def connected(conn: Connection, job_id: int) -> list[int]:
+async def connected(conn: Connection, job_id: int | None) -> list[int] | None:
+    """The jobs linked to `job_id` through `after` either way (None: no workflow filter)."""
+    if job_id is None:
+        return None
     cur = await conn.execute(QUERIES["workflow_connected"], {"id": lookup_id(job_id)})
     return [row["id"] for row in await cur.fetchall()]
