@@ -7,6 +7,8 @@ bench/http.py would shadow the standard library's http package).
 - `bench_burn`: spins for `ms` milliseconds of this process's CPU time (default 50).  CPU time,
   not wall time, so a job costs the same CPU however contended the machine is, and the
   speed-up from a second worker shows how much parallel CPU the daemon really gets.
+- `bench_tick`: does nothing; the type of the schedules `--schedules N` declares, so their
+  jobs are told apart from the scenarios' own.
 - `bench_stamp`: returns the wall-clock time the handler started and the worker's pid, so
   the benchmark can tell when (and in which process) a job really began running.
 """
@@ -22,6 +24,11 @@ from jobd.handlers import handler
 
 @handler("bench_noop")
 def noop(ctx: Any, payload: dict[str, Any]) -> None:
+    return None
+
+
+@handler("bench_tick")
+def tick(ctx: Any, payload: dict[str, Any]) -> None:
     return None
 
 

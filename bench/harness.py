@@ -14,6 +14,7 @@ their own on the jobs, since a claimed job is not started: the claim size is not
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -201,12 +202,16 @@ class Span:
         return self.jobs / self.finishes if self.finishes else float("nan")
 
 
+# The jobs a benchmark submitted, not those of the schedules a daemon may run beside them.
+SUBMITTED = "schedule IS NULL"
+
+
 def span(store: BenchStore, after_id: int = 0) -> Span:
     """The completed jobs whose id is above `after_id`."""
     row = store.query(
         f"SELECT count(*), min({store.epoch('started_at')}), max({store.epoch('finished_at')}),"
         "       count(DISTINCT finished_at)"
-        f"  FROM {store.all_jobs} WHERE id > %s AND state = 'completed'",
+        f"  FROM {store.all_jobs} WHERE id > %s AND state = 'completed' AND {SUBMITTED}",
         (after_id,),
     )[0]
     if not row[0]:
@@ -223,8 +228,8 @@ def unfinished(store: BenchStore) -> bool:
     partial index instead of counting a backlog (this is polled while the daemon works)."""
     return bool(
         store.scalar(
-            "SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'pending'))"
-            "    OR (EXISTS (SELECT 1 FROM jobs WHERE state = 'running'))"
+            f"SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND {SUBMITTED}))"
+            f"    OR (EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND {SUBMITTED}))"
         )
     )
 
@@ -232,10 +237,16 @@ def unfinished(store: BenchStore) -> bool:
 def completed(store: BenchStore, after_id: int = 0) -> int:
     return int(
         store.scalar(
-            f"SELECT count(*) FROM {store.all_jobs} WHERE id > %s AND state = 'completed'",
+            f"SELECT count(*) FROM {store.all_jobs}"
+            f" WHERE id > %s AND state = 'completed' AND {SUBMITTED}",
             (after_id,),
         )
     )
+
+
+def scheduled(store: BenchStore) -> int:
+    """How many jobs the daemon's schedules created."""
+    return int(store.scalar(f"SELECT count(*) FROM {store.all_jobs} WHERE schedule IS NOT NULL"))
 
 
 def wait_drained(
@@ -429,14 +440,19 @@ def wait_first_claim(store: BenchStore, timeout: float, alive: Callable[[], None
 
 class Daemon:
     """`jobd run --migrate` as a real subprocess (tests/daemon.py), answering on a socket in a
-    directory of its own (short enough for sun_path), its log kept there."""
+    directory of its own (short enough for sun_path), its log kept there; with `schedules`,
+    a configuration file there declares that many (schedule_config)."""
 
-    def __init__(self, store: BenchStore, workers: int, env: Mapping[str, str]):
+    def __init__(self, store: BenchStore, workers: int, env: Mapping[str, str], schedules: int = 0):
         self.directory = short_directory("jobd-bench-")
         self.socket = self.directory / "jobd.sock"
         self.log = self.directory / "jobd.log"
         self.workers = workers
         self._env = _daemon_env(store, workers, self.directory, env)
+        if schedules:
+            config = self.directory / "schedules.yaml"
+            config.write_text(schedule_config(schedules))
+            self._env["JOBD_CONFIG"] = str(config)
         self.process: DaemonProcess | None = None
 
     @property
@@ -508,12 +524,30 @@ def _daemon_env(
     return daemon_environment(home, settings)
 
 
+#: What each of --schedules' schedules submits: a type no scenario submits, every second.
+SCHEDULE_EVERY = "1s"
+SCHEDULE_TYPE = "bench_tick"
+
+
+def schedule_config(count: int) -> str:
+    """A configuration file declaring `count` schedules of SCHEDULE_TYPE (JSON is YAML)."""
+    schedules = {
+        f"bench-{n}": {"every": SCHEDULE_EVERY, "type": SCHEDULE_TYPE} for n in range(count)
+    }
+    return json.dumps({"schedules": schedules}, indent=2)
+
+
 @contextmanager
 def running(
-    store: BenchStore, workers: int, env: Mapping[str, str], *, ready: bool = True
+    store: BenchStore,
+    workers: int,
+    env: Mapping[str, str],
+    *,
+    ready: bool = True,
+    schedules: int = 0,
 ) -> Iterator[Daemon]:
     """A started daemon (every worker up, unless ready=False), stopped afterwards."""
-    daemon = Daemon(store, workers, env)
+    daemon = Daemon(store, workers, env, schedules)
     daemon.start()
     try:
         if ready:

@@ -9,6 +9,9 @@ Scenarios (--scenario, comma-separated; they run in this order):
   burn-down  N no-op jobs (--jobs, 50,000) submitted with the store's submit_many before the
              daemon starts, drained by 2 workers: first claim to last completion, from the
              jobs' started_at/finished_at.  Also the claim and finish batch sizes jobd used.
+             --schedules N: the daemon also runs N schedules (`every: 1s`, a no-op type the
+             drain does not submit, their jobs left out of its figures): run with and
+             without, alternated, to see what schedules cost the hot path.
   limit      jobd's own submit/claim/finish SQL (jobd/store/sql/postgres.sql) from a plain
              psycopg loop, at the batch sizes the burn-down used (or --limit-batch), on two
              connections, in the same database; and the burn-down as a fraction of it.  On
@@ -239,6 +242,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "peer_latency_jobs": args.peer_latency_jobs,
         "pgqueuer_batch": args.pgqueuer_batch,
         "procrastinate_concurrency": args.procrastinate_concurrency,
+        "schedules": args.schedules,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
@@ -302,6 +306,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="py-spy the supervisor during the burn-down and backlog drains (files in DIR)",
     )
     p.add_argument("--jobs", type=int, help="burn-down jobs (50,000)")
+    p.add_argument(
+        "--schedules",
+        type=int,
+        metavar="N",
+        help="burn-down: the daemon runs N schedules every second beside the drain (0)",
+    )
     p.add_argument("--limit-jobs", type=int, help="jobs through the limit loop (50,000)")
     p.add_argument(
         "--limit-batch",

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from harness import (
     MB,
+    SCHEDULE_EVERY,
     SUBMIT_CHUNK,
     BenchStore,
     CpuMeter,
@@ -39,6 +40,7 @@ from harness import (
     progress,
     rss_bytes,
     running,
+    scheduled,
     span,
     table_size,
     wait_drained,
@@ -136,6 +138,7 @@ class Sizes:
     peer_latency_jobs: int = 300  # one at a time, per system and round
     pgqueuer_batch: int = 25  # its performance-tuning guide's example for short jobs
     procrastinate_concurrency: int = 10  # async no-op tasks: its docs allow concurrency
+    schedules: int = 0  # the burn-down's daemon runs this many schedules beside the drain
 
 
 QUICK = Sizes(
@@ -181,22 +184,26 @@ def drain_timeout(jobs: int) -> float:
 
 
 async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
-    """N no-op jobs submitted before the daemon starts, drained by its workers."""
-    jobs, workers = run.sizes.burn_down, run.sizes.workers
+    """N no-op jobs submitted before the daemon starts, drained by its workers (with
+    --schedules, while the daemon runs that many schedules of a type the drain does not
+    submit: what the schedules cost the hot path)."""
+    jobs, workers, schedules = run.sizes.burn_down, run.sizes.workers, run.sizes.schedules
     with make("burn_down") as store:
         await fill(store, jobs)
         store.checkpoint()
-        found, use, size = drain_metered(run, store, jobs, f"burn-down-{kind}")
+        found, use, size = drain_metered(run, store, jobs, f"burn-down-{kind}", 0, schedules)
+        ticked = scheduled(store)
     expect_completed(found, jobs, "burn-down")
     progress(f"burn-down: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
     run.details.append(_cpu_table(f"burn-down, {kind}", found, use, size))
     run.burn_down[kind] = found
     target = Target(">=", 6000 if kind == "postgres" else 4000)
-    return [
+    beside = f", {schedules} schedules" if schedules else ""
+    figures = [
         Figure(
             "burn-down",
             kind,
-            f"{jobs:,} no-op jobs, {workers} workers: first claim → last completion",
+            f"{jobs:,} no-op jobs, {workers} workers{beside}: first claim → last completion",
             found.rate,
             "jobs/s",
             target,
@@ -211,6 +218,10 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
         ),
         _elsewhere("burn-down", kind, found, use),
     ]
+    if schedules:
+        name = f"jobs the {schedules} schedules (every {SCHEDULE_EVERY}) made while the daemon ran"
+        figures.append(Figure("burn-down", kind, name, ticked, "jobs"))
+    return figures
 
 
 def _elsewhere(scenario: str, kind: str, found: Span, use: CpuUse) -> Figure:
@@ -220,11 +231,13 @@ def _elsewhere(scenario: str, kind: str, found: Span, use: CpuUse) -> Figure:
 
 
 def drain_metered(
-    run: Run, store: BenchStore, jobs: int, name: str, after_id: int = 0
+    run: Run, store: BenchStore, jobs: int, name: str, after_id: int = 0, schedules: int = 0
 ) -> tuple[Span, CpuUse, TableSize]:
-    """Start jobd on a store full of pending jobs and let it drain them; the CPU it used is
-    read from its first claim to the end, the table's statistics after it."""
-    with running(store, run.sizes.workers, run.env, ready=False) as daemon:
+    """Start jobd (running `schedules` schedules) on a store full of pending jobs and let it
+    drain them; the CPU it used is read from its first claim to the end, the table's
+    statistics after it."""
+    daemon_running = running(store, run.sizes.workers, run.env, ready=False, schedules=schedules)
+    with daemon_running as daemon:
         wait_first_claim(store, 120.0, daemon.check_alive)
         meter = CpuMeter(daemon, store)
         meter.start()

@@ -316,62 +316,6 @@ def status(ctx: click.Context, job_id: int) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID", type=int)
-@common_options
-@click.pass_context
-def cancel(ctx: click.Context, job_id: int) -> None:
-    """Cancel job ID.
-
-    \b
-    A pending job is canceled at once; a running one is stopped (its worker is asked, then
-    signalled) and shows "cancel requested" until it has.  Exits 1 (conflict) if the job has
-    already finished, 4 if there is no such job.
-
-    \b
-    Example:
-      jobctl cancel 42
-    """
-
-    def act() -> None:
-        with client(ctx) as c:
-            job = c.cancel(job_id)
-        if as_json(ctx):
-            emit(job.to_dict())
-        elif job.state is State.CANCELED:
-            click.echo(f"job {job.id} canceled")
-        else:
-            click.echo(f"job {job.id} is running: cancel requested, it stops shortly")
-
-    run(act)
-
-
-@main.command()
-@click.argument("job_id", metavar="ID", type=int)
-@common_options
-@click.pass_context
-def retry(ctx: click.Context, job_id: int) -> None:
-    """Run failed or canceled job ID again, with a fresh set of attempts.
-
-    \b
-    Exits 1 (conflict) if the job is not failed or canceled, 4 if there is no such job.
-
-    \b
-    Example:
-      jobctl retry 42
-    """
-
-    def act() -> None:
-        with client(ctx) as c:
-            job = c.retry(job_id)
-        if as_json(ctx):
-            emit(job.to_dict())
-        else:
-            click.echo(f"job {job.id} is pending again ({job.max_attempts} attempts)")
-
-    run(act)
-
-
-@main.command()
-@click.argument("job_id", metavar="ID", type=int)
 @click.option(
     "--timeout",
     "wait_timeout",
@@ -454,6 +398,7 @@ def _states(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @workflows.list_option
 @click.option("--type", "-t", "job_type", metavar="TYPE", help="Only jobs of this type.")
 @click.option("--queue", "-q", metavar="NAME", help="Only jobs in this queue.")
+@click.option("--schedule", metavar="NAME", help="Only jobs this schedule created.")
 @click.option(
     "--created-after", type=Time(), metavar="ISO-8601", help="Only jobs created after this time."
 )
@@ -473,6 +418,7 @@ def list_jobs(
     state: list[str],
     job_type: str | None,
     queue: str | None,
+    schedule: str | None,
     created_after: datetime | None,
     created_before: datetime | None,
     limit: int,
@@ -490,6 +436,7 @@ def list_jobs(
     \b
     Examples:
       jobctl list --state failed,canceled --type send_email
+      jobctl list --schedule nightly-report -n 5
       jobctl list --created-after 2030-01-01T00:00:00Z --created-before 2030-01-02T00:00:00Z
       jobctl list --all --json | jq '.jobs[].id'
     """
@@ -497,6 +444,7 @@ def list_jobs(
         "state": state or None,
         "type": job_type,
         "queue": queue,
+        "schedule": schedule,
         "created_after": created_after,
         "created_before": created_before,
         "workflow": workflow,
@@ -529,7 +477,7 @@ def _list_command(ctx: click.Context, filters: ListFilters, limit: int, cursor: 
     state = filters.get("state")
     if state:
         words += ["--state", ",".join(state)]
-    for name in ("type", "queue", "workflow"):
+    for name in ("type", "queue", "schedule", "workflow"):
         value = filters.get(name)
         if value:
             words += [f"--{name}", str(value)]
@@ -655,11 +603,7 @@ def health(ctx: click.Context) -> None:
         if as_json(ctx):
             emit(h.raw)
         else:
-            click.echo(
-                f"{h.status}: store {h.store}, workers {h.workers_ready}/{h.workers_expected}"
-            )
-            for problem in h.problems:
-                click.echo(f"  - {problem}")
+            click.echo(output.health_text(h.raw))
         if not h.ok:
             ctx.exit(EXIT_FAILED)
 
@@ -691,6 +635,13 @@ def completion(shell: str) -> None:
     assert complete is not None  # click knows every shell SHELLS lists
     click.echo(complete(main, {}, "jobctl", COMPLETE_VAR).source())
 
+
+# cancel, retry, purge, run-now, priority, queues, audit: defined on `main` by jobctl.queues,
+# which builds on the helpers above.
+from jobctl import queues as _queues  # noqa: E402, F401
+from jobctl.schedules import schedules  # noqa: E402  (it builds on the options above)
+
+main.add_command(schedules)
 
 if __name__ == "__main__":
     main(prog_name="jobctl")

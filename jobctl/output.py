@@ -113,6 +113,43 @@ def _node_row(node: dict[str, Any]) -> tuple[Any, ...]:
     return (node["id"], node["version"], live, heartbeat, f"{busy}/{len(workers)}", types)
 
 
+def health_text(health: dict[str, Any]) -> str:
+    """`jobctl health`: the status line, then each problem and each warning."""
+    workers = health.get("workers") or {}
+    lines = [
+        f"{health.get('status')}: store {health.get('store')},"
+        f" workers {workers.get('ready', 0)}/{workers.get('expected', 0)}"
+    ]
+    lines += [f"  - {problem}" for problem in health.get("problems") or []]
+    lines += [f"  - warning: {warning}" for warning in health.get("warnings") or []]
+    return "\n".join(lines)
+
+
+def schedule_table(schedules: Sequence[dict[str, Any]]) -> str:
+    """The schedules as `jobctl schedules` shows them."""
+    headers = ("NAME", "SPEC", "TIMEZONE", "NEXT TICK", "LAST TICK", "LAST JOB", "STATE", "PAUSED")
+    return table(headers, [_schedule_row(view) for view in schedules])
+
+
+def _schedule_row(view: dict[str, Any]) -> tuple[Any, ...]:
+    spec = view.get("spec") if view.get("defined_here") else "(not here)"
+    return (
+        view["name"],
+        spec,
+        view.get("timezone") if view.get("cron") else "-",  # "-" kept left like the zones
+        _when(view.get("next_tick")),
+        _when(view.get("last_tick")),
+        view.get("last_job_id"),
+        view.get("last_job_state"),
+        "yes" if view.get("paused") else "no",
+    )
+
+
+def _when(text: str | None) -> str:
+    """A tick in local time to the second, and how far off (`2030-01-01 02:00:00 (in 3h)`)."""
+    return "-" if text is None else timestamp(datetime.fromisoformat(text))
+
+
 def job_table(jobs: Sequence[JobView]) -> str:
     rows = [
         (
@@ -163,6 +200,8 @@ def job_detail(job: JobView) -> str:
     ]
     if job.lease_owner is None:
         fields = [f for f in fields if f[0] != "lease"]
+    if job.schedule is not None:
+        fields.insert(4, ("schedule", job.schedule))
     if job.last_error is not None:
         fields.append(("last error", f"{job.last_error.type}: {job.last_error.message}"))
     fields += _workflow_fields(job)

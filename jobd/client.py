@@ -132,6 +132,7 @@ class ListFilters(TypedDict, total=False):
     queue: str | None
     created_after: datetime | str | None  # a datetime with a time zone, or ISO-8601 text
     created_before: datetime | str | None
+    schedule: str | None  # the jobs this schedule created
     workflow: int | None  # the jobs linked to this job id through `after`, either way
 
 
@@ -313,6 +314,7 @@ class Client:
             "queue": filters.get("queue"),
             "created_after": _time_text(filters.get("created_after")),
             "created_before": _time_text(filters.get("created_before")),
+            "schedule": filters.get("schedule"),
             "workflow": filters.get("workflow"),
             "limit": limit,
             "cursor": cursor,

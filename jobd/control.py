@@ -21,6 +21,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
+from jobd.control_queues import QueueOperations
+from jobd.control_schedules import ScheduleOperations
+from jobd.control_socket import Peer
 from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
 from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
 from jobd.handlers import HandlerSpec, Registry
@@ -46,6 +49,7 @@ from jobd.protocol import (
     WaitParams,
     parse_params,
 )
+from jobd.schedules import Schedule
 from jobd.store import Changed, JobFilter, Links, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
@@ -63,6 +67,10 @@ WAIT_POLL = 0.5  # `wait` re-reads the job this often (other nodes' jobs are not
 YIELD_EVERY = 100  # jobs (or pieces of a reply) handled between two turns of the event loop
 
 T = TypeVar("T")
+
+
+class StatusView(Protocol):
+    def schedule_warnings(self) -> list[str]: ...  # schedules another node defines differently
 
 
 class JobMetrics(Protocol):
@@ -100,6 +108,9 @@ class SupervisorView(Protocol):
 
     @property
     def store_ok(self) -> bool: ...
+
+    @property
+    def status(self) -> StatusView: ...  # jobd.supervisor.status.Status
 
     @property
     def store_write_errors(self) -> list[str]: ...  # the supervisor's writes failing now
@@ -191,6 +202,7 @@ class Operations:
         lease_seconds: float | None = None,
         store: Store | None = None,
         supervisor_loop: SupervisorLoop | None = None,
+        schedules: Sequence[Schedule] = (),
     ):
         self.supervisor = supervisor
         #: A node is live while its heartbeat is newer than this (jobs.lease_seconds); None:
@@ -211,6 +223,15 @@ class Operations:
         self._store_failed_at: float | None = None
         #: The last submit's error and when (None: the last submit was stored).
         self._submit_failed: tuple[float, str] | None = None
+        self.queues = QueueOperations(self)  # the methods of jobd.control_queues
+        self.schedules = ScheduleOperations(
+            schedules,
+            self.store,
+            self._store,
+            lambda job: self._tell("submitted", [job], None),
+            self.queues.record,
+            default_max_attempts,
+        )
         self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "hello": self.hello,
             "submit": self.submit,
@@ -225,8 +246,10 @@ class Operations:
             "health": self.health,
             "metrics": self.metrics,
             "nodes": self.nodes,
+            **self.schedules.handlers(),
         }
-        assert set(self._handlers) == set(METHODS), "the method table and the handlers differ"
+        handled = set(self._handlers) | set(self.queues.methods)
+        assert handled == set(METHODS), "the method table and the handlers differ"
 
     def open(self) -> None:
         self.store.add_listener(self._on_notification)
@@ -239,9 +262,10 @@ class Operations:
                 event.set()
         self.store.remove_listener(self._on_notification)
 
-    async def call(self, call: Call) -> Any:
+    async def call(self, call: Call, peer: Peer | None = None) -> Any:
         params = parse_params(call)
-        return await self._handlers[call.method](params)
+        self.queues.enter(call, peer)  # who calls, for the audit trail (QueueOperations.record)
+        return await (self._handlers.get(call.method) or self.queues.methods[call.method])(params)
 
     async def _store(self, operation: Awaitable[Any], timeout: float | None = None) -> Any:
         """A store call that cannot hang a client: Unavailable once `timeout` has passed.  The
@@ -384,14 +408,7 @@ class Operations:
         return {"job": {**job.to_dict(), "effective": effective.to_dict(), **_shown(job, links)}}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
-        filters = JobFilter(
-            states=params.states,
-            type=params.type,
-            queue=params.queue,
-            created_after=params.created_after,
-            created_before=params.created_before,
-            workflow=params.workflow,
-        )
+        filters = JobFilter(**params.filters())
         jobs, store_cursor = await self._page(filters, params.limit, params.store_cursor)
         return {"jobs": jobs, "next_cursor": params.next_cursor(store_cursor)}
 
@@ -524,10 +541,12 @@ class Operations:
             "node": self.supervisor.node,
             "problems": problems,
         }
-        if self.lease_seconds is not None:  # a server that knows the fleet
-            warnings: builtins.list[str] = []
-            if store == "ok":
-                await self._fleet_health(self.lease_seconds, problems, warnings)
+        warnings: builtins.list[str] = []
+        if self.schedules.defined:  # warnings, not problems: each node still ticks once
+            warnings += await self.on_supervisor.call(sup.status.schedule_warnings, HEALTH_TIMEOUT)
+        if self.lease_seconds is not None and store == "ok":  # a server that knows the fleet
+            await self._fleet_health(self.lease_seconds, problems, warnings)
+        if self.lease_seconds is not None or warnings:
             answer["warnings"] = warnings
         answer["status"] = "degraded" if problems else "ok"
         return answer
@@ -558,6 +577,7 @@ class Operations:
             problems.append(refusal)
         for job_type, n in fleet.unrunnable().items():
             warnings.append(f"{n} pending {job_type!r} jobs: no live node runs that type")
+        warnings += await self.queues.paused_warnings()
 
     async def nodes(self, _: NoParams) -> dict[str, Any]:
         """The nodes table: every node whose row is not yet pruned, live or not."""

@@ -169,6 +169,7 @@ class ControlServer:
             lease_seconds=config.jobs.lease_seconds,
             store=thread.store if thread else None,
             supervisor_loop=thread.supervisor if thread else None,
+            schedules=tuple(config.schedules.values()),
         )
         server = cls(
             operations,
@@ -372,7 +373,7 @@ class ControlServer:
             _log_request(peer, None, exc.id, exc.error.code, 0.0)
             return None if exc.notification else error_response(exc.id, exc.error)
         try:
-            reply = result_response(call.id, await self.operations.call(call))
+            reply = result_response(call.id, await self.operations.call(call, peer))
         except JobdError as exc:
             reply = error_response(call.id, exc)
         except Exception as exc:  # a bug: the client gets an internal_error, the log the trace

@@ -409,6 +409,20 @@ class Job:
             return dataclasses.replace(self, cancel_requested=True, updated_at=now)
         raise IllegalTransition(self.id, self.state, State.CANCELED, "cancel")
 
+    def adjust(self, now: datetime, *, run_now: bool = False, priority: int | None = None) -> Job:
+        """An operator's change of a pending job: due now (a delayed job, or one waiting out
+        a retry's backoff), and/or a new priority.  Any other state is refused: a running
+        job's order no longer matters, a finished one's is retried first.  A waiting job takes
+        them too: they apply once its parents have ended."""
+        if self.state not in (State.PENDING, State.WAITING):
+            raise IllegalTransition(self.id, self.state, State.PENDING, "change")
+        changes: dict[str, Any] = {"updated_at": now}
+        if run_now and self.run_at > now:
+            changes["run_at"] = now
+        if priority is not None:
+            changes["priority"] = priority
+        return dataclasses.replace(self, **changes)
+
     def operator_retry(self, now: datetime, unfinished_parents: int = 0) -> Job:
         """Run a failed or canceled job again with a fresh set of attempts; a job with
         `unfinished_parents` waits for them first.  A parent that failed does not stop it:

@@ -6,7 +6,8 @@ exit status and its HTTP status.
     ├── InvalidRequest           invalid_request    2   400
     ├── MethodNotFound           method_not_found   2   404
     ├── InvalidParams            invalid_params     2   400
-    │   └── UnknownType          unknown_type       2   422
+    │   ├── UnknownType          unknown_type       2   422
+    │   └── UnknownSchedule      unknown_schedule   2   404
     ├── NotFound                 not_found          4   404
     ├── Conflict                 conflict           1   409
     ├── PayloadTooLarge          payload_too_large  2   413
@@ -45,6 +46,7 @@ CODES: dict[str, ErrorCode] = {
         ErrorCode("not_found", -32004, 4, 404),
         ErrorCode("conflict", -32009, 1, 409),
         ErrorCode("unknown_type", -32022, 2, 422),
+        ErrorCode("unknown_schedule", -32024, 2, 404),
         ErrorCode("payload_too_large", -32013, 2, 413),
         ErrorCode("unavailable", -32003, 3, 503),
     )
@@ -117,6 +119,12 @@ class UnknownType(InvalidParams):
     code = "unknown_type"
 
 
+class UnknownSchedule(InvalidParams):
+    """No schedule of this name, neither in the database nor in this node's configuration."""
+
+    code = "unknown_schedule"
+
+
 class NotFound(JobdError):
     """No such job."""
 
@@ -154,6 +162,7 @@ ERROR_CLASSES: dict[str, type[JobdError]] = {
         MethodNotFound,
         InvalidParams,
         UnknownType,
+        UnknownSchedule,
         NotFound,
         Conflict,
         PayloadTooLarge,

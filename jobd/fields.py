@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from jobd.domain import State
 from jobd.errors import InvalidParams
 
 
@@ -79,3 +80,27 @@ def parse_time(value: str, name: str) -> datetime:
     if parsed.tzinfo is None:
         raise invalid(name, f"needs a time zone, e.g. {value}Z for UTC")
     return parsed
+
+
+def states(params: Mapping[str, Any], name: str = "state") -> tuple[State, ...]:
+    """A state name, or an array of them."""
+    value = params.get(name)
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise invalid(name, "must be a state name or an array of them")
+    try:
+        return tuple(State(n) for n in names)
+    except ValueError:
+        known = ", ".join(s.value for s in State)
+        raise invalid(name, f"unknown state in {names!r} (states: {known})") from None
+
+
+def flag(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise invalid(name, "must be true or false")
+    return value

@@ -25,3 +25,9 @@ HTTP_MAX_CONNECTIONS_PER_PEER = 32
 #: Seconds an HTTP connection has for its request line and headers until it has sent a valid
 #: token (http.header_timeout).
 HTTP_HEADER_TIMEOUT = 5.0
+
+#: Jobs one transaction of a bulk action (cancel_many, retry_many, purge) changes at most: a
+#: million matching jobs are a thousand short transactions, never one long one.
+BULK_BATCH = 1000
+#: Jobs one call of a bulk action changes at most; its continuation goes on from there.
+MAX_BULK_LIMIT = 10_000

@@ -41,6 +41,7 @@ from jobd.errors import (
 )
 from jobd.jobspec import JobSpec, in_batch, parse_job_spec
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.protocol_queues import QUEUE_METHODS
 
 PROTOCOL_VERSION = 1
 JSONRPC = "2.0"
@@ -387,6 +388,11 @@ class ListCursor:
         return cls(value["c"], value["f"])
 
 
+LIST_FILTERS = (
+    "states", "type", "queue", "created_after", "created_before", "schedule", "workflow",
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ListParams:
     states: tuple[State, ...] = ()
@@ -394,9 +400,14 @@ class ListParams:
     queue: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    schedule: str | None = None  # the jobs this schedule created
+    workflow: int | None = None  # the jobs linked to this one through `after`
     limit: int = DEFAULT_LIST_LIMIT
     cursor: ListCursor | None = None  # checked against the filters above when parsed
-    workflow: int | None = None  # the jobs linked to this one through `after`
+
+    def filters(self) -> dict[str, Any]:
+        """The members that select jobs, by name (those of the store's JobFilter)."""
+        return {name: getattr(self, name) for name in LIST_FILTERS}
 
     @property
     def store_cursor(self) -> str | None:
@@ -412,13 +423,15 @@ class ListParams:
     def filters_fingerprint(self) -> str:
         """A short hash of the filters in a canonical form: the same for the same selection
         of jobs however it was spelled (states in any order, times in any zone)."""
-        canonical: dict[str, object] = {
+        canonical: dict[str, Any] = {
             "state": sorted({s.value for s in self.states}),
             "type": self.type,
             "queue": self.queue,
             "created_after": _utc_text(self.created_after),
             "created_before": _utc_text(self.created_before),
         }
+        if self.schedule is not None:  # absent otherwise: earlier cursors stay good
+            canonical["schedule"] = self.schedule
         if self.workflow is not None:  # absent otherwise: cursors of before it stay valid
             canonical["workflow"] = self.workflow
         digest = hashlib.sha256(_dumps(canonical).encode()).digest()
@@ -439,8 +452,9 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         queue=fields.text(params, "queue"),
         created_after=fields.time(params, "created_after"),
         created_before=fields.time(params, "created_before"),
-        limit=min(limit, MAX_LIST_LIMIT),
+        schedule=fields.text(params, "schedule"),
         workflow=_workflow(params),
+        limit=min(limit, MAX_LIST_LIMIT),
     )
     given = fields.text(params, "cursor")
     if given is None:
@@ -450,8 +464,8 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         # Paging on with other filters would list other jobs from where that page ended.
         raise fields.invalid(
             "cursor",
-            "was issued for other filters: give it with the state, type, queue, created_after"
-            " and created_before of the page it came from",
+            "was issued for other filters: give it with the state, type, queue, created_after,"
+            " created_before, schedule and workflow of the page it came from",
         )
     return dataclasses.replace(filters, cursor=cursor)
 
@@ -464,16 +478,7 @@ def _workflow(params: Mapping[str, Any]) -> int | None:
 
 
 def _states(value: Any) -> tuple[State, ...]:
-    if value is None:
-        return ()
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise fields.invalid("state", "must be a state name or an array of them")
-    try:
-        return tuple(State(n) for n in names)
-    except ValueError:
-        known = ", ".join(s.value for s in State)
-        raise fields.invalid("state", f"unknown state in {names!r} (states: {known})") from None
+    return fields.states({"state": value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +492,20 @@ def parse_wait(params: Mapping[str, Any]) -> WaitParams:
     if timeout < 0:
         raise fields.invalid("timeout", "must be >= 0")
     return WaitParams(_job_id(params), min(float(timeout), MAX_WAIT))
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleParams:
+    """The schedule a schedule_pause, schedule_resume or schedule_trigger is about."""
+
+    name: str
+
+
+def parse_schedule_name(params: Mapping[str, Any]) -> ScheduleParams:
+    name = fields.text(params, "name")
+    if not name:
+        raise fields.invalid("name", "required: the name of a schedule")
+    return ScheduleParams(name)
 
 
 # --- the method table -------------------------------------------------------------------------
@@ -523,6 +542,11 @@ METHODS: dict[str, Method] = {
         Method("health", _no_params, True),
         Method("metrics", _no_params, True),
         Method("nodes", _no_params, True),
+        *(Method(name, parse, read_only) for name, parse, read_only in QUEUE_METHODS),
+        Method("schedules", _no_params, True),
+        Method("schedule_pause", parse_schedule_name, False),
+        Method("schedule_resume", parse_schedule_name, False),
+        Method("schedule_trigger", parse_schedule_name, False),
     )
 }
 

@@ -12,7 +12,12 @@ one; this module only reads HTTP (paths, query strings, headers, a JSON body) an
     GET    /readyz                health          503 unless the daemon is ready (no token)
     GET    /metrics               metrics         Prometheus text
     GET    /nodes                 nodes           the fleet's nodes, live or not yet pruned
+    GET    /schedules             schedules       the database's and this node's schedules
+    POST   /schedules/{name}/pause    schedule_pause      fleet-wide, persisted
+    POST   /schedules/{name}/resume   schedule_resume
+    POST   /schedules/{name}/trigger  schedule_trigger    201 + Location: one job now
     GET    /openapi.json          the OpenAPI document (no token)
+    …                             the queues' endpoints: jobd/http/queues_api.py
 
 Pure apart from the calls on the ClientPool, so tests/unit/test_http_api.py drives it with a
 fake pool and no sockets.  docs/openapi.yaml describes the same endpoints for clients.
@@ -31,6 +36,7 @@ from urllib.parse import unquote
 from jobd.errors import InvalidParams, ParseError
 from jobd.http.openapi import document_json
 from jobd.http.problems import Problem, invalid
+from jobd.http.queues_api import QUEUE_ROUTES, QueueEndpoints, actor
 from jobd.jobspec import SUBMIT_FIELDS, parse_job_spec, unknown_fields
 from jobd.limits import MAX_SUBMIT_MANY
 from jobd.protocol import decode, encode
@@ -42,9 +48,8 @@ DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0  # a longer long-poll is cut to this; the answer says timed_out, clients loop
 WAIT_MARGIN = 10.0  # how much longer than its timeout a wait's answer may take
 READY_TIMEOUT = 5.0  # a readiness probe that takes longer than this is a "no"
-LIST_PARAMS = (
-    "state", "type", "queue", "created_after", "created_before", "limit", "cursor", "workflow",
-)  # fmt: skip
+LIST_FILTERS = ("state", "type", "queue", "created_after", "created_before", "schedule", "workflow")
+LIST_PARAMS = (*LIST_FILTERS, "limit", "cursor")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"-?\d{1,19}")
 
@@ -119,7 +124,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/readyz", {"GET": "readyz"}, open=True),
     Route("/metrics", {"GET": "metrics"}),
     Route("/nodes", {"GET": "nodes"}),
+    Route("/schedules", {"GET": "schedules"}),
+    Route("/schedules/{name}/pause", {"POST": "pause_schedule"}),
+    Route("/schedules/{name}/resume", {"POST": "resume_schedule"}),
+    Route("/schedules/{name}/trigger", {"POST": "trigger_schedule"}),
     Route("/openapi.json", {"GET": "openapi"}, open=True),
+    *(Route(template, handlers) for template, handlers in QUEUE_ROUTES),  # queues_api.py
 )
 
 
@@ -134,7 +144,7 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
 # --- the endpoints --------------------------------------------------------------------------
 
 
-class Api:
+class Api(QueueEndpoints):
     def __init__(self, clients: Clients):
         self.clients = clients
 
@@ -223,6 +233,31 @@ class Api:
         known_params(request, ())
         with self.clients.reader() as client:
             return json_response(200, {"nodes": client.call("nodes")["nodes"]})
+
+    def schedules(self, request: Request) -> Response:
+        known_params(request, ())
+        with self.clients.reader() as client:
+            return json_response(200, {"schedules": client.call("schedules")["schedules"]})
+
+    def pause_schedule(self, request: Request) -> Response:
+        return self._schedule_call(request, "schedule_pause")
+
+    def resume_schedule(self, request: Request) -> Response:
+        return self._schedule_call(request, "schedule_resume")
+
+    def _schedule_call(self, request: Request, method: str) -> Response:
+        known_params(request, ())
+        with self.clients.writer() as client:
+            params = {"name": request.path_params["name"], "actor": actor(request)}
+            result = client.call(method, params)
+        return json_response(200, result["schedule"])
+
+    def trigger_schedule(self, request: Request) -> Response:
+        known_params(request, ())
+        with self.clients.writer() as client:
+            params = {"name": request.path_params["name"], "actor": actor(request)}
+            job = client.call("schedule_trigger", params)["job"]
+        return json_response(201, job, {"Location": f"/jobs/{job['id']}"})
 
     def openapi(self, request: Request) -> Response:
         return Response(200, document_json(), JSON)
@@ -358,7 +393,7 @@ def list_params(request: Request) -> dict[str, Any]:
     known_params(request, LIST_PARAMS)
     states = [s for value in request.query.get("state", []) for s in value.split(",")]
     params: dict[str, Any] = {"state": states or None, "limit": int_param(request, "limit")}
-    for name in ("type", "queue", "created_after", "created_before", "cursor"):
+    for name in ("type", "queue", "created_after", "created_before", "schedule", "cursor"):
         params[name] = one_param(request, name)
     workflow = int_param(request, "workflow")
     if workflow is not None:

@@ -32,6 +32,15 @@ from jobd.store.workflows import batch_order
 
 if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
     from jobd.schedules import Schedule
+    from jobd.store.queues import (
+        Adjustment,
+        AuditEntry,
+        AuditRecord,
+        BulkAction,
+        BulkBatch,
+        QueueRecord,
+        QueueSummary,
+    )
     from jobd.store.schedules import ScheduleRecord, TickResult
 
 #: Where the in-process stores read the time; tests pass a fake one.
@@ -157,6 +166,7 @@ class NotificationKind(enum.StrEnum):
     SUBMITTED = "submitted"  # new pending work in `queue`
     CANCEL = "cancel"  # a cancel was requested for running job `job_id`
     FINISHED = "finished"  # job `job_id` reached a terminal state (this process only)
+    QUEUES = "queues"  # a queue was paused or resumed: read the queues' state again
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +385,49 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
         """Pause or resume `name` for the whole fleet (creating its row if need be)."""
+
+    # --- operating the queues (jobd.store.queues) -------------------------------------------
+
+    @abc.abstractmethod
+    async def queue_records(self) -> builtins.list[QueueRecord]:
+        """Every queue's persisted state, by name (a queue without one is not paused)."""
+
+    @abc.abstractmethod
+    async def set_queue_paused(
+        self, name: str, paused: bool, *, reason: str | None = None, actor: str | None = None
+    ) -> QueueRecord:
+        """Pause or resume `name` for the whole fleet, and tell every node (QUEUES)."""
+
+    @abc.abstractmethod
+    async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:
+        """Each queue that has unfinished jobs or failures within `failed_within`, by name."""
+
+    @abc.abstractmethod
+    async def count_jobs(self, filters: JobFilter) -> int:
+        """How many jobs match `filters`."""
+
+    @abc.abstractmethod
+    async def bulk(
+        self, action: BulkAction, filters: JobFilter, after: int, batch: int
+    ) -> BulkBatch:
+        """One transaction of `action` on at most `batch` jobs matching `filters` (restricted
+        by jobd.store.queues.bulk_filter) whose id is above `after`, ids ascending; nodes are
+        told as for the one-job operations (CANCEL, SUBMITTED)."""
+
+    @abc.abstractmethod
+    async def adjust(self, job_id: int, adjustment: Adjustment) -> Job:
+        """Make a pending job due now and/or give it a priority; NotFound, or Conflict
+        unless it is pending."""
+
+    @abc.abstractmethod
+    async def record_audit(self, entry: AuditEntry) -> AuditRecord:
+        """Append `entry` to the audit trail, timed by the store's clock."""
+
+    @abc.abstractmethod
+    async def audit_records(
+        self, limit: int, before: int | None = None
+    ) -> builtins.list[AuditRecord]:
+        """The newest `limit` audit records with an id below `before`, newest first."""
 
     async def maintain(self) -> bool:
         """Housekeeping the database needs under a busy queue (PostgreSQL: VACUUM when dead

@@ -40,7 +40,9 @@ from jobd.store.base import (
     storable_outcome,
     validate_specs,
 )
+from jobd.store.memory_queues import QueueMethods
 from jobd.store.nodes import Fleet, NodeReport, NodeStatus
+from jobd.store.queues import AuditRecord, QueueRecord
 from jobd.store.schedules import (
     HISTORY_KEPT,
     RunKind,
@@ -91,7 +93,7 @@ class _Graph:
         self._store._jobs[job.id] = job
 
 
-class MemoryStore(Store):
+class MemoryStore(QueueMethods, Store):
     kind = "memory"
 
     def __init__(self, clock: Clock = utcnow):
@@ -106,6 +108,8 @@ class MemoryStore(Store):
         self._children: dict[int, list[int]] = {}  # the workflow edges, parent -> children
         self._schedules: dict[str, ScheduleRecord] = {}
         self._runs: dict[str, list[_Run]] = {}  # each schedule's history, oldest first
+        self._queues: dict[str, QueueRecord] = {}  # jobd.store.memory_queues
+        self._audit: list[AuditRecord] = []
         #: The fleet's minimum node version (a migration sets it in the SQL stores).
         self.min_node_version: str | None = None
 

@@ -15,6 +15,7 @@ from jobd.errors import Unavailable
 from jobd.handlers import Registry
 from jobd.store import Store
 from jobd.supervisor.pacing import Pacing
+from jobd.supervisor.paused import PausedQueues
 from jobd.supervisor.settings import SupervisorSettings
 from jobd.supervisor.store_health import StoreHealth
 
@@ -36,6 +37,8 @@ class Claims:
         self.health = health
         self.pacing = pacing
         self.work_hint = asyncio.Event()  # new pending work may exist
+        #: The queues no node claims from (jobd.supervisor.paused).
+        self.paused = PausedQueues(store, heartbeat=settings.heartbeat_seconds)
         self._last_empty = -float("inf")  # none yet (monotonic time may start near 0)
         self._started = 0.0
 
@@ -47,6 +50,13 @@ class Claims:
         if not self.work_hint.is_set() and now - self._last_empty < self.settings.poll_interval:
             return None
         self.work_hint.clear()
+        if self.paused.due(now):  # never before knowing them, then at every heartbeat
+            try:
+                await self.paused.refresh()
+            except Unavailable as exc:
+                if not self.paused.known:
+                    self.health.write_failed("claim", exc)
+                    return None
         # Only the types this node runs: in a mixed fleet a job of another type waits, pending,
         # for a node that runs it (ADR 0023).
         types = self.registry.types()
@@ -59,6 +69,7 @@ class Claims:
                 types=types,
                 limits=self.settings.queue_limits,
                 held=held,
+                paused=self.paused.names,
             )
         except Unavailable as exc:
             self.health.write_failed("claim", exc)
@@ -88,18 +99,24 @@ async def claim(
     types: list[str] | None,
     limits: dict[str, int],
     held: Callable[[], Iterable[Job]],
+    paused: frozenset[str] = frozenset(),
 ) -> list[Job]:
-    """Up to `wanted` jobs leased to `node`; `held`: the jobs the node holds already, which
-    count against their queue's limit (asked for only when there are limits)."""
+    """Up to `wanted` jobs leased to `node`, none of the `paused` queues; `held`: the jobs the
+    node holds already, which count against their queue's limit (asked for only when there
+    are limits)."""
     if not limits:
-        return await store.claim(node, wanted, lease=lease, types=types)
+        exclude = sorted(paused) or None
+        return await store.claim(node, wanted, lease=lease, types=types, exclude_queues=exclude)
     jobs: list[Job] = []
     running = Counter(job.queue for job in held())
     for queue, limit in limits.items():
+        if queue in paused:
+            continue
         room = min(limit - running[queue], wanted - len(jobs))
         if room > 0:
             jobs += await store.claim(node, room, lease=lease, queues=[queue], types=types)
     room = wanted - len(jobs)
     if room > 0:
-        jobs += await store.claim(node, room, lease=lease, types=types, exclude_queues=list(limits))
+        exclude = [*limits, *sorted(paused)]
+        jobs += await store.claim(node, room, lease=lease, types=types, exclude_queues=exclude)
     return jobs

@@ -105,6 +105,7 @@ class Supervisor:
         self.events = JobEvents(self.metrics, settings.job_events)
         self.pacing = Pacing(prefetch=settings.prefetch)
         self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
+        self.claims.paused.export(self.metrics.registry)
         self.writeback = WriteBack(
             lambda batch, starts: self.store.finish(self.node, batch, starts),
             self.events,

@@ -6,6 +6,11 @@ catch-up after an outage) and then twice per tick by its own clock: just after t
 again ASK_AGAIN later, so a node whose clock runs a little ahead of the database's still finds
 the tick due (a late ask is on time up to jobd.schedules.catchup.ON_TIME).  Asking costs one
 short transaction per schedule; the claim path never waits for it.
+
+A schedule's row records the hash of the definition that last wrote it: an ask that finds
+another hash there learns that a node defines the schedule differently (a deploy half done).
+Each node goes on enqueueing by its own definition, still once per tick; the difference is
+logged once per pair of definitions and shown in `health` while asks keep finding it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter
@@ -29,6 +35,18 @@ log = logging.getLogger("jobd.schedules")
 #: After a tick (by this node's clock): the first ask, and the second.
 ASK_FIRST = timedelta(seconds=0.05)
 ASK_AGAIN = timedelta(seconds=0.5)
+#: How long `health` shows a difference of definitions after an ask last found it: an ask
+#: that finds this node's own hash proves nothing (this node may have written it last), so a
+#: difference fades instead of being cleared.
+DIFFERENCE_SHOWN = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """Another node's definition of a schedule, as this node's asks found it."""
+
+    other: str  # the other definition's hash
+    seen: datetime  # when an ask last found it
 
 
 class ScheduleMetrics:
@@ -74,8 +92,9 @@ class ScheduleRunner:
         self.metrics = metrics
         self._trouble = trouble  # the store did not answer (counted against its health)
         self._clock = clock
-        #: Schedules whose definition differs on another node: name -> the other hash.
-        self.differing: dict[str, str] = {}
+        #: Schedules whose definition differs on another node, by name.
+        self.differing: dict[str, Difference] = {}
+        self._logged: set[tuple[str, str]] = set()  # (schedule, other hash) logged already
 
     async def run(self) -> None:
         if not self.schedules:
@@ -96,6 +115,12 @@ class ScheduleRunner:
         except Unavailable as exc:
             self._trouble(f"schedule {schedule.name}", exc)
             return
+        except Exception:  # a fault of this ask only: the node and its other schedules go on
+            log.exception(
+                "schedule ask failed; asked again at its next tick",
+                extra={"schedule": schedule.name},
+            )
+            return
         self.metrics.count(schedule.name, result)
         self._report(schedule, result)
 
@@ -112,27 +137,44 @@ class ScheduleRunner:
                 "schedule ticks missed",
                 extra={"schedule": name, "count": result.missed, "catch_up": schedule.catch_up},
             )
+        if result.overlap_skipped:
+            log.info(
+                "schedule ticks skipped: its previous run is still pending or running",
+                extra={"schedule": name, "count": result.overlap_skipped, "overlap": "skip"},
+            )
         for job in result.jobs:
             log.info(
                 "schedule enqueued a job",
                 extra={"schedule": name, "job_id": job.id, "tick": job.run_at.isoformat()},
             )
-        if result.other_definition and self.differing.get(name) != result.other_definition:
-            log.warning(
-                "schedule defined differently on another node; each enqueues by its own",
-                extra={
-                    "schedule": name,
-                    "definition": schedule.definition_hash,
-                    "other_definition": result.other_definition,
-                },
-            )
-            self.differing[name] = result.other_definition
+        if result.other_definition is not None:
+            self._differs(schedule, result.other_definition)
+
+    def _differs(self, schedule: Schedule, other: str) -> None:
+        self.differing[schedule.name] = Difference(other, self._clock())
+        if (schedule.name, other) in self._logged:
+            return
+        self._logged.add((schedule.name, other))
+        log.warning(
+            "schedule defined differently on another node; each enqueues by its own",
+            extra={
+                "schedule": schedule.name,
+                "definition": schedule.definition_hash,
+                "other_definition": other,
+                "spec": schedule.spec_text,
+            },
+        )
 
     def warnings(self) -> list[str]:
+        """The schedules an ask found defined differently within DIFFERENCE_SHOWN, for
+        `health`."""
+        since = self._clock() - DIFFERENCE_SHOWN
         return [
-            f"schedule {name}: defined differently on another node"
-            f" (definition {other} there, {self._hash(name)} here)"
-            for name, other in sorted(self.differing.items())
+            f"schedule {name}: defined differently on another node (definition {d.other}"
+            f" there, {self._hash(name)} here, last seen {d.seen:%Y-%m-%dT%H:%M:%SZ});"
+            " each node enqueues by its own definition until they agree"
+            for name, d in sorted(self.differing.items())
+            if d.seen >= since
         ]
 
     def _hash(self, name: str) -> str:

@@ -1,6 +1,6 @@
 """What the supervisor tells about itself: its process title, its status line for systemd
-(with the watchdog pings), the worker views and metrics, and how long it has been short of
-workers."""
+(with the watchdog pings), the worker views and metrics, how long it has been short of
+workers, and the schedules defined differently elsewhere."""
 
 from __future__ import annotations
 
@@ -98,6 +98,10 @@ class Status:
                 left = max(self.sup.drain_deadline - time.monotonic(), 0.0)
                 notifier.extend_timeout(left + 2 * self.sup.settings.kill_grace + 10.0)
             await asyncio.sleep(interval)
+
+    def schedule_warnings(self) -> list[str]:
+        """This node's schedules that another node defines differently (for `health`)."""
+        return self.sup.housekeeping.schedules.warnings()
 
     def worker_views(self) -> list[dict[str, Any]]:
         return [

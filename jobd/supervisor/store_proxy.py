@@ -37,6 +37,15 @@ from jobd.store import (
 )
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
+from jobd.store.queues import (
+    Adjustment,
+    AuditEntry,
+    AuditRecord,
+    BulkAction,
+    BulkBatch,
+    QueueRecord,
+    QueueSummary,
+)
 from jobd.store.schedules import ScheduleRecord, TickResult
 from jobd.supervisor.crossing import Crossing
 
@@ -186,6 +195,39 @@ class StoreProxy(Store):
 
     async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord:
         return await self._answered(self.store.set_schedule_paused(name, paused))
+
+    # --- queues: the default deadline (a bulk batch is one bounded transaction) ----------------
+
+    async def queue_records(self) -> builtins.list[QueueRecord]:
+        return await self._call(self.store.queue_records())
+
+    async def set_queue_paused(
+        self, name: str, paused: bool, *, reason: str | None = None, actor: str | None = None
+    ) -> QueueRecord:
+        call = self.store.set_queue_paused(name, paused, reason=reason, actor=actor)
+        return await self._answered(call)
+
+    async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:
+        return await self._call(self.store.queue_summaries(failed_within))
+
+    async def count_jobs(self, filters: JobFilter) -> int:
+        return await self._answered(self.store.count_jobs(filters))
+
+    async def bulk(
+        self, action: BulkAction, filters: JobFilter, after: int, batch: int
+    ) -> BulkBatch:
+        return await self._answered(self.store.bulk(action, filters, after, batch))
+
+    async def adjust(self, job_id: int, adjustment: Adjustment) -> Job:
+        return await self._answered(self.store.adjust(job_id, adjustment))
+
+    async def record_audit(self, entry: AuditEntry) -> AuditRecord:
+        return await self._answered(self.store.record_audit(entry))
+
+    async def audit_records(
+        self, limit: int, before: int | None = None
+    ) -> builtins.list[AuditRecord]:
+        return await self._call(self.store.audit_records(limit, before))
 
     # --- notifications: heard on the I/O thread, delivered on the supervisor's loop ----------
 

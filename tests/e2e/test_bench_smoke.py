@@ -1,8 +1,9 @@
 """`python bench/run.py --quick` still works: every scenario, on PostgreSQL and SQLite, at tiny
 sizes, against `jobd run` as a real subprocess (and the peers scenario against pgqueuer and
-procrastinate, on PostgreSQL only).  The only benchmark in the test suite, and it
-asserts no timing: only that the harness runs to the end and prints its table with a row for
-every scenario and store.  (About 20 s: each scenario starts its own daemons.)
+procrastinate, on PostgreSQL only), the burn-down's daemon running two schedules
+(`--schedules 2`).  The only benchmark in the test suite, and it asserts no timing: only that
+the harness runs to the end and prints its table with a row for every scenario and store.
+(About 20 s: each scenario starts its own daemons.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ ADMIN_URL = os.environ.get("JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:
 SCENARIOS = ("burn-down", "limit", "backlog", "latency", "cpu-bound", "memory", "respawn", "steady")
 PEER_ROWS = ("jobd", "pgqueuer", "procrastinate", "burn-down: jobd ÷", "latency p50: jobd ÷")
 
+SCHEDULES = ("--schedules", "2")
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
@@ -28,7 +31,7 @@ def test_quick_run_prints_the_table(pg_url: str, tmp_path: Path) -> None:
     # and drops a database of its own from the admin URL.
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--pg", ADMIN_URL],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--pg", ADMIN_URL, *SCHEDULES],
         cwd=tmp_path,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -51,3 +54,6 @@ def test_quick_run_prints_the_table(pg_url: str, tmp_path: Path) -> None:
     for start in PEER_ROWS:
         assert any(name.startswith(start) for name in peers), f"no peers row for {start}"
     assert not [c for c in cells[1:] if c[3].startswith("error")]
+    # --schedules: the burn-down's daemon ran them, and says how many jobs they made.
+    ticked = [c for c in cells[1:] if c[0] == "burn-down" and c[2].startswith("jobs the 2 sch")]
+    assert len(ticked) == 2, "no row of the schedules' jobs for each store"

@@ -57,7 +57,7 @@ def submit(daemon: Daemon, *args: str) -> dict:
 # --- help ---------------------------------------------------------------------------------------
 
 SUBCOMMANDS = ["submit", "status", "cancel", "list", "retry", "wait", "stats", "workers", "health"]
-SUBCOMMANDS += ["completion"]
+SUBCOMMANDS += ["completion", "schedules"]
 
 
 @pytest.mark.parametrize("args", [[], *([name] for name in SUBCOMMANDS)], ids=str)

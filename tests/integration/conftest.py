@@ -17,6 +17,7 @@ import pytest
 from jobd.store import Store, create_store
 from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
 from tests.eventually import eventually, wait_for
+from tests.integration.schedule_support import History
 
 __all__ = ["Daemon", "RunLog", "eventually", "wait_for"]
 
@@ -187,6 +188,12 @@ def make_daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
             d.shut_down_quickly()
     for path in socket_dirs:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def history(pg_url: str, pg_schema: str) -> History:
+    """The ticks the daemons' schedules recorded in the test's database."""
+    return History(pg_url, pg_schema)
 
 
 @pytest.fixture

@@ -625,6 +625,17 @@ def test_concurrent_submits(http, shim) -> None:
     assert len(page["jobs"]) == 80
 
 
+def test_schedules_over_http_without_any(http, shim) -> None:
+    """This daemon defines no schedule: an empty list, and any name is unknown (404)."""
+    response = http.get(url(shim, "/schedules"))
+    assert (response.status_code, response.json()) == (200, {"schedules": []})
+    for action in ("pause", "resume", "trigger"):
+        unknown = http.post(url(shim, f"/schedules/no%2Fsuch/{action}"))
+        assert_problem(unknown, 404, "unknown_schedule", "name")
+        assert "'no/such'" in unknown.json()["detail"]
+    listed = http.get(url(shim, "/jobs"), params={"schedule": "no/such"})
+    assert (listed.status_code, listed.json()["jobs"]) == (200, [])
+    assert requests.get(url(shim, "/schedules")).status_code == 401
 # --- POST /jobs:batch and the workflow filter ----------------------------------------------------
 
 

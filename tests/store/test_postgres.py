@@ -24,6 +24,7 @@ from psycopg import sql
 from jobd import migrations
 from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
+from jobd.schedules import parse_schedule
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, create_store
 from jobd.store.memory import MemoryStore
 from jobd.store.postgres import QUERIES, PostgresStore
@@ -356,9 +357,13 @@ async def test_prune_deletes_in_batches_until_none_is_left(
 # --- migrations ----------------------------------------------------------------------------
 
 
+def _every_migration() -> list[str]:
+    return [m.name for m in migrations.load("postgres")]
+
+
 async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -> None:
     store = await make_store()
-    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules", "0005_workflows"]
+    every = _every_migration()
     assert await store.pending_migrations() == every  # the schema does not exist yet
     assert await store.migrate() == every
     assert await store.migrate() == []
@@ -370,18 +375,14 @@ async def test_migrate_twice_is_a_no_op(make_store: MakeStore, pg_schema: str) -
             )
         )
         assert await cur.fetchall() == [
-            {"version": 1, "name": "0001_init"},
-            {"version": 2, "name": "0002_finished_jobs"},
-            {"version": 3, "name": "0003_fleet"},
-            {"version": 4, "name": "0004_schedules"},
-            {"version": 5, "name": "0005_workflows"},
+            {"version": m.version, "name": m.name} for m in migrations.load("postgres")
         ]
 
 
 async def test_concurrent_migrations_apply_each_migration_once(make_store: MakeStore) -> None:
     stores = [await make_store() for _ in range(4)]
     applied = await asyncio.gather(*(s.migrate() for s in stores))
-    every = ["0001_init", "0002_finished_jobs", "0003_fleet", "0004_schedules", "0005_workflows"]
+    every = _every_migration()
     # Each migration is its own locked transaction (schema.migrate), so the runs take turns
     # migration by migration: which run applies which is a matter of timing, but every
     # migration is applied exactly once, and each run applies its share in order.
@@ -404,12 +405,7 @@ async def test_schema_2_moves_the_finished_jobs_of_schema_1(
         )
     monkeypatch.undo()
 
-    assert await store.migrate() == [
-        "0002_finished_jobs",
-        "0003_fleet",
-        "0004_schedules",
-        "0005_workflows",
-    ]
+    assert await store.migrate() == _every_migration()[1:]
     async with store.pool.connection() as conn:
         cur = await conn.execute("SELECT state FROM jobs")
         assert await cur.fetchall() == [{"state": "pending"}]
@@ -662,3 +658,27 @@ async def test_claim_restricted_to_the_nodes_types_still_walks_the_index(
     plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "jobs_claim_idx" in plan, plan
     assert "Seq Scan" not in plan and "Sort" not in plan, plan
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+async def test_a_trigger_at_the_instant_of_a_tick_does_not_stop_that_ticks_run(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """A trigger's history row is timed by now(): one landing exactly on a tick (a whole
+    second) must not make the tick's own run collide with it (schema 7's key)."""
+    schedule = parse_schedule("pulse", {"every": "1s", "type": "echo"})
+    await pg.enqueue_ticks(schedule)
+    triggered = await pg.trigger_schedule(schedule)
+    cur = await raw.execute("SELECT date_trunc('second', now()) + interval '1 second' AS t")
+    tick = (await cur.fetchone())[0]  # type: ignore[index]
+    await raw.execute("UPDATE schedule_runs SET tick = %s WHERE job_id = %s", (tick, triggered.id))
+
+    async def the_ticks_run() -> list[Job]:
+        return [job for job in (await pg.enqueue_ticks(schedule)).jobs if job.run_at == tick]
+
+    (job,) = await eventually(the_ticks_run, what="the run of the triggered tick")
+    cur = await raw.execute("SELECT kind FROM schedule_runs WHERE tick = %s ORDER BY kind", (tick,))
+    assert [row[0] for row in await cur.fetchall()] == ["tick", "trigger"]
+    assert job.id != triggered.id

@@ -135,3 +135,15 @@ async def test_a_node_with_another_definition_is_told_whose_hash_it_met(store: S
     result = await store.enqueue_ticks(new)
     assert result.other_definition == old.definition_hash
     assert (await store.enqueue_ticks(new)).other_definition is None
+
+
+async def test_a_submitted_job_keeps_its_schedule_on_every_store(store: Store) -> None:
+    """A plain submit of a NewJob naming a schedule stores the name, as a tick's insert does
+    (jobs moved from elsewhere, a replayed tick), and `list` finds it by it."""
+    one = (await store.submit(NewJob("echo", schedule="nightly"))).job
+    (many,) = await store.submit_many([NewJob("echo", schedule="nightly")])
+    plain = (await store.submit(NewJob("echo"))).job
+    assert (one.schedule, many.job.schedule, plain.schedule) == ("nightly", "nightly", None)
+    assert (await store.get(one.id)).schedule == "nightly"
+    page = await store.list(JobFilter(schedule="nightly"))
+    assert sorted(job.id for job in page.jobs) == sorted([one.id, many.job.id])

@@ -19,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from jobd import migrations
 from jobd.config.errors import ConfigError
 from jobd.config.paths import default_database_url
 from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import InvalidParams, Unavailable
+from jobd.schedules import parse_schedule
 from jobd.store import Outcome, OutcomeKind, create_store
 from jobd.store.sqlite import SQLiteStore, statements
 from jobd.store.sqlite.lock import Holder, NodeLockHeld
+from tests.eventually import eventually as poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "node-a"
@@ -110,7 +113,7 @@ async def test_create_store_url_and_clock(tmp_path: Path) -> None:
 
 async def test_migrate_once_then_no_op(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
-        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"]
+        every = [m.name for m in migrations.load("sqlite")]
         assert await store.pending_migrations() == every
         assert await store.migrate() == every
         assert await store.migrate() == []
@@ -119,11 +122,7 @@ async def test_migrate_once_then_no_op(db_path: Path) -> None:
         assert await store.migrate() == []
     with raw(db_path) as conn:
         assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "0001_init"),
-            (2, "0002_lease_token"),
-            (3, "0003_fleet"),
-            (4, "0004_schedules"),
-            (5, "0005_workflows"),
+            (m.version, m.name) for m in migrations.load("sqlite")
         ]
 
 
@@ -271,7 +270,7 @@ async def test_two_stores_migrating_at_once_apply_each_migration_once(db_path: P
     first, second = SQLiteStore(db_path), SQLiteStore(db_path)
     try:
         applied = await asyncio.gather(first.migrate(), second.migrate())
-        every = ["0001_init", "0002_lease_token", "0003_fleet", "0004_schedules", "0005_workflows"]
+        every = [m.name for m in migrations.load("sqlite")]
         # Each migration is its own write transaction, so the two take turns migration by
         # migration: which applies which is timing, but each is applied once and in order.
         assert sorted(name for names in applied for name in names) == every
@@ -460,12 +459,36 @@ async def test_locking_a_file_in_a_missing_directory_is_the_config_error(tmp_pat
     assert not (tmp_path / "no").exists()
 
 
+# --- schedules ----------------------------------------------------------------------------------
+
+
+async def test_a_trigger_at_the_instant_of_a_tick_does_not_stop_that_ticks_run(
+    db_path: Path, opened
+) -> None:
+    """As on PostgreSQL (schema 7): a trigger's history row on a tick's instant does not make
+    the tick's run collide with it."""
+    store = await opened()
+    schedule = parse_schedule("pulse", {"every": "1s", "type": "echo"})
+    await store.enqueue_ticks(schedule)
+    triggered = await store.trigger_schedule(schedule)
+    tick = float(int(time.time()) + 1)
+    with raw(db_path) as conn:
+        conn.execute("UPDATE schedule_runs SET tick = ? WHERE job_id = ?", (tick, triggered.id))
+
+    async def the_ticks_run() -> list[object]:
+        jobs = (await store.enqueue_ticks(schedule)).jobs
+        return [job for job in jobs if job.run_at.timestamp() == tick]
+
+    (job,) = await poll_until(the_ticks_run, what="the run of the triggered tick", timeout=10.0)
+    with raw(db_path) as conn:
+        kinds = conn.execute("SELECT kind FROM schedule_runs WHERE tick = ? ORDER BY kind", (tick,))
+        assert [row[0] for row in kinds] == ["tick", "trigger"]
+    assert job.id != triggered.id
 async def test_schema_5_rebuilds_jobs_keeping_rows_and_the_id_counter(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SQLite cannot change the state CHECK in place: 0005 rebuilds the jobs table, and must
     keep its rows and its AUTOINCREMENT counter (an id is never handed out twice)."""
-    from jobd import migrations
 
     every = migrations.load("sqlite")
     monkeypatch.setattr(migrations, "load", lambda dialect: every[:4])
@@ -482,7 +505,7 @@ async def test_schema_5_rebuilds_jobs_keeping_rows_and_the_id_counter(
         conn.commit()
     monkeypatch.undo()
     async with SQLiteStore(db_path) as store:
-        assert await store.migrate() == ["0005_workflows"]
+        assert await store.migrate() == [m.name for m in every[4:]]
         assert (await store.get(1)).state is State.PENDING
         new = (await store.submit(NewJob("c", after=(1,)))).job
         assert new.id == 3 and new.state is State.WAITING

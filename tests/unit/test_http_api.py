@@ -22,6 +22,7 @@ from jobd.errors import (
     NotFound,
     PayloadTooLarge,
     Unavailable,
+    UnknownSchedule,
     UnknownType,
 )
 from jobd.http.api import (
@@ -316,6 +317,7 @@ def test_list_passes_filters_and_pages() -> None:
         "cursor": "c1",
         "created_after": None,
         "created_before": None,
+        "schedule": None,
     }
 
 
@@ -439,3 +441,49 @@ def test_http_only_codes_do_not_shadow_the_table() -> None:
     assert status_of("unauthorized") == 401
     assert status_of("unsupported_media_type") == 415
     assert status_of("payload_too_large") == CODES["payload_too_large"].http_status
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+SCHEDULE = {"name": "nightly/report", "paused": True}
+
+
+def test_schedules_lists_them_and_takes_no_query() -> None:
+    pool = FakePool(schedules={"schedules": [SCHEDULE]})
+    response = call(Api(pool), request("GET", "/schedules"))
+    assert (response.status, json.loads(response.body)) == (200, {"schedules": [SCHEDULE]})
+    problem = problem_of(Api(pool), request("GET", "/schedules?name=x"))
+    assert (problem.status, problem.field) == (400, "name")
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_pause_and_resume_name_the_schedule_from_the_path(action: str) -> None:
+    pool = FakePool(**{f"schedule_{action}": {"schedule": SCHEDULE}})
+    response = call(Api(pool), request("POST", f"/schedules/nightly%2Freport/{action}"))
+    assert (response.status, json.loads(response.body)) == (200, SCHEDULE)
+    # The change is made for the request's caller: the audit trail records it as `actor`.
+    params = {"name": "nightly/report", "actor": "http"}
+    assert pool.calls == [(f"schedule_{action}", params, -1)]
+    assert pool.used == ["writer"]
+
+
+def test_trigger_answers_201_with_the_jobs_location() -> None:
+    pool = FakePool(schedule_trigger={"job": JOB})
+    response = call(Api(pool), request("POST", "/schedules/nightly/trigger"))
+    assert (response.status, response.headers["Location"]) == (201, "/jobs/7")
+    assert json.loads(response.body) == JOB
+
+
+def test_an_unknown_schedule_is_404() -> None:
+    error = UnknownSchedule.of_field("name", "unknown schedule 'x'", known=[])
+    pool = FakePool(schedule_pause=error)
+    with pytest.raises(UnknownSchedule) as caught:  # the server turns it into its problem
+        call(Api(pool), request("POST", "/schedules/x/pause"))
+    problem = Problem.from_error(caught.value)
+    assert (problem.status, problem.code, problem.field) == (404, "unknown_schedule", "name")
+
+
+def test_list_passes_the_schedule_filter() -> None:
+    pool = FakePool(list={"jobs": [], "next_cursor": None})
+    call(Api(pool), request("GET", "/jobs?schedule=nightly"))
+    assert pool.calls[0][1]["schedule"] == "nightly"

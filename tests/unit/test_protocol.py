@@ -33,6 +33,7 @@ from jobd.protocol import (
     METHODS,
     Call,
     LineFramer,
+    ListParams,
     RequestError,
     decode,
     encode,
@@ -41,6 +42,7 @@ from jobd.protocol import (
     job_from_dict,
     parse_call,
     parse_job_spec,
+    parse_list,
     parse_params,
     parse_reply,
     request,
@@ -209,6 +211,19 @@ def test_every_method_reads_its_params() -> None:
         "health": {},
         "metrics": {},
         "nodes": {},
+        "queues": {},
+        "queue_pause": {"name": "mail", "reason": "SMTP down"},
+        "queue_resume": {"name": "mail"},
+        "cancel_many": {"queue": "mail"},
+        "retry_many": {"state": "failed", "batch": 100},
+        "purge": {"state": ["completed"], "dry_run": True},
+        "run_now": {"id": 1},
+        "set_priority": {"id": 1, "priority": 5},
+        "audit": {"limit": 10},
+        "schedules": {},
+        "schedule_pause": {"name": "nightly"},
+        "schedule_resume": {"name": "nightly"},
+        "schedule_trigger": {"name": "nightly"},
     }
     assert set(samples) == set(METHODS)
     for name, params in samples.items():
@@ -563,3 +578,24 @@ def test_the_error_table_in_the_docs_is_the_code_table() -> None:
 def test_every_method_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     assert set(re.findall(r"^### `(\w+)`$", docs, re.MULTILINE)) == set(METHODS)
+
+
+@pytest.mark.parametrize("params", [{}, {"name": ""}, {"name": 5}])
+def test_a_schedule_method_needs_a_name(params: dict[str, object]) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        parse_params(Call("schedule_pause", params))
+    assert caught.value.field == "name"
+
+
+def test_a_list_cursor_is_bound_to_the_schedule_filter() -> None:
+    page = parse_list({"schedule": "nightly"})
+    assert page.filters()["schedule"] == "nightly"
+    cursor = page.next_cursor("c1")
+    assert cursor is not None
+    assert parse_list({"schedule": "nightly", "cursor": cursor}).store_cursor == "c1"
+    with pytest.raises(InvalidParams, match="schedule"):
+        parse_list({"schedule": "other", "cursor": cursor})
+    with pytest.raises(InvalidParams):
+        parse_list({"cursor": cursor})
+    # A page without the filter keeps the fingerprint it had before the filter existed.
+    assert parse_list({}).filters_fingerprint() == ListParams().filters_fingerprint()

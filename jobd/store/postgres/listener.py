@@ -23,6 +23,7 @@ from jobd.store.postgres.connections import (
     describe,
     unavailable,
 )
+from jobd.store.postgres.queues import QUEUES_PAYLOAD
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class NotificationListener:
 
     def _notification(self, notify: psycopg.Notify) -> Notification:
         if notify.channel == self._cancel_channel:
+            if notify.payload == QUEUES_PAYLOAD:  # a queue was paused or resumed
+                return Notification(NotificationKind.QUEUES)
             job_id = int(notify.payload) if notify.payload.isdigit() else None
             return Notification(NotificationKind.CANCEL, job_id=job_id)
         return Notification(NotificationKind.SUBMITTED, queue=notify.payload or None)

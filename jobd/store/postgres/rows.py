@@ -61,6 +61,7 @@ def submit_params(specs: Sequence[NewJob]) -> dict[str, list[Any]]:
         "timeouts": [float(s.timeout) if s.timeout is not None else None for s in specs],
         "keys": [s.idempotency_key for s in specs],
         "correlation_ids": [s.correlation_id for s in specs],
+        "schedules": [s.schedule for s in specs],
     }
 
 

@@ -52,6 +52,7 @@ from jobd.store.postgres.connections import (
 )
 from jobd.store.postgres.listener import NotificationListener
 from jobd.store.postgres.queries import QUERIES
+from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres.rows import (
     Row,
     fetch_one,
@@ -78,8 +79,9 @@ _CHANNEL_PREFIX_LENGTH = 56
 VACUUM_DEAD_ROWS = 50_000
 
 
-class PostgresStore(Store):
-    """Jobs in PostgreSQL, in the given schema; several nodes may share one database."""
+class PostgresStore(QueueMethods, Store):
+    """Jobs in PostgreSQL, in the given schema; several nodes may share one database.  The
+    operations on queues are QueueMethods' (jobd/store/postgres/queues.py)."""
 
     kind = "postgres"
 

@@ -19,16 +19,16 @@ WITH spec AS MATERIALIZED (
       FROM unnest(%(types)s::text[], %(queues)s::text[], %(priorities)s::integer[],
                   %(payloads)s::jsonb[], %(max_attempts)s::integer[],
                   %(run_ats)s::timestamptz[], %(timeouts)s::double precision[],
-                  %(keys)s::text[], %(correlation_ids)s::text[])
+                  %(keys)s::text[], %(correlation_ids)s::text[], %(schedules)s::text[])
            WITH ORDINALITY
            AS s (type, queue, priority, payload, max_attempts, run_at, timeout,
-                 idempotency_key, correlation_id, ord)
+                 idempotency_key, correlation_id, schedule, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, priority, payload, max_attempts, run_at, timeout,
-                      idempotency_key, correlation_id)
+                      idempotency_key, correlation_id, schedule)
     SELECT id, type, queue, priority, payload, max_attempts, coalesce(run_at, now()),
-           timeout, idempotency_key, correlation_id
+           timeout, idempotency_key, correlation_id, schedule
       FROM spec
      ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING

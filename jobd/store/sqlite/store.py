@@ -49,6 +49,7 @@ from jobd.store.sqlite import schedules as schedule_rows
 from jobd.store.sqlite import schema
 from jobd.store.sqlite import workflows as workflow_rows
 from jobd.store.sqlite.lock import NodeLock
+from jobd.store.sqlite.queues import QueueMethods
 from jobd.store.sqlite.rows import STATES, dt, insert_row, job_from_row, ts, update_row
 from jobd.store.sqlite.sql import (
     CANCELS_OF_NODE,
@@ -80,7 +81,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(QueueMethods, Store):
     kind = "sqlite"
 
     def __init__(
