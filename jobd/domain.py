@@ -412,9 +412,9 @@ class Job:
     def adjust(self, now: datetime, *, run_now: bool = False, priority: int | None = None) -> Job:
         """An operator's change of a pending job: due now (a delayed job, or one waiting out
         a retry's backoff), and/or a new priority.  Any other state is refused: a running
-        job's order no longer matters, a finished one's is retried first.  A waiting job takes
-        them too: they apply once its parents have ended."""
-        if self.state not in (State.PENDING, State.WAITING):
+        job's order no longer matters, a finished one's is retried first (and a waiting one's
+        is set when its parents have ended)."""
+        if self.state is not State.PENDING:
             raise IllegalTransition(self.id, self.state, State.PENDING, "change")
         changes: dict[str, Any] = {"updated_at": now}
         if run_now and self.run_at > now:

@@ -55,10 +55,10 @@ from jobd.store.schedules import (
 from jobd.store.workflows import (
     batch_order,
     connected,
-    parent_reopened,
+    needed,
     parents_ended,
     resolve_after,
-    unfinished_parents,
+    retry_all,
     unknown_parent,
     wait_for_parents,
 )
@@ -215,10 +215,12 @@ class MemoryStore(QueueMethods, Store):
     async def operator_retry(self, job_id: int) -> Changed:
         with self._lock:
             now = self._clock()
-            graph = _Graph(self)
-            previous = self._get(job_id).state
-            job = self._apply(job_id, lambda j: j.operator_retry(now, unfinished_parents(graph, j)))
-            dependents = parent_reopened(graph, job, now)
+            before = self._get(job_id)
+            try:
+                (job,), dependents = retry_all(self.graph(), [before], now)
+            except IllegalTransition as exc:
+                raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
+            previous = before.state
         self._notify_retried(job)
         self._notify_dependents(dependents)
         return Changed(job, previous)
@@ -348,30 +350,32 @@ class MemoryStore(QueueMethods, Store):
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
         with self._lock:
             cutoff = self._clock() - older_than
+            graph = self.graph()
             doomed = [
-                j
+                j.id
                 for j in self._jobs.values()
                 if j.state.terminal
                 and j.finished_at is not None
                 and j.finished_at < cutoff
-                and not self._has_unfinished_child(j.id)
+                and not needed(graph, j)
             ]
-            for job in doomed:
-                del self._jobs[job.id]
-                if job.idempotency_key:
-                    self._keys.pop(job.idempotency_key, None)
-            for job in doomed:  # its edges: the ones to its parents, and to its children
-                for parent in job.parents:
-                    if parent in self._children:
-                        self._children[parent].remove(job.id)
-                self._children.pop(job.id, None)
+            self.forget(doomed)
         return len(doomed)
 
-    def _has_unfinished_child(self, job_id: int) -> bool:
-        return any(
-            (child := self._jobs.get(i)) is not None and not child.state.terminal
-            for i in self._children.get(job_id, ())
-        )
+    def graph(self) -> _Graph:
+        """The jobs and edges as jobd.store.workflows walks them (hold the lock)."""
+        return _Graph(self)
+
+    def forget(self, ids: Collection[int]) -> None:
+        """Delete these jobs, their idempotency keys and their edges (hold the lock)."""
+        for job_id in ids:
+            job = self._jobs.pop(job_id)
+            if job.idempotency_key:
+                self._keys.pop(job.idempotency_key, None)
+            for parent in job.parents:  # its edges: the ones to its parents, and to its children
+                if parent in self._children:
+                    self._children[parent].remove(job_id)
+            self._children.pop(job_id, None)
 
     async def report_node(self, report: NodeReport) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ off, and the job is pending when none is left."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -141,18 +141,20 @@ def parents_ended(graph: Graph, ended: Iterable[Job], now: datetime) -> list[Job
     return list(changed.values())
 
 
-def parent_reopened(graph: Graph, reopened: Job, now: datetime) -> list[Job]:
+def parent_reopened(
+    graph: Graph, reopened: Job, now: datetime, skip: Collection[int] = ()
+) -> list[Job]:
     """A job left its terminal state (an operator's retry): its waiting dependents wait for it
     again, and those its failure had canceled (ParentFailed naming it) wait again too, and so
     on down; one that another failed parent would cancel stays canceled, naming that one.
-    Returns the dependents changed."""
+    The jobs of `skip` are left alone.  Returns the dependents changed."""
     queue = deque([reopened])
     changed: dict[int, Job] = {}
     while queue:
         parent = queue.popleft()
         for child_id in graph.children_of(parent.id):
             child = graph.job(child_id)
-            if child is None:
+            if child is None or child_id in skip:
                 continue
             if child.state is State.WAITING:
                 child = child.parent_reopened(now)
@@ -173,6 +175,33 @@ def _restored(graph: Graph, child: Job, now: datetime) -> Job:
     if failed is not None and child.on_parent_failure == "cancel":
         return child.rename_failure(parent_failed_error(failed.id, failed.state), now)
     return child.parent_retried(sum(1 for p in parents if not p.state.terminal), now)
+
+
+def retry_all(graph: Graph, jobs: Sequence[Job], now: datetime) -> tuple[list[Job], list[Job]]:
+    """An operator's retry of `jobs` (IllegalTransition unless each is failed or canceled):
+    all leave their end first, then each waits for its unfinished parents (the others of
+    `jobs` among them), and the dependents of each wait for it again (parent_reopened, which
+    leaves `jobs` alone: they were counted afresh).  Returns the jobs afterwards, and the
+    dependents changed."""
+    for job in jobs:
+        graph.save(job.operator_retry(now))
+    after = []
+    for job in jobs:
+        retried = job.operator_retry(now, unfinished_parents(graph, job))
+        graph.save(retried)
+        after.append(retried)
+    skip = {job.id for job in jobs}
+    dependents: list[Job] = []
+    for job in after:
+        dependents += parent_reopened(graph, job, now, skip)
+    return after, dependents
+
+
+def needed(graph: Graph, job: Job) -> bool:
+    """Whether a finished job must stay: a dependent of it has not finished (it may still wait
+    for it, or read its result).  Pruning and purging leave such a job."""
+    children = (graph.job(i) for i in graph.children_of(job.id))
+    return any(child is not None and not child.state.terminal for child in children)
 
 
 def unfinished_parents(graph: Graph, job: Job) -> int:

@@ -50,7 +50,8 @@ CREATE INDEX job_deps_child ON job_deps (child, parent);
 
 COMMENT ON TABLE job_deps IS 'jobd workflows: job `child` was submitted after job `parent`';
 
-UPDATE fleet SET min_node_version = '0.2.0';
+UPDATE fleet SET min_node_version = '0.2.0'
+ WHERE coalesce(min_node_version, '') IN ('', '0.1.0');
 
 
 -- jobd_lock_parents: each of `parents`, locked FOR KEY SHARE where it is, and what that says:
@@ -218,34 +219,40 @@ END
 $$;
 
 
--- jobd_retried: job `id` was just retried by an operator (pending again, in jobs): it waits
--- for its unfinished parents, if any, and its dependents wait for it again -- those waiting
+-- jobd_retried: jobs `ids` were just retried by an operator (pending again, in jobs, all of
+-- them before this is called).  Each waits for its unfinished parents, if any (counting the
+-- others of `ids` as unfinished); then the dependents of each wait for it again: those waiting
 -- count it once more, those its failure canceled (ParentFailed naming it) come back to waiting
--- (unless another parent failed too: they stay canceled, naming that one), and so on down.
-CREATE FUNCTION jobd_retried(id bigint) RETURNS void
+-- (unless another parent failed too: they stay canceled, naming that one), and so on down.  A
+-- dependent among `ids` was counted afresh and is left alone.
+CREATE FUNCTION jobd_retried(ids bigint[]) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
     found record;
+    retried_id bigint;
     queue bigint[];
     current_parent bigint;
     dependent record;
 BEGIN
-    SELECT * INTO found
-      FROM jobd_lock_parents(
-          ARRAY(SELECT d.parent FROM job_deps AS d WHERE d.child = jobd_retried.id));
-    IF found.unfinished > 0 THEN
-        UPDATE jobs AS j SET state = 'waiting', pending_parents = found.unfinished
-         WHERE j.id = jobd_retried.id;
-    END IF;
-    queue := ARRAY[jobd_retried.id];
+    FOREACH retried_id IN ARRAY ids LOOP
+        SELECT * INTO found
+          FROM jobd_lock_parents(
+              ARRAY(SELECT d.parent FROM job_deps AS d WHERE d.child = retried_id));
+        IF found.unfinished > 0 THEN
+            UPDATE jobs AS j SET state = 'waiting', pending_parents = found.unfinished
+             WHERE j.id = retried_id;
+        END IF;
+    END LOOP;
+    queue := ids;
     WHILE cardinality(queue) > 0 LOOP
         current_parent := queue[1];
         queue := queue[2:];
         UPDATE jobs AS j
            SET pending_parents = j.pending_parents + 1, updated_at = now()
          WHERE j.id IN (SELECT d.child FROM job_deps AS d WHERE d.parent = current_parent)
+           AND j.id <> ALL(ids)
            AND j.state = 'waiting';
         FOR dependent IN
             SELECT f.id, f.on_parent_failure

@@ -636,6 +636,8 @@ def test_schedules_over_http_without_any(http, shim) -> None:
     listed = http.get(url(shim, "/jobs"), params={"schedule": "no/such"})
     assert (listed.status_code, listed.json()["jobs"]) == (200, [])
     assert requests.get(url(shim, "/schedules")).status_code == 401
+
+
 # --- POST /jobs:batch and the workflow filter ----------------------------------------------------
 
 

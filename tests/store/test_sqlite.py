@@ -484,6 +484,8 @@ async def test_a_trigger_at_the_instant_of_a_tick_does_not_stop_that_ticks_run(
         kinds = conn.execute("SELECT kind FROM schedule_runs WHERE tick = ? ORDER BY kind", (tick,))
         assert [row[0] for row in kinds] == ["tick", "trigger"]
     assert job.id != triggered.id
+
+
 async def test_schema_5_rebuilds_jobs_keeping_rows_and_the_id_counter(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

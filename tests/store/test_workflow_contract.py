@@ -11,6 +11,7 @@ import pytest
 from jobd.domain import PARENT_FAILED, BatchRef, ErrorInfo, NewJob, ParentFailure, State
 from jobd.errors import InvalidParams, NotFound
 from jobd.store import JobFilter, Outcome, OutcomeKind, Store
+from jobd.store.queues import BulkAction
 
 NODE = "node-a"
 LEASE = 30.0
@@ -243,3 +244,43 @@ async def test_prune_keeps_a_parent_while_a_dependent_is_unfinished(store: Store
     await run(store, "child")
     assert await store.prune(timedelta(seconds=-60)) == 3
     assert (await store.list()).jobs == []
+
+
+# --- bulk actions (jobd.store.queues) --------------------------------------------------------
+
+
+async def test_a_bulk_cancel_cancels_what_waits_for_the_jobs_it_cancels(store: Store) -> None:
+    root = await submit(store, "root", queue="doomed")
+    child = await submit(store, "child", root)
+    batch = await store.bulk(BulkAction.CANCEL, JobFilter(queue="doomed"), 0, 100)
+    assert [c.job.id for c in batch.changed] == [root]
+    assert await state(store, child) is State.CANCELED
+
+
+async def test_a_bulk_retry_of_a_parent_and_its_child_keeps_the_order(store: Store) -> None:
+    """Retried in one batch with their child: the child waits for both parents again."""
+    first = await submit(store, "first", queue="again", max_attempts=1)
+    second = await submit(store, "second", queue="again", max_attempts=1)
+    child = await submit(store, "child", first, second, queue="again")
+    await store.request_cancel(child)  # an operator's cancel, before the parents failed
+    await run(store, "first", OutcomeKind.FAILED)
+    await run(store, "second", OutcomeKind.FAILED)
+    batch = await store.bulk(BulkAction.RETRY, JobFilter(queue="again"), 0, 100)
+    states = {c.job.id: c.job.state for c in batch.changed}
+    assert states == {first: State.PENDING, second: State.PENDING, child: State.WAITING}
+    await run(store, "second")
+    assert await state(store, child) is State.WAITING
+    await run(store, "first")
+    assert await state(store, child) is State.PENDING
+
+
+async def test_a_purge_leaves_a_job_a_dependent_still_needs(store: Store) -> None:
+    parent = await submit(store, "parent", queue="old")
+    child = await submit(store, "child", parent)
+    await run(store, "parent")
+    batch = await store.bulk(BulkAction.PURGE, JobFilter(queue="old"), 0, 100)
+    assert batch.changed == [] and await state(store, parent) is State.COMPLETED
+    await run(store, "child")
+    batch = await store.bulk(BulkAction.PURGE, JobFilter(queue="old"), 0, 100)
+    assert [c.job.id for c in batch.changed] == [parent]
+    assert (await store.get(child)).state is State.COMPLETED

@@ -59,9 +59,27 @@ async def after_change(conn: Connection, before: Job, job: Job) -> Job:
         await parents_ended(conn, [job])
         return job
     if before.state.terminal:
-        await conn.execute(QUERIES["workflow_retried"], {"id": job.id})
-        return (await jobs_by_id(conn, [job.id]))[job.id]
+        return (await retried(conn, [job.id]))[job.id]
     return job
+
+
+async def retried(conn: Connection, ids: Sequence[int]) -> dict[int, Job]:
+    """Jobs an operator retried (moved back and pending, every one of them already): each waits
+    for its unfinished parents, and their dependents wait for them again.  They as they are now."""
+    await conn.execute(QUERIES["workflow_retried"], {"ids": list(ids)})
+    return await jobs_by_id(conn, ids)
+
+
+async def purgeable(conn: Connection, jobs: Sequence[Job]) -> list[Job]:
+    """The finished jobs among these that no unfinished dependent needs, for a purge."""
+    cur = await conn.execute(QUERIES["workflow_needed"], {"ids": [job.id for job in jobs]})
+    needed = {row["parent"] for row in await cur.fetchall()}
+    return [job for job in jobs if job.id not in needed]
+
+
+async def forget(conn: Connection, ids: Sequence[int]) -> None:
+    """The edges of purged jobs."""
+    await conn.execute(QUERIES["workflow_forget"], {"ids": list(ids)})
 
 
 async def parents_ended(conn: Connection, ended: Sequence[Job] | Sequence[dict[str, Any]]) -> None:

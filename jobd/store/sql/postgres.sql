@@ -549,7 +549,22 @@ SELECT jobd_parents_ended(%(ids)s::bigint[], %(states)s::text[]) AS dependents
 
 
 -- name: workflow_retried
-SELECT jobd_retried(%(id)s)
+SELECT jobd_retried(%(ids)s::bigint[])
+
+
+-- name: workflow_needed
+-- The jobs among these with a dependent that has not finished (one in jobs).
+SELECT DISTINCT d.parent
+  FROM job_deps AS d
+  JOIN jobs AS c ON c.id = d.child
+ WHERE d.parent = ANY(%(ids)s::bigint[])
+
+
+-- name: workflow_forget
+WITH as_parent AS (
+    DELETE FROM job_deps WHERE parent = ANY(%(ids)s::bigint[])
+)
+DELETE FROM job_deps WHERE child = ANY(%(ids)s::bigint[])
 
 
 -- name: workflow_jobs

@@ -82,10 +82,8 @@ def cancel(conn: sqlite3.Connection, job: Job, now: datetime) -> tuple[Job, list
 
 
 def retry(conn: sqlite3.Connection, job: Job, now: datetime) -> tuple[Job, list[Job]]:
-    graph = SQLiteGraph(conn)
-    job = job.operator_retry(now, workflows.unfinished_parents(graph, job))
-    conn.execute(UPDATE_JOB, update_row(job))
-    return job, workflows.parent_reopened(graph, job, now)
+    (job,), dependents = workflows.retry_all(SQLiteGraph(conn), [job], now)
+    return job, dependents
 
 
 def links(conn: sqlite3.Connection, job: Job) -> Links:
