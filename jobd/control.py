@@ -30,7 +30,6 @@ from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     JobSpec,
-    batch_names,
     check_payload,
     check_payload_size,
     in_batch,
@@ -180,11 +179,16 @@ class OwnThread:
 # --- the operations -------------------------------------------------------------------------
 
 
-def _shown(job: Job, links: Links) -> dict[str, Any]:
-    """What `get` adds for a job of a workflow: its children and the parents it waits for."""
-    if not job.parents and not links.children:
-        return {}
-    return {"children": links.children, "waiting_for": links.unfinished_parents}
+async def _detail(ops: Operations, job: Job) -> dict[str, Any]:
+    """The job as `get` shows it: with the limits this node applies to it (`effective`), and
+    for a job of a workflow, its children and the parents it still waits for."""
+    handler = ops.supervisor.registry.get(job.type)
+    effective = effective_limits(job, handler, ops.supervisor.settings.default_timeout)
+    detail = {**job.to_dict(), "effective": effective.to_dict()}
+    links: Links = await ops._store(ops.store.links(job.id))
+    if job.parents or links.children:
+        detail |= {"children": links.children, "waiting_for": links.unfinished_parents}
+    return detail
 
 
 class Operations:
@@ -333,8 +337,7 @@ class Operations:
         clock read and one read of random bytes for the batch, the metrics counted per type,
         the reply's times printed once), and the loop gets a turn every YIELD_EVERY jobs, so
         a producer flooding the socket does not hold up the workers' messages and writes."""
-        names = batch_names(params.jobs)
-        new_jobs = await self._new_jobs(params.jobs, names)
+        new_jobs = await self._new_jobs(params.jobs)
         submitted = await self._insert(self.store.submit_many(new_jobs)) if new_jobs else []
         await self._count_submitted(submitted)
         results: list[dict[str, Any]] = []
@@ -344,9 +347,10 @@ class Operations:
                 await asyncio.sleep(0)
             chunk = submitted[start : start + YIELD_EVERY]
             results += [{"job": s.job.to_dict(times), "created": s.created} for s in chunk]
-        return {"results": results, "names": {n: submitted[i].job.id for n, i in names.items()}}
+        names = {name: submitted[i].job.id for name, i in params.names.items()}
+        return {"results": results, "names": names}
 
-    async def _new_jobs(self, specs: list[JobSpec], names: dict[str, int]) -> list[NewJob]:
+    async def _new_jobs(self, specs: list[JobSpec]) -> list[NewJob]:
         now = datetime.now(UTC)
         ids = correlation_ids(len(specs))
         new_jobs: list[NewJob] = []
@@ -355,7 +359,7 @@ class Operations:
                 await asyncio.sleep(0)
             for index in range(start, min(start + YIELD_EVERY, len(specs))):
                 try:
-                    new_jobs.append(self._new_job(specs[index], now, ids[index], names))
+                    new_jobs.append(self._new_job(specs[index], now, ids[index]))
                 except InvalidParams as exc:
                     raise in_batch(exc, index) from None
         return new_jobs
@@ -372,13 +376,7 @@ class Operations:
         sup = self.supervisor
         await self.on_supervisor.call(lambda: sup.job_events(event, jobs, source))
 
-    def _new_job(
-        self,
-        spec: JobSpec,
-        now: datetime,
-        correlation_id: str,
-        names: dict[str, int] | None = None,
-    ) -> NewJob:
+    def _new_job(self, spec: JobSpec, now: datetime, correlation_id: str) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
         handler's own payload validator, so a bad job is refused here rather than failing
         later in a worker.  `correlation_id` is the job's unless the client gave one."""
@@ -393,7 +391,7 @@ class Operations:
                 known=known,
             )
         max_attempts = handler.max_attempts or self.default_max_attempts
-        new_job = spec.to_new_job(max_attempts, correlation_id, now, names)
+        new_job = spec.to_new_job(max_attempts, correlation_id, now)
         check_payload_size(new_job.payload, self.max_payload_bytes, "jobs.max_payload_bytes")
         if handler.validator is not None:
             check_payload(handler.validator, spec.type, new_job.payload)
@@ -402,10 +400,7 @@ class Operations:
     async def get(self, params: IdParams) -> dict[str, Any]:
         """The job, with the limits this node applies to it (`effective`)."""
         job: Job = await self._store(self.store.get(params.id))
-        handler = self.supervisor.registry.get(job.type)
-        effective = effective_limits(job, handler, self.supervisor.settings.default_timeout)
-        links: Links = await self._store(self.store.links(params.id))
-        return {"job": {**job.to_dict(), "effective": effective.to_dict(), **_shown(job, links)}}
+        return {"job": await _detail(self, job)}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(**params.filters())

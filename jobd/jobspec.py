@@ -21,6 +21,7 @@ Pure: no I/O, no clock (the time a delay counts from is passed in).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,23 +91,18 @@ class JobSpec:
     correlation_id: str | None = None
     #: The job's name in its batch (not stored): what other jobs of the batch put in `after`.
     name: str | None = None
-    after: tuple[int | str, ...] = ()
+    #: Job ids; names of jobs of the batch (a single submit refuses them); BatchRefs, once a
+    #: batch's names are resolved (named_batch).
+    after: tuple[int | str | BatchRef, ...] = ()
     on_parent_failure: str | None = None
 
-    def to_new_job(
-        self,
-        max_attempts: int,
-        correlation_id: str | None,
-        now: datetime,
-        names: Mapping[str, int] | None = None,
-    ) -> NewJob:
+    def to_new_job(self, max_attempts: int, correlation_id: str | None, now: datetime) -> NewJob:
         """The NewJob to store; `max_attempts` and `correlation_id` are used when the client
-        gave none, `now` turns a delay into run_at, `names` are the batch's (name -> position)
-        that `after` may use.  InvalidParams names the field."""
+        gave none, `now` turns a delay into run_at.  InvalidParams names the field."""
         run_at = self.run_at
         if self.delay is not None:
             run_at = now + timedelta(seconds=self.delay)
-        after = self._parents(names or {})
+        after = self._parents({})
         try:
             new_job = NewJob(
                 type=self.type,
@@ -125,6 +121,10 @@ class JobSpec:
             raise InvalidParams.of_field(exc.field, exc.problem) from None
         check_new_job(new_job)
         return new_job
+
+    def with_names(self, names: Mapping[str, int]) -> JobSpec:
+        """The spec with the batch's `names` (name -> position) in `after` resolved."""
+        return dataclasses.replace(self, after=self._parents(names))
 
     def _parents(self, names: Mapping[str, int]) -> tuple[int | BatchRef, ...]:
         out: list[int | BatchRef] = []
@@ -154,7 +154,7 @@ class JobSpec:
             "idempotency_key": self.idempotency_key,
             "correlation_id": self.correlation_id,
             "name": self.name,
-            "after": list(self.after) or None,
+            "after": [p for p in self.after if not isinstance(p, BatchRef)] or None,
             "on_parent_failure": self.on_parent_failure,
         }
         params.update((name, value) for name, value in optional.items() if value is not None)
@@ -232,6 +232,19 @@ def _on_parent_failure(params: Mapping[str, Any]) -> str | None:
     if value is not None and value not in ParentFailure.__members__.values():
         raise fields.invalid("on_parent_failure", "must be cancel or run")
     return value
+
+
+def named_batch(specs: Sequence[JobSpec]) -> tuple[list[JobSpec], dict[str, int]]:
+    """A batch's jobs with the names in their `after` resolved to positions in the batch, and
+    the names; a name used twice, or one no job of the batch has, is refused naming the job."""
+    names = batch_names(specs)
+    resolved = []
+    for index, spec in enumerate(specs):
+        try:
+            resolved.append(spec.with_names(names) if spec.after else spec)
+        except InvalidParams as exc:
+            raise in_batch(exc, index) from None
+    return resolved, names
 
 
 def batch_names(specs: Sequence[JobSpec]) -> dict[str, int]:

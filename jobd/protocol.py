@@ -39,7 +39,7 @@ from jobd.errors import (
     PayloadTooLarge,
     error_from_code,
 )
-from jobd.jobspec import JobSpec, in_batch, parse_job_spec
+from jobd.jobspec import JobSpec, in_batch, named_batch, parse_job_spec
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
 from jobd.protocol_queues import QUEUE_METHODS
 
@@ -341,6 +341,8 @@ class IdParams:
 @dataclass(frozen=True, slots=True)
 class SubmitManyParams:
     jobs: list[JobSpec]
+    #: The batch's names (a job's `name`), each to its position; `after` uses them.
+    names: dict[str, int] = field(default_factory=dict)
 
 
 def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
@@ -355,7 +357,7 @@ def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
             specs.append(_batch_job_spec(job))
         except InvalidParams as exc:
             raise in_batch(exc, index) from None
-    return SubmitManyParams(specs)
+    return SubmitManyParams(*named_batch(specs))
 
 
 def _batch_job_spec(job: Any) -> JobSpec:

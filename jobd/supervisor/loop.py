@@ -149,8 +149,7 @@ class Supervisor:
         self._side_tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self._claiming: asyncio.Task[None] | None = None  # the claim in flight, if any
-        #: When the loop last finished a turn (monotonic): the watchdog pings only while it turns.
-        self.last_turn = time.monotonic()
+        self.last_turn = time.monotonic()  # the loop's last turn: the watchdog pings while it turns
         #: Hooks run when the supervisor has started (control server, HTTP shim, sd_notify).
         self.on_started: list[Callable[[], Awaitable[None]]] = []
         self.on_stopping: list[Callable[[], Awaitable[None]]] = []
