@@ -346,7 +346,14 @@ def test_not_found_and_conflict(client: Client) -> None:
 def test_stats_workers_and_health(client: Client) -> None:
     stats = client.stats()
     assert stats.workers["expected"] == 2 and stats.workers["total"] == 2
-    assert set(stats.by_state) == {"pending", "running", "completed", "failed", "canceled"}
+    assert set(stats.by_state) == {
+        "waiting",
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "canceled",
+    }
     assert stats.uptime > 0 and stats.node
     views = client.workers()
     assert [w.index for w in views] == [1, 2] and all(w.pid for w in views)
