@@ -369,6 +369,7 @@ class PostgresStore(QueueMethods, Store):
                     await self._announce_ready(conn, rows)
         applied = {row["id"]: State(row["state"]) for row in rows}
         self._notify_finished(applied)
+        workflow_rows.announce_released(self, rows)
         return applied
 
     @staticmethod

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobd.domain import Job, NewJob, ParentFailure, State
 from jobd.store import workflows
-from jobd.store.base import Links, Submitted
+from jobd.store.base import Links, Notification, NotificationKind, Submitted
 from jobd.store.postgres.connections import Connection
 
 if TYPE_CHECKING:
@@ -80,6 +80,13 @@ async def purgeable(conn: Connection, jobs: Sequence[Job]) -> list[Job]:
 async def forget(conn: Connection, ids: Sequence[int]) -> None:
     """The edges of purged jobs."""
     await conn.execute(QUERIES["workflow_forget"], {"ids": list(ids)})
+
+
+def announce_released(store: PostgresStore, rows: Sequence[dict[str, Any]]) -> None:
+    """Dependents the finish statement released (its rows count them) are new work for this
+    node too: its own NOTIFY does not come back to it (the listener drops its echo)."""
+    if any(row.get("dependents") for row in rows):
+        store._notify(Notification(NotificationKind.SUBMITTED))
 
 
 async def parents_ended(conn: Connection, ended: Sequence[Job] | Sequence[dict[str, Any]]) -> None:

@@ -267,7 +267,7 @@ released AS (
     SELECT jobd_parents_ended(array_agg(id), array_agg(state)) AS dependents
       FROM moved
 )
-SELECT moved.id, moved.state, moved.queue, false AS ready
+SELECT moved.id, moved.state, moved.queue, false AS ready, released.dependents
   FROM moved, released
 
 
