@@ -125,6 +125,10 @@ DECLARE
     changed integer := 0;
     counted integer;
 BEGIN
+    -- The common case, jobs of no workflow: one probe of job_deps' primary key.
+    IF ids IS NULL OR NOT EXISTS (SELECT 1 FROM job_deps AS d WHERE d.parent = ANY(ids)) THEN
+        RETURN 0;
+    END IF;
     WHILE cardinality(ids) > 0 LOOP
         WITH ended AS (
             SELECT * FROM unnest(ids, states) AS e (id, state)
