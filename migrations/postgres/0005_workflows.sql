@@ -70,30 +70,37 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    wanted bigint[] := ARRAY(SELECT DISTINCT p FROM unnest(parents) AS p ORDER BY p);
     live bigint[];
     ended bigint[];
     again bigint[];
 BEGIN
+    -- Each parent looked up (and locked) by its primary key, in id order: the lock inside the
+    -- lateral subquery keeps it a probe per parent (as a join, a table without statistics yet
+    -- was scanned instead).
     SELECT coalesce(array_agg(j.id), '{}') INTO live
-      FROM (SELECT id FROM jobs WHERE id = ANY(parents) ORDER BY id FOR KEY SHARE) AS j;
+      FROM unnest(wanted) AS w (id)
+     CROSS JOIN LATERAL (SELECT id FROM jobs WHERE id = w.id FOR KEY SHARE) AS j;
     SELECT coalesce(array_agg(f.id), '{}') INTO ended
-      FROM (SELECT id FROM finished_jobs
-             WHERE id = ANY(parents) AND id <> ALL(live)
-             ORDER BY id FOR KEY SHARE) AS f;
+      FROM unnest(wanted) AS w (id)
+     CROSS JOIN LATERAL (SELECT id FROM finished_jobs
+                          WHERE id = w.id AND w.id <> ALL(live) FOR KEY SHARE) AS f;
     SELECT coalesce(array_agg(j.id), '{}') INTO again
-      FROM (SELECT id FROM jobs
-             WHERE id = ANY(parents) AND id <> ALL(live) AND id <> ALL(ended)
-             ORDER BY id FOR KEY SHARE) AS j;
+      FROM unnest(wanted) AS w (id)
+     CROSS JOIN LATERAL (SELECT id FROM jobs
+                          WHERE id = w.id AND w.id <> ALL(live) AND w.id <> ALL(ended)
+                            FOR KEY SHARE) AS j;
     unfinished := cardinality(live) + cardinality(again);
     SELECT f.id, f.state INTO bad_id, bad_state
-      FROM finished_jobs AS f
-     WHERE f.id = ANY(ended) AND f.state IN ('failed', 'canceled')
+      FROM unnest(ended) AS e (id)
+     CROSS JOIN LATERAL (SELECT id, state FROM finished_jobs
+                          WHERE id = e.id AND state IN ('failed', 'canceled') OFFSET 0) AS f
      ORDER BY f.id
      LIMIT 1;
-    SELECT p INTO missing
-      FROM unnest(parents) AS p
-     WHERE p <> ALL(live) AND p <> ALL(ended) AND p <> ALL(again)
-     ORDER BY p
+    SELECT w.id INTO missing
+      FROM unnest(wanted) AS w (id)
+     WHERE w.id <> ALL(live) AND w.id <> ALL(ended) AND w.id <> ALL(again)
+     ORDER BY w.id
      LIMIT 1;
 END
 $$;
@@ -113,73 +120,93 @@ $$;
 -- jobd_parents_ended: jobs `ids` just ended in `states`.  Each waiting dependent takes them off
 -- its count and is pending at zero, or, if one did not complete and it cancels on that, ends
 -- canceled (ParentFailed naming the parent) and leaves for finished_jobs; its own dependents
--- then learn that in turn.  Touches the dependents of these jobs only.  Returns how many
--- dependents it changed.
+-- then learn that in turn.  Touches the dependents of these jobs only, each by its primary key
+-- (a plan that cannot turn into a scan of jobs, whatever the statistics say).  Returns how
+-- many dependents it changed.
 CREATE FUNCTION jobd_parents_ended(ids bigint[], states text[]) RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    dep record;
+    new_state text;
+    new_queue text;
     canceled_ids bigint[];
     woken text[];
     changed integer := 0;
-    counted integer;
 BEGIN
-    -- The common case, jobs of no workflow: one probe of job_deps' primary key.
-    IF ids IS NULL OR NOT EXISTS (SELECT 1 FROM job_deps AS d WHERE d.parent = ANY(ids)) THEN
+    -- The common case, jobs of no workflow: a probe of job_deps' primary key per job (OFFSET
+    -- 0 keeps each a probe: as a join, a table without statistics yet was scanned instead).
+    IF ids IS NULL OR NOT EXISTS (
+        SELECT 1
+          FROM unnest(ids) AS e (id)
+         CROSS JOIN LATERAL (SELECT 1 FROM job_deps AS j WHERE j.parent = e.id OFFSET 0) AS d
+    ) THEN
         RETURN 0;
     END IF;
     WHILE cardinality(ids) > 0 LOOP
-        WITH ended AS (
-            SELECT * FROM unnest(ids, states) AS e (id, state)
-        ),
-        dep AS (
+        canceled_ids := '{}';
+        woken := '{}';
+        FOR dep IN
             SELECT d.child, count(*)::integer AS n,
-                   min(e.id) FILTER (WHERE e.state <> 'completed') AS bad_parent
-              FROM job_deps AS d
-              JOIN ended AS e ON e.id = d.parent
+                   (array_agg(e.id ORDER BY e.id) FILTER (WHERE e.state <> 'completed'))[1]
+                       AS bad_parent,
+                   (array_agg(e.state ORDER BY e.id) FILTER (WHERE e.state <> 'completed'))[1]
+                       AS bad_state
+              FROM unnest(ids, states) AS e (id, state)
+             CROSS JOIN LATERAL (
+                   -- OFFSET 0 keeps this a probe of the primary key per parent
+                   SELECT j.child FROM job_deps AS j WHERE j.parent = e.id OFFSET 0
+                 ) AS d
              GROUP BY d.child
-        ),
-        canceled AS (
+             ORDER BY d.child
+        LOOP
             UPDATE jobs AS c
-               SET state = 'canceled',
-                   pending_parents = 0,
-                   finished_at = now(),
-                   updated_at = now(),
-                   last_error = jobd_parent_failed(
-                       dep.bad_parent, (SELECT e.state FROM ended AS e WHERE e.id = dep.bad_parent))
-              FROM dep
-             WHERE c.id = dep.child
-               AND c.state = 'waiting'
-               AND c.on_parent_failure = 'cancel'
-               AND dep.bad_parent IS NOT NULL
-            RETURNING c.id
-        ),
-        released AS (
-            UPDATE jobs AS c
-               SET pending_parents = greatest(c.pending_parents - dep.n, 0),
-                   state = CASE WHEN c.pending_parents <= dep.n THEN 'pending' ELSE 'waiting' END,
-                   run_at = CASE WHEN c.pending_parents <= dep.n THEN greatest(c.run_at, now())
-                                 ELSE c.run_at END,
+               SET state = CASE
+                       WHEN c.on_parent_failure = 'cancel' AND dep.bad_parent IS NOT NULL
+                           THEN 'canceled'
+                       WHEN c.pending_parents <= dep.n THEN 'pending'
+                       ELSE 'waiting'
+                   END,
+                   pending_parents = CASE
+                       WHEN c.on_parent_failure = 'cancel' AND dep.bad_parent IS NOT NULL THEN 0
+                       ELSE greatest(c.pending_parents - dep.n, 0)
+                   END,
+                   finished_at = CASE
+                       WHEN c.on_parent_failure = 'cancel' AND dep.bad_parent IS NOT NULL
+                           THEN now()
+                       ELSE c.finished_at
+                   END,
+                   last_error = CASE
+                       WHEN c.on_parent_failure = 'cancel' AND dep.bad_parent IS NOT NULL
+                           THEN jobd_parent_failed(dep.bad_parent, dep.bad_state)
+                       ELSE c.last_error
+                   END,
+                   run_at = CASE
+                       WHEN NOT (c.on_parent_failure = 'cancel' AND dep.bad_parent IS NOT NULL)
+                            AND c.pending_parents <= dep.n THEN greatest(c.run_at, now())
+                       ELSE c.run_at
+                   END,
                    updated_at = now()
-              FROM dep
              WHERE c.id = dep.child
                AND c.state = 'waiting'
-               AND NOT (c.on_parent_failure = 'cancel' AND dep.bad_parent IS NOT NULL)
-            RETURNING c.state, c.queue
-        )
-        SELECT (SELECT array_agg(id) FROM canceled),
-               (SELECT array_agg(DISTINCT queue) FROM released WHERE state = 'pending'),
-               (SELECT count(*) FROM released)
-          INTO canceled_ids, woken, counted;
-        changed := changed + counted + coalesce(cardinality(canceled_ids), 0);
-        PERFORM pg_notify(left(current_schema(), 56) || '_submit', q)
-           FROM unnest(woken) AS q;
+            RETURNING c.state, c.queue INTO new_state, new_queue;
+            IF new_state = 'canceled' THEN
+                canceled_ids := canceled_ids || dep.child;
+            ELSIF new_state = 'pending' AND NOT new_queue = ANY(woken) THEN
+                woken := woken || new_queue;
+            END IF;
+            IF new_state IS NOT NULL THEN
+                changed := changed + 1;
+            END IF;
+            new_state := NULL;
+        END LOOP;
+        PERFORM pg_notify(left(current_schema(), 56) || '_submit', q) FROM unnest(woken) AS q;
         WITH moved AS (
             DELETE FROM jobs WHERE id = ANY(canceled_ids) RETURNING *
         )
         INSERT INTO finished_jobs SELECT * FROM moved;
-        ids := coalesce(canceled_ids, '{}');
+        ids := canceled_ids;
         states := array_fill('canceled'::text, ARRAY[cardinality(ids)]);
     END LOOP;
     RETURN changed;
