@@ -377,6 +377,7 @@ def _raw_submit_params(count: int) -> dict[str, list[Any]]:
         "timeouts": [None] * count,
         "keys": [None] * count,
         "correlation_ids": [None] * count,
+        "schedules": [None] * count,
     }
 
 

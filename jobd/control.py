@@ -52,6 +52,7 @@ from jobd.schedules import Schedule
 from jobd.store import Changed, JobFilter, Links, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
+from jobd.subscriptions import subscribe_elsewhere
 
 __all__ = ["Operations", "OwnThread", "SupervisorLoop", "SupervisorView"]
 
@@ -251,6 +252,7 @@ class Operations:
             "metrics": self.metrics,
             "nodes": self.nodes,
             **self.schedules.handlers(),
+            "subscribe": subscribe_elsewhere,  # served by the connection (jobd.subscriptions)
         }
         handled = set(self._handlers) | set(self.queues.methods)
         assert handled == set(METHODS), "the method table and the handlers differ"

@@ -46,6 +46,7 @@ from jobd.control_socket import BoundSocket, Peer, bind_control_socket, peer_cre
 from jobd.errors import InvalidRequest, JobdError, Unavailable
 from jobd.limits import CONTROL_IDLE_TIMEOUT, CONTROL_MAX_CONNECTIONS
 from jobd.protocol import (
+    JsonId,
     LineFramer,
     RequestError,
     decode,
@@ -55,6 +56,7 @@ from jobd.protocol import (
     parse_call,
     result_response,
 )
+from jobd.subscriptions import JobFeed, stream, subscribe_call
 
 __all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer"]
 
@@ -148,6 +150,9 @@ class ControlServer:
         self._connections: dict[_Connection, None] = {}  # in order of arrival
         self._stopping = False
         self._memory = MemoryReturn()
+        #: Job changes for the connections that `subscribe` (jobd.subscriptions); the
+        #: supervisor publishes into it (jobd.daemon wires it to its job events).
+        self.feed = JobFeed()
         if self.max_connections < max_connections:
             log.warning(
                 "control connections capped by the descriptor limit (RLIMIT_NOFILE)",
@@ -192,6 +197,7 @@ class ControlServer:
 
     async def start(self) -> None:
         self.operations.open()
+        self.feed.attach(asyncio.get_running_loop())
         acceptor = Acceptor(self.bound.sock, self._admit)
         self._tasks = [
             asyncio.create_task(acceptor.run(), name="jobd-control-accept"),
@@ -206,6 +212,7 @@ class ControlServer:
         for task in self._tasks:
             task.cancel()
         self.operations.close()
+        self.feed.close()
         for conn in list(self._connections):
             if not conn.active:
                 conn.task.cancel()
@@ -307,6 +314,11 @@ class ControlServer:
             conn.received += len(data)
             lines = framer.feed(data) if data else [framer.rest()]
             for line in lines:
+                subscription = subscribe_call(line)
+                if subscription is not None:  # the connection is the subscription's now
+                    with conn.busy():
+                        await self._subscribe(*subscription, reader, writer)
+                    return
                 with conn.busy():
                     answer = await self._answer_line(line, conn.peer)
                     if answer is not None:
@@ -318,6 +330,19 @@ class ControlServer:
                 return
             if not data:
                 return
+
+    async def _subscribe(
+        self,
+        call_id: JsonId,
+        params: Any,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            await stream(self.feed, call_id, params, reader, writer)
+        except Unavailable as exc:
+            writer.write(encode(error_response(call_id, exc)))
+            await writer.drain()
 
     async def _refuse_oversized(
         self, framer: LineFramer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

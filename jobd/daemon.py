@@ -192,6 +192,7 @@ async def _serve_on(
             control = ControlServer.install(supervisor, config, thread)
         except ControlSocketError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
+        supervisor.events.feed = control.feed  # job changes for `subscribe`
         # With http.listen set, the HTTP shim runs as a child process for as long as the
         # supervisor does (jobd/http/child.py).
         HttpChild.install(supervisor, config, node)

@@ -26,6 +26,17 @@ HTTP_MAX_CONNECTIONS_PER_PEER = 32
 #: token (http.header_timeout).
 HTTP_HEADER_TIMEOUT = 5.0
 
+#: Subscriptions (`subscribe`) one daemon serves at once; each holds a control connection.
+MAX_SUBSCRIPTIONS = 64
+#: Job changes waiting for one subscriber: a subscriber this far behind is dropped (told so),
+#: never waited for.
+SUBSCRIPTION_BUFFER = 1000
+#: Seconds between two heartbeats on a quiet subscription: a subscriber that has heard nothing
+#: for twice this knows its daemon is gone.
+SUBSCRIPTION_HEARTBEAT = 15.0
+#: Seconds a write to a subscriber may take before it is dropped as too slow.
+SUBSCRIPTION_WRITE_TIMEOUT = 10.0
+
 #: Jobs one transaction of a bulk action (cancel_many, retry_many, purge) changes at most: a
 #: million matching jobs are a thousand short transactions, never one long one.
 BULK_BATCH = 1000

@@ -339,6 +339,22 @@ class IdParams:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscribeParams:
+    topics: tuple[str, ...]
+
+
+#: What a subscription can follow (jobd.subscriptions): every job's changes of state.
+TOPICS = ("jobs",)
+
+
+def parse_subscribe(params: Mapping[str, Any]) -> SubscribeParams:
+    topics = params.get("topics", list(TOPICS))
+    if not isinstance(topics, list) or not topics or not all(t in TOPICS for t in topics):
+        raise fields.invalid("topics", f"must be a non-empty list of {', '.join(TOPICS)}")
+    return SubscribeParams(tuple(dict.fromkeys(topics)))
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitManyParams:
     jobs: list[JobSpec]
     #: The batch's names (a job's `name`), each to its position; `after` uses them.
@@ -549,6 +565,7 @@ METHODS: dict[str, Method] = {
         Method("schedule_pause", parse_schedule_name, False),
         Method("schedule_resume", parse_schedule_name, False),
         Method("schedule_trigger", parse_schedule_name, False),
+        Method("subscribe", parse_subscribe, True),
     )
 }
 

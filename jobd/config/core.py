@@ -417,6 +417,28 @@ HTTP = Section(
             secret=True,
         ),
         Setting(
+            "http.read_only_tokens",
+            ListOf(Text(), noun="tokens"),
+            (),
+            "Bearer tokens that may read everything the HTTP shim serves (the API and the"
+            " dashboard) and change nothing: a change is refused with 403.",
+            env="JOBD_HTTP_READ_ONLY_TOKENS",
+            secret=True,
+        ),
+        Setting(
+            "http.ui",
+            Boolean(),
+            True,
+            "Serve the dashboard at `/ui/` (docs/dashboard.md).",
+        ),
+        Setting(
+            "http.secure_cookie",
+            Boolean(),
+            True,
+            "Mark the dashboard's session cookie Secure (sent over HTTPS only). Turn it off only"
+            " for a plain-HTTP shim that no TLS proxy fronts.",
+        ),
+        Setting(
             "http.max_body_bytes",
             Size(min=1024),
             MiB,

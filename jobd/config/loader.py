@@ -251,7 +251,8 @@ def _check_together(config: Config) -> None:
             f"jobs.heartbeat_seconds ({jobs.heartbeat_seconds:g}) must be less than"
             f" jobs.lease_seconds ({jobs.lease_seconds:g}), or leases expire between heartbeats",
         )
-    if http.listen and not http.tokens and not is_loopback(split_host_port(http.listen)[0]):
+    tokens = http.tokens or http.read_only_tokens
+    if http.listen and not tokens and not is_loopback(split_host_port(http.listen)[0]):
         _conflict(
             config,
             ("http.listen", "http.tokens"),

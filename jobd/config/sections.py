@@ -72,6 +72,9 @@ class HttpConfig:
     request_timeout: float
     header_timeout: float
     max_connections_per_peer: int
+    read_only_tokens: tuple[str, ...] = ()
+    ui: bool = True
+    secure_cookie: bool = True
 
 
 @dataclass(frozen=True)

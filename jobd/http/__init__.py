@@ -59,6 +59,9 @@ def settings_from_config(
         listen=http.listen or listen or DEFAULT_HTTP_LISTEN,
         socket=config.control.socket,
         tokens=tuple(http.tokens),
+        read_only_tokens=tuple(http.read_only_tokens),
+        ui=http.ui,
+        secure_cookie=http.secure_cookie,
         max_body_bytes=http.max_body_bytes,
         request_timeout=http.request_timeout,
         header_timeout=http.header_timeout,
@@ -83,6 +86,8 @@ def serve(settings: HttpSettings, parent: int | None = None) -> int:
         extra={"listen": server.address, "socket": str(settings.socket), "auth": _auth(settings)},
     )
     threading.Thread(target=server.serve_forever, name="jobd-http", daemon=True).start()
+    if server.dashboard is not None:
+        server.dashboard.feed.start()  # the overview's last hour counts from now
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signum = signal.sigwait(_STOP_SIGNALS)
@@ -101,7 +106,9 @@ def _bind(settings: HttpSettings) -> ShimServer:
 
 
 def _auth(settings: HttpSettings) -> str:
-    return f"{len(settings.tokens)} bearer token(s)" if settings.tokens else "none (loopback)"
+    if not (settings.tokens or settings.read_only_tokens):
+        return "none (loopback)"
+    return f"{len(settings.tokens)} bearer token(s), {len(settings.read_only_tokens)} read-only"
 
 
 def _watch_parent(fd: int) -> None:
@@ -120,6 +127,7 @@ def _watch_parent(fd: int) -> None:
 
 def _stop(server: ShimServer) -> None:
     server.stopping = True  # answers from now on close their connections
+    server.stop_streams()
     server.shutdown()
     if not server.wait_idle(STOP_GRACE):
         log.warning("requests still in progress after the grace; leaving them unanswered")

@@ -74,6 +74,7 @@ class Response:
     body: bytes
     content_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
+    cookies: list[str] = field(default_factory=list)  # Set-Cookie values (the dashboard's)
 
 
 def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> Response:

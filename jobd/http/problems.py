@@ -30,6 +30,7 @@ PROBLEM_JSON = "application/problem+json"
 #: Problems only HTTP has: code -> status.  Everything else is a row of jobd.errors.CODES.
 HTTP_ONLY: dict[str, int] = {
     "unauthorized": 401,
+    "forbidden": 403,
     "method_not_allowed": 405,
     "length_required": 411,
     "uri_too_long": 414,

@@ -18,7 +18,10 @@ What it adds to the standard library, each against a way a remote client can hur
 - **a connection cap** (MAX_CONNECTIONS), and one per peer address
   (MAX_CONNECTIONS_PER_PEER): past either, new connections get 503 and are closed rather than
   each costing a thread, so one peer cannot take every thread from the others.
-- **bearer tokens**, compared with hmac.compare_digest against every configured token.
+- **bearer tokens**, compared with hmac.compare_digest against every configured token; a
+  read-only token (http.read_only_tokens) gets 403 for anything but GET and HEAD.
+- **the dashboard** at /ui/ (jobd/http/ui/, unless http.ui is false), which has its own rules
+  for sign-in, CSRF and its event stream, the one response that has no deadline.
 - **problem+json for every error**, also those the standard library reports itself (a
   malformed request line, too many headers).
 
@@ -29,7 +32,6 @@ header value, a token or a body.  See jobd/http/__init__.py for how it is starte
 from __future__ import annotations
 
 import contextlib
-import hmac
 import io
 import logging
 import socket
@@ -47,9 +49,11 @@ from urllib.parse import parse_qs, urlsplit
 from jobd import __version__
 from jobd.config import is_loopback, split_host_port
 from jobd.errors import JobdError
+from jobd.http.access import Access, Tokens
 from jobd.http.api import Api, Request, Response, match
 from jobd.http.clients import ClientPool
 from jobd.http.problems import PROBLEM_JSON, STDLIB_STATUS_CODES, Problem
+from jobd.http.ui import Dashboard, EventStream, is_ui_path
 from jobd.limits import HTTP_HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS_PER_PEER
 
 log = logging.getLogger("jobd.http")
@@ -73,6 +77,9 @@ class HttpSettings:
     listen: str  # HOST:PORT (port 0: any free port)
     socket: Path  # the daemon's control socket
     tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: never printed
+    read_only_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: never printed
+    ui: bool = True  # the dashboard at /ui/
+    secure_cookie: bool = True  # the dashboard's session cookie is Secure
     max_body_bytes: int = 1024 * 1024
     request_timeout: float = 30.0
     header_timeout: float = HEADER_TIMEOUT
@@ -85,7 +92,7 @@ class HttpSettings:
         """Refuse to listen where strangers can reach us without a token (the configuration
         loader refuses too; this holds for every way of starting the shim)."""
         host, _ = split_host_port(self.listen)
-        if not self.tokens and not is_loopback(host):
+        if not (self.tokens or self.read_only_tokens) and not is_loopback(host):
             raise ValueError(
                 f"http.listen {self.listen} is not a loopback address: set http.tokens"
                 " (JOBD_HTTP_TOKENS) so that strangers cannot submit jobs"
@@ -104,7 +111,8 @@ class ShimServer(ThreadingHTTPServer):
         self.settings = settings
         self.clients = clients or ClientPool(settings.socket)
         self.api = Api(self.clients)
-        self.tokens = tuple(t.encode() for t in settings.tokens)
+        self.tokens = Tokens(settings.tokens, settings.read_only_tokens)
+        self.dashboard = Dashboard(settings, self.clients, self.tokens) if settings.ui else None
         self.stopping = False
         self._lock = threading.Lock()
         self._connections = 0
@@ -202,28 +210,20 @@ class ShimServer(ThreadingHTTPServer):
             return
         log.exception("error while serving a connection")
 
+    def stop_streams(self) -> None:
+        """End the dashboard's event streams: they are requests that never finish alone."""
+        if self.dashboard is not None:
+            self.dashboard.close()
+
     def server_close(self) -> None:
         super().server_close()
         self.clients.close()
 
     # --- authentication ---------------------------------------------------------------------
 
-    def authorized(self, header: str | None) -> bool | None:
-        """True: a configured token; None: no token given; False: a wrong one.  Every token
-        is compared, in constant time, whatever matched first."""
-        if not self.tokens:
-            return True
-        if header is None:
-            return None
-        scheme, _, credentials = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return False
-        # Header values arrive decoded as Latin-1: encoding back gives the bytes as sent.
-        given = credentials.strip().encode("latin-1", "replace")
-        found = False
-        for token in self.tokens:
-            found |= hmac.compare_digest(given, token)
-        return found
+    def access(self, header: str | None) -> Access:
+        """What the Authorization header grants (jobd.http.access)."""
+        return self.tokens.of_header(header)
 
 
 def _access_level(route: str, status: int) -> int:
@@ -268,7 +268,7 @@ class Handler(BaseHTTPRequestHandler):
         self.deadline = time.monotonic() + self.server.settings.request_timeout
         self.request_id: str | None = None
         self.authenticated = False  # a request of this connection carried a valid token
-        self.verdict: bool | None = None
+        self.verdict = Access.MISSING
         # Headers and body go out in two writes: without NODELAY, Nagle would hold the body
         # back until the client acknowledged the headers (40 ms a request on keep-alive).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -304,8 +304,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return  # the error has been sent
-            self.verdict = self.server.authorized(self.headers.get("Authorization"))
-            if self.verdict:
+            self.verdict = self.server.access(self.headers.get("Authorization"))
+            if self.verdict.granted:
                 self.authenticated = True
                 self.deadline = waiting_since + settings.request_timeout
             self.server.request_started()
@@ -331,6 +331,10 @@ class Handler(BaseHTTPRequestHandler):
             path, query = parts.path, parts.query
         except ValueError:
             path, query = "", ""
+        dashboard = self.server.dashboard
+        if dashboard is not None and is_ui_path(path):
+            self._answer_ui(dashboard, path, query)
+            return
         found = match(path)
         template = found[0].template if found else "-"
         try:
@@ -356,6 +360,8 @@ class Handler(BaseHTTPRequestHandler):
             raise Problem("not_found", f"no such resource: {path}")
         route, path_params = found
         endpoint = self.server.api.handler(route, self.command)
+        if self.verdict is Access.READ and self.command not in ("GET", "HEAD"):
+            raise Problem("forbidden", f"{self.command} {route.template}: the token is read-only")
         request = Request(
             method=self.command,
             path=path,
@@ -379,6 +385,33 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("error in the HTTP shim", extra=self._peer())
             raise Problem("internal_error", "internal error in the HTTP shim") from None
 
+    def _answer_ui(self, dashboard: Dashboard, path: str, query: str) -> None:
+        """A dashboard request: a page, an action, or the event stream."""
+        if self.request_id is None:
+            self.request_id = uuid.uuid4().hex
+        try:
+            answer = dashboard.answer(self, path, self._query(query), self._read_body)
+        except JobdError as exc:
+            answer = None
+            problem = Problem.from_error(exc)
+        except Problem as exc:
+            answer, problem = None, exc
+        except Exception:
+            log.exception("error in the dashboard", extra=self._peer())
+            answer, problem = None, Problem("internal_error", "internal error in the dashboard")
+        if answer is None:
+            self._send_problem(problem)
+            self._access_log("/ui", problem.status)
+            return
+        if isinstance(answer, EventStream):
+            self._access_log("/ui/events", 200)  # logged as it starts: it lasts
+            answer.serve(self)
+            return
+        if answer.status < 400:
+            self.authenticated = True  # a signed-in browser: its headers need no short deadline
+        self._send(answer)
+        self._access_log("/ui", answer.status)
+
     def _request_id(self) -> str | None:
         """The caller's X-Request-ID, or a new one; None if the caller's is unusable (it is
         echoed in a header and stored as a correlation id, so visible ASCII only)."""
@@ -391,9 +424,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authenticate(self) -> None:
         verdict = self.verdict
-        if verdict:
+        if verdict.granted:
             return
-        if verdict is None:
+        if verdict is Access.MISSING:
             challenge, detail = 'Bearer realm="jobd"', "Authorization: a bearer token is required"
         else:
             challenge = 'Bearer realm="jobd", error="invalid_token"'
@@ -466,6 +499,8 @@ class Handler(BaseHTTPRequestHandler):
         self._start(response.status, response.content_type, len(response.body))
         for name, value in response.headers.items():
             self.send_header(name, value)
+        for cookie in response.cookies:
+            self.send_header("Set-Cookie", cookie)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)

@@ -1,9 +1,11 @@
-"""One event per job transition: counted in the metrics and logged on `jobd.jobs` (INFO when
-`logging.job_events` asks for it, else DEBUG; failures, retries and cancels always show)."""
+"""One event per job transition: counted in the metrics, logged on `jobd.jobs` (INFO when
+`logging.job_events` asks for it, else DEBUG; failures, retries and cancels always show), and
+published to the control connections that subscribed (jobd.subscriptions), if any."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -11,6 +13,7 @@ from jobd.context import job_log_fields
 from jobd.domain import Job, State
 from jobd.metrics import Metrics
 from jobd.store import Outcome, OutcomeKind
+from jobd.subscriptions import JobChange, JobFeed, change_of
 
 events = logging.getLogger("jobd.jobs")
 
@@ -37,6 +40,11 @@ class JobEvents:
     def __init__(self, metrics: Metrics, verbose: bool):
         self.metrics = metrics
         self.level = logging.INFO if verbose else logging.DEBUG
+        self.feed: JobFeed | None = None  # set when a control server serves subscriptions
+
+    def _publishing(self) -> JobFeed | None:
+        feed = self.feed
+        return feed if feed is not None and feed.wanted else None
 
     def changed(self, event: str, jobs: list[Job], source: str | None) -> None:
         """A change the control server made to `jobs`: the counter is moved once per type and
@@ -45,6 +53,8 @@ class JobEvents:
         if counter is not None:
             for (job_type, queue), n in Counter((job.type, job.queue) for job in jobs).items():
                 counter.labels(job_type, queue).inc(n)
+        if feed := self._publishing():
+            feed.publish([change_of(job, event) for job in jobs])
         if events.isEnabledFor(self.level):
             for job in jobs:
                 extra = {**job_fields(job), "from": source, "to": job.state.value}
@@ -54,6 +64,8 @@ class JobEvents:
         """A worker started `job`, `waited` seconds after it was due."""
         self.metrics.job("started", job.type, job.queue)
         self.metrics.queue_wait.labels(job.type).observe(waited)
+        if feed := self._publishing():
+            feed.publish([change_of(job, "started", waited)._replace(state="running")])
         if events.isEnabledFor(self.level):
             extra = {
                 **job_fields(job),
@@ -69,6 +81,8 @@ class JobEvents:
         event = event_of(outcome, state)
         if job is not None:
             self.metrics.job(event, job.type, job.queue)
+        if feed := self._publishing():
+            feed.publish([written_change(outcome, job, state, event)])
         level = _ALWAYS.get(event, self.level)
         if not events.isEnabledFor(level):
             return
@@ -85,6 +99,8 @@ class JobEvents:
     def recovered(self, job: Job) -> None:
         """The store took back `job`, whose lease had expired."""
         self.metrics.job("recovered", job.type, job.queue)
+        if feed := self._publishing():
+            feed.publish([change_of(job, "recovered")])
         if job.state.terminal:  # no attempt left, or a cancel was waiting
             self.metrics.job(job.state.value, job.type, job.queue)
 
@@ -94,3 +110,11 @@ def outcome_fields(outcome: Outcome, job: Job | None) -> dict[str, Any]:
     fields = job_fields(job) if job else {"job_id": outcome.job_id}
     fields["attempt"] = outcome.attempt
     return fields
+
+
+def written_change(outcome: Outcome, job: Job | None, state: State, event: str) -> JobChange:
+    """The change a written outcome made (the job as it was claimed: its state is the
+    store's answer)."""
+    if job is None:
+        return JobChange(outcome.job_id, state.value, None, None, event, time.time())
+    return change_of(job, event)._replace(state=state.value)

@@ -126,6 +126,26 @@ def test_wheel_ships_named_queries(installed: Installed) -> None:
     assert shipped == queries
 
 
+def test_wheel_ships_the_dashboards_templates_and_static_files(installed: Installed) -> None:
+    ui = ROOT / "jobd" / "http" / "ui"
+    expected = sorted(
+        str(p.relative_to(ROOT)) for d in ("templates", "static") for p in (ui / d).iterdir()
+    )
+    shipped = sorted(
+        n
+        for n in wheel_names(installed)
+        if n.startswith(("jobd/http/ui/templates/", "jobd/http/ui/static/"))
+    )
+    assert shipped == expected
+    out = installed.python(
+        "from jobd.http.ui.render import render, static_files;"
+        " print(sorted(static_files()), b'<main' in render('error.html', {'csrf': '',"
+        " 'access': 'write', 'signed_in': False, 'via_cookie': False, 'notice': '',"
+        " 'title': 't', 'detail': 'd', 'status': 404, 'can_change': True}))"
+    )
+    assert "app.js" in out and "True" in out
+
+
 def test_installed_package_is_the_wheel(installed: Installed) -> None:
     out = installed.python(
         "import jobd, jobd.migrations as m; print(jobd.__file__); print(m.migrations_dir())"

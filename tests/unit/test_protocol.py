@@ -224,10 +224,19 @@ def test_every_method_reads_its_params() -> None:
         "schedule_pause": {"name": "nightly"},
         "schedule_resume": {"name": "nightly"},
         "schedule_trigger": {"name": "nightly"},
+        "subscribe": {},
     }
     assert set(samples) == set(METHODS)
     for name, params in samples.items():
         parse_params(Call(name, params | {"added_in_a_later_version": [1, 2]}))
+
+
+def test_subscribe_takes_known_topics_only() -> None:
+    assert parse_params(Call("subscribe", {"topics": ["jobs", "jobs"]})).topics == ("jobs",)
+    for bad in ([], ["nodes"], "jobs"):
+        with pytest.raises(InvalidParams) as caught:
+            parse_params(Call("subscribe", {"topics": bad}))
+        assert caught.value.data["field"] == "topics"
 
 
 # --- parameters ---------------------------------------------------------------------------------
