@@ -177,7 +177,8 @@ def retry(ctx: click.Context, /, job_id: int | None, **kw: Any) -> None:
         if as_json(ctx):
             emit(job.to_dict())
         else:
-            click.echo(f"job {job.id} is pending again ({job.max_attempts} attempts)")
+            # waiting again when a job it was submitted after has not ended (workflows)
+            click.echo(f"job {job.id} is {job.state_name} again ({job.max_attempts} attempts)")
 
     run(act)
 

@@ -108,3 +108,24 @@ def test_the_event_stream_sends_job_changes(dashboard: Dashboard) -> None:
                 if b'"completed"' in line:
                     break
     assert len(seen) >= 2
+
+
+def test_a_job_of_a_workflow_shows_its_parents_children_and_workflow(dashboard: Dashboard) -> None:
+    batch = dashboard.api(
+        "POST",
+        "/jobs:batch",
+        json={"jobs": [
+            {"name": "root", "type": "echo", "run_at": "2099-01-01T00:00:00Z"},
+            {"name": "leaf", "type": "echo", "after": ["root"]},
+        ]},
+    )  # fmt: skip
+    assert batch.status_code == 201, batch.text
+    root, leaf = batch.json()["names"]["root"], batch.json()["names"]["leaf"]
+    session, _ = _signed_in(dashboard)
+    page = session.get(f"{dashboard.url}/ui/jobs/{leaf}", timeout=10)
+    assert page.status_code == 200
+    assert f'href="/ui/jobs/{root}">{root}</a> (waited for)' in page.text
+    assert "state-waiting" in page.text
+    listed = session.get(f"{dashboard.url}/ui/jobs", params={"workflow": root}, timeout=10)
+    assert f'data-job-id="{leaf}"' in listed.text and f'data-job-id="{root}"' in listed.text
+    dashboard.api("DELETE", f"/jobs/{root}")
