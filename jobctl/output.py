@@ -204,6 +204,7 @@ def job_detail(job: JobView) -> str:
         fields.insert(4, ("schedule", job.schedule))
     if job.last_error is not None:
         fields.append(("last error", f"{job.last_error.type}: {job.last_error.message}"))
+    fields += _workflow_fields(job)
     fields += [(name, compact(value)) for name, value in job.extra.items()]
     width = max(len(label) for label, _ in fields)
     lines = [f"{label + ':':<{width + 1}}  {value}" for label, value in fields]
@@ -211,6 +212,27 @@ def job_detail(job: JobView) -> str:
         lines.append("traceback:")
         lines += ["  " + line for line in job.last_error.traceback.rstrip().splitlines()]
     return "\n".join(lines)
+
+
+def _workflow_fields(job: JobView) -> list[tuple[str, str]]:
+    """The jobs it was submitted after (and those it still waits for), and the jobs submitted
+    after it: `get` tells the last two."""
+    out = []
+    if job.parents:
+        out.append(("parents", ids(job.parents)))
+        if job.waiting_for:
+            out.append(("waiting for", ids(job.waiting_for)))
+        out.append(("on parent failure", job.on_parent_failure))
+    if job.children:
+        out.append(("children", ids(job.children)))
+    return out
+
+
+def ids(values: Sequence[int], shown: int = 20) -> str:
+    """`3, 4, 5` -- the first `shown` of a long list, and how many more."""
+    text = ", ".join(str(v) for v in values[:shown])
+    more = len(values) - shown
+    return text + (f" … and {more} more" if more > 0 else "")
 
 
 def _timeout(job: JobView) -> str:

@@ -139,6 +139,9 @@ def test_every_matching_job_counted_confirmed_and_refused(dashboard: Dashboard) 
     assert forged.status_code == 403 and forged.json()["code"] == "forbidden"
     everything = session.post(url, data={"action": "retry", "csrf": csrf}, timeout=10)
     assert everything.status_code == 400 and "needs a filter" in everything.text
+    by_workflow = {**form, "workflow": str(ids[0]), "csrf": csrf}
+    refused = session.post(url, data=by_workflow, headers={"Accept": "application/json"})
+    assert refused.status_code == 400 and refused.json()["field"] == "workflow"
     reader, reader_csrf = _signed_in(dashboard, READ_TOKEN)
     read_only = reader.post(url, data={**form, "csrf": reader_csrf}, timeout=10)
     assert read_only.status_code == 403 and read_only.json()["code"] == "forbidden"
@@ -194,3 +197,24 @@ def test_a_step_that_stopped_offers_to_continue_without_a_script() -> None:
     for field in ('name="cursor" value="abc"', 'name="changed" value="1000"', 'value="resize"'):
         assert field in form
     assert "Continue" in form and 'name="csrf" value="c0ffee"' in form
+
+
+def test_a_job_of_a_workflow_shows_its_parents_children_and_workflow(dashboard: Dashboard) -> None:
+    batch = dashboard.api(
+        "POST",
+        "/jobs:batch",
+        json={"jobs": [
+            {"name": "root", "type": "echo", "run_at": "2099-01-01T00:00:00Z"},
+            {"name": "leaf", "type": "echo", "after": ["root"]},
+        ]},
+    )  # fmt: skip
+    assert batch.status_code == 201, batch.text
+    root, leaf = batch.json()["names"]["root"], batch.json()["names"]["leaf"]
+    session, _ = _signed_in(dashboard)
+    page = session.get(f"{dashboard.url}/ui/jobs/{leaf}", timeout=10)
+    assert page.status_code == 200
+    assert f'href="/ui/jobs/{root}">{root}</a> (waited for)' in page.text
+    assert "state-waiting" in page.text
+    listed = session.get(f"{dashboard.url}/ui/jobs", params={"workflow": root}, timeout=10)
+    assert f'data-job-id="{leaf}"' in listed.text and f'data-job-id="{root}"' in listed.text
+    dashboard.api("DELETE", f"/jobs/{root}")

@@ -62,8 +62,11 @@ def action_of(values: dict[str, list[str]]) -> str:
 
 def bulk_filter(values: dict[str, list[str]], now: datetime | None = None) -> dict[str, Any]:
     """The bulk methods' filter from the list's query (or a form carrying it): only the members
-    given; "created within" as an absolute `created_after`, unless one is given."""
+    given; "created within" as an absolute `created_after`, unless one is given.  A filter the
+    bulk methods do not have (the workflow) is refused: dropping it would act on more jobs."""
     filters = list_filters(values)
+    if filters.get("workflow"):  # the bulk methods have no such filter: never act on more
+        raise invalid("workflow", "an action on every matching job cannot filter by workflow")
     params: dict[str, Any] = {k: filters[k] for k in MEMBERS if filters[k]}
     if filters["state"]:
         params["state"] = filters["state"]

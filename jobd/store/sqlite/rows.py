@@ -76,6 +76,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         finished_at,
         lease_token,
         schedule,
+        on_parent_failure,
+        pending_parents,
     ) = row
     return Job(
         id=job_id,
@@ -102,6 +104,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         finished_at=opt_dt(finished_at),
         lease_token=lease_token,
         schedule=schedule,
+        on_parent_failure=on_parent_failure,
+        pending_parents=pending_parents,
     )
 
 
@@ -131,6 +135,8 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.finished_at),
         job.lease_token,
         job.schedule,
+        job.on_parent_failure,
+        job.pending_parents,
     )
 
 
@@ -150,5 +156,6 @@ def update_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.started_at),
         opt_ts(job.finished_at),
         job.lease_token,
+        job.pending_parents,
         job.id,
     )
