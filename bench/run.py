@@ -25,6 +25,9 @@ Scenarios (--scenario, comma-separated; they run in this order):
   memory     RSS of the supervisor and of its largest worker (/proc/<pid>/statm): idle, then
              idle after 10,000 and after 50,000 jobs; then, on a one-worker daemon, SIGKILL of
              the worker to a freshly submitted job starting in its replacement.
+  workflow   --workflow-jobs no-op jobs (10,000) as one fan-out/fan-in (a root, the jobs after
+             it, one job after all of them: bench/workflow.py), submitted before the daemon
+             starts and drained as the burn-down is; its rate ÷ the burn-down's (target 0.5).
   steady     a producer submitting as fast as it can (submit_many over the control socket)
              for 5 minutes: jobs/s per 30-second window, the backlog, the jobs table's dead
              tuples and size over time.  --steady-backlog N holds the backlog near N instead,
@@ -66,10 +69,11 @@ from harness import ROOT, BenchStore, progress
 from peers import peers
 from scenarios import QUICK, SCENARIOS, Figure, MakeStore, Run, Scenario, Sizes
 from store import postgres_database
+from workflow import workflow
 
 STORES = ("postgres", "sqlite")
 # Every scenario, in the order they run; peers last (it compares jobd with other queues).
-ALL: dict[str, Scenario] = {**SCENARIOS, "peers": peers}
+ALL: dict[str, Scenario] = {**SCENARIOS, "workflow": workflow, "peers": peers}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -243,6 +247,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "pgqueuer_batch": args.pgqueuer_batch,
         "procrastinate_concurrency": args.procrastinate_concurrency,
         "schedules": args.schedules,
+        "workflow_jobs": args.workflow_jobs,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
@@ -311,6 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="N",
         help="burn-down: the daemon runs N schedules every second beside the drain (0)",
+    )
+    p.add_argument(
+        "--workflow-jobs", type=int, help="jobs of the workflow scenario's fan-out/fan-in (10,000)"
     )
     p.add_argument("--limit-jobs", type=int, help="jobs through the limit loop (50,000)")
     p.add_argument(

@@ -139,6 +139,7 @@ class Sizes:
     pgqueuer_batch: int = 25  # its performance-tuning guide's example for short jobs
     procrastinate_concurrency: int = 10  # async no-op tasks: its docs allow concurrency
     schedules: int = 0  # the burn-down's daemon runs this many schedules beside the drain
+    workflow_jobs: int = 10_000  # the workflow scenario's fan-out/fan-in (bench/workflow.py)
 
 
 QUICK = Sizes(
@@ -158,6 +159,7 @@ QUICK = Sizes(
     peer_jobs=200,
     peer_rounds=1,
     peer_latency_jobs=10,
+    workflow_jobs=300,
 )
 
 

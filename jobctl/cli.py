@@ -24,8 +24,8 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 from click.shell_completion import get_completion_class
 
-from jobctl import output
-from jobctl.inputs import parse_payload, read_batch
+from jobctl import output, workflows
+from jobctl.inputs import name_line, parse_payload, read_batch
 from jobctl.params import Duration, Time
 from jobd import __version__
 from jobd.client import Client, ListFilters, SubmitResult, WaitResult
@@ -160,6 +160,7 @@ def main() -> None:
 )
 @click.option("--key", "idempotency_key", metavar="KEY", help="Idempotency key.")
 @click.option("--correlation-id", metavar="ID", help="Carried into the job's log lines.")
+@workflows.submit_options
 @click.option("--batch", metavar="FILE|-", help="Submit the jobs of a JSON-lines file.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the job has finished.")
 @click.option(
@@ -186,7 +187,8 @@ def submit(
     Prints the job (with --json: the job object).  With --wait, waits until it has finished
     and exits 1 if it failed or was canceled.  --batch reads one job per line, each a JSON
     object of the submit fields (type, payload, queue, priority, max_attempts, run_at, delay,
-    timeout, idempotency_key, correlation_id), and submits them 1,000 per transaction.
+    timeout, idempotency_key, correlation_id, after, on_parent_failure), and submits them 1,000
+    per transaction; jobs with a `name` (a workflow) go in one, `after` naming them.
 
     \b
     Examples:
@@ -239,17 +241,21 @@ def _submit_batch(ctx: click.Context, source: str, wait_: bool, wait_timeout: fl
     jobs = list(read_batch(source))
     submitted: list[SubmitResult] = []
     with client(ctx) as c:
-        for start in range(0, len(jobs), MAX_SUBMIT_MANY):
+        names = None
+        if workflows.is_workflow(jobs):
+            batch = workflows.submit_workflow(c, jobs, name_line)
+            submitted, names = batch.results, batch.names
+        for start in range(0 if names is None else len(jobs), len(jobs), MAX_SUBMIT_MANY):
             chunk = jobs[start : start + MAX_SUBMIT_MANY]
             try:
                 submitted += c.submit_many([params for _, params in chunk])
             except JobdError as exc:
-                exc.message = _name_line(exc, chunk)
+                exc.message = name_line(exc, chunk)
                 if submitted:
                     exc.message += f" ({len(submitted)} jobs before it were submitted)"
                 raise
         if not wait_:
-            _show_submitted(ctx, submitted)
+            _show_submitted(ctx, submitted, names)
             return
         _finish_wait(ctx, _wait_all(c, [s.job.id for s in submitted], wait_timeout))
 
@@ -263,21 +269,13 @@ def _wait_all(c: Client, ids: list[int], timeout: float | None) -> list[WaitResu
     ]
 
 
-def _name_line(exc: JobdError, chunk: list[tuple[int, dict[str, Any]]]) -> str:
-    """The daemon names a job by its place in the call (data `index`, field `jobs[3].type`);
-    say its line instead."""
-    index = exc.data.get("index")
-    if not isinstance(index, int) or not 0 <= index < len(chunk) or exc.problem is None:
-        return exc.message
-    member = (exc.field or "").removeprefix(f"jobs[{index}]").removeprefix(".")
-    where = f"line {chunk[index][0]}"
-    return f"{where}: {member}: {exc.problem}" if member else f"{where}: {exc.problem}"
-
-
-def _show_submitted(ctx: click.Context, submitted: list[SubmitResult]) -> None:
+def _show_submitted(
+    ctx: click.Context, submitted: list[SubmitResult], names: dict[str, int] | None = None
+) -> None:
     if as_json(ctx):
         jobs = [s.job.to_dict() for s in submitted]
-        emit(jobs[0] if len(jobs) == 1 and ctx.params.get("batch") is None else jobs)
+        single = len(jobs) == 1 and ctx.params.get("batch") is None
+        emit(jobs[0] if single else jobs if names is None else {"jobs": jobs, "names": names})
         return
     if len(submitted) == 1:
         job = submitted[0].job
@@ -296,18 +294,27 @@ def _show_submitted(ctx: click.Context, submitted: list[SubmitResult]) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID", type=int)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Then a line per change of its state, until it ends."
+)
 @common_options
 @click.pass_context
-def status(ctx: click.Context, job_id: int) -> None:
+def status(ctx: click.Context, job_id: int, follow: bool) -> None:
     """Show job ID: its state, attempts, times, payload, result and last error.
 
     \b
-    Exits 4 if there is no such job.
+    With --follow, then one line for each change of its state (time, state, attempt, the
+    error's type on a failure), pushed by the daemon, until the job ends; exit status as
+    `wait`: 0 completed, 1 failed or canceled.  Exits 4 if there is no such job.
 
     \b
-    Example:
+    Examples:
       jobctl status 42
+      jobctl status 42 --follow
     """
+    if follow:
+        run(lambda: follow_status(ctx, job_id))
+        return
 
     def show() -> None:
         with client(ctx) as c:
@@ -395,8 +402,9 @@ def _states(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     multiple=True,
     callback=_states,
     metavar="STATE[,STATE]",
-    help="Only jobs in these states (pending, running, completed, failed, canceled).",
+    help="Only jobs in these states (waiting, pending, running, completed, failed, canceled).",
 )
+@workflows.list_option
 @click.option("--type", "-t", "job_type", metavar="TYPE", help="Only jobs of this type.")
 @click.option("--queue", "-q", metavar="NAME", help="Only jobs in this queue.")
 @click.option("--schedule", metavar="NAME", help="Only jobs this schedule created.")
@@ -425,6 +433,7 @@ def list_jobs(
     limit: int,
     all_: bool,
     cursor: str | None,
+    workflow: int | None,
 ) -> None:
     """List jobs, newest first.
 
@@ -447,6 +456,7 @@ def list_jobs(
         "schedule": schedule,
         "created_after": created_after,
         "created_before": created_before,
+        "workflow": workflow,
     }
 
     def show() -> None:
@@ -476,7 +486,7 @@ def _list_command(ctx: click.Context, filters: ListFilters, limit: int, cursor: 
     state = filters.get("state")
     if state:
         words += ["--state", ",".join(state)]
-    for name in ("type", "queue", "schedule"):
+    for name in ("type", "queue", "schedule", "workflow"):
         value = filters.get(name)
         if value:
             words += [f"--{name}", str(value)]
@@ -638,6 +648,8 @@ def completion(shell: str) -> None:
 # cancel, retry, purge, run-now, priority, queues, audit: defined on `main` by jobctl.queues,
 # which builds on the helpers above.
 from jobctl import queues as _queues  # noqa: E402, F401
+from jobctl import top as _top  # noqa: E402, F401  (`top`, on `main` too)
+from jobctl.follow import follow_status  # noqa: E402
 from jobctl.schedules import schedules  # noqa: E402  (it builds on the options above)
 
 main.add_command(schedules)

@@ -1,5 +1,6 @@
 """What jobctl reads besides its options: a --payload given as JSON, a file or stdin, and the
-jobs of a --batch file, each checked before anything is sent."""
+jobs of a --batch file, each checked before anything is sent, and the line a refusal of one of
+them names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import click
 
 from jobd.client import job_params_from
-from jobd.errors import InvalidParams
+from jobd.errors import InvalidParams, JobdError
 
 
 def _read_text(source: str, what: str) -> str:
@@ -56,3 +57,14 @@ def read_batch(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
         except InvalidParams as exc:
             message = f"line {number}: {exc.message}"
             raise click.BadParameter(message, param_hint="--batch") from None
+
+
+def name_line(exc: JobdError, chunk: list[tuple[int, dict[str, Any]]]) -> str:
+    """The daemon names a job by its place in the call (data `index`, field `jobs[3].type`);
+    say its line instead."""
+    index = exc.data.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(chunk) or exc.problem is None:
+        return exc.message
+    member = (exc.field or "").removeprefix(f"jobs[{index}]").removeprefix(".")
+    where = f"line {chunk[index][0]}"
+    return f"{where}: {member}: {exc.problem}" if member else f"{where}: {exc.problem}"

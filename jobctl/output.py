@@ -209,6 +209,7 @@ def job_detail(job: JobView) -> str:
         )
     if job.last_error is not None:
         fields.append(("last error", f"{job.last_error.type}: {job.last_error.message}"))
+    fields += _workflow_fields(job)
     fields += [(name, compact(value)) for name, value in job.extra.items()]
     width = max(len(label) for label, _ in fields)
     lines = [f"{label + ':':<{width + 1}}  {value}" for label, value in fields]
@@ -225,7 +226,8 @@ def progress_text(progress: Any, limit: int = 120) -> str:
         current, total = progress["current"], progress.get("total")
         text = f"{current:g}"
         if _number(total):
-            text += f"/{total:g}" + (f" ({current / total:.0%})" if total > 0 else "")
+            share = f" ({current / total:.0%})" if float(total) > 0 else ""
+            text += f"/{total:g}{share}"
         if isinstance(message := progress.get("message"), str) and message:
             text += " " + message.replace("\n", " ")
         extra = {k: v for k, v in progress.items() if k not in ("current", "total", "message")}
@@ -238,6 +240,27 @@ def progress_text(progress: Any, limit: int = 120) -> str:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _workflow_fields(job: JobView) -> list[tuple[str, str]]:
+    """The jobs it was submitted after (and those it still waits for), and the jobs submitted
+    after it: `get` tells the last two."""
+    out = []
+    if job.parents:
+        out.append(("parents", ids(job.parents)))
+        if job.waiting_for:
+            out.append(("waiting for", ids(job.waiting_for)))
+        out.append(("on parent failure", job.on_parent_failure))
+    if job.children:
+        out.append(("children", ids(job.children)))
+    return out
+
+
+def ids(values: Sequence[int], shown: int = 20) -> str:
+    """`3, 4, 5` -- the first `shown` of a long list, and how many more."""
+    text = ", ".join(str(v) for v in values[:shown])
+    more = len(values) - shown
+    return text + (f" … and {more} more" if more > 0 else "")
 
 
 def _timeout(job: JobView) -> str:
@@ -276,3 +299,15 @@ def compact(value: Any) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+#: The events a change's state already says (`subscribe`'s `event`).
+_PLAIN_EVENTS = {"started": "running", "submitted": "pending"}
+
+
+def state_change(state: str, event: str | None) -> str:
+    """`running`, `pending (retried)`: the state a change led to, and what happened when the
+    state alone does not say it."""
+    if event is None or event == state or _PLAIN_EVENTS.get(event) == state:
+        return state
+    return f"{state} ({event})"

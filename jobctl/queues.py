@@ -177,7 +177,8 @@ def retry(ctx: click.Context, /, job_id: int | None, **kw: Any) -> None:
         if as_json(ctx):
             emit(job.to_dict())
         else:
-            click.echo(f"job {job.id} is pending again ({job.max_attempts} attempts)")
+            # waiting again when a job it was submitted after has not ended (workflows)
+            click.echo(f"job {job.id} is {job.state_name} again ({job.max_attempts} attempts)")
 
     run(act)
 
@@ -201,7 +202,12 @@ def purge(ctx: click.Context, /, **kw: Any) -> None:
 @common_options
 @click.pass_context
 def run_now(ctx: click.Context, job_id: int) -> None:
-    """Make pending job ID due now (a delayed job, or one waiting out a retry's backoff)."""
+    """Make pending job ID due now (a delayed job, or one waiting out a retry's backoff).
+
+    \b
+    Example:
+      jobctl run-now 17
+    """
     _adjust(ctx, "run_now", {"id": job_id}, "is due now")
 
 
@@ -211,7 +217,12 @@ def run_now(ctx: click.Context, job_id: int) -> None:
 @common_options
 @click.pass_context
 def priority(ctx: click.Context, job_id: int, priority: int) -> None:
-    """Give pending job ID priority N (higher runs first)."""
+    """Give pending job ID priority N (higher runs first).
+
+    \b
+    Example:
+      jobctl priority 17 10
+    """
     _adjust(ctx, "set_priority", {"id": job_id, "priority": priority}, f"has priority {priority}")
 
 
@@ -321,7 +332,12 @@ def _pause(ctx: click.Context, method: str, params: dict[str, Any], done: str) -
 @common_options
 @click.pass_context
 def audit(ctx: click.Context, limit: int) -> None:
-    """The operators' actions, newest first: who, when, what, with which arguments."""
+    """The operators' actions, newest first: who, when, what, with which arguments.
+
+    \b
+    Example:
+      jobctl audit --limit 20
+    """
 
     def show() -> None:
         with client(ctx) as c:

@@ -133,6 +133,15 @@ class ListFilters(TypedDict, total=False):
     created_after: datetime | str | None  # a datetime with a time zone, or ISO-8601 text
     created_before: datetime | str | None
     schedule: str | None  # the jobs this schedule created
+    workflow: int | None  # the jobs linked to this job id through `after`, either way
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A submit_many's answer: each job as submitted, and the id of each name the batch gave."""
+
+    results: list[SubmitResult]
+    names: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,12 @@ class Client:
         """Submit up to 1,000 jobs in one transaction: all or none.  Each job is a mapping of
         the submit parameters ({"type": …, "payload": …, …}); datetimes are accepted.  A bad
         job is refused naming it as the daemon would (`jobs[3].type`)."""
+        return self.submit_batch(jobs).results
+
+    def submit_batch(self, jobs: Iterable[Mapping[str, Any]]) -> Batch:
+        """`submit_many`, with the batch's names: a job may carry a `name` (not stored) that
+        the `after` of others in the batch uses, so a whole workflow goes in one call; a cycle
+        or an unknown name or id is refused, naming the field, and nothing is created."""
         specs = []
         for index, job in enumerate(jobs):
             try:
@@ -280,7 +295,8 @@ class Client:
             except InvalidParams as exc:
                 raise in_batch(exc, index) from None
         raw = self.call("submit_many", {"jobs": specs})
-        return [_submit_result(item) for item in raw["results"]]
+        results = [_submit_result(item) for item in raw["results"]]
+        return Batch(results, {str(n): int(i) for n, i in (raw.get("names") or {}).items()})
 
     def get(self, job_id: int) -> JobView:
         return job_from_dict(self.call("get", {"id": job_id})["job"])
@@ -299,6 +315,7 @@ class Client:
             "created_after": _time_text(filters.get("created_after")),
             "created_before": _time_text(filters.get("created_before")),
             "schedule": filters.get("schedule"),
+            "workflow": filters.get("workflow"),
             "limit": limit,
             "cursor": cursor,
         }

@@ -36,6 +36,11 @@ class JobLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+class ParentResultsUnavailable(Exception):
+    """`ctx.parent_results()` could not be answered (the store did not answer in time): the
+    attempt fails as any exception does, and is retried while attempts are left."""
+
+
 class JobCancelled(Exception):
     """Raised by `ctx.check_cancelled()` (and `ctx.sleep`) once the job must stop: it was
     cancelled, it ran past its timeout, or its node is shutting down.  Let it propagate."""
@@ -52,6 +57,7 @@ class JobContext:
     timeout: float | None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _report_progress: Callable[[Any], None] = field(default=lambda _: None, repr=False)
+    _parent_results: Callable[[], dict[int, Any]] = field(default=dict, repr=False)
 
     @functools.cached_property
     def logger(self) -> JobLogger:
@@ -77,6 +83,14 @@ class JobContext:
         """Sleep, but wake and raise JobCancelled as soon as the job should stop."""
         if self._stop.wait(max(seconds, 0.0)):
             self.check_cancelled()
+
+    def parent_results(self) -> dict[int, Any]:
+        """The results of the jobs this one was submitted `after`, by job id (None for a
+        parent that did not complete: a job with on_parent_failure "run").  Read from the
+        store when asked, through the supervisor (workers never touch the database): one
+        round trip, so ask once and keep the answer.  Raises JobCancelled if the job is asked
+        to stop meanwhile, ParentResultsUnavailable if the store does not answer."""
+        return self._parent_results()
 
     def progress(self, data: Any) -> None:
         """Report the job's progress: a small JSON value, by convention

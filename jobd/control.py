@@ -49,7 +49,7 @@ from jobd.protocol import (
     parse_params,
 )
 from jobd.schedules import Schedule
-from jobd.store import Changed, JobFilter, Notification, NotificationKind, Store, Submitted
+from jobd.store import Changed, JobFilter, Links, Notification, NotificationKind, Store, Submitted
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
 from jobd.subscriptions import subscribe_elsewhere
@@ -178,6 +178,18 @@ class OwnThread:
 
 
 # --- the operations -------------------------------------------------------------------------
+
+
+async def _detail(ops: Operations, job: Job) -> dict[str, Any]:
+    """The job as `get` shows it: with the limits this node applies to it (`effective`), and
+    for a job of a workflow, its children and the parents it still waits for."""
+    handler = ops.supervisor.registry.get(job.type)
+    effective = effective_limits(job, handler, ops.supervisor.settings.default_timeout)
+    detail = {**job.to_dict(), "effective": effective.to_dict()}
+    links: Links = await ops._store(ops.store.links(job.id))
+    if job.parents or links.children:
+        detail |= {"children": links.children, "waiting_for": links.unfinished_parents}
+    return detail
 
 
 class Operations:
@@ -337,7 +349,8 @@ class Operations:
                 await asyncio.sleep(0)
             chunk = submitted[start : start + YIELD_EVERY]
             results += [{"job": s.job.to_dict(times), "created": s.created} for s in chunk]
-        return {"results": results}
+        names = {name: submitted[i].job.id for name, i in params.names.items()}
+        return {"results": results, "names": names}
 
     async def _new_jobs(self, specs: list[JobSpec]) -> list[NewJob]:
         now = datetime.now(UTC)
@@ -389,9 +402,7 @@ class Operations:
     async def get(self, params: IdParams) -> dict[str, Any]:
         """The job, with the limits this node applies to it (`effective`)."""
         job: Job = await self._store(self.store.get(params.id))
-        handler = self.supervisor.registry.get(job.type)
-        effective = effective_limits(job, handler, self.supervisor.settings.default_timeout)
-        return {"job": {**job.to_dict(), "effective": effective.to_dict()}}
+        return {"job": await _detail(self, job)}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(**params.filters())

@@ -12,6 +12,11 @@ three honest.
        │                 │  └──lease expired / worker died─► pending, or failed if none left
        └──cancel──► canceled ◄──cancel (worker stopped)──┘
     failed / canceled ──retry (by an operator)──► pending
+    waiting ──last parent ended──► pending          (a job submitted `after` others)
+       ├──a parent failed or was canceled (on_parent_failure: cancel)──► canceled
+       └──cancel──► canceled
+    failed / canceled ──retry, a parent unfinished──► waiting
+    canceled (ParentFailed) ──its parent retried──► waiting
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 #: ISO-8601 texts already made for one reply, by (time, its tzinfo): equal instants in other
 #: zones print differently, so the zone is part of the key.
@@ -32,9 +37,14 @@ TimeTexts = dict[tuple[datetime, Any], str]
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_NAME_LENGTH = 200
+#: Parents of one job (`after`): a fan-in of this many jobs into one is still one submit.
+MAX_PARENTS = 10_000
+#: The error type of a job canceled because a parent of it failed or was canceled.
+PARENT_FAILED = "ParentFailed"
 
 
 class State(enum.StrEnum):
+    WAITING = "waiting"  # for its parents (`after`) to end
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -48,6 +58,14 @@ class State(enum.StrEnum):
 
 TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELED})
 
+
+class ParentFailure(enum.StrEnum):
+    """What a job does when a parent of it ends failed or canceled."""
+
+    CANCEL = "cancel"  # end canceled (ParentFailed), and so do its own dependents that cancel
+    RUN = "run"  # run anyway once every parent has ended, like a finally step
+
+
 # Every operation, the states it may start from, and the state it leads to.  An operation that
 # can lead to several states (ending a failed attempt) is listed once per outcome.
 OPERATIONS: dict[str, tuple[frozenset[State], State]] = {
@@ -56,8 +74,12 @@ OPERATIONS: dict[str, tuple[frozenset[State], State]] = {
     "fail": (frozenset({State.RUNNING}), State.FAILED),
     "retry attempt": (frozenset({State.RUNNING}), State.PENDING),
     "release": (frozenset({State.RUNNING}), State.PENDING),
-    "cancel": (frozenset({State.PENDING, State.RUNNING}), State.CANCELED),
+    "cancel": (frozenset({State.WAITING, State.PENDING, State.RUNNING}), State.CANCELED),
     "retry": (frozenset({State.FAILED, State.CANCELED}), State.PENDING),
+    "retry to wait": (frozenset({State.FAILED, State.CANCELED}), State.WAITING),
+    "parents ended": (frozenset({State.WAITING}), State.PENDING),
+    "parent failed": (frozenset({State.WAITING}), State.CANCELED),
+    "parent retried": (frozenset({State.CANCELED}), State.WAITING),
 }
 
 
@@ -122,6 +144,12 @@ class ErrorInfo:
         return cls(str(data.get("type", "")), str(data.get("message", "")), data.get("traceback"))
 
 
+class BatchRef(NamedTuple):
+    """A parent named by its position in the same batch (`after` in submit_many)."""
+
+    position: int
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """What a client asks for at submit time; the store fills in the rest."""
@@ -137,6 +165,9 @@ class NewJob:
     correlation_id: str | None = None
     #: The schedule whose tick (or trigger) this job is (jobd.schedules); None for others.
     schedule: str | None = None
+    #: The jobs this one waits for: ids, or positions in the same batch (BatchRef).
+    after: tuple[int | BatchRef, ...] = ()
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
     def __post_init__(self) -> None:
         validate_new_job(self)
@@ -169,6 +200,23 @@ def validate_new_job(spec: NewJob) -> None:
             raise InvalidJob(name, "must be a string of 1 to 255 characters")
     if spec.schedule is not None:
         _check_name("schedule", spec.schedule)
+    _check_after(spec.after)
+    if spec.on_parent_failure not in ParentFailure.__members__.values():
+        raise InvalidJob("on_parent_failure", "must be cancel or run")
+
+
+def _check_after(after: object) -> None:
+    if not isinstance(after, tuple):
+        raise InvalidJob("after", "must be a list of job ids")
+    if len(after) > MAX_PARENTS:
+        raise InvalidJob("after", f"must name at most {MAX_PARENTS} jobs")
+    for index, parent in enumerate(after):
+        if isinstance(parent, BatchRef):
+            continue
+        if isinstance(parent, bool) or not isinstance(parent, int) or not 0 < parent < 2**63:
+            raise InvalidJob(f"after[{index}]", "must be a job id (a positive integer)")
+    if len(set(after)) != len(after):
+        raise InvalidJob("after", "names a job more than once")
 
 
 def _check_name(field_name: str, value: object) -> None:
@@ -210,6 +258,13 @@ class Job:
     lease_token: int | None = None
     #: The schedule that created the job (its name), None for a job submitted otherwise.
     schedule: str | None = None
+    #: What the job does when a parent ends failed or canceled (ParentFailure's values).
+    on_parent_failure: str = ParentFailure.CANCEL.value
+    #: While `waiting`: how many of its parents have not ended.  Internal to the stores.
+    pending_parents: int = 0
+    #: The jobs it was submitted `after` (ids, ascending).  Not a column: the stores keep the
+    #: edges apart (a claim does not load them).
+    parents: tuple[int, ...] = ()
     #: The latest progress its handler reported (`ctx.progress`, a small JSON value) and when
     #: the supervisor received it; kept across attempts until the next attempt reports.
     progress: Any = None
@@ -223,7 +278,7 @@ class Job:
             queue=spec.queue,
             priority=spec.priority,
             payload=spec.payload,
-            state=State.PENDING,
+            state=State.WAITING if spec.after else State.PENDING,
             attempts=0,
             max_attempts=spec.max_attempts,
             crashes=0,
@@ -241,7 +296,13 @@ class Job:
             started_at=None,
             finished_at=None,
             schedule=spec.schedule,
+            on_parent_failure=ParentFailure(spec.on_parent_failure).value,
+            pending_parents=len(spec.after),
         )
+
+    def with_parents(self, parents: tuple[int, ...]) -> Job:
+        """The job as read with its parents (a store keeps them apart from its row)."""
+        return dataclasses.replace(self, parents=parents)
 
     @property
     def attempts_left(self) -> int:
@@ -257,6 +318,7 @@ class Job:
         data = dict(zip(WIRE_FIELDS, _job_values(self), strict=True))
         data["state"] = self.state.value
         data["last_error"] = self.last_error.to_dict() if self.last_error else None
+        data["parents"] = list(self.parents)
         for name in TIME_FIELDS:
             value = data[name]
             if value is not None:
@@ -349,9 +411,10 @@ class Job:
         )
 
     def request_cancel(self, now: datetime) -> Job:
-        """Cancel a pending job at once; mark a running one for its worker to be stopped."""
-        if self.state is State.PENDING:
-            return self.cancel(now)
+        """Cancel a waiting or pending job at once; mark a running one for its worker to be
+        stopped."""
+        if self.state in (State.WAITING, State.PENDING):
+            return self.cancel(now, pending_parents=0)
         if self.state is State.RUNNING:
             return dataclasses.replace(self, cancel_requested=True, updated_at=now)
         raise IllegalTransition(self.id, self.state, State.CANCELED, "cancel")
@@ -359,7 +422,8 @@ class Job:
     def adjust(self, now: datetime, *, run_now: bool = False, priority: int | None = None) -> Job:
         """An operator's change of a pending job: due now (a delayed job, or one waiting out
         a retry's backoff), and/or a new priority.  Any other state is refused: a running
-        job's order no longer matters, a finished one's is retried first."""
+        job's order no longer matters, a finished one's is retried first (and a waiting one's
+        is set when its parents have ended)."""
         if self.state is not State.PENDING:
             raise IllegalTransition(self.id, self.state, State.PENDING, "change")
         changes: dict[str, Any] = {"updated_at": now}
@@ -369,17 +433,101 @@ class Job:
             changes["priority"] = priority
         return dataclasses.replace(self, **changes)
 
-    def operator_retry(self, now: datetime) -> Job:
-        """Run a failed or canceled job again with a fresh set of attempts."""
+    def operator_retry(self, now: datetime, unfinished_parents: int = 0) -> Job:
+        """Run a failed or canceled job again with a fresh set of attempts; a job with
+        `unfinished_parents` waits for them first.  A parent that failed does not stop it:
+        the operator asked for it to run."""
         return self._move(
-            "retry",
+            "retry to wait" if unfinished_parents else "retry",
             now,
             attempts=0,
             crashes=0,
             run_at=now,
             finished_at=None,
             cancel_requested=False,
+            pending_parents=unfinished_parents,
         )
+
+    # --- workflows: a job submitted `after` others ---------------------------------------
+
+    def parent_ended(self, parent_id: int, parent_state: State, now: datetime) -> Job:
+        """A parent of this waiting job ended in `parent_state`: canceled (ParentFailed) if it
+        did not complete and this job cancels on a parent's failure; else one parent fewer to
+        wait for, and pending once none is left."""
+        if parent_state is not State.COMPLETED and self.on_parent_failure == ParentFailure.CANCEL:
+            return self._move(
+                "parent failed",
+                now,
+                finished_at=now,
+                pending_parents=0,
+                last_error=parent_failed_error(parent_id, parent_state),
+            )
+        left = self.pending_parents - 1
+        if left > 0:
+            if self.state is not State.WAITING:
+                raise IllegalTransition(self.id, self.state, State.WAITING, "parent ended")
+            return dataclasses.replace(self, pending_parents=left, updated_at=now)
+        return self._move("parents ended", now, pending_parents=0, run_at=max(self.run_at, now))
+
+    def parent_reopened(self, now: datetime) -> Job:
+        """A parent that had ended was retried: one more parent to wait for."""
+        if self.state is not State.WAITING:
+            raise IllegalTransition(self.id, self.state, State.WAITING, "parent retried")
+        return dataclasses.replace(self, pending_parents=self.pending_parents + 1, updated_at=now)
+
+    def parent_retried(self, unfinished_parents: int, now: datetime) -> Job:
+        """The parent whose failure canceled this job was retried: wait again (the parent is
+        one of `unfinished_parents`, so there is at least one)."""
+        if self.canceled_by_parent() is None:
+            raise IllegalTransition(self.id, self.state, State.WAITING, "parent retried")
+        return self._move(
+            "parent retried",
+            now,
+            finished_at=None,
+            pending_parents=max(unfinished_parents, 1),
+        )
+
+    def rename_failure(self, error: ErrorInfo, now: datetime) -> Job:
+        """The parent named by this job's ParentFailed was retried, but another parent has
+        failed too: the job stays canceled, now naming that one (whose retry restores it)."""
+        if self.canceled_by_parent() is None:
+            raise IllegalTransition(self.id, self.state, State.CANCELED, "rename failure")
+        return dataclasses.replace(self, last_error=error, updated_at=now)
+
+    def canceled_by_parent(self) -> int | None:
+        """The parent whose failure canceled this job (ParentFailed), if that is how it ended."""
+        if self.state is not State.CANCELED or self.last_error is None:
+            return None
+        return failed_parent(self.last_error)
+
+    def initial_wait(self, unfinished: int, failed: tuple[int, State] | None, now: datetime) -> Job:
+        """A new job submitted `after` parents: `unfinished` of them have not ended, and
+        `failed` is one that ended failed or canceled (if any)."""
+        if failed is not None and self.on_parent_failure == ParentFailure.CANCEL:
+            return self._move(
+                "parent failed",
+                now,
+                finished_at=now,
+                last_error=parent_failed_error(*failed),
+            )
+        if unfinished:
+            return dataclasses.replace(self, pending_parents=unfinished)
+        return self._move("parents ended", now, pending_parents=0)
+
+
+def parent_failed_error(parent_id: int, parent_state: State) -> ErrorInfo:
+    """The last_error of a job canceled because its parent ended `parent_state`; the message
+    names the parent in a fixed form (failed_parent reads it back; the SQL of the PostgreSQL
+    store writes and reads the same)."""
+    return ErrorInfo(PARENT_FAILED, f"parent job {parent_id} ended {parent_state.value}")
+
+
+def failed_parent(error: ErrorInfo) -> int | None:
+    """The parent a ParentFailed error names, None for any other error."""
+    words = error.message.split(" ")
+    if error.type != PARENT_FAILED or len(words) < 3 or words[:2] != ["parent", "job"]:
+        return None
+    return int(words[2]) if words[2].isdigit() else None
 
 
 # Whatever way an attempt ends, the node lets go of the job and a pending cancel is settled.
@@ -401,8 +549,12 @@ TIME_FIELDS = (
     "finished_at",
     "progress_at",
 )
-#: The fields the protocol shows (the lease token stays inside the node).
-WIRE_FIELDS = tuple(name for name in Job.__dataclass_fields__ if name != "lease_token")
+#: The fields the protocol shows (the lease token and the parent count stay inside the node).
+WIRE_FIELDS = tuple(
+    name for name in Job.__dataclass_fields__ if name not in ("lease_token", "pending_parents")
+)
+#: The fields a store keeps as columns of the job's row (the parents are edges of their own).
+STORED_FIELDS = tuple(name for name in Job.__dataclass_fields__ if name != "parents")
 _job_values = operator.attrgetter(*WIRE_FIELDS)
 
 

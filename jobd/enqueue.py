@@ -61,8 +61,11 @@ _ENQUEUE_SQL = (
     " max_attempts => %(max_attempts)s::integer,"
     " timeout => %(timeout)s::double precision,"
     " idempotency_key => %(idempotency_key)s,"
-    " correlation_id => %(correlation_id)s)"
+    " correlation_id => %(correlation_id)s{workflow})"
 )
+# Only for a job with parents, so that a job without any can still be enqueued into a schema
+# older than 5 (whose jobd_enqueue has no such parameters).
+_WORKFLOW_SQL = ", after => %(after)s::bigint[], on_parent_failure => %(on_parent_failure)s::text"
 
 
 def enqueue(
@@ -75,9 +78,11 @@ def enqueue(
 ) -> int:
     """Insert a job in `conn`'s current transaction; return its id (for a taken
     `idempotency_key`, the id of the job holding it).  The options are the submit's (queue,
-    priority, max_attempts, run_at, delay, timeout, idempotency_key, correlation_id); `schema`
-    is jobd's schema (database.schema).  Raises jobd.errors.InvalidParams for a job the daemon
-    would refuse."""
+    priority, max_attempts, run_at, delay, timeout, idempotency_key, correlation_id, after,
+    on_parent_failure); `schema` is jobd's schema (database.schema).  Raises
+    jobd.errors.InvalidParams for a job the daemon would refuse.  A job `after` others waits
+    for them; a parent that does not exist makes the statement fail
+    (psycopg.errors.ForeignKeyViolation), and the transaction with it."""
     query, params = _statement(type, payload, schema=schema, **options)
     return _job_id(conn.execute(query, params).fetchone())
 
@@ -133,9 +138,12 @@ def _statement(
         "timeout": new_job.timeout,
         "idempotency_key": new_job.idempotency_key,
         "correlation_id": new_job.correlation_id,
+        "after": list(new_job.after),
+        "on_parent_failure": str(new_job.on_parent_failure),
     }
+    workflow = _WORKFLOW_SQL if new_job.after else ""
     # The schema is a checked plain identifier, so quoting it is all the escaping it needs.
-    return _ENQUEUE_SQL.format(schema=f'"{schema}"'), params
+    return _ENQUEUE_SQL.format(schema=f'"{schema}"', workflow=workflow), params
 
 
 def _checked(spec: JobSpec) -> NewJob:

@@ -21,14 +21,23 @@ Pure: no I/O, no clock (the time a delay counts from is passed in).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from jobd import fields
-from jobd.domain import DEFAULT_QUEUE, InvalidJob, NewJob
+from jobd.domain import (
+    DEFAULT_QUEUE,
+    MAX_NAME_LENGTH,
+    MAX_PARENTS,
+    BatchRef,
+    InvalidJob,
+    NewJob,
+    ParentFailure,
+)
 from jobd.errors import InvalidParams, JobdError
 from jobd.store.values import check_new_job
 
@@ -54,10 +63,13 @@ class SubmitOptions(TypedDict, total=False):
     timeout: float | None
     idempotency_key: str | None
     correlation_id: str | None
+    #: The jobs this one waits for: ids, or (in a batch) the names of the batch's jobs.
+    after: Sequence[int | str] | None
+    on_parent_failure: str | None  # "cancel" (the default) or "run"
 
 
-#: The members of a spec.
-SUBMIT_FIELDS = frozenset(("type", "payload", *SubmitOptions.__annotations__))
+#: The members of a spec; `name` is a batch's own (a job's name there, for `after`).
+SUBMIT_FIELDS = frozenset(("type", "payload", "name", *SubmitOptions.__annotations__))
 
 PayloadValidator = Callable[[dict[str, Any]], None]
 
@@ -77,6 +89,12 @@ class JobSpec:
     timeout: float | None = None
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    #: The job's name in its batch (not stored): what other jobs of the batch put in `after`.
+    name: str | None = None
+    #: Job ids; names of jobs of the batch (a single submit refuses them); BatchRefs, once a
+    #: batch's names are resolved (named_batch).
+    after: tuple[int | str | BatchRef, ...] = ()
+    on_parent_failure: str | None = None
 
     def to_new_job(self, max_attempts: int, correlation_id: str | None, now: datetime) -> NewJob:
         """The NewJob to store; `max_attempts` and `correlation_id` are used when the client
@@ -84,6 +102,7 @@ class JobSpec:
         run_at = self.run_at
         if self.delay is not None:
             run_at = now + timedelta(seconds=self.delay)
+        after = self._parents({})
         try:
             new_job = NewJob(
                 type=self.type,
@@ -95,11 +114,28 @@ class JobSpec:
                 timeout=self.timeout,
                 idempotency_key=self.idempotency_key,
                 correlation_id=self.correlation_id or correlation_id,
+                after=after,
+                on_parent_failure=self.on_parent_failure or ParentFailure.CANCEL,  # type: ignore[arg-type]
             )
         except InvalidJob as exc:
             raise InvalidParams.of_field(exc.field, exc.problem) from None
         check_new_job(new_job)
         return new_job
+
+    def with_names(self, names: Mapping[str, int]) -> JobSpec:
+        """The spec with the batch's `names` (name -> position) in `after` resolved."""
+        return dataclasses.replace(self, after=self._parents(names))
+
+    def _parents(self, names: Mapping[str, int]) -> tuple[int | BatchRef, ...]:
+        out: list[int | BatchRef] = []
+        for index, parent in enumerate(self.after):
+            if isinstance(parent, str):
+                if parent not in names:
+                    raise fields.invalid(f"after[{index}]", f"no job named {parent!r} in the batch")
+                out.append(BatchRef(names[parent]))
+            else:
+                out.append(parent)
+        return tuple(out)
 
     def to_params(self) -> dict[str, Any]:
         """The spec as the protocol's submit params: the members given, times as ISO-8601."""
@@ -117,6 +153,9 @@ class JobSpec:
             "timeout": self.timeout,
             "idempotency_key": self.idempotency_key,
             "correlation_id": self.correlation_id,
+            "name": self.name,
+            "after": [p for p in self.after if not isinstance(p, BatchRef)] or None,
+            "on_parent_failure": self.on_parent_failure,
         }
         params.update((name, value) for name, value in optional.items() if value is not None)
         return params
@@ -159,7 +198,67 @@ def parse_job_spec(params: Mapping[str, Any]) -> JobSpec:
         timeout=fields.number(params, "timeout"),
         idempotency_key=fields.text(params, "idempotency_key"),
         correlation_id=fields.text(params, "correlation_id"),
+        name=_name(params),
+        after=_after(params),
+        on_parent_failure=_on_parent_failure(params),
     )
+
+
+def _name(params: Mapping[str, Any]) -> str | None:
+    name: str | None = fields.text(params, "name")
+    if name is not None and not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise fields.invalid("name", f"must be 1 to {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def _after(params: Mapping[str, Any]) -> tuple[int | str, ...]:
+    """`after`: job ids, or names of jobs of the same batch."""
+    after = params.get("after")
+    if after is None:
+        return ()
+    if isinstance(after, str | bytes) or not isinstance(after, Sequence):
+        raise fields.invalid("after", "must be an array of job ids (or names in a batch)")
+    if len(after) > MAX_PARENTS:
+        raise fields.invalid("after", f"must name at most {MAX_PARENTS} jobs")
+    for index, parent in enumerate(after):
+        is_id = isinstance(parent, int) and not isinstance(parent, bool) and 0 < parent < 2**63
+        if not is_id and not (isinstance(parent, str) and parent):
+            raise fields.invalid(f"after[{index}]", "must be a job id or a name of the batch")
+    return tuple(after)
+
+
+def _on_parent_failure(params: Mapping[str, Any]) -> str | None:
+    value: str | None = fields.text(params, "on_parent_failure")
+    if value is not None and value not in ParentFailure.__members__.values():
+        raise fields.invalid("on_parent_failure", "must be cancel or run")
+    return value
+
+
+def named_batch(specs: Sequence[JobSpec]) -> tuple[list[JobSpec], dict[str, int]]:
+    """A batch's jobs with the names in their `after` resolved to positions in the batch, and
+    the names; a name used twice, or one no job of the batch has, is refused naming the job."""
+    names = batch_names(specs)
+    resolved = []
+    for index, spec in enumerate(specs):
+        try:
+            resolved.append(spec.with_names(names) if spec.after else spec)
+        except InvalidParams as exc:
+            raise in_batch(exc, index) from None
+    return resolved, names
+
+
+def batch_names(specs: Sequence[JobSpec]) -> dict[str, int]:
+    """The names of a batch's jobs, each to its position; a name used twice is refused."""
+    names: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        if spec.name is None:
+            continue
+        if spec.name in names:
+            raise InvalidParams.of_field(
+                f"jobs[{index}].name", f"{spec.name!r} names jobs[{names[spec.name]}] already"
+            )
+        names[spec.name] = index
+    return names
 
 
 def unknown_fields(job: Mapping[str, Any]) -> list[str]:

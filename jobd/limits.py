@@ -36,6 +36,8 @@ SUBSCRIPTION_BUFFER = 1000
 SUBSCRIPTION_HEARTBEAT = 15.0
 #: Seconds a write to a subscriber may take before it is dropped as too slow.
 SUBSCRIPTION_WRITE_TIMEOUT = 10.0
+#: Job ids one subscription may follow (`subscribe`'s `ids` filter).
+MAX_SUBSCRIBE_IDS = 1000
 
 #: Jobs one transaction of a bulk action (cancel_many, retry_many, purge) changes at most: a
 #: million matching jobs are a thousand short transactions, never one long one.

@@ -6,12 +6,14 @@ reports): one write and one wake-up of the reader instead of several (ADR 0020).
 a message is a plain tuple (see `encode`).
 
 Supervisor → worker: `Run` (jobs to run in this order), `Cancel` (stop that job: cancel,
-timeout or drain), `Stop` (give back every job not started, finish the current one, exit).
+timeout or drain), `Stop` (give back every job not started, finish the current one, exit),
+`ParentResults` (the answer to an `AskParents`).
 
 Worker → supervisor: `Ready`, `Started` (announced before the handler is called, so a death
 names its job), `Done`, `Failed`, `Released` (given back unstarted), `Progress`, `Retiring`
-(recycling: it leaves after its current job), and `Many` (several of these in order: a job's
-report travels with the next job's `Started` when that job was already queued).
+(recycling: it leaves after its current job), `AskParents` (the running handler called
+`ctx.parent_results()`), and `Many` (several of these in order: a job's report travels with
+the next job's `Started` when that job was already queued).
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ class RunJob(NamedTuple):
     correlation_id: str | None
     timeout: float | None
 
-    def context(self, stop: threading.Event, progress: Callable[[Any], None]) -> JobContext:
+    def context(
+        self,
+        stop: threading.Event,
+        progress: Callable[[Any], None],
+        parent_results: Callable[[], dict[int, Any]] = dict,
+    ) -> JobContext:
         return JobContext(
             job_id=self.job_id,
             type=self.type,
@@ -54,6 +61,7 @@ class RunJob(NamedTuple):
             timeout=self.timeout,
             _stop=stop,
             _report_progress=progress,
+            _parent_results=parent_results,
         )
 
 
@@ -72,7 +80,15 @@ class Stop(NamedTuple):
     pass
 
 
-ToWorker = Run | Cancel | Stop
+class ParentResults(NamedTuple):
+    """The results of job `job_id`'s parents, or why they could not be read (`error`)."""
+
+    job_id: int
+    results: dict[int, Any]
+    error: str | None = None
+
+
+ToWorker = Run | Cancel | Stop | ParentResults
 
 
 # --- worker → supervisor ----------------------------------------------------------------
@@ -125,7 +141,13 @@ class Retiring(NamedTuple):
     reason: str
 
 
-Report = Ready | Started | Done | Failed | Released | Progress | Retiring
+class AskParents(NamedTuple):
+    """The handler of running job `job_id` asks for its parents' results."""
+
+    job_id: int
+
+
+Report = Ready | Started | Done | Failed | Released | Progress | Retiring | AskParents
 
 
 class Many(NamedTuple):
@@ -155,6 +177,8 @@ _WIRE: tuple[type, ...] = (
     Progress,
     Retiring,
     Many,
+    ParentResults,
+    AskParents,
 )
 _TAG = {cls: tag for tag, cls in enumerate(_WIRE)}
 _RUN, _MANY = _TAG[Run], _TAG[Many]

@@ -39,8 +39,8 @@ from jobd.errors import (
     PayloadTooLarge,
     error_from_code,
 )
-from jobd.jobspec import JobSpec, in_batch, parse_job_spec
-from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
+from jobd.jobspec import JobSpec, in_batch, named_batch, parse_job_spec
+from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY, MAX_SUBSCRIBE_IDS
 from jobd.protocol_queues import QUEUE_METHODS
 
 PROTOCOL_VERSION = 1
@@ -341,6 +341,7 @@ class IdParams:
 @dataclass(frozen=True, slots=True)
 class SubscribeParams:
     topics: tuple[str, ...]
+    ids: frozenset[int] | None = None  # only these jobs' changes; None: every job's
 
 
 #: What a subscription can follow (jobd.subscriptions): every job's changes of state.
@@ -351,12 +352,25 @@ def parse_subscribe(params: Mapping[str, Any]) -> SubscribeParams:
     topics = params.get("topics", list(TOPICS))
     if not isinstance(topics, list) or not topics or not all(t in TOPICS for t in topics):
         raise fields.invalid("topics", f"must be a non-empty list of {', '.join(TOPICS)}")
-    return SubscribeParams(tuple(dict.fromkeys(topics)))
+    return SubscribeParams(tuple(dict.fromkeys(topics)), _subscribe_ids(params.get("ids")))
+
+
+def _subscribe_ids(ids: Any) -> frozenset[int] | None:
+    if ids is None:
+        return None
+    problem = f"must be a non-empty list of at most {MAX_SUBSCRIBE_IDS} job ids"
+    if not isinstance(ids, list) or not 0 < len(ids) <= MAX_SUBSCRIBE_IDS:
+        raise fields.invalid("ids", problem)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+        raise fields.invalid("ids", problem)
+    return frozenset(ids)
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitManyParams:
     jobs: list[JobSpec]
+    #: The batch's names (a job's `name`), each to its position; `after` uses them.
+    names: dict[str, int] = field(default_factory=dict)
 
 
 def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
@@ -371,7 +385,7 @@ def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
             specs.append(_batch_job_spec(job))
         except InvalidParams as exc:
             raise in_batch(exc, index) from None
-    return SubmitManyParams(specs)
+    return SubmitManyParams(*named_batch(specs))
 
 
 def _batch_job_spec(job: Any) -> JobSpec:
@@ -404,7 +418,9 @@ class ListCursor:
         return cls(value["c"], value["f"])
 
 
-LIST_FILTERS = ("states", "type", "queue", "created_after", "created_before", "schedule")
+LIST_FILTERS = (
+    "states", "type", "queue", "created_after", "created_before", "schedule", "workflow",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +431,7 @@ class ListParams:
     created_after: datetime | None = None
     created_before: datetime | None = None
     schedule: str | None = None  # the jobs this schedule created
+    workflow: int | None = None  # the jobs linked to this one through `after`
     limit: int = DEFAULT_LIST_LIMIT
     cursor: ListCursor | None = None  # checked against the filters above when parsed
 
@@ -445,6 +462,8 @@ class ListParams:
         }
         if self.schedule is not None:  # absent otherwise: earlier cursors stay good
             canonical["schedule"] = self.schedule
+        if self.workflow is not None:  # absent otherwise: cursors of before it stay valid
+            canonical["workflow"] = self.workflow
         digest = hashlib.sha256(_dumps(canonical).encode()).digest()
         return base64.urlsafe_b64encode(digest[:9]).decode()
 
@@ -464,6 +483,7 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         created_after=fields.time(params, "created_after"),
         created_before=fields.time(params, "created_before"),
         schedule=fields.text(params, "schedule"),
+        workflow=_workflow(params),
         limit=min(limit, MAX_LIST_LIMIT),
     )
     given = fields.text(params, "cursor")
@@ -475,9 +495,16 @@ def parse_list(params: Mapping[str, Any]) -> ListParams:
         raise fields.invalid(
             "cursor",
             "was issued for other filters: give it with the state, type, queue, created_after,"
-            " created_before and schedule of the page it came from",
+            " created_before, schedule and workflow of the page it came from",
         )
     return dataclasses.replace(filters, cursor=cursor)
+
+
+def _workflow(params: Mapping[str, Any]) -> int | None:
+    workflow: int | None = fields.integer(params, "workflow")
+    if workflow is not None and not 0 < workflow < 2**63:
+        raise fields.invalid("workflow", "must be a job id")
+    return workflow
 
 
 def _states(value: Any) -> tuple[State, ...]:
@@ -654,9 +681,17 @@ class JobView:
     finished_at: datetime | None
     #: The schedule that created the job; None for other jobs (and from daemons before it).
     schedule: str | None = None
+    #: What the job does when a parent fails ("cancel" from daemons before workflows).
+    on_parent_failure: str = "cancel"
+    #: The jobs it waits for, ascending (empty from daemons before workflows).
+    parents: tuple[int, ...] = ()
     #: The latest progress its handler reported, and when (None from daemons before it).
     progress: Any = None
     progress_at: datetime | None = None
+    #: `get` only, like `effective`: the jobs submitted after it, and the parents it still
+    #: waits for (None when the reply has none).
+    children: tuple[int, ...] | None = field(default=None, compare=False)
+    waiting_for: tuple[int, ...] | None = field(default=None, compare=False)
     # What the answering node applies (`get` only), not part of the job: two views of one job
     # are equal whether or not they carry it.
     effective: Effective | None = field(default=None, compare=False)
@@ -687,7 +722,7 @@ class JobView:
 
 
 _JOB_MEMBERS = frozenset(WIRE_FIELDS)
-_KNOWN_MEMBERS = _JOB_MEMBERS | {"effective"}
+_KNOWN_MEMBERS = _JOB_MEMBERS | {"effective", "children", "waiting_for"}
 
 
 def job_from_dict(data: Mapping[str, Any]) -> JobView:
@@ -697,13 +732,29 @@ def job_from_dict(data: Mapping[str, Any]) -> JobView:
         values["state"] = _state(values["state"])
         values["last_error"] = ErrorInfo.from_dict(values["last_error"])
         values["payload"] = values["payload"] or {}
+        values["on_parent_failure"] = values["on_parent_failure"] or "cancel"
+        values["parents"] = tuple(int(p) for p in values["parents"] or ())
         for name in TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
         effective = Effective.from_dict(data.get("effective"))
-        return JobView(**values, effective=effective, raw=dict(data))
+        return JobView(
+            **values,
+            effective=effective,
+            children=_ids(data.get("children")),
+            waiting_for=_ids(data.get("waiting_for")),
+            raw=dict(data),
+        )
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise InvalidRequest(f"malformed job in response: {_short(exc)}") from None
+
+
+def _ids(value: object) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise TypeError(f"not a list of ids: {value!r}")
+    return tuple(int(i) for i in value)
 
 
 def _state(name: object) -> State | str:

@@ -22,8 +22,10 @@ What a subscriber can cost the daemon is bounded, and never by waiting for it:
 
 On the wire (docs/protocol.md): the `subscribe` request is answered like any other; then the
 connection carries only JSON-RPC notifications, one a line: `job` (id, state, type, queue,
-event, at, and queue_wait for a start), `heartbeat`, and at the end, perhaps, `dropped`.  Lines
-the client sends afterwards are read and ignored; closing the connection ends the subscription.
+event, at, and queue_wait for a start), `heartbeat`, and at the end, perhaps, `dropped`.  With
+`ids`, a subscriber is offered only those jobs' changes: the others neither wake it nor fill
+its buffer.  Lines the client sends afterwards are read and ignored; closing the connection
+ends the subscription.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from jobd.domain import Job
@@ -122,8 +124,9 @@ def notification(method: str, params: dict[str, Any]) -> bytes:
 class Subscriber:
     """One connection's changes not yet written.  Lives on the feed's loop."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, ids: frozenset[int] | None = None):
         self.limit = limit
+        self.ids = ids  # only these jobs' changes (`subscribe`'s `ids`); None: every job's
         self.buffer: deque[JobChange] = deque()
         self.lost: str | None = None  # why it was dropped; None while it keeps up
         self.ready = asyncio.Event()
@@ -131,6 +134,10 @@ class Subscriber:
     def offer(self, changes: Sequence[JobChange]) -> None:
         if self.lost is not None:
             return
+        if self.ids is not None:
+            changes = [c for c in changes if c.id in self.ids]
+            if not changes:
+                return
         if len(self.buffer) + len(changes) > self.limit:
             self.lost = f"too slow: more than {self.limit} changes were waiting for it"
             self.buffer.clear()
@@ -191,13 +198,13 @@ class JobFeed:
         for subscriber in self._subscribers:
             subscriber.offer(changes)
 
-    def add(self) -> Subscriber:
+    def add(self, ids: frozenset[int] | None = None) -> Subscriber:
         """A new subscriber (on the feed's loop); Unavailable past max_subscribers."""
         if len(self._subscribers) >= self.max_subscribers:
             raise Unavailable(
                 f"subscribe: {self.max_subscribers} subscriptions already; try again later"
             )
-        subscriber = Subscriber(self.buffer)
+        subscriber = Subscriber(self.buffer, ids)
         self._subscribers.add(subscriber)
         return subscriber
 
@@ -257,9 +264,15 @@ async def stream(
 ) -> None:
     """Serve one subscription until the peer closes, falls behind, or the daemon stops.  The
     caller closes the connection afterwards."""
-    subscriber = feed.add()  # Unavailable goes back to the caller as the answer
+    subscriber = feed.add(params.ids)  # Unavailable goes back to the caller as the answer
     try:
-        answer = {"topics": list(params.topics), "buffer": feed.buffer, "heartbeat": heartbeat}
+        answer: dict[str, Any] = {
+            "topics": list(params.topics),
+            "buffer": feed.buffer,
+            "heartbeat": heartbeat,
+        }
+        if params.ids is not None:
+            answer["ids"] = sorted(params.ids)
         await _write(writer, encode(result_response(call_id, answer)), write_timeout)
         closed = asyncio.ensure_future(_until_closed(reader))
         try:
@@ -328,12 +341,15 @@ def follow(
     socket_path: str | os.PathLike[str],
     connect_timeout: float = 5.0,
     on_ready: Callable[[], None] | None = None,
+    ids: Iterable[int] | None = None,
+    on_heartbeat: Callable[[], None] | None = None,
 ) -> Iterator[JobChange]:
     """Subscribe on a connection of its own (`on_ready` is called once the daemon has said
     yes) and yield each job change as it comes; raises SubscriptionLost when it ends (a
     caller that wants more subscribes again, and reads again what it shows: changes in
     between are not replayed), DaemonUnreachable if it cannot connect, the daemon's error if
-    it refuses."""
+    it refuses.  `ids`: only these jobs' changes.  `on_heartbeat` is called at each heartbeat
+    (a quiet subscription's chance to look elsewhere: another node's changes are not sent)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(connect_timeout)
@@ -341,7 +357,10 @@ def follow(
             sock.connect(os.fsencode(socket_path))
         except OSError as exc:
             raise DaemonUnreachable(f"cannot reach jobd at {socket_path}: {exc}") from None
-        sock.sendall(encode(request("subscribe", {"topics": ["jobs"]}, 1)))
+        params: dict[str, Any] = {"topics": ["jobs"]}
+        if ids is not None:
+            params["ids"] = sorted(set(ids))
+        sock.sendall(encode(request("subscribe", params, 1)))
         lines = sock.makefile("rb")
         first = _line(lines)
         reply = parse_reply(json.loads(first))
@@ -356,6 +375,8 @@ def follow(
             method, params = message.get("method"), message.get("params") or {}
             if method == "job":
                 yield JobChange.from_params(params)
+            elif method == "heartbeat" and on_heartbeat is not None:
+                on_heartbeat()
             elif method == "dropped":
                 raise SubscriptionLost(str(params.get("reason", "dropped")))
     finally:

@@ -31,6 +31,7 @@ def make_context(
     timeout: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[Any], None] | None = None,
+    parent_results: dict[int, Any] | None = None,
 ) -> JobContext:
     """A `JobContext` as a worker would give a handler.  Built by keyword, so it does not
     depend on the order of JobContext's fields."""
@@ -44,6 +45,7 @@ def make_context(
         timeout=timeout,
         _stop=stop if stop is not None else threading.Event(),
         _report_progress=on_progress if on_progress is not None else _ignore,
+        _parent_results=lambda: dict(parent_results or {}),
     )
 
 

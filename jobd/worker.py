@@ -27,11 +27,12 @@ from typing import Any
 from setproctitle import setproctitle
 
 from jobd import logs, pipe
-from jobd.context import JobCancelled, JobContext
+from jobd.context import JobCancelled, JobContext, ParentResultsUnavailable
 from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
 from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
 from jobd.pipe import (
+    AskParents,
     Cancel,
     Done,
     Failed,
@@ -39,6 +40,7 @@ from jobd.pipe import (
     FailureKind,
     FromWorker,
     Many,
+    ParentResults,
     Progress,
     Ready,
     Released,
@@ -66,6 +68,8 @@ class ResultTooLarge(PermanentError):
 BOOT_ERROR = 3
 #: How long a worker whose supervisor vanished lets its current job wind down.
 ORPHAN_GRACE = 5.0
+#: How often a handler waiting for its parents' results looks whether it must stop.
+ANSWER_POLL = 0.1
 
 
 class _NothingQueued:
@@ -121,6 +125,7 @@ class Worker:
         self._current: tuple[int, threading.Event] | None = None
         self._cancelled: set[int] = set()
         self._stopping = False
+        self._answers: queue.SimpleQueue[ParentResults] = queue.SimpleQueue()
 
     # --- the main thread ----------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class Worker:
         self._say(report, Started(job_id))
         self._title(f"running {job.type}#{job_id}")
         progress = ProgressThrottle(lambda data: self.send(Progress(job_id, data)))
-        ctx = job.context(stop, progress.report)
+        ctx = job.context(stop, progress.report, lambda: self._parent_results(job_id, stop))
         logs.bind_job({**ctx.log_fields(), "worker": self.index})
         try:
             return Done(job_id, self._call(ctx, job.payload))
@@ -217,6 +222,23 @@ class Worker:
             )
         return result
 
+    def _parent_results(self, job_id: int, stop: threading.Event) -> dict[int, Any]:
+        """Ask the supervisor for the job's parents' results and wait for its answer (the
+        reader thread queues it), giving up when the job is asked to stop."""
+        self.send(AskParents(job_id))
+        while True:
+            try:
+                answer = self._answers.get(timeout=ANSWER_POLL)
+            except queue.Empty:
+                if stop.is_set():
+                    raise JobCancelled(f"job {job_id} was asked to stop") from None
+                continue
+            if answer.job_id != job_id:
+                continue  # an answer to an earlier job's question, come too late
+            if answer.error is not None:
+                raise ParentResultsUnavailable(answer.error)
+            return answer.results
+
     def _retire_reason(self) -> str | None:
         if self.max_jobs and self.jobs_done >= self.max_jobs:
             return f"ran {self.jobs_done} jobs (workers.max_jobs_per_worker)"
@@ -239,6 +261,8 @@ class Worker:
                         self._cancel(job_id)
                     case Stop():
                         self._stop()
+                    case ParentResults() as answer:
+                        self._answers.put(answer)
         except (EOFError, OSError):
             self._orphaned()
 

@@ -38,6 +38,7 @@ from jobd.http.openapi import document_json
 from jobd.http.problems import Problem, invalid
 from jobd.http.queues_api import QUEUE_ROUTES, QueueEndpoints, actor
 from jobd.jobspec import SUBMIT_FIELDS, parse_job_spec, unknown_fields
+from jobd.limits import MAX_SUBMIT_MANY
 from jobd.protocol import decode, encode
 
 JSON = "application/json"
@@ -47,7 +48,7 @@ DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0  # a longer long-poll is cut to this; the answer says timed_out, clients loop
 WAIT_MARGIN = 10.0  # how much longer than its timeout a wait's answer may take
 READY_TIMEOUT = 5.0  # a readiness probe that takes longer than this is a "no"
-LIST_FILTERS = ("state", "type", "queue", "created_after", "created_before", "schedule")
+LIST_FILTERS = ("state", "type", "queue", "created_after", "created_before", "schedule", "workflow")
 LIST_PARAMS = (*LIST_FILTERS, "limit", "cursor")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"-?\d{1,19}")
@@ -116,6 +117,7 @@ class Route:
 # documentation.  /metrics names job types and queues and counts their traffic: it needs one.
 ROUTES: tuple[Route, ...] = (
     Route("/jobs", {"GET": "list_jobs", "POST": "submit"}),
+    Route("/jobs:batch", {"POST": "submit_batch"}),
     Route("/jobs/{id}", {"GET": "get_job", "DELETE": "cancel"}),
     Route("/jobs/{id}/retry", {"POST": "retry"}),
     Route("/jobs/{id}/wait", {"GET": "wait"}),
@@ -167,6 +169,17 @@ class Api(QueueEndpoints):
         if result["created"]:
             return json_response(201, job, {"Location": f"/jobs/{job['id']}"})
         return json_response(200, job)  # the idempotency key was taken: the job holding it
+
+    def submit_batch(self, request: Request) -> Response:
+        """A batch in one transaction (a workflow: jobs named, and `after` each other): 201
+        with the jobs and their names' ids when one was created, 200 when every job's key
+        was taken already."""
+        params = batch_params(request)
+        with self.clients.writer() as client:
+            result = client.call("submit_many", params)
+        jobs = [item["job"] for item in result["results"]]
+        created = any(item["created"] for item in result["results"])
+        return json_response(201 if created else 200, {"jobs": jobs, "names": result["names"]})
 
     def get_job(self, request: Request) -> Response:
         with self.clients.reader() as client:
@@ -266,27 +279,51 @@ def job_id(request: Request) -> int:
     return value
 
 
+def batch_params(request: Request) -> dict[str, Any]:
+    """The submit_many parameters from a POST /jobs:batch: `{"jobs": [job, …]}`, each job as
+    POST /jobs takes it (no Idempotency-Key header: each job carries its own key)."""
+    body = json_body(request)
+    jobs = body.get("jobs") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) != {"jobs"} or not isinstance(jobs, list):
+        raise invalid("body", 'must be a JSON object {"jobs": [job, …]}')
+    if not 0 < len(jobs) <= MAX_SUBMIT_MANY:
+        raise invalid("jobs", f"must hold 1 to {MAX_SUBMIT_MANY} jobs, got {len(jobs)}")
+    return {"jobs": [_job_params(job, request, f"jobs[{i}].") for i, job in enumerate(jobs)]}
+
+
 def submit_params(request: Request) -> dict[str, Any]:
     """The submit parameters from a POST /jobs: the JSON body's fields, the Idempotency-Key
     header as `idempotency_key`, and the request id as `correlation_id` unless the body has
     one; checked by jobd.jobspec, as the daemon will check them."""
     body = json_body(request)
+    key = request.header("Idempotency-Key")
+    if key is not None and isinstance(body, dict):
+        if body.get("idempotency_key") not in (None, key):
+            raise invalid("Idempotency-Key", "differs from the body's idempotency_key")
+        body = {**body, "idempotency_key": key}
+    return _job_params(body, request, "")
+
+
+def _job_params(body: Any, request: Request, where: str) -> dict[str, Any]:
+    """One job's submit parameters, its fields named with the prefix `where` in errors."""
     if not isinstance(body, dict):
-        raise invalid("body", "must be a JSON object with the job's fields (type, payload, …)")
+        raise invalid(
+            where + "body" if not where else where.rstrip("."),
+            "must be a JSON object with the job's fields (type, payload, …)",
+        )
     unknown = unknown_fields(body)
     if unknown:
-        raise invalid(unknown[0], f"unknown field (fields: {', '.join(sorted(SUBMIT_FIELDS))})")
+        raise invalid(
+            where + unknown[0], f"unknown field (fields: {', '.join(sorted(SUBMIT_FIELDS))})"
+        )
     params = dict(body)
-    key = request.header("Idempotency-Key")
-    if key is not None:
-        if params.get("idempotency_key") not in (None, key):
-            raise invalid("Idempotency-Key", "differs from the body's idempotency_key")
-        params["idempotency_key"] = key
     if params.get("correlation_id") is None:
         params["correlation_id"] = request.request_id
     try:
         return parse_job_spec(params).to_params()
     except InvalidParams as exc:
+        if where:
+            exc = InvalidParams.of_field(where + (exc.field or ""), exc.problem or str(exc))
         raise Problem.from_error(exc) from None
 
 
@@ -359,4 +396,7 @@ def list_params(request: Request) -> dict[str, Any]:
     params: dict[str, Any] = {"state": states or None, "limit": int_param(request, "limit")}
     for name in ("type", "queue", "created_after", "created_before", "schedule", "cursor"):
         params[name] = one_param(request, name)
+    workflow = int_param(request, "workflow")
+    if workflow is not None:
+        params["workflow"] = workflow
     return params

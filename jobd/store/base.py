@@ -28,6 +28,7 @@ from jobd.errors import InvalidParams, Unavailable
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.values import check_new_job, json_problem, storable_text
+from jobd.store.workflows import batch_order
 
 if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
     from jobd.schedules import Schedule
@@ -128,8 +129,11 @@ class JobFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     schedule: str | None = None  # the jobs one schedule created
+    #: The jobs linked to this one through `after`, in either direction (itself included).
+    workflow: int | None = None
 
     def matches(self, job: Job) -> bool:
+        """Every filter but `workflow`, which the store resolves to a set of ids."""
         return (
             (not self.states or job.state in self.states)
             and (self.type is None or job.type == self.type)
@@ -138,6 +142,14 @@ class JobFilter:
             and (self.created_before is None or job.created_at < self.created_before)
             and (self.schedule is None or job.schedule == self.schedule)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """A job's neighbours in its workflow (ids, ascending)."""
+
+    children: list[int]
+    unfinished_parents: list[int]  # the parents that have not ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +270,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:
         """Insert every job in one transaction.  A job whose idempotency key exists already
-        is not inserted; the existing job is returned with created=False."""
+        is not inserted; the existing job is returned with created=False.
+
+        A job `after` others (ids, or BatchRefs to jobs of the same batch, which come first)
+        is waiting, pending if they have all ended, or canceled at once if one failed and it
+        cancels on that (jobd.store.workflows.wait_for_parents); the edges are written in the
+        same transaction, each parent locked against its own end meanwhile.  An unknown parent
+        or a cycle is InvalidParams naming the field, and nothing is written."""
 
     @abc.abstractmethod
     async def get(self, job_id: int) -> Job:
@@ -272,7 +290,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def request_cancel(self, job_id: int) -> Job:
-        """Cancel a pending job, or mark a running one; Conflict when it has finished."""
+        """Cancel a waiting or pending job, or mark a running one; Conflict when it has
+        finished.  A job that ends here ends its dependents' wait as a finish does."""
 
     async def retry(self, job_id: int) -> Job:
         """Operator retry of a failed or canceled job; Conflict otherwise."""
@@ -280,11 +299,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def operator_retry(self, job_id: int) -> Changed:
-        """`retry`, telling the state the job was retried from."""
+        """`retry`, telling the state the job was retried from.  A job with unfinished parents
+        goes back to waiting; its dependents that its failure canceled wait for it again
+        (jobd.store.workflows.parent_reopened)."""
 
     @abc.abstractmethod
     async def counts(self) -> Counts:
         """Job counts by queue, type and state."""
+
+    # --- workflows (jobd.store.workflows) -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def links(self, job_id: int) -> Links:
+        """The job's place in its workflow: the jobs submitted `after` it, and the parents it
+        still waits for (NotFound: no such job)."""
+
+    @abc.abstractmethod
+    async def parent_results(self, job_id: int) -> dict[int, Any]:
+        """The result of each of the job's parents (None for one that did not complete), read
+        when its handler asks (`ctx.parent_results()`)."""
 
     # --- the supervisor's operations ------------------------------------------------------
 
@@ -323,7 +356,8 @@ class Store(abc.ABC):
         """Record each start, then apply each outcome, whose (job id, attempt, node, lease
         token) still owns the job; return the new state of each applied outcome.  Outcomes
         that lost their lease are left out.  An outcome's `started_at`, when set, is written
-        with it."""
+        with it.  The dependents of the jobs that ended move on in the same transaction
+        (jobd.store.workflows.parents_ended)."""
 
     @abc.abstractmethod
     async def record_progress(
@@ -368,7 +402,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
         """Delete finished jobs whose finished_at is older than `older_than`; at most `batch`
-        rows per transaction; return how many went."""
+        rows per transaction; return how many went.  A job with a dependent that has not
+        finished stays (the dependent may still wait for it, or read its result)."""
 
     # --- the fleet ------------------------------------------------------------------------
 
@@ -495,6 +530,14 @@ class Store(abc.ABC):
             queue = queues.get(job_id) if queues is not None else None
             self._notify(Notification(kind, queue=queue, job_id=job_id))
 
+    def _notify_dependents(self, changed: Sequence[Job]) -> None:
+        """Dependents a parent's end (or retry) moved on: SUBMITTED for those now pending,
+        FINISHED for those canceled."""
+        self._notify_submitted([job for job in changed if job.state is State.PENDING])
+        for job in changed:
+            if job.state.terminal:
+                self._notify(Notification(NotificationKind.FINISHED, job_id=job.id))
+
 
 def validate_specs(specs: Sequence[NewJob]) -> None:
     """Refuse a batch that is too long or holds a value no store can hold (jobd.store.values:
@@ -503,6 +546,7 @@ def validate_specs(specs: Sequence[NewJob]) -> None:
         raise InvalidParams(f"jobs: at most {MAX_SUBMIT_MANY} jobs in one call, got {len(specs)}")
     for index, spec in enumerate(specs):
         check_new_job(spec, f"jobs[{index}]." if len(specs) > 1 else "")
+    batch_order(specs)  # a reference out of the batch or a cycle: refused before any write
 
 
 #: The error type of an attempt whose result no store can hold.

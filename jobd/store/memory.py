@@ -10,6 +10,7 @@ import itertools
 import threading
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from jobd.clock import utcnow
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
@@ -21,6 +22,7 @@ from jobd.store.base import (
     CountRow,
     Counts,
     JobFilter,
+    Links,
     Notification,
     NotificationKind,
     Outcome,
@@ -51,6 +53,16 @@ from jobd.store.schedules import (
     other_definition,
     tick_job,
 )
+from jobd.store.workflows import (
+    batch_order,
+    connected,
+    needed,
+    parents_ended,
+    resolve_after,
+    retry_all,
+    unknown_parent,
+    wait_for_parents,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,6 +72,26 @@ class _Run:
     tick: datetime
     job_id: int
     kind: RunKind
+
+
+class _Graph:
+    """The memory store's jobs and edges as jobd.store.workflows walks them (under its lock)."""
+
+    def __init__(self, store: MemoryStore):
+        self._store = store
+
+    def job(self, job_id: int) -> Job | None:
+        return self._store._jobs.get(job_id)
+
+    def children_of(self, job_id: int) -> list[int]:
+        return self._store._children.get(job_id, [])
+
+    def parents_of(self, job_id: int) -> tuple[int, ...]:
+        job = self._store._jobs.get(job_id)
+        return job.parents if job is not None else ()
+
+    def save(self, job: Job) -> None:
+        self._store._jobs[job.id] = job
 
 
 class MemoryStore(QueueMethods, Store):
@@ -74,6 +106,7 @@ class MemoryStore(QueueMethods, Store):
         self._next_id = 1
         self._tokens = itertools.count(1)  # lease tokens, one per claim
         self._nodes: dict[str, tuple[NodeReport, datetime]] = {}  # with its last heartbeat
+        self._children: dict[int, list[int]] = {}  # the workflow edges, parent -> children
         self._schedules: dict[str, ScheduleRecord] = {}
         self._runs: dict[str, list[_Run]] = {}  # each schedule's history, oldest first
         self._queues: dict[str, QueueRecord] = {}  # jobd.store.memory_queues
@@ -95,14 +128,39 @@ class MemoryStore(QueueMethods, Store):
         out = []
         with self._lock:
             now = self._clock()
+            self._check_parents(specs)
             for spec in specs:
                 existing = self._keys.get(spec.idempotency_key) if spec.idempotency_key else None
                 if existing is not None:
                     out.append(Submitted(self._jobs[existing], created=False))
                     continue
                 out.append(Submitted(self._insert(spec, now), created=True))
-        for queue in {s.job.queue for s in out if s.created}:
+            out = self._link(specs, out, now)
+        for queue in {s.job.queue for s in out if s.created and s.job.state is State.PENDING}:
             self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
+        return out
+
+    def _check_parents(self, specs: Sequence[NewJob]) -> None:
+        for index, spec in enumerate(specs):
+            for parent in spec.after:
+                if isinstance(parent, int) and parent not in self._jobs:
+                    raise unknown_parent(spec, parent, index, len(specs))
+
+    def _link(
+        self, specs: Sequence[NewJob], out: list[Submitted], now: datetime
+    ) -> list[Submitted]:
+        """The batch's new jobs with parents wait for them, parents first (batch_order)."""
+        ids: list[int | None] = [s.job.id for s in out]
+        graph = _Graph(self)
+        for index in batch_order(specs):
+            submitted = out[index]
+            if not submitted.created or not specs[index].after:
+                continue
+            parents = resolve_after(specs[index], ids)
+            for parent in parents:
+                self._children.setdefault(parent, []).append(submitted.job.id)
+            job = dataclasses.replace(submitted.job, parents=parents)
+            out[index] = Submitted(wait_for_parents(graph, job, now), created=True)
         return out
 
     def _insert(self, spec: NewJob, now: datetime) -> Job:
@@ -130,12 +188,15 @@ class MemoryStore(QueueMethods, Store):
         before = decode_cursor(cursor) if cursor else None
         with self._lock:
             ids = sorted(self._jobs, reverse=True)
+            workflow = None
+            if filters.workflow is not None:
+                workflow = connected(_Graph(self), filters.workflow)
             matched = []
             for job_id in ids:
                 if before is not None and job_id >= before:
                     continue
                 job = self._jobs[job_id]
-                if filters.matches(job):
+                if filters.matches(job) and (workflow is None or job_id in workflow):
                     matched.append(job)
                     if len(matched) > limit:
                         break
@@ -145,16 +206,41 @@ class MemoryStore(QueueMethods, Store):
 
     async def request_cancel(self, job_id: int) -> Job:
         with self._lock:
-            job = self._apply(job_id, lambda j: j.request_cancel(self._clock()))
+            now = self._clock()
+            job = self._apply(job_id, lambda j: j.request_cancel(now))
+            dependents = parents_ended(_Graph(self), [job], now)
         self._notify_cancel_requested(job)
+        self._notify_dependents(dependents)
         return job
 
     async def operator_retry(self, job_id: int) -> Changed:
         with self._lock:
-            previous = self._get(job_id).state
-            job = self._apply(job_id, lambda j: j.operator_retry(self._clock()))
+            now = self._clock()
+            before = self._get(job_id)
+            try:
+                (job,), dependents = retry_all(self.graph(), [before], now)
+            except IllegalTransition as exc:
+                raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
+            previous = before.state
         self._notify_retried(job)
+        self._notify_dependents(dependents)
         return Changed(job, previous)
+
+    # --- workflows ----------------------------------------------------------------------
+
+    async def links(self, job_id: int) -> Links:
+        with self._lock:
+            job = self._get(job_id)
+            unfinished = [
+                p for p in job.parents if p in self._jobs and not self._jobs[p].state.terminal
+            ]
+            return Links(sorted(self._children.get(job_id, ())), unfinished)
+
+    async def parent_results(self, job_id: int) -> dict[int, Any]:
+        with self._lock:
+            job = self._get(job_id)
+            parents = [self._jobs.get(i) for i in job.parents]
+            return {p.id: p.result for p in parents if p is not None}
 
     def _apply(self, job_id: int, change: Callable[[Job], Job]) -> Job:
         try:
@@ -238,8 +324,10 @@ class MemoryStore(QueueMethods, Store):
                 job = outcome_applied(job, outcome, now)
                 self._jobs[job.id] = job
                 applied[job.id] = job
+            dependents = parents_ended(_Graph(self), applied.values(), now)
         states = {job_id: job.state for job_id, job in applied.items()}
         self._notify_finished(states, {job.id: job.queue for job in applied.values()})
+        self._notify_dependents(dependents)
         return states
 
     async def record_progress(
@@ -266,23 +354,41 @@ class MemoryStore(QueueMethods, Store):
             ]
             for job in recovered:
                 self._jobs[job.id] = job
+            dependents = parents_ended(_Graph(self), recovered, now)
         queues = {job.id: job.queue for job in recovered}
         self._notify_finished({job.id: job.state for job in recovered}, queues)
+        self._notify_dependents(dependents)
         return recovered
 
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
         with self._lock:
             cutoff = self._clock() - older_than
+            graph = self.graph()
             doomed = [
-                j
+                j.id
                 for j in self._jobs.values()
-                if j.state.terminal and j.finished_at is not None and j.finished_at < cutoff
+                if j.state.terminal
+                and j.finished_at is not None
+                and j.finished_at < cutoff
+                and not needed(graph, j)
             ]
-            for job in doomed:
-                del self._jobs[job.id]
-                if job.idempotency_key:
-                    self._keys.pop(job.idempotency_key, None)
+            self.forget(doomed)
         return len(doomed)
+
+    def graph(self) -> _Graph:
+        """The jobs and edges as jobd.store.workflows walks them (hold the lock)."""
+        return _Graph(self)
+
+    def forget(self, ids: Collection[int]) -> None:
+        """Delete these jobs, their idempotency keys and their edges (hold the lock)."""
+        for job_id in ids:
+            job = self._jobs.pop(job_id)
+            if job.idempotency_key:
+                self._keys.pop(job.idempotency_key, None)
+            for parent in job.parents:  # its edges: the ones to its parents, and to its children
+                if parent in self._children:
+                    self._children[parent].remove(job_id)
+            self._children.pop(job_id, None)
 
     async def report_node(self, report: NodeReport) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from jobd.domain import IllegalTransition, Job, State
 from jobd.errors import Conflict
+from jobd.store import workflows
 from jobd.store.base import Changed, JobFilter, Notification, NotificationKind
 from jobd.store.queues import (
     Adjustment,
@@ -84,14 +85,23 @@ async def bulk(
         if not jobs:
             return BulkBatch([], 0, None)
         now = store._clock()
-        changed = [Changed(action.apply(job, now), job.state) for job in jobs]
-        for c in changed:
-            if action is BulkAction.PURGE:
-                del store._jobs[c.job.id]
-                if c.job.idempotency_key:
-                    store._keys.pop(c.job.idempotency_key, None)
-            else:
+        graph = store.graph()
+        if action is BulkAction.PURGE:
+            targets = [job for job in jobs if not workflows.needed(graph, job)]
+            changed = [Changed(job, job.state) for job in targets]
+            store.forget([job.id for job in targets])
+            dependents: list[Job] = []
+        elif action is BulkAction.RETRY:
+            retried, dependents = workflows.retry_all(graph, jobs, now)
+            changed = [
+                Changed(job, before.state) for job, before in zip(retried, jobs, strict=True)
+            ]
+        else:
+            changed = [Changed(action.apply(job, now), job.state) for job in jobs]
+            for c in changed:
                 store._jobs[c.job.id] = c.job
+            dependents = workflows.parents_ended(graph, [c.job for c in changed], now)
+    store._notify_dependents(dependents)
     for c in changed:
         if action is BulkAction.CANCEL:
             store._notify_cancel_requested(c.job)

@@ -40,6 +40,7 @@ from jobd.pipe import (
 )
 from jobd.store import Notification, NotificationKind, Store
 from jobd.supervisor import event_loop
+from jobd.supervisor.asks import Asks
 from jobd.supervisor.claims import Claims
 from jobd.supervisor.deadlines import Deadlines
 from jobd.supervisor.dispatch import Dispatch
@@ -141,6 +142,7 @@ class Supervisor:
             events=self.events,
             metrics=self.metrics,
             pacing=self.pacing,
+            asks=Asks(store),
         )
         self.deadlines = Deadlines(settings.kill_grace, self._timeout_of)
         self.handout = HandOut(registry, self.writeback.record, self._timeout_of)

@@ -11,9 +11,20 @@ from datetime import datetime
 from jobd.clock import utcnow
 from jobd.domain import Job
 from jobd.metrics import Metrics
-from jobd.pipe import Done, Failed, Progress, Ready, Released, Report, Retiring, Started
+from jobd.pipe import (
+    AskParents,
+    Done,
+    Failed,
+    Progress,
+    Ready,
+    Released,
+    Report,
+    Retiring,
+    Started,
+)
 from jobd.store import Outcome
 from jobd.supervisor import outcomes
+from jobd.supervisor.asks import Asks
 from jobd.supervisor.job_events import JobEvents
 from jobd.supervisor.outcomes import JobPolicy
 from jobd.supervisor.pacing import Pacing
@@ -33,6 +44,7 @@ class WorkerReports:
         events: JobEvents,
         metrics: Metrics,
         pacing: Pacing,
+        asks: Asks,
     ):
         self._record = record
         self._started_job = started
@@ -41,6 +53,7 @@ class WorkerReports:
         self._events = events
         self._metrics = metrics
         self._pacing = pacing
+        self._asks = asks
 
     def handle(self, w: WorkerProcess, report: Report) -> None:
         match report:
@@ -76,6 +89,8 @@ class WorkerReports:
                 job = w.assigned.get(job_id)
                 if job is not None and w.running == job_id:
                     self._progress(job, data, utcnow())
+            case AskParents(job_id):
+                self._asks.parent_results(w, job_id)
 
     def died(self, w: WorkerProcess, how: str) -> None:
         """The worker is gone (`how`: its exit in words): its running job ends as stopped or

@@ -17,7 +17,7 @@ import builtins
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, Job, NewJob, State
 from jobd.errors import Unavailable
@@ -27,6 +27,7 @@ from jobd.store import (
     Counts,
     Exchanged,
     JobFilter,
+    Links,
     Notification,
     NotificationKind,
     Outcome,
@@ -126,6 +127,12 @@ class StoreProxy(Store):
 
     async def counts(self) -> Counts:
         return await self._call(self.store.counts())
+
+    async def links(self, job_id: int) -> Links:
+        return await self._answered(self.store.links(job_id))
+
+    async def parent_results(self, job_id: int) -> dict[int, Any]:
+        return await self._answered(self.store.parent_results(job_id))
 
     # --- the supervisor's operations -----------------------------------------------------
 

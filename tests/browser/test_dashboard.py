@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import READ_TOKEN, Dashboard, Watched, eventually_state, screenshot, sign_in
+from .conftest import (
+    READ_TOKEN,
+    SCREENSHOTS,
+    Dashboard,
+    Watched,
+    eventually_state,
+    screenshot,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -86,6 +94,40 @@ def test_the_list_updates_by_itself_and_bulk_retry(dashboard: Dashboard, page: W
     for job_id in ids:
         p.wait_for_selector(f"tr[data-job-id='{job_id}'] .state-completed")
     assert "2 done" in p.inner_text("#action-status")
+
+
+def test_retry_every_matching_job_after_a_confirmation(dashboard: Dashboard, page: Watched) -> None:
+    """The list filtered by type and state; "Retry all matching" counts them, asks in a
+    dialog, retries them in steps and the jobs complete: no reload at any point."""
+    ids = [
+        dashboard.submit("ui_bulk_flaky", {"flag": str(dashboard.home / f"every-{n}")})
+        for n in range(4)
+    ]
+    for job_id in ids:
+        eventually_state(dashboard, job_id, "failed")
+    p = page.page
+    sign_in(p, dashboard.url)
+    p.goto(f"{dashboard.url}/ui/jobs?state=failed&type=ui_bulk_flaky")
+    p.wait_for_selector("#live:not([hidden])")
+    assert p.locator("table.jobs tbody tr[data-job-id]").count() == 4
+    p.evaluate("window.__same_page = true")
+    p.click("button:has-text('Retry all matching')")
+    dialog = p.locator("dialog#confirm-dialog")
+    dialog.wait_for()
+    assert dialog.locator("p").inner_text() == (
+        "Retry 4 jobs that match state failed, type ui_bulk_flaky?"
+    )
+    p.screenshot(path=str(SCREENSHOTS / "jobs-retry-matching.png"))
+    dialog.locator("button:has-text('Retry 4')").click()
+    p.wait_for_selector("body[data-matching='done']")
+    assert p.inner_text("#action-status") == "4 jobs retried; 0 still match."
+    # Retried, they run again and complete: the failed list empties by itself.
+    p.wait_for_selector("table.jobs tbody td.empty")
+    for job_id in ids:
+        eventually_state(dashboard, job_id, "completed")
+    assert p.evaluate("window.__same_page") is True
+    p.goto(f"{dashboard.url}/ui/jobs?type=ui_bulk_flaky")
+    assert p.locator("table.jobs tbody .state-completed").count() == 4
 
 
 def test_a_payload_with_markup_is_text(dashboard: Dashboard, page: Watched) -> None:

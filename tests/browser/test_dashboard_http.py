@@ -9,7 +9,11 @@ import re
 import pytest
 import requests
 
-from .conftest import READ_TOKEN, TOKEN, Dashboard
+from jobd.http.clients import ClientPool
+from jobd.http.ui import matching
+from jobd.http.ui.render import render
+
+from .conftest import READ_TOKEN, TOKEN, Dashboard, eventually_state
 
 pytestmark = pytest.mark.browser
 
@@ -108,3 +112,109 @@ def test_the_event_stream_sends_job_changes(dashboard: Dashboard) -> None:
                 if b'"completed"' in line:
                     break
     assert len(seen) >= 2
+
+
+def test_every_matching_job_counted_confirmed_and_refused(dashboard: Dashboard) -> None:
+    """Actions by filter without a script: the count (a dry run) and the confirmation page,
+    the step that does it, recorded for the session's token; no CSRF token, a read-only
+    session, or no filter at all: refused."""
+    ids = [dashboard.submit("ui_always_fails", {"n": n}) for n in range(3)]
+    for job_id in ids:
+        eventually_state(dashboard, job_id, "failed")
+    session, csrf = _signed_in(dashboard)
+    url = f"{dashboard.url}/ui/jobs/matching"
+    query = {"action": "retry", "state": "failed", "type": "ui_always_fails", "since": "1h"}
+    count = session.get(url, params=query, headers={"Accept": "application/json"}, timeout=10)
+    assert count.status_code == 200, count.text
+    found = count.json()
+    assert found["matched"] == 3 and found["verb"] == "Retry"
+    fields = dict(found["fields"])  # "created within" became an absolute created_after
+    assert fields["type"] == "ui_always_fails" and fields["created_after"].endswith("Z")
+    page = session.get(url, params=query, timeout=10)
+    assert page.status_code == 200 and "3 jobs match now" in page.text
+    assert 'action="/ui/jobs/matching"' in page.text and "Retry 3 jobs" in page.text
+
+    form = {"action": "retry", "state": "failed", "type": "ui_always_fails"}
+    forged = session.post(url, data={**form, "csrf": "0" * 64}, timeout=10)
+    assert forged.status_code == 403 and forged.json()["code"] == "forbidden"
+    everything = session.post(url, data={"action": "retry", "csrf": csrf}, timeout=10)
+    assert everything.status_code == 400 and "needs a filter" in everything.text
+    by_workflow = {**form, "workflow": str(ids[0]), "csrf": csrf}
+    refused = session.post(url, data=by_workflow, headers={"Accept": "application/json"})
+    assert refused.status_code == 400 and refused.json()["field"] == "workflow"
+    reader, reader_csrf = _signed_in(dashboard, READ_TOKEN)
+    read_only = reader.post(url, data={**form, "csrf": reader_csrf}, timeout=10)
+    assert read_only.status_code == 403 and read_only.json()["code"] == "forbidden"
+    assert reader.get(url, params=query, timeout=10).status_code == 403
+    assert "Retry all matching" not in reader.get(f"{dashboard.url}/ui/jobs", timeout=10).text
+    assert all(dashboard.state(job_id) == "failed" for job_id in ids)
+
+    done = session.post(url, data={**form, "csrf": csrf}, timeout=30)
+    assert done.status_code == 200 and "3 jobs retried" in done.text
+    assert 'name="cursor"' not in done.text  # done in one step: nothing to continue
+    audit = dashboard.api("GET", "/audit").json()["records"]
+    retried = next(r for r in audit if r["action"] == "retry_many")
+    assert retried["actor"].startswith("token:") and retried["details"]["changed"] == 3
+
+
+def test_a_step_stops_in_time_and_the_next_continues(dashboard: Dashboard) -> None:
+    """A step makes calls of one batch until its time is up, then hands back the cursor; the
+    steps that follow it finish the job, each job acted on once."""
+    job = {"type": "echo", "queue": "ui_steps", "delay": 3600}
+    ids = [dashboard.api("POST", "/jobs", json=job).json()["id"] for _ in range(5)]
+    clients = ClientPool(dashboard.socket)
+    params = {"queue": "ui_steps", "state": ["pending"]}
+    try:
+        first = matching.step(clients, "cancel", params, None, "test", seconds=0, batch=2)
+        assert first.changed == 2 and first.next_cursor is not None
+        total, cursor = first.changed, first.next_cursor
+        while cursor is not None:
+            more = matching.step(clients, "cancel", params, cursor, "test", seconds=0, batch=2)
+            total, cursor = total + more.changed, more.next_cursor
+    finally:
+        clients.close()
+    assert total == 5 and all(dashboard.state(job_id) == "canceled" for job_id in ids)
+
+
+def test_a_step_that_stopped_offers_to_continue_without_a_script() -> None:
+    """The result page of a step cut short: a form that posts the same filter, the cursor
+    and the totals so far."""
+    result = {"next_cursor": "abc", "changed": 1000, "busy": 2, "message": "1000 jobs retried"}
+    context = {
+        "csrf": "c0ffee",
+        "access": "write",
+        "signed_in": True,
+        "via_cookie": True,
+        "result": result,
+        "action": "retry",
+        "fields": [("state", "failed"), ("type", "resize")],
+        "verb": "Retry",
+        "done": "retried",
+        "back": "/ui/jobs?state=failed&type=resize",
+    }
+    page = render("matching.html", context).decode()
+    form = page[page.index('<form method="post" action="/ui/jobs/matching"') :]
+    for field in ('name="cursor" value="abc"', 'name="changed" value="1000"', 'value="resize"'):
+        assert field in form
+    assert "Continue" in form and 'name="csrf" value="c0ffee"' in form
+
+
+def test_a_job_of_a_workflow_shows_its_parents_children_and_workflow(dashboard: Dashboard) -> None:
+    batch = dashboard.api(
+        "POST",
+        "/jobs:batch",
+        json={"jobs": [
+            {"name": "root", "type": "echo", "run_at": "2099-01-01T00:00:00Z"},
+            {"name": "leaf", "type": "echo", "after": ["root"]},
+        ]},
+    )  # fmt: skip
+    assert batch.status_code == 201, batch.text
+    root, leaf = batch.json()["names"]["root"], batch.json()["names"]["leaf"]
+    session, _ = _signed_in(dashboard)
+    page = session.get(f"{dashboard.url}/ui/jobs/{leaf}", timeout=10)
+    assert page.status_code == 200
+    assert f'href="/ui/jobs/{root}">{root}</a> (waited for)' in page.text
+    assert "state-waiting" in page.text
+    listed = session.get(f"{dashboard.url}/ui/jobs", params={"workflow": root}, timeout=10)
+    assert f'data-job-id="{leaf}"' in listed.text and f'data-job-id="{root}"' in listed.text
+    dashboard.api("DELETE", f"/jobs/{root}")

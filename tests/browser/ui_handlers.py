@@ -23,3 +23,14 @@ def flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, str]:
 
 # A schedule for the schedules page: hourly, so it does not tick during a test unless asked.
 schedule("ui_hourly", type="echo", every="1h", payload={"from": "schedule"}, queue="ui_sched")
+
+
+@handler("ui_bulk_flaky", max_attempts=1)
+def bulk_flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, str]:
+    """As ui_flaky, a type of its own for the test of retrying every matching job."""
+    return flaky(ctx, payload)
+
+
+@handler("ui_always_fails", max_attempts=1)
+def always_fails(ctx: Any, payload: dict[str, Any]) -> None:
+    raise PermanentError("fails every time")

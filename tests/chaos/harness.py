@@ -4,6 +4,7 @@ handlers' append-only run log and the nodes' logs.
 
     python -m tests.chaos --jobs 5000 --seed 1 --daemons 3
     python tests/chaos/run.py --jobs 300 --seed 7 --daemons 2 --faults worker_kill,cancel
+    python -m tests.chaos --jobs 5000 --seed 1 --workflows 0.3   # a share in workflows
 
 What happens (docs/guarantees.md has the promises this checks):
 
@@ -14,7 +15,8 @@ What happens (docs/guarantees.md has the promises this checks):
    whenever the answer is lost, so no submit is lost or doubled whatever dies meanwhile.  The
    jobs are a seeded mix of the kinds in chaos_handlers.py: instant, slow, flaky, crash_once
    (its first attempt kills its worker), timeout_once (its first attempt overruns its timeout),
-   permanent (fails for good) and poison (kills its worker every time).
+   permanent (fails for good) and poison (kills its worker every time).  With --workflows,
+   a share of them wait for earlier jobs (`after`; workflows.py checks what that promises).
 3. Meanwhile faults come at exponentially distributed intervals, their kinds drawn from the
    seed, each enabled kind at least once:
       worker_kill      SIGKILL of a random (preferably busy) worker of a random node
@@ -53,7 +55,7 @@ The invariants (each a line of `Report.violations` when broken):
 - lost: every acknowledged job is in the database; every job of a kind that succeeds and that
   nobody tried to cancel ended `completed` with its own result.  (Such jobs get 8 attempts more
   than they need, and workers.max_crashes is 8, so the faults cannot use their attempts up.)
-- stuck: no job is `pending` or `running` at the end, and none still holds a lease.
+- stuck: no job is `waiting`, `pending` or `running` at the end, and none still holds a lease.
 - outcomes: permanent and poison jobs ended `failed`; a `canceled` job had a cancel sent.
 - attempts: no job's attempts exceed its max_attempts, in the database or in the run log.
 - duplicates: a job's *effect* line (`done`, or `perm` for a permanent job) appears once.  A
@@ -109,6 +111,7 @@ from jobd.errors import Conflict, JobdError, Unavailable
 from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
 from tests.tcp_proxy import TcpProxy
 
+from . import workflows
 from .probe import probe
 from .stale_writes import Replay, replay_one
 
@@ -207,6 +210,7 @@ class Settings:
     # False only to prove the stale_write check: the harness's replays are sent with the
     # fence stripped, and the run must fail (stale_writes.py).  Nothing in jobd reads it.
     fenced: bool = True
+    workflows: float = 0.0  # the share of jobs submitted `after` earlier ones (workflows.py)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -300,6 +304,8 @@ class PlannedJob:
     key: str
     params: dict[str, Any]
     id: int | None = None
+    parents: list[int] = field(default_factory=list)  # plan indexes (workflows.py)
+    policy: str = "cancel"  # its on_parent_failure
 
 
 @dataclass
@@ -313,6 +319,7 @@ class Report:
     unexplained_duplicates: int = 0
     duplicate_reasons: Counter[str] = field(default_factory=Counter)
     wall: float = 0.0
+    dependents: int = 0  # jobs submitted `after` others (--workflows)
     states: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -332,6 +339,7 @@ class Report:
         return (
             f"chaos seed={self.settings.seed} jobs={self.jobs} daemons={self.settings.daemons}"
             f" faults[{faults}] lost={self.lost} stuck={self.stuck} {dups}"
+            f"{f' dependents={self.dependents}' if self.dependents else ''}"
             f" wall={self.wall:.1f}s {verdict}"
         )
 
@@ -438,7 +446,8 @@ class Chaos:
                 params["max_attempts"] = needed + SPARE_ATTEMPTS
             key = f"chaos-{self.s.seed}-{tag}-{i}"
             params |= {"payload": payload, "idempotency_key": key, "correlation_id": key}
-            self.plan.append(PlannedJob(i, kind, key, params))
+            parents, policy = workflows.plan_parents(self.plan_rng, i, self.s.workflows)
+            self.plan.append(PlannedJob(i, kind, key, params, None, parents, policy))
         self.report.jobs = len(self.plan)
 
     def _node(self, name: str) -> Node:
@@ -518,7 +527,7 @@ class Chaos:
             node = rng.choice(self.nodes)
             try:
                 with node.client(timeout=30.0) as c:
-                    results = c.submit_many([job.params for job in batch])
+                    results = c.submit_many(workflows.batch_params(batch, self.plan))
             except JobdError as exc:  # the node or the database is down: again, elsewhere
                 if tries % 20 == 0:
                     self.report.notes.append(f"submit retried {tries} times: {exc.message}")
@@ -764,7 +773,7 @@ class Chaos:
             self._watch_nodes()
             with contextlib.suppress(psycopg.Error), self._db() as conn:
                 left = conn.execute(
-                    "SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')"
+                    "SELECT count(*) FROM jobs WHERE state IN ('waiting', 'pending', 'running')"
                 ).fetchone()
                 if left is not None and left[0] == 0:
                     return
@@ -831,7 +840,7 @@ class Chaos:
         with self._db() as conn:
             cur = conn.execute(
                 "SELECT id, type, state, attempts, max_attempts, crashes, cancel_requested,"
-                " lease_owner, result, last_error, idempotency_key FROM all_jobs"
+                " lease_owner, result, last_error, idempotency_key, finished_at FROM all_jobs"
             )
             names = [d.name for d in cur.description or ()]
             rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
@@ -848,7 +857,7 @@ class Chaos:
                 v.append(f"job #{job.index} ({job.kind}, id {job.id}) is not in the database")
                 continue
             state = row["state"]
-            if state in ("pending", "running"):
+            if state in ("waiting", "pending", "running"):
                 self.report.stuck += 1
                 v.append(f"job {job.id} ({job.kind}) is stuck {state}")
                 continue
@@ -857,6 +866,8 @@ class Chaos:
             if row["attempts"] > row["max_attempts"]:
                 v.append(f"job {job.id}: attempts {row['attempts']} > {row['max_attempts']}")
             cancel = self.cancels.get(job.id)
+            if workflows.canceled_by_parent(row):
+                continue  # workflows.check: a parent of it failed or was canceled
             if state == "canceled" and cancel not in ("accepted", "unknown"):
                 v.append(f"job {job.id} ({job.kind}) is canceled but no cancel was sent for it")
             if cancel in ("accepted", "unknown"):
@@ -887,6 +898,12 @@ class Chaos:
             if row is not None and max(line.attempt for line in lines) > row["max_attempts"]:
                 v.append(f"job {job_id}: the run log shows an attempt above max_attempts")
 
+        starts = {
+            job_id: min(line.ts for line in lines if line.event == "start")
+            for job_id, lines in runs.items()
+            if any(line.event == "start" for line in lines)
+        }
+        self.report.dependents = workflows.check(self.plan, rows, starts, v)
         self._check_duplicates(runs, rows, logs)
         self._check_logs(rows, logs)
         self._check_replays()
@@ -1021,7 +1038,12 @@ class Chaos:
         for job_id, count in finishes.items():
             if count > 1:
                 v.append(f"job {job_id} was finished {count} times (logged by several nodes)")
-        terminal_rows = [j for j, r in rows.items() if r["state"] in TERMINAL]
+        # A job canceled because its parent failed is canceled inside the parent's end: no node
+        # logs it or counts it.
+        by_parent = {j for j, r in rows.items() if workflows.canceled_by_parent(r)}
+        terminal_rows = [
+            j for j, r in rows.items() if r["state"] in TERMINAL and j not in by_parent
+        ]
         unlogged = [j for j in terminal_rows if not finishes[j]]
         if unlogged and not any_killed:
             v.append(f"{len(unlogged)} jobs were finished by no node's log: {unlogged[:10]}")
@@ -1029,7 +1051,7 @@ class Chaos:
             self.report.notes.append(
                 f"{len(unlogged)} jobs finished by a supervisor killed before logging it"
             )
-        db = Counter(r["state"] for r in rows.values())
+        db = Counter(r["state"] for j, r in rows.items() if j not in by_parent)
         db["submitted"] = len(rows)
         for name in (*TERMINAL, "submitted"):
             if totals[name] > db[name] or (not any_killed and totals[name] != db[name]):
@@ -1128,6 +1150,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="prove the stale_write check: send its stale write-backs with the fence"
         " conditions stripped; the run must fail (changes nothing in jobd)",
     )
+    p.add_argument(
+        "--workflows",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="submit this share of the jobs after earlier ones (0 to 1; default 0)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the database, logs and run log")
     p.add_argument("-v", "--verbose", action="store_true", help="print every violation and note")
     a = p.parse_args(argv)
@@ -1149,6 +1178,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         keep=a.keep,
         verbose=a.verbose,
         fenced=not a.strip_fence,
+        workflows=a.workflows,
     )
 
 

@@ -71,3 +71,24 @@ def test_stripping_the_fence_removes_the_owner_and_attempt_conditions() -> None:
         assert "jobs.lease_owner = %(node)s" not in stripped
         assert "jobs.attempts = o.attempt" not in stripped
         assert "jobs.state = 'running'" in stripped
+
+
+def test_workflows_under_the_faults(pg_url: str, tmp_path: Path) -> None:
+    """A third of the jobs wait for earlier ones: none runs before its parents ended, none is
+    left waiting, none is lost, and a parent's failure cancels what cancels on it."""
+    settings = Settings(
+        jobs=int(os.environ.get("JOBD_CHAOS_JOBS", "400")),
+        seed=int(os.environ.get("JOBD_CHAOS_SEED", "2")),
+        daemons=2,
+        fault_interval=0.4,
+        db_url=pg_url,
+        schema=f"jobd_chaos_{uuid.uuid4().hex[:8]}",
+        workdir=tmp_path,
+        settle_timeout=90,
+        workflows=0.3,
+    )
+    report = Chaos(settings).run()
+    print(report.summary())
+    assert report.ok, "\n".join([report.summary(), *report.violations[:30]])
+    assert report.dependents > 0
+    assert report.lost == report.stuck == report.unexplained_duplicates == 0

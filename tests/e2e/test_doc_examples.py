@@ -25,6 +25,7 @@ the test cannot run (another host, a file it does not have, an unset variable) f
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sys
@@ -63,7 +64,10 @@ READER_FILES = {
         '{"type": "echo", "payload": {"n": 1}}\n'
         '{"type": "sleep", "payload": {"seconds": 0.1}, "queue": "batch"}\n'
     ),
+    "prices.jsonl": (ROOT / "docs/examples/workflows/prices.jsonl").read_text(encoding="utf-8"),
 }
+#: The handler modules the documents load beside the samples, and where they are.
+EXAMPLE_MODULES = {"prices_workflow": ROOT / "docs/examples/workflows"}
 FILES_DIRS = ("files", "files/reports")  # files.allowed_dirs and the report's output directory
 
 
@@ -292,6 +296,8 @@ def _running_daemon(shell: Shell, smtp_port: int) -> Iterator[Reader]:
         JOBD_FILES_ALLOWED_DIRS=str(shell.home / "files"),
         JOBD_HTTP_LISTEN=f"127.0.0.1:{http_port}",
         JOBD_WORKERS_COUNT="2",
+        JOBD_HANDLER_MODULES=",".join(EXAMPLE_MODULES),
+        PYTHONPATH=os.pathsep.join([*map(str, EXAMPLE_MODULES.values()), shell.env["PYTHONPATH"]]),
     )
     daemon = DaemonProcess.start(shell.env, cwd=shell.home, log_path=shell.root / "jobd.log")
     socket_path = shell.root / "run" / "jobd.sock"

@@ -24,7 +24,7 @@ JOB_FIELDS = {
     "id", "type", "queue", "priority", "payload", "state", "attempts", "max_attempts", "crashes",
     "run_at", "timeout", "last_error", "result", "idempotency_key", "correlation_id",
     "cancel_requested", "lease_owner", "lease_expires_at", "created_at", "updated_at",
-    "started_at", "finished_at", "schedule",
+    "started_at", "finished_at", "schedule", "on_parent_failure", "parents",
 }  # fmt: skip
 
 
@@ -57,7 +57,7 @@ def submit(daemon: Daemon, *args: str) -> dict:
 # --- help ---------------------------------------------------------------------------------------
 
 SUBCOMMANDS = ["submit", "status", "cancel", "list", "retry", "wait", "stats", "workers", "health"]
-SUBCOMMANDS += ["completion", "schedules"]
+SUBCOMMANDS += ["completion", "schedules", "top", "queues", "purge", "run-now", "priority", "audit"]
 
 
 @pytest.mark.parametrize("args", [[], *([name] for name in SUBCOMMANDS)], ids=str)
@@ -466,7 +466,9 @@ def test_stats(daemon: Daemon) -> None:
     assert "workers   " in out and "of 2)" in out
     assert re.search(r"^rates     .*\d+\.\d completed/s", out, re.MULTILINE)
     assert re.search(r"^STATE\s+JOBS$", out, re.MULTILINE)
-    assert re.search(r"^QUEUE\s+PENDING\s+RUNNING\s+COMPLETED\s+FAILED\s+CANCELED$", out, re.M)
+    assert re.search(
+        r"^QUEUE\s+WAITING\s+PENDING\s+RUNNING\s+COMPLETED\s+FAILED\s+CANCELED$", out, re.M
+    )
     stats = as_json(daemon, "stats")
     assert stats["workers"]["expected"] == 2 and "by_state" in stats["jobs"]
     assert set(stats["rates"]) >= {"submitted", "completed", "failed"}

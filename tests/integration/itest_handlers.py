@@ -124,6 +124,30 @@ def chatty(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
     return {"attempt": ctx.attempt}
 
 
+# --- workflows ---------------------------------------------------------------------------
+
+
+@handler("gather")
+def gather(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step of a workflow: returns its `value` and how many parents it had, and the sum of
+    their values (read through ctx.parent_results(), None for a parent that did not complete)."""
+    record(ctx, "run")
+    parents = ctx.parent_results()
+    values = [r["value"] for r in parents.values() if isinstance(r, dict) and "value" in r]
+    return {"value": payload.get("value", 1) + sum(values), "parents": len(parents)}
+
+
+@handler("fails_once")
+def fails_once(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails for good the first time this job runs (an operator's retry then succeeds)."""
+    record(ctx, "run")
+    with open(os.environ["ITEST_LOG"]) as log:
+        runs = sum(1 for line in log if line.split()[0] == str(ctx.job_id))
+    if runs == 1:
+        raise PermanentError("fails the first time")
+    return {"value": 100}
+
+
 @handler("reporter")
 def reporter(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """Reports its progress `steps` times in a row (the worker lets the first through at once

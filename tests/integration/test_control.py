@@ -280,7 +280,7 @@ def test_unknown_params_are_ignored(client: Client) -> None:
         "id", "type", "queue", "priority", "payload", "state", "attempts", "max_attempts",
         "crashes", "run_at", "timeout", "last_error", "result", "idempotency_key",
         "correlation_id", "cancel_requested", "lease_owner", "lease_expires_at", "created_at",
-        "updated_at", "started_at", "finished_at", "schedule",
+        "updated_at", "started_at", "finished_at", "schedule", "on_parent_failure", "parents",
     }  # fmt: skip
 
 
@@ -346,7 +346,14 @@ def test_not_found_and_conflict(client: Client) -> None:
 def test_stats_workers_and_health(client: Client) -> None:
     stats = client.stats()
     assert stats.workers["expected"] == 2 and stats.workers["total"] == 2
-    assert set(stats.by_state) == {"pending", "running", "completed", "failed", "canceled"}
+    assert set(stats.by_state) == {
+        "waiting",
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "canceled",
+    }
     assert stats.uptime > 0 and stats.node
     views = client.workers()
     assert [w.index for w in views] == [1, 2] and all(w.pid for w in views)

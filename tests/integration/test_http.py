@@ -636,3 +636,42 @@ def test_schedules_over_http_without_any(http, shim) -> None:
     listed = http.get(url(shim, "/jobs"), params={"schedule": "no/such"})
     assert (listed.status_code, listed.json()["jobs"]) == (200, [])
     assert requests.get(url(shim, "/schedules")).status_code == 401
+
+
+# --- POST /jobs:batch and the workflow filter ----------------------------------------------------
+
+
+def test_a_batch_is_one_workflow_with_names(http, shim) -> None:
+    queue = new_queue()
+    body = {
+        "jobs": [
+            {"name": "fetch", "type": "echo", "queue": queue},
+            {"name": "report", "type": "echo", "queue": queue, "after": ["fetch"]},
+        ]
+    }
+    response = http.post(url(shim, "/jobs:batch"), json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    reply = response.json()
+    ids = reply["names"]
+    assert [j["id"] for j in reply["jobs"]] == [ids["fetch"], ids["report"]]
+    assert reply["jobs"][1]["parents"] == [ids["fetch"]]
+    done = http.get(url(shim, f"/jobs/{ids['report']}/wait"), params={"timeout": 20}, timeout=60)
+    assert done.json()["job"]["state"] == "completed"
+    listed = http.get(url(shim, "/jobs"), params={"workflow": ids["report"]}, timeout=30).json()
+    assert sorted(j["id"] for j in listed["jobs"]) == sorted(ids.values())
+
+
+def test_a_batch_with_a_cycle_is_400_naming_the_field(http, shim) -> None:
+    queue = new_queue()
+    body = {
+        "jobs": [
+            {"name": "a", "type": "echo", "queue": queue, "after": ["b"]},
+            {"name": "b", "type": "echo", "queue": queue, "after": ["a"]},
+        ]
+    }
+    response = http.post(url(shim, "/jobs:batch"), json=body, timeout=30)
+    problem = assert_problem(response, 400, "invalid_params", None)
+    assert problem["field"].startswith("jobs[") and "cycle" in problem["detail"]
+    bad = http.post(url(shim, "/jobs:batch"), json={"jobs": [{"type": "echo", "x": 1}]}, timeout=30)
+    assert_problem(bad, 400, "invalid_params", "jobs[0].x")
+    assert http.get(url(shim, "/jobs"), params={"queue": queue}, timeout=30).json()["jobs"] == []

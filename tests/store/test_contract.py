@@ -552,6 +552,7 @@ async def test_counts_by_state_queue_and_type(store: Store) -> None:
     await store.claim(NODE, 1, lease=LEASE, types=["b"])
     counts = await store.counts()
     assert counts.by_state() == {
+        "waiting": 0,
         "pending": 2,
         "running": 1,
         "completed": 0,

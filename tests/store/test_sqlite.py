@@ -484,3 +484,30 @@ async def test_a_trigger_at_the_instant_of_a_tick_does_not_stop_that_ticks_run(
         kinds = conn.execute("SELECT kind FROM schedule_runs WHERE tick = ? ORDER BY kind", (tick,))
         assert [row[0] for row in kinds] == ["tick", "trigger"]
     assert job.id != triggered.id
+
+
+async def test_schema_5_rebuilds_jobs_keeping_rows_and_the_id_counter(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite cannot change the state CHECK in place: 0005 rebuilds the jobs table, and must
+    keep its rows and its AUTOINCREMENT counter (an id is never handed out twice)."""
+
+    every = migrations.load("sqlite")
+    monkeypatch.setattr(migrations, "load", lambda dialect: every[:4])
+    async with SQLiteStore(db_path) as store:
+        await store.migrate()
+    with raw(db_path) as conn:
+        for job_type in ("a", "b"):
+            conn.execute(
+                "INSERT INTO jobs (type, max_attempts, run_at, created_at, updated_at)"
+                " VALUES (?, 3, 0, 0, 0)",
+                (job_type,),
+            )
+        conn.execute("DELETE FROM jobs WHERE type = 'b'")
+        conn.commit()
+    monkeypatch.undo()
+    async with SQLiteStore(db_path) as store:
+        assert await store.migrate() == [m.name for m in every[4:]]
+        assert (await store.get(1)).state is State.PENDING
+        new = (await store.submit(NewJob("c", after=(1,)))).job
+        assert new.id == 3 and new.state is State.WAITING

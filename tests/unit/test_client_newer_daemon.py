@@ -3,7 +3,7 @@ members, so a state and a job member this version does not know are carried thro
 as they are -- not refused as a malformed reply.
 
 The newer daemon is a stand-in: a thread answering the control protocol on a Unix socket with
-canned replies, the way a daemon with a `waiting` state would.
+canned replies, the way a daemon with a `held` state would.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from jobd.domain import State
 
 WAITING_JOB = {
     "id": 7, "type": "report", "queue": "default", "priority": 0, "payload": {"n": 1},
-    "state": "waiting", "attempts": 0, "max_attempts": 3, "crashes": 0,
+    "state": "held", "attempts": 0, "max_attempts": 3, "crashes": 0,
     "run_at": "2030-01-01T00:00:00Z", "timeout": None, "last_error": None, "result": None,
     "idempotency_key": None, "correlation_id": None, "cancel_requested": False,
     "lease_owner": None, "lease_expires_at": None, "created_at": "2030-01-01T00:00:00Z",
@@ -63,7 +63,7 @@ class NewerDaemon:
 
 
 def _waiting_then(final: dict[str, Any], waits: int) -> Callable[[str, dict[str, Any]], Any]:
-    """A daemon whose job 7 is `waiting` (not finished: timed_out) for `waits` waits, then is
+    """A daemon whose job 7 is `held` (not finished: timed_out) for `waits` waits, then is
     `final`; get and list show it waiting."""
     calls = iter(range(waits + 1))
 
@@ -108,7 +108,7 @@ def test_get_and_list_carry_an_unknown_state_and_member(newer_daemon: Any) -> No
     with Client(daemon.socket) as client:
         job = client.get(7)
         page = client.list(state="pending")
-    assert job.state == "waiting" and job.state_name == "waiting"
+    assert job.state == "held" and job.state_name == "held"
     assert job.extra == {"waits_for": [5, 6]} and job.to_dict() == WAITING_JOB
     assert [j.to_dict() for j in page.jobs] == [WAITING_JOB]
 
@@ -138,7 +138,7 @@ def test_jobctl_status_shows_an_unknown_state_and_member(newer_daemon: Any) -> N
     daemon = newer_daemon(_waiting_then(WAITING_JOB, 0))
     shown = run_jobctl(daemon.socket, "status", "7")
     assert shown.returncode == 0, shown.stderr
-    assert "state:            waiting" in shown.stdout
+    assert "state:            held" in shown.stdout
     assert "waits_for:        [5, 6]" in shown.stdout
     as_json = run_jobctl(daemon.socket, "--json", "status", "7")
     assert json.loads(as_json.stdout) == WAITING_JOB
@@ -149,7 +149,7 @@ def test_jobctl_list_shows_an_unknown_state(newer_daemon: Any) -> None:
     listed = run_jobctl(daemon.socket, "list")
     assert listed.returncode == 0, listed.stderr
     _, row = listed.stdout.splitlines()
-    assert row.split()[:3] == ["7", "waiting", "report"]
+    assert row.split()[:3] == ["7", "held", "report"]
     as_json = run_jobctl(daemon.socket, "--json", "list")
     assert json.loads(as_json.stdout) == {"jobs": [WAITING_JOB], "next_cursor": None}
 
@@ -174,4 +174,4 @@ def test_jobctl_wait_timing_out_in_an_unknown_state_is_exit_1(newer_daemon: Any)
     daemon = newer_daemon(_waiting_then(WAITING_JOB, 10**6))
     waited = run_jobctl(daemon.socket, "wait", "7", "--timeout", "0")
     assert waited.returncode == 1 and "timed out waiting for job 7" in waited.stderr
-    assert "state:            waiting" in waited.stdout
+    assert "state:            held" in waited.stdout

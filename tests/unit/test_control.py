@@ -216,7 +216,7 @@ async def test_submit_many_names_the_job_and_stores_all_or_none(ops: Operations)
     assert (await ops.store.counts()).rows == []
     result = await ops.submit_many(SubmitManyParams([good, good]))
     assert [r["created"] for r in result["results"]] == [True, True]
-    assert await ops.submit_many(SubmitManyParams([])) == {"results": []}
+    assert await ops.submit_many(SubmitManyParams([])) == {"results": [], "names": {}}
 
 
 async def test_a_big_submit_many_gives_the_loop_turns_and_each_job_its_own_id(

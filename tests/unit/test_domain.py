@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobd.domain import (
+    PARENT_FAILED,
     TERMINAL_STATES,
     Backoff,
     ErrorInfo,
@@ -18,9 +19,11 @@ from jobd.domain import (
     InvalidJob,
     Job,
     NewJob,
+    ParentFailure,
     PermanentError,
     RetryLater,
     State,
+    failed_parent,
     is_poison,
     next_run_at,
 )
@@ -296,3 +299,141 @@ def test_no_sequence_of_operations_breaks_the_invariants(max_attempts: int, ops:
             assert exc.current is before.state
             job = before
         check_invariants(job)
+
+
+# --- workflows: a job that waits for its parents ------------------------------------------
+
+
+def waiting(parents: int = 2, **kw: object) -> Job:
+    job = Job.new(9, NewJob(type="echo", after=tuple(range(1, parents + 1)), **kw), T0)  # type: ignore[arg-type]
+    return job.initial_wait(parents, None, T0)
+
+
+def test_a_job_with_parents_starts_waiting_and_is_pending_when_the_last_ends() -> None:
+    job = waiting(2)
+    assert (job.state, job.pending_parents) == (State.WAITING, 2)
+    job = job.parent_ended(1, State.COMPLETED, T0)
+    assert (job.state, job.pending_parents) == (State.WAITING, 1)
+    job = job.parent_ended(2, State.COMPLETED, T0 + timedelta(seconds=5))
+    assert (job.state, job.pending_parents) == (State.PENDING, 0)
+    assert job.run_at == T0 + timedelta(seconds=5)  # not ahead of jobs submitted meanwhile
+
+
+def test_a_failed_parent_cancels_its_dependent_naming_it() -> None:
+    job = waiting(2).parent_ended(2, State.FAILED, T0)
+    assert job.state is State.CANCELED and job.finished_at == T0
+    assert job.last_error is not None and job.last_error.type == PARENT_FAILED
+    assert job.canceled_by_parent() == 2 and failed_parent(job.last_error) == 2
+
+
+def test_on_parent_failure_run_runs_anyway() -> None:
+    job = waiting(2, on_parent_failure=ParentFailure.RUN)
+    job = job.parent_ended(1, State.CANCELED, T0).parent_ended(2, State.FAILED, T0)
+    assert job.state is State.PENDING
+
+
+def test_initial_wait_with_parents_already_ended() -> None:
+    new = Job.new(9, NewJob(type="echo", after=(1, 2)), T0)
+    assert new.initial_wait(0, None, T0).state is State.PENDING
+    assert new.initial_wait(1, (2, State.FAILED), T0).state is State.CANCELED
+    run = Job.new(9, NewJob(type="echo", after=(1,), on_parent_failure=ParentFailure.RUN), T0)
+    assert run.initial_wait(0, (1, State.FAILED), T0).state is State.PENDING
+
+
+def test_retry_of_the_failed_parent_brings_its_dependent_back_to_waiting() -> None:
+    job = waiting(1).parent_ended(1, State.FAILED, T0)
+    job = job.parent_retried(1, T0)
+    assert (job.state, job.pending_parents, job.finished_at) == (State.WAITING, 1, None)
+    other = waiting(1).request_cancel(T0)
+    assert other.canceled_by_parent() is None
+    with pytest.raises(IllegalTransition):
+        other.parent_retried(1, T0)
+
+
+def test_operator_retry_of_a_job_whose_parents_are_unfinished_waits() -> None:
+    job = waiting(1).request_cancel(T0)
+    assert job.state is State.CANCELED
+    assert job.operator_retry(T0, unfinished_parents=1).state is State.WAITING
+    assert job.operator_retry(T0).state is State.PENDING
+
+
+@pytest.mark.parametrize(
+    ("after", "field"),
+    [((0,), "after[0]"), ((True,), "after[0]"), ((1, 1), "after"), ([1], "after")],
+)
+def test_after_is_checked_naming_the_field(after: object, field: str) -> None:
+    with pytest.raises(InvalidJob) as info:
+        NewJob(type="echo", after=after)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+WORKFLOW_OPS = st.sampled_from(
+    [
+        "claim",
+        "complete",
+        "fail_final",
+        "cancel",
+        "operator_retry",
+        "parent_completes",
+        "parent_fails",
+        "parent_retried",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parents=st.integers(1, 3),
+    policy=st.sampled_from(list(ParentFailure)),
+    ops=st.lists(st.tuples(WORKFLOW_OPS, st.integers(0, 2)), max_size=40),
+)
+def test_a_dependent_never_runs_before_its_parents_ended(
+    parents: int, policy: ParentFailure, ops: list[tuple[str, int]]
+) -> None:
+    """The stores call parent_ended on a waiting job for each parent that ends, and on a
+    parent's retry parent_reopened (waiting) or parent_retried (canceled by it): whatever the
+    order, a waiting job's count is its unfinished parents, it leaves `waiting` only when
+    none is left (or by failure or cancel), and never runs while a parent is unfinished."""
+    ended: dict[int, State | None] = {p: None for p in range(1, parents + 1)}
+    job = waiting(parents, on_parent_failure=policy)
+    now = T0
+    for op, which in ops:
+        now += timedelta(seconds=1)
+        parent = 1 + which % parents
+        before = job
+        try:
+            job = apply_workflow(job, op, parent, ended, now)
+        except IllegalTransition as exc:
+            assert exc.current is before.state
+            job = before
+        check_invariants(job)
+        unfinished = sum(1 for state in ended.values() if state is None)
+        if job.state is State.WAITING:
+            assert job.pending_parents == unfinished
+        if job.state in (State.PENDING, State.RUNNING) and before.state is State.WAITING:
+            assert unfinished == 0
+
+
+def apply_workflow(
+    job: Job, op: str, parent: int, ended: dict[int, State | None], now: datetime
+) -> Job:
+    unfinished = sum(1 for state in ended.values() if state is None)
+    match op:
+        case "parent_completes" | "parent_fails" if ended[parent] is None:
+            ended[parent] = State.COMPLETED if op == "parent_completes" else State.FAILED
+            if job.state is State.WAITING:
+                return job.parent_ended(parent, ended[parent], now)  # type: ignore[arg-type]
+            return job
+        case "parent_retried" if ended[parent] is State.FAILED:
+            ended[parent] = None
+            if job.state is State.WAITING:
+                return job.parent_reopened(now)
+            if job.canceled_by_parent() == parent:
+                return job.parent_retried(unfinished + 1, now)
+            return job
+        case "operator_retry":
+            return job.operator_retry(now, unfinished)
+        case "parent_completes" | "parent_fails" | "parent_retried":
+            return job
+        case _:
+            return apply(job, op, now)

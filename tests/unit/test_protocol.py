@@ -518,9 +518,9 @@ def test_job_from_dict_is_the_inverse_of_to_dict(job: Job) -> None:
 def test_a_newer_daemons_job_is_carried_through_as_it_is() -> None:
     """Replies only gain members: a state and a member this version does not know are kept,
     not refused."""
-    wire = json.loads(encode(_jobs()[0].to_dict())) | {"state": "waiting", "waits_for": [7, 8]}
+    wire = json.loads(encode(_jobs()[0].to_dict())) | {"state": "paused", "waits_for": [7, 8]}
     job = job_from_dict(wire)
-    assert job.state == "waiting" and job.state_name == "waiting"
+    assert job.state == "paused" and job.state_name == "paused"
     assert not isinstance(job.state, State)
     assert job.extra == {"waits_for": [7, 8]}
     assert job.to_dict() == wire
@@ -531,6 +531,9 @@ def test_a_job_without_a_state_name_is_malformed(state: object) -> None:
     wire = json.loads(encode(_jobs()[0].to_dict())) | {"state": state}
     with pytest.raises(InvalidRequest, match="malformed job"):
         job_from_dict(wire)
+
+
+INSIDE = ("lease_token", "pending_parents")
 
 
 def test_shared_times_print_exactly_what_each_job_prints_alone() -> None:
@@ -554,8 +557,8 @@ def test_shared_times_print_exactly_what_each_job_prints_alone() -> None:
         expected = job.to_dict()
         wire = job.to_dict(times)
         assert wire == expected and list(wire) == list(expected)
-        shown = [f.name for f in dataclasses.fields(Job) if f.name != "lease_token"]
-        assert list(wire) == shown  # the lease token stays inside the node
+        shown = [f.name for f in dataclasses.fields(Job) if f.name not in INSIDE]
+        assert list(wire) == shown  # the lease token and parent count stay inside
     assert elsewhere[0].to_dict(times)["created_at"] == "2024-06-01T14:00:00+02:00"
 
 

@@ -15,11 +15,14 @@ import pytest
 from jobd import pipe
 from jobd import worker as worker_module
 from jobd.pipe import (
+    AskParents,
+    Cancel,
     Done,
     Failed,
     FailureKind,
     FromWorker,
     Many,
+    ParentResults,
     Ready,
     Released,
     Report,
@@ -117,3 +120,47 @@ def test_a_stop_gives_back_queued_jobs_and_still_reports_the_running_one(
     assert worker.poll(10)
     with pytest.raises(EOFError):  # and then nothing: the worker has left
         pipe.receive_from_worker(worker)
+
+
+# --- ctx.parent_results(): asked over the pipe, answered by the supervisor --------------------
+
+
+@pytest.fixture
+def gatherer() -> Iterator[Connection]:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    modules = ["tests.unit.parent_handlers"]
+    process = context.Process(target=worker_module.main, args=(1, theirs, modules), daemon=True)
+    process.start()
+    theirs.close()
+    try:
+        assert ours.poll(30) and isinstance(pipe.receive_from_worker(ours), Ready)
+        yield ours
+    finally:
+        process.kill()
+        ours.close()
+
+
+def test_a_handler_asks_for_its_parents_results_and_gets_the_answer(gatherer: Connection) -> None:
+    pipe.send(gatherer, Run((_job(4, "wf_gather"),)))
+    got, _ = _receive(gatherer, 2)
+    assert got == [Started(4), AskParents(4)]
+    pipe.send(gatherer, ParentResults(99, {1: "stale"}))  # another job's: ignored
+    pipe.send(gatherer, ParentResults(4, {2: {"v": 1}, 3: None}))
+    (done,), _ = _receive(gatherer, 1)
+    assert done == Done(4, {"2": {"v": 1}, "3": None})
+
+
+def test_an_unanswered_ask_fails_the_attempt_and_a_cancel_stops_the_wait(
+    gatherer: Connection,
+) -> None:
+    pipe.send(gatherer, Run((_job(5, "wf_gather"), _job(6, "wf_gather"))))
+    _receive(gatherer, 2)
+    pipe.send(gatherer, ParentResults(5, {}, "store unavailable: timed out"))
+    got, _ = _receive(gatherer, 3)
+    assert isinstance(got[0], Failed) and got[0].failure.kind is FailureKind.ERROR
+    assert got[0].failure.error.type == "ParentResultsUnavailable"
+    assert got[1:] == [Started(6), AskParents(6)]
+    pipe.send(gatherer, Cancel(6))
+    (stopped,), _ = _receive(gatherer, 1)
+    assert isinstance(stopped, Failed) and stopped.failure.kind is FailureKind.CANCELLED

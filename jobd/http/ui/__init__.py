@@ -3,6 +3,8 @@
     GET  /ui/                    overview: jobs by state and queue, the last hour, nodes
     GET  /ui/jobs                the list: every filter of the API, keyset paging
     POST /ui/jobs/actions        retry or cancel the jobs ticked in the list
+    GET  /ui/jobs/matching       retry, cancel or purge every job the filters match: the count
+    POST /ui/jobs/matching       (a dry run) to confirm, then steps of batches (matching.py)
     GET  /ui/jobs/{id}           one job, every member; cancel and retry
     POST /ui/jobs/{id}/{action}  cancel or retry it
     POST /ui/queues/{name}/{action}      pause or resume a queue (from the overview)
@@ -12,8 +14,9 @@
     GET  /ui/signin, POST        sign in with a token (a session cookie); POST /ui/signout
     GET  /ui/static/{name}       the script and the style sheet
 
-The pieces: session.py (sign-in, CSRF), pages.py (what each page reads), render.py (Jinja2,
-static files), feed.py (the one subscription to the daemon, fanned out), sse.py (the stream).
+The pieces: session.py (sign-in, CSRF), pages.py (what each page reads), matching.py (actions
+by filter), render.py (Jinja2, static files), feed.py (the one subscription to the daemon,
+fanned out), sse.py (the stream).
 Every page works without JavaScript; static/app.js adds local times, live updates and actions
 without a reload.  A page asked for with `X-Jobd-Fragment: main` is its `main` block alone:
 what the script swaps in when an event says the page has changed.
@@ -25,12 +28,13 @@ import re
 from collections.abc import Callable
 from email.message import Message
 from typing import Any, Protocol
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from jobd.errors import JobdError
 from jobd.http.access import Access, Tokens
 from jobd.http.api import Clients, Response, json_response
 from jobd.http.problems import Problem
+from jobd.http.ui import matching
 from jobd.http.ui.feed import Feed
 from jobd.http.ui.pages import Pages
 from jobd.http.ui.render import render, static_files
@@ -86,6 +90,8 @@ class Dashboard:
         self.feed = Feed(settings.socket)
         self.pages = Pages(clients, self.feed)
         self.clients = clients
+        # A step of an action by filter ends well inside the request's deadline.
+        self.step_seconds = min(matching.STEP_SECONDS, settings.request_timeout / 3)
 
     def close(self) -> None:
         self.feed.close()
@@ -165,6 +171,10 @@ class _View:
             )
         if path == "/ui/jobs/actions":
             return self._allow(method, "POST") or self.bulk_action()
+        if path == "/ui/jobs/matching":
+            return self._allow(method, "GET", "POST") or (
+                self.matching_step() if method == "POST" else self.matching_page()
+            )
         if path == "/ui/events":
             return self._allow(method, "GET") or self.events()
         if found := _JOB.fullmatch(path):
@@ -297,6 +307,73 @@ class _View:
         outcomes = [self._act(action, job_id) for job_id in ids]
         return self._done(outcomes, _safe_next((form.get("next") or ["/ui/jobs"])[0]))
 
+    def matching_page(self) -> Response:
+        """How many jobs an action by filter would change (the daemon's dry run), and the form
+        that confirms it; JSON for the page's script, which asks in a dialog instead."""
+        self._may_change()
+        action = matching.action_of(self.query)
+        params = matching.bulk_filter(self.query)
+        fields = matching.as_pairs(params)
+        actor = actor_of(self.token)
+
+        def read() -> dict[str, Any]:
+            return {"matched": matching.count(self.d.clients, action, params, actor)}
+
+        if self._wants_json():
+            matched = read()["matched"]
+            return json_response(
+                200,
+                {
+                    "action": action,
+                    "matched": matched,
+                    "fields": fields,
+                    "verb": matching.VERBS[action][0],
+                    "question": matching.question(action, matched, fields),
+                },
+            )
+        return self.page("matching.html", read, **self._matching_context(action, fields))
+
+    def matching_step(self) -> Response:
+        """One step of an action by filter: batches until done or the step's time is up, then
+        the totals so far, how many jobs still match, and the continuation."""
+        form = self.form()
+        self._may_change()
+        action = matching.action_of(form)
+        params = matching.bulk_filter(form)
+        cursor = (form.get("cursor") or [""])[0] or None
+        actor = actor_of(self.token)
+        try:
+            done = matching.step(self.d.clients, action, params, cursor, actor, self.d.step_seconds)
+            remaining = matching.count(self.d.clients, action, params, actor)
+        except JobdError as exc:
+            if self._wants_json() or exc.code in ("unavailable", "internal_error"):
+                raise
+            return self.error_page(Problem.from_error(exc).status, "Refused", exc.message)
+        changed = matching.form_int(form, "changed") + done.changed
+        busy = matching.form_int(form, "busy") + done.busy
+        result = {
+            "action": action,
+            "changed": changed,
+            "busy": busy,
+            "batches": done.batches,
+            "next_cursor": done.next_cursor,
+            "remaining": remaining,
+            "message": matching.message(action, changed, busy, remaining),
+        }
+        if self._wants_json():
+            return json_response(200, result)
+        fields = matching.as_pairs(params)
+        context = self.context(result=result, **self._matching_context(action, fields))
+        return Response(200, render("matching.html", context), HTML)
+
+    def _matching_context(self, action: str, fields: list[tuple[str, str]]) -> dict[str, Any]:
+        back = "/ui/jobs" + (f"?{urlencode(fields)}" if fields else "")
+        verb, done = matching.VERBS[action]
+        return {"action": action, "fields": fields, "verb": verb, "done": done, "back": back}
+
+    def _wants_json(self) -> bool:
+        return "application/json" in (self.handler.headers.get("Accept") or "")
+
     def named_action(self, kind: str, name: str, action: str) -> Response:
         """Pause or resume a queue; pause, resume or trigger a schedule: recorded in the audit
         trail for the token that signed this browser in."""
@@ -337,7 +414,7 @@ class _View:
         message = f"{done} done"
         if refused:
             message += f", {len(refused)} refused: {refused[0]['error']}"
-        if "application/json" in (self.handler.headers.get("Accept") or ""):
+        if self._wants_json():
             return json_response(200, {"message": message, "results": outcomes})
         separator = "&" if "?" in target else "?"
         return _redirect(f"{target}{separator}notice={quote(message)}")

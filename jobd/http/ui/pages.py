@@ -20,7 +20,7 @@ SINCE = {
     "24h": ("24 hours", 86400),
     "7d": ("7 days", 7 * 86400),
 }
-TEXT_FILTERS = ("type", "queue", "schedule", "created_after", "created_before")
+TEXT_FILTERS = ("type", "queue", "schedule", "workflow", "created_after", "created_before")
 
 
 class Pages:
@@ -65,6 +65,8 @@ class Pages:
         filters = list_filters(query)
         params: dict[str, Any] = {k: v for k, v in filters.items() if k != "since" and v}
         params["state"] = filters["state"] or None
+        if filters["workflow"].isdigit():  # a job id; anything else is the daemon's to refuse
+            params["workflow"] = int(filters["workflow"])
         if filters["since"] in SINCE and not filters["created_after"]:
             seconds = SINCE[filters["since"]][1]
             after = datetime.now(UTC) - timedelta(seconds=seconds)

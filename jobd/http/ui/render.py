@@ -21,7 +21,7 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 LARGE_JSON = 4096  # characters of pretty JSON above which a block starts folded
 
-STATES = ("pending", "running", "completed", "failed", "canceled")
+STATES = ("waiting", "pending", "running", "completed", "failed", "canceled")
 
 
 def pretty_json(value: Any) -> str:

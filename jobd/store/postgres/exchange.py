@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from jobd.domain import State
 from jobd.store.base import Exchanged, Outcome, Start, Store, ordering_key, storable_outcome
+from jobd.store.postgres import workflows as workflow_rows
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.rows import claim_params, finish_params, job_from_row, wants_pending
 
@@ -57,4 +58,5 @@ async def finish_and_claim(
         jobs = [job_from_row(row) for row in await claiming.fetchall()]
     applied = {row["id"]: State(row["state"]) for row in rows}
     store._notify_finished(applied)
+    workflow_rows.announce_released(store, rows)  # as finish does: the dependents it released
     return Exchanged(applied, sorted(jobs, key=ordering_key))

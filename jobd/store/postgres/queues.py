@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from jobd.domain import IllegalTransition, Job, State
 from jobd.errors import Conflict
 from jobd.store.base import Changed, JobFilter, Notification, NotificationKind
+from jobd.store.postgres import workflows as workflow_rows
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.rows import Row, fetch_one, job_from_row, lookup_id, write_params
 from jobd.store.queues import (
@@ -200,7 +201,10 @@ async def _act(
         return []
     ids = [job.id for job in jobs]
     if action is BulkAction.PURGE:
+        jobs = await workflow_rows.purgeable(conn, jobs)
+        ids = [job.id for job in jobs]
         await conn.execute(_PURGE, {"ids": ids})
+        await workflow_rows.forget(conn, ids)
         return [Changed(job, job.state) for job in jobs]
     changed = [Changed(action.apply(job, now), job.state) for job in jobs]
     if action is BulkAction.RETRY:
@@ -210,6 +214,10 @@ async def _act(
     ended = [c.job.id for c in changed if c.job.state.terminal]
     if ended:
         await conn.execute(QUERIES["move_finished"], {"ids": ended})
+        await workflow_rows.parents_ended(conn, [c.job for c in changed])
+    if action is BulkAction.RETRY:
+        now_is = await workflow_rows.retried(conn, ids)
+        changed = [Changed(now_is[c.job.id], c.previous) for c in changed]
     stopping = [str(c.job.id) for c in changed if c.job.state is State.RUNNING]
     await store._pg_notify(conn, store.cancel_channel, stopping)
     ready = sorted({c.job.queue for c in changed if c.job.state is State.PENDING})

@@ -7,7 +7,6 @@ migration fails at the first query instead of being silently dropped."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,13 +15,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.domain import STORED_FIELDS, ErrorInfo, Job, NewJob, State
 from jobd.errors import InvalidParams, NotFound
 from jobd.store.base import Outcome, OutcomeKind, Start, Submitted, json_default
 
 Row = dict[str, Any]  # what the pool's dict_row factory makes of a row
 
-JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+JOB_FIELDS = STORED_FIELDS
 
 
 def job_from_row(row: Row) -> Job:

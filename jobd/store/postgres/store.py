@@ -39,11 +39,12 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.nodes import Fleet, NodeReport
-from jobd.store.postgres import exchange
+from jobd.store.postgres import exchange, pruning
 from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import progress as progress_rows
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
+from jobd.store.postgres import workflows as workflow_rows
 from jobd.store.postgres.connections import (
     NO_SESSION_TIMEOUTS,
     Connection,
@@ -172,6 +173,7 @@ class PostgresStore(QueueMethods, Store):
                 cur = await conn.execute(QUERIES["submit"], params)
                 out = [submitted_from_row(row) for row in await cur.fetchall()]
                 await self._fill_existing(conn, specs, out)
+                await workflow_rows.link(conn, specs, out)
                 queues = sorted({s.job.queue for s in out if s and s.created})
                 await self._pg_notify(conn, self.submit_channel, queues)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
@@ -221,15 +223,16 @@ class PostgresStore(QueueMethods, Store):
         async with self.pool.connection() as conn:
             cur = await conn.execute(QUERIES["get"], {"id": lookup_id(job_id)})
             row = await cur.fetchone()
-        if row is None:
-            raise not_found(job_id)
-        return job_from_row(row)
+            if row is None:
+                raise not_found(job_id)
+            (job,) = await workflow_rows.with_parents(conn, [job_from_row(row)])
+        return job
 
     async def list(
         self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
     ) -> Page:
         limit = check_limit(limit)
-        params = {
+        params: dict[str, Any] = {
             "before": decode_cursor(cursor) if cursor else None,
             "states": [State(s).value for s in filters.states] or None,
             "type": filters.type,
@@ -240,8 +243,10 @@ class PostgresStore(QueueMethods, Store):
             "limit": limit + 1,
         }
         async with self.pool.connection() as conn:
+            params["workflow"] = await workflow_rows.connected(conn, filters.workflow)
             cur = await conn.execute(QUERIES["list"], params)
             jobs = [job_from_row(row) for row in await cur.fetchall()]
+            jobs = await workflow_rows.with_parents(conn, jobs)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return Page(jobs, encode_cursor(jobs[-1].id) if more else None)
@@ -279,6 +284,7 @@ class PostgresStore(QueueMethods, Store):
                 await self._pg_notify(conn, self.submit_channel, [job.queue])
             elif job.state is State.RUNNING and job.cancel_requested:
                 await self._pg_notify(conn, self.cancel_channel, [str(job.id)])
+            job = await workflow_rows.after_change(conn, before, job)
         return Changed(job, before.state)
 
     @staticmethod
@@ -360,6 +366,7 @@ class PostgresStore(QueueMethods, Store):
                     await self._announce_ready(conn, rows)
         applied = {row["id"]: State(row["state"]) for row in rows}
         self._notify_finished(applied)
+        workflow_rows.announce_released(self, rows)
         return applied
 
     @staticmethod
@@ -384,6 +391,7 @@ class PostgresStore(QueueMethods, Store):
         ended = [row["id"] for row in rows if State(row["state"]).terminal]
         if ended:
             await conn.execute(QUERIES["move_finished"], {"ids": ended})
+            await workflow_rows.parents_ended(conn, rows)
         return rows
 
     async def record_progress(
@@ -399,27 +407,14 @@ class PostgresStore(QueueMethods, Store):
             ended = [j.id for j in jobs if j.state.terminal]
             if ended:
                 await conn.execute(QUERIES["move_finished"], {"ids": ended})
+                await workflow_rows.parents_ended(conn, jobs)
             await self._announce_ready(
                 conn, [{"state": j.state, "queue": j.queue, "ready": True} for j in jobs]
             )
         self._notify_finished({j.id: j.state for j in jobs})
         return jobs
 
-    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
-        """Delete in batches, each its own transaction (autocommit), until a batch comes back
-        short: nothing older than the cutoff is left."""
-        batch = max(int(batch), 1)
-        deleted = 0
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                QUERIES["prune_cutoff"], {"seconds": older_than.total_seconds()}
-            )
-            cutoff = (await fetch_one(cur))["cutoff"]
-            while True:
-                cur = await conn.execute(QUERIES["prune"], {"cutoff": cutoff, "batch": batch})
-                deleted += cur.rowcount
-                if cur.rowcount < batch:
-                    return deleted
+    prune = pruning.prune  # jobd/store/postgres/pruning.py
 
     async def report_node(self, report: NodeReport) -> None:
         async with self.pool.connection() as conn:
@@ -433,7 +428,10 @@ class PostgresStore(QueueMethods, Store):
         async with self.pool.connection() as conn:
             return await fleet_rows.prune_nodes(conn, older_than)
 
-    # --- schedules: jobd/store/postgres/schedules.py -------------------------------------------
+    # --- workflows and schedules: jobd/store/postgres/workflows.py, schedules.py -------------
+
+    links = workflow_rows.links
+    parent_results = workflow_rows.parent_results
 
     finish_and_claim = exchange.finish_and_claim  # one round trip (exchange.py)
 

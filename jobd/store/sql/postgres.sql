@@ -142,6 +142,7 @@ SELECT *
    AND (%(created_before)s::timestamptz IS NULL
         OR created_at < %(created_before)s::timestamptz)
    AND (%(schedule)s::text IS NULL OR schedule = %(schedule)s::text)
+   AND (%(workflow)s::bigint[] IS NULL OR id = ANY(%(workflow)s::bigint[]))
  ORDER BY id DESC
  LIMIT %(limit)s
 
@@ -243,20 +244,33 @@ ended AS (
               CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
               jobs.idempotency_key, jobs.correlation_id, jobs.created_at,
               coalesce(o.started_at, jobs.started_at) AS started_at, jobs.schedule,
-              jobs.progress, jobs.progress_at
+              jobs.on_parent_failure, jobs.progress, jobs.progress_at
+),
+moved AS (
+    INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts,
+                               max_attempts, crashes, run_at, timeout, last_error, result,
+                               idempotency_key, correlation_id, cancel_requested, lease_owner,
+                               lease_expires_at, created_at, updated_at, started_at,
+                               finished_at, schedule, on_parent_failure, progress,
+                               progress_at)
+    SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
+           crashes, run_at, timeout, last_error, result, idempotency_key,
+           correlation_id, false, NULL, NULL,
+           created_at, now(), started_at, now(), schedule, on_parent_failure,
+           progress, progress_at
+      FROM ended
+    RETURNING id, state, queue
+),
+-- Workflows (schema 5): the dependents of the jobs that ended move on in this statement, so
+-- a dependent's row is locked for the statement only, however many parents it has.  The
+-- function reads the edges in a snapshot of its own, taken after the DELETE above waited for
+-- any submit that had locked a parent: it sees that submit's edges.
+released AS (
+    SELECT jobd_parents_ended(array_agg(id), array_agg(state)) AS dependents
+      FROM moved
 )
-INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts, max_attempts,
-                           crashes, run_at, timeout, last_error, result, idempotency_key,
-                           correlation_id, cancel_requested, lease_owner, lease_expires_at,
-                           created_at, updated_at, started_at, finished_at, schedule,
-                           progress, progress_at)
-SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
-       crashes, run_at, timeout, last_error, result, idempotency_key,
-       correlation_id, false, NULL, NULL,
-       created_at, now(), started_at, now(), schedule,
-       progress, progress_at
-  FROM ended
-RETURNING id, state, queue, false AS ready
+SELECT moved.id, moved.state, moved.queue, false AS ready, released.dependents
+  FROM moved, released
 
 
 -- name: finish_retry
@@ -392,16 +406,30 @@ SELECT now() - make_interval(secs => %(seconds)s) AS cutoff
 
 -- name: prune
 -- One batch of finished jobs older than the cutoff, oldest first (finished_jobs_finished_idx).
--- Small batches keep each transaction short: no long lock on the table, no WAL burst.
-DELETE FROM finished_jobs
- WHERE id IN (
-        SELECT id
-          FROM finished_jobs
-         WHERE finished_at < %(cutoff)s
-         ORDER BY finished_at
-         LIMIT %(batch)s
-           FOR UPDATE SKIP LOCKED
-       )
+-- Small batches keep each transaction short: no long lock on the table, no WAL burst.  A job
+-- with a dependent that has not finished (one in jobs) stays: the dependent may wait for it,
+-- or read its result.  The edges of the pruned jobs go with them.
+WITH pruned AS (
+    DELETE FROM finished_jobs
+     WHERE id IN (
+            SELECT f.id
+              FROM finished_jobs AS f
+             WHERE f.finished_at < %(cutoff)s
+               AND NOT EXISTS (SELECT 1 FROM job_deps AS d JOIN jobs AS c ON c.id = d.child
+                                WHERE d.parent = f.id)
+             ORDER BY f.finished_at
+             LIMIT %(batch)s
+               FOR UPDATE SKIP LOCKED
+           )
+    RETURNING id
+),
+as_parent AS (
+    DELETE FROM job_deps WHERE parent IN (SELECT id FROM pruned)
+),
+as_child AS (
+    DELETE FROM job_deps WHERE child IN (SELECT id FROM pruned)
+)
+SELECT count(*) AS pruned FROM pruned
 
 
 -- name: ping
@@ -513,3 +541,96 @@ SELECT s.name, s.last_tick, s.paused, s.definition_hash,
   LEFT JOIN all_jobs j ON j.id = r.job_id
  WHERE %(name)s::text IS NULL OR s.name = %(name)s::text
  ORDER BY s.name
+
+
+-- Workflows (jobd/store/postgres/workflows.py, schema 5).  The walks are the functions of
+-- migrations/postgres/0005_workflows.sql: jobd_link (a submit), jobd_parents_ended (every end:
+-- the finish statement above, and these), jobd_retried (an operator's retry).
+
+-- name: workflow_link
+-- Each new job of a batch that has parents, parents first (the batch's order); a row per job
+-- with the parent it names that does not exist (NULL: none).
+SELECT l.child, jobd_link(l.child, l.parents) AS missing
+  FROM (SELECT c.child, c.ord,
+               ARRAY(SELECT jsonb_array_elements_text(c.parents)::bigint) AS parents
+          FROM unnest(%(children)s::bigint[], %(parents)s::jsonb[])
+               WITH ORDINALITY AS c (child, parents, ord)) AS l
+ ORDER BY l.ord
+
+
+-- name: workflow_policy
+UPDATE jobs
+   SET on_parent_failure = 'run'
+ WHERE id = ANY(%(ids)s::bigint[])
+
+
+-- name: workflow_parents_ended
+SELECT jobd_parents_ended(%(ids)s::bigint[], %(states)s::text[]) AS dependents
+
+
+-- name: workflow_retried
+SELECT jobd_retried(%(ids)s::bigint[])
+
+
+-- name: workflow_needed
+-- The jobs among these with a dependent that has not finished (one in jobs).
+SELECT DISTINCT d.parent
+  FROM job_deps AS d
+  JOIN jobs AS c ON c.id = d.child
+ WHERE d.parent = ANY(%(ids)s::bigint[])
+
+
+-- name: workflow_forget
+WITH as_parent AS (
+    DELETE FROM job_deps WHERE parent = ANY(%(ids)s::bigint[])
+)
+DELETE FROM job_deps WHERE child = ANY(%(ids)s::bigint[])
+
+
+-- name: workflow_jobs
+SELECT *
+  FROM all_jobs
+ WHERE id = ANY(%(ids)s::bigint[])
+
+
+-- name: workflow_parents
+-- The parents of these jobs (get and list show them).
+SELECT child, array_agg(parent ORDER BY parent) AS parents
+  FROM job_deps
+ WHERE child = ANY(%(ids)s::bigint[])
+ GROUP BY child
+
+
+-- name: workflow_children
+SELECT child
+  FROM job_deps
+ WHERE parent = %(id)s
+ ORDER BY child
+
+
+-- name: workflow_unfinished_parents
+-- The parents a job still waits for: those in jobs (the hot table holds no ended job).
+SELECT d.parent
+  FROM job_deps AS d
+  JOIN jobs AS j ON j.id = d.parent
+ WHERE d.child = %(id)s
+ ORDER BY d.parent
+
+
+-- name: workflow_parent_results
+SELECT p.id, p.result
+  FROM job_deps AS d
+  JOIN all_jobs AS p ON p.id = d.parent
+ WHERE d.child = %(id)s
+
+
+-- name: workflow_connected
+-- The jobs linked to one through `after`, in either direction (list --workflow).
+WITH RECURSIVE linked (id) AS (
+    SELECT %(id)s::bigint
+    UNION
+    SELECT CASE WHEN d.parent = l.id THEN d.child ELSE d.parent END
+      FROM linked AS l
+      JOIN job_deps AS d ON d.parent = l.id OR d.child = l.id
+)
+SELECT id FROM linked

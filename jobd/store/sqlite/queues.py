@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobd.domain import IllegalTransition, Job
 from jobd.errors import Conflict
+from jobd.store import workflows
 from jobd.store.base import Changed, JobFilter, Notification, NotificationKind
 from jobd.store.queues import (
     Adjustment,
@@ -25,8 +26,16 @@ from jobd.store.queues import (
     bulk_filter,
 )
 from jobd.store.sqlite.rows import dt, job_from_row, opt_dt, ts, update_row
-from jobd.store.sqlite.sql import COLUMNS, UPDATE_JOB, _list_conditions, chunks, placeholders
+from jobd.store.sqlite.sql import (
+    COLUMNS,
+    PRUNE_EDGES,
+    UPDATE_JOB,
+    _list_conditions,
+    chunks,
+    placeholders,
+)
 from jobd.store.sqlite.thread import write_transaction
+from jobd.store.sqlite.workflows import SQLiteGraph
 
 if TYPE_CHECKING:
     from jobd.store.sqlite.store import SQLiteStore
@@ -123,23 +132,34 @@ async def bulk(
     where = (where + " AND" if where else " WHERE") + " id > ?"
     sql = f"SELECT {COLUMNS} FROM jobs{where} ORDER BY id LIMIT ?"
 
-    def run(conn: sqlite3.Connection) -> BulkBatch:
+    def run(conn: sqlite3.Connection) -> tuple[BulkBatch, list[Job]]:
         with write_transaction(conn):
             jobs = [job_from_row(row) for row in conn.execute(sql, (*params, after, batch))]
             if not jobs:
-                return BulkBatch([], 0, None)
+                return BulkBatch([], 0, None), []
             now = store._clock()
+            graph = SQLiteGraph(conn)
             if action is BulkAction.PURGE:
-                for chunk in chunks([job.id for job in jobs]):
+                targets = [job for job in jobs if not workflows.needed(graph, job)]
+                ids = [job.id for job in targets]
+                for chunk in chunks(ids):
                     conn.execute(
                         f"DELETE FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk
                     )
-                return BulkBatch([Changed(j, j.state) for j in jobs], len(jobs), jobs[-1].id)
-            changed = [Changed(action.apply(job, now), job.state) for job in jobs]
-            conn.executemany(UPDATE_JOB, [update_row(c.job) for c in changed])
-            return BulkBatch(changed, len(jobs), jobs[-1].id)
+                conn.execute(PRUNE_EDGES, (json.dumps(ids),))
+                changed = [Changed(j, j.state) for j in targets]
+                return BulkBatch(changed, len(jobs), jobs[-1].id), []
+            if action is BulkAction.RETRY:
+                retried, dependents = workflows.retry_all(graph, jobs, now)
+                changed = [Changed(job, b.state) for job, b in zip(retried, jobs, strict=True)]
+            else:
+                changed = [Changed(action.apply(job, now), job.state) for job in jobs]
+                conn.executemany(UPDATE_JOB, [update_row(c.job) for c in changed])
+                dependents = workflows.parents_ended(graph, [c.job for c in changed], now)
+            return BulkBatch(changed, len(jobs), jobs[-1].id), dependents
 
-    result = await store.db.run(run)
+    result, dependents = await store.db.run(run)
+    store._notify_dependents(dependents)
     for c in result.changed:
         if action is BulkAction.CANCEL:
             store._notify_cancel_requested(c.job)

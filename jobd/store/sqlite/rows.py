@@ -76,6 +76,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         finished_at,
         lease_token,
         schedule,
+        on_parent_failure,
+        pending_parents,
         progress,
         progress_at,
     ) = row
@@ -104,6 +106,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         finished_at=opt_dt(finished_at),
         lease_token=lease_token,
         schedule=schedule,
+        on_parent_failure=on_parent_failure,
+        pending_parents=pending_parents,
         progress=None if progress is None else json.loads(progress),
         progress_at=opt_dt(progress_at),
     )
@@ -135,6 +139,8 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.finished_at),
         job.lease_token,
         job.schedule,
+        job.on_parent_failure,
+        job.pending_parents,
         opt_dumps(job.progress, "progress"),
         opt_ts(job.progress_at),
     )
@@ -168,5 +174,6 @@ def update_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.started_at),
         opt_ts(job.finished_at),
         job.lease_token,
+        job.pending_parents,
         job.id,
     )

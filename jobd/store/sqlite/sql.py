@@ -5,11 +5,11 @@ so that the statements read together: they are what the indexes in the migration
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from jobd.domain import Job
+from jobd.domain import STORED_FIELDS
 from jobd.store.base import JobFilter
 from jobd.store.sqlite.rows import ts
 
@@ -21,7 +21,7 @@ _CHUNK = 500
 # Column lists come from the Job dataclass itself, so a field added to the domain without a
 # migration fails loudly at the first query instead of being silently dropped.
 
-FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+FIELDS = STORED_FIELDS
 COLUMNS = ", ".join(FIELDS)
 # What a transition can change; the rest is fixed at submit.
 MUTABLE = (
@@ -38,6 +38,7 @@ MUTABLE = (
     "started_at",
     "finished_at",
     "lease_token",
+    "pending_parents",
 )
 TERMINAL = "('completed', 'failed', 'canceled')"
 
@@ -91,11 +92,6 @@ EXPIRED = f"""
 SELECT {COLUMNS} FROM jobs
  WHERE state = 'running' AND lease_expires_at <= ?
 """
-PRUNE = f"""
-DELETE FROM jobs WHERE id IN (
-    SELECT id FROM jobs WHERE finished_at < ? AND state IN {TERMINAL} LIMIT ?
-)
-"""
 COUNTS = """
 SELECT queue, type, state, count(*) FROM jobs
  GROUP BY queue, type, state
@@ -118,9 +114,12 @@ def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def list_select(filters: JobFilter, before: int | None) -> tuple[str, list[Any]]:
-    """The SELECT of `list`, newest first, and its parameters but for the LIMIT's."""
-    where, params = _list_conditions(filters, before)
+def list_select(
+    filters: JobFilter, before: int | None, workflow_ids: set[int] | None = None
+) -> tuple[str, list[Any]]:
+    """The SELECT of `list`, newest first, and its parameters but for the LIMIT's
+    (`workflow_ids`: the jobs of filters.workflow, found beforehand)."""
+    where, params = _list_conditions(filters, before, workflow_ids)
     return f"SELECT {COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT ?", params
 
 
@@ -144,7 +143,9 @@ def claim_select(
     return CLAIM_CANDIDATES.format(filters=filters), params
 
 
-def _list_conditions(filters: JobFilter, before: int | None) -> tuple[str, list[Any]]:
+def _list_conditions(
+    filters: JobFilter, before: int | None, workflow_ids: set[int] | None = None
+) -> tuple[str, list[Any]]:
     """The WHERE clause (or "") and its parameters for `list`."""
     conditions: list[str] = []
     params: list[Any] = []
@@ -168,7 +169,35 @@ def _list_conditions(filters: JobFilter, before: int | None) -> tuple[str, list[
         add("created_at < ?", ts(filters.created_before))
     if filters.schedule is not None:
         add("schedule = ?", filters.schedule)
+    if filters.workflow is not None:
+        add(
+            "id IN (SELECT value FROM json_each(?))",
+            json.dumps(sorted(workflow_ids)) if workflow_ids is not None else "[]",
+        )
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+# --- workflows (migrations/sqlite/0005_workflows.sql) ---------------------------------------
+
+INSERT_EDGE = "INSERT OR IGNORE INTO job_deps (parent, child) VALUES (?, ?)"
+CHILDREN = "SELECT child FROM job_deps WHERE parent = ? ORDER BY child"
+PARENTS = "SELECT parent FROM job_deps WHERE child = ? ORDER BY parent"
+# A finished job stays while a dependent of it has not finished (it may wait for it, or read
+# its result); the edges of pruned jobs go with them.
+PRUNE = f"""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+     WHERE finished_at < ? AND state IN {TERMINAL}
+       AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.child
+                        WHERE d.parent = jobs.id AND c.state NOT IN {TERMINAL})
+     LIMIT ?
+)
+RETURNING id
+"""
+PRUNE_EDGES = """
+DELETE FROM job_deps
+ WHERE parent IN (SELECT value FROM json_each(?1)) OR child IN (SELECT value FROM json_each(?1))
+"""
 
 
 # --- the fleet (the nodes table and the fleet row; see migrations/sqlite/0003_fleet.sql) ---

@@ -26,6 +26,7 @@ from jobd.store.base import (
     CountRow,
     Counts,
     JobFilter,
+    Links,
     Notification,
     NotificationKind,
     Outcome,
@@ -47,6 +48,7 @@ from jobd.store.nodes import Fleet, NodeReport, NodeStatus, workers_from, worker
 from jobd.store.schedules import RunKind, ScheduleRecord, TickResult
 from jobd.store.sqlite import schedules as schedule_rows
 from jobd.store.sqlite import schema
+from jobd.store.sqlite import workflows as workflow_rows
 from jobd.store.sqlite.lock import NodeLock
 from jobd.store.sqlite.queues import QueueMethods
 from jobd.store.sqlite.rows import (
@@ -70,6 +72,7 @@ from jobd.store.sqlite.sql import (
     NODES,
     PENDING_BY_TYPE,
     PRUNE,
+    PRUNE_EDGES,
     PRUNE_NODES,
     RECORD_PROGRESS,
     REPORT_NODE,
@@ -169,7 +172,7 @@ class SQLiteStore(QueueMethods, Store):
         if not specs:
             return []
         out = await self.db.run(self._submit_many, list(specs))
-        for queue in {s.job.queue for s in out if s.created}:
+        for queue in {s.job.queue for s in out if s.created and s.job.state is State.PENDING}:
             self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
         return out
 
@@ -195,6 +198,7 @@ class SQLiteStore(QueueMethods, Store):
                 rows.append(insert_row(job))
                 out.append(Submitted(job, created=True))
             conn.executemany(INSERT_JOB, rows)
+            out = workflow_rows.link(conn, specs, out, now)
         return out
 
     def _jobs_by_key(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Job]:
@@ -219,14 +223,17 @@ class SQLiteStore(QueueMethods, Store):
         row = conn.execute(SELECT_BY_ID, (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"job {job_id} not found", id=job_id)
-        return job_from_row(row)
+        return workflow_rows.with_parents(conn, job_from_row(row))
 
     async def list(
         self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None
     ) -> Page:
         limit = check_limit(limit)
         before = decode_cursor(cursor) if cursor else None
-        sql, params = list_select(filters, before)
+        workflow = None
+        if filters.workflow is not None:
+            workflow = await self.db.run(workflow_rows.connected_ids, filters.workflow)
+        sql, params = list_select(filters, before, workflow)
         # One row more than asked tells whether there is a next page.
         matched = await self.db.run(self._select_jobs, sql, (*params, limit + 1))
         more = len(matched) > limit
@@ -236,29 +243,47 @@ class SQLiteStore(QueueMethods, Store):
     def _select_jobs(
         self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
     ) -> builtins.list[Job]:
-        return [job_from_row(row) for row in conn.execute(sql, params)]
+        jobs = [job_from_row(row) for row in conn.execute(sql, params)]
+        return workflow_rows.with_parents_of_all(conn, jobs)
 
     async def request_cancel(self, job_id: int) -> Job:
-        changed = await self.db.run(self._change, job_id, lambda j, now: j.request_cancel(now))
+        changed, dependents = await self.db.run(self._change, job_id, workflow_rows.cancel)
         self._notify_cancel_requested(changed.job)
+        self._notify_dependents(dependents)
         return changed.job
 
     async def operator_retry(self, job_id: int) -> Changed:
-        changed = await self.db.run(self._change, job_id, lambda j, now: j.operator_retry(now))
+        changed, dependents = await self.db.run(self._change, job_id, workflow_rows.retry)
         self._notify_retried(changed.job)
+        self._notify_dependents(dependents)
         return changed
 
     def _change(
-        self, conn: sqlite3.Connection, job_id: int, change: Callable[[Job, datetime], Job]
-    ) -> Changed:
+        self, conn: sqlite3.Connection, job_id: int, change: workflow_rows.Change
+    ) -> tuple[Changed, builtins.list[Job]]:
         with write_transaction(conn):
             before = self._get(conn, job_id)
             try:
-                job = change(before, self._clock())
+                job, dependents = change(conn, before, self._clock())
             except IllegalTransition as exc:
                 raise Conflict(str(exc), id=job_id, state=exc.current.value) from None
-            conn.execute(UPDATE_JOB, update_row(job))
-        return Changed(job, before.state)
+        return Changed(job, before.state), dependents
+
+    # --- workflows (jobd/store/sqlite/workflows.py) -----------------------------------------
+
+    async def links(self, job_id: int) -> Links:
+        return await self.db.run(self._links, job_id)
+
+    def _links(self, conn: sqlite3.Connection, job_id: int) -> Links:
+        return workflow_rows.links(conn, self._get(conn, job_id))
+
+    async def parent_results(self, job_id: int) -> dict[int, Any]:
+        return await self.db.run(self._parent_results, job_id)
+
+    def _parent_results(self, conn: sqlite3.Connection, job_id: int) -> dict[int, Any]:
+        job = self._get(conn, job_id)
+        parents = self._jobs_by_id(conn, list(job.parents))
+        return {parent.id: parent.result for parent in parents.values()}
 
     async def counts(self) -> Counts:
         rows = await self.db.run(lambda conn: conn.execute(COUNTS).fetchall())
@@ -333,8 +358,9 @@ class SQLiteStore(QueueMethods, Store):
         if not outcomes and not starts:
             return {}
         cleaned = [storable_outcome(o) for o in outcomes]
-        applied = await self.db.run(self._finish, node, cleaned, list(starts))
+        applied, dependents = await self.db.run(self._finish, node, cleaned, list(starts))
         self._notify_finished(applied)
+        self._notify_dependents(dependents)
         return applied
 
     def _finish(
@@ -343,7 +369,7 @@ class SQLiteStore(QueueMethods, Store):
         node: str,
         outcomes: builtins.list[Outcome],
         starts: builtins.list[Start],
-    ) -> dict[int, State]:
+    ) -> tuple[dict[int, State], builtins.list[Job]]:
         """Fenced like the memory store: an outcome applies only while (id, attempt, node)
         still owns the job, checked on the rows as they are under the write lock."""
         changed: dict[int, Job] = {}
@@ -364,7 +390,9 @@ class SQLiteStore(QueueMethods, Store):
                 jobs[job.id] = changed[job.id] = job
                 states[job.id] = job.state
             conn.executemany(UPDATE_JOB, [update_row(j) for j in changed.values()])
-        return states
+            ended = [jobs[job_id] for job_id in states]
+            dependents = workflow_rows.parents_ended(conn, ended, now)
+        return states, dependents
 
     async def record_progress(
         self, node: str, reports: Sequence[ProgressReport]
@@ -384,11 +412,14 @@ class SQLiteStore(QueueMethods, Store):
             ]
 
     async def recover_expired(self) -> builtins.list[Job]:
-        recovered = await self.db.run(self._recover_expired)
+        recovered, dependents = await self.db.run(self._recover_expired)
         self._notify_finished({j.id: j.state for j in recovered})
+        self._notify_dependents(dependents)
         return recovered
 
-    def _recover_expired(self, conn: sqlite3.Connection) -> builtins.list[Job]:
+    def _recover_expired(
+        self, conn: sqlite3.Connection
+    ) -> tuple[builtins.list[Job], builtins.list[Job]]:
         with write_transaction(conn):
             now = self._clock()
             expired = sorted(
@@ -396,7 +427,8 @@ class SQLiteStore(QueueMethods, Store):
             )
             recovered = [job.recover(now) for job in expired]
             conn.executemany(UPDATE_JOB, [update_row(j) for j in recovered])
-        return recovered
+            dependents = workflow_rows.parents_ended(conn, recovered, now)
+        return recovered, dependents
 
     async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
         """One transaction, and one trip to the database thread, per batch: the supervisor's
@@ -414,7 +446,10 @@ class SQLiteStore(QueueMethods, Store):
 
     def _prune_batch(self, conn: sqlite3.Connection, cutoff: float, batch: int) -> int:
         with write_transaction(conn):
-            return conn.execute(PRUNE, (cutoff, batch)).rowcount
+            pruned = [job_id for (job_id,) in conn.execute(PRUNE, (cutoff, batch))]
+            if pruned:
+                conn.execute(PRUNE_EDGES, (json.dumps(pruned),))
+            return len(pruned)
 
     # --- the fleet -----------------------------------------------------------------------
 

@@ -132,11 +132,96 @@
     return status;
   }
 
+  // --- every job the filters match: count, ask in a dialog, then step after step --------
+
+  async function postJson(url, data) {
+    const answer = await fetch(url, {
+      method: data ? "POST" : "GET",
+      body: data,
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+    });
+    const reply = await answer.json().catch(() => ({}));
+    if (!answer.ok) throw new Error(reply.detail || "Refused (" + answer.status + ")");
+    return reply;
+  }
+
+  function say(status, text, kind) {
+    status.textContent = text;
+    status.className = kind;
+  }
+
+  function ask(question, verb) {
+    let dialog = document.getElementById("confirm-dialog");
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "confirm-dialog";
+      dialog.className = "confirm";
+      const text = document.createElement("p");
+      const form = document.createElement("form");
+      form.method = "dialog";
+      const no = document.createElement("button");
+      no.value = "cancel";
+      no.className = "secondary";
+      no.textContent = "Back";
+      const yes = document.createElement("button");
+      yes.value = "confirm";
+      yes.id = "confirm-yes";
+      form.append(no, yes);
+      dialog.append(text, form);
+      body.append(dialog);
+    }
+    dialog.querySelector("p").textContent = question;
+    dialog.querySelector("#confirm-yes").textContent = verb;
+    dialog.returnValue = "";
+    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    });
+  }
+
+  async function matching(form, submitter) {
+    const status = ensureStatus();
+    say(status, "Counting…", "");
+    let found;
+    try {
+      found = await postJson("/ui/jobs/matching?" + new URLSearchParams(new FormData(form, submitter)));
+    } catch (e) {
+      say(status, e.message === "Failed to fetch" ? "The server cannot be reached." : e.message, "error");
+      return;
+    }
+    if (found.matched === 0) { say(status, "No job matches: there is nothing to do.", "notice"); return; }
+    say(status, "", "");
+    if (!(await ask(found.question, found.verb + " " + found.matched))) return;
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    let step = { changed: 0, busy: 0, next_cursor: null };
+    body.dataset.matching = "running";
+    try {
+      do {
+        const data = new URLSearchParams(found.fields);
+        data.set("csrf", csrf);
+        data.set("action", found.action);
+        data.set("changed", step.changed);
+        data.set("busy", step.busy);
+        if (step.next_cursor) data.set("cursor", step.next_cursor);
+        step = await postJson("/ui/jobs/matching", data);
+        say(status, step.message + (step.next_cursor ? " …" : "."), "notice");
+      } while (step.next_cursor);
+    } catch (e) {
+      say(status, "Stopped: " + e.message + " (" + step.changed + " done before)", "error");
+    }
+    body.dataset.matching = "done";
+    refresh();
+  }
+
   document.addEventListener("submit", (event) => {
     const form = event.target;
     if (form.matches("[data-action-form]")) {
       event.preventDefault();
       act(form, event.submitter);
+    } else if (form.matches("[data-matching-form]")) {
+      event.preventDefault();
+      matching(form, event.submitter);
     }
   });
 
