@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from jobd.domain import State
 from jobd.protocol import InForce, JobView
@@ -226,7 +226,7 @@ def progress_text(progress: Any, limit: int = 120) -> str:
         current, total = progress["current"], progress.get("total")
         text = f"{current:g}"
         if _number(total):
-            share = f" ({current / total:.0%})" if float(total) > 0 else ""
+            share = f" ({current / total:.0%})" if total > 0 else ""
             text += f"/{total:g}{share}"
         if isinstance(message := progress.get("message"), str) and message:
             text += " " + message.replace("\n", " ")
@@ -238,7 +238,7 @@ def progress_text(progress: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
