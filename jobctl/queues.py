@@ -96,7 +96,8 @@ def bulk(ctx: click.Context, method: str, verb: str, kw: dict[str, Any]) -> None
     if as_json(ctx):
         emit({"matched": matched, **totals})
         return
-    click.echo(f"{verb}: {totals['changed']} jobs in {totals['batches']} batches")
+    jobs, batches = totals["changed"], totals["batches"]
+    click.echo(f"{verb}: {jobs} {_plural(jobs, 'job')} in {batches} {_plural(batches, 'batch')}")
     if totals["busy"]:
         click.echo(f"{totals['busy']} jobs were busy at that moment: run it again", err=True)
 
@@ -357,3 +358,9 @@ def audit(ctx: click.Context, limit: int) -> None:
 
 def _details(record: dict[str, Any]) -> str:
     return output.compact(record["details"]) if record["details"] else "-"
+
+
+def _plural(count: int, noun: str) -> str:
+    if count == 1:
+        return noun
+    return noun + ("es" if noun.endswith("ch") else "s")

@@ -86,15 +86,20 @@ OPERATIONS: dict[str, tuple[frozenset[State], State]] = {
 class IllegalTransition(ValueError):
     """A job was asked to move between two states that no rule connects."""
 
-    def __init__(self, job_id: int | None, current: State, target: State, operation: str):
+    def __init__(
+        self,
+        job_id: int | None,
+        current: State,
+        target: State,
+        operation: str,
+        why: str | None = None,
+    ):
         self.job_id = job_id
         self.current = current
         self.target = target
         self.operation = operation
-        super().__init__(
-            f"cannot {operation} job {job_id}: it is {current.value}"
-            f" (no transition {current.value} -> {target.value})"
-        )
+        why = why or f"no transition {current.value} -> {target.value}"
+        super().__init__(f"cannot {operation} job {job_id}: it is {current.value} ({why})")
 
 
 class InvalidJob(ValueError):
@@ -425,7 +430,8 @@ class Job:
         job's order no longer matters, a finished one's is retried first (and a waiting one's
         is set when its parents have ended)."""
         if self.state is not State.PENDING:
-            raise IllegalTransition(self.id, self.state, State.PENDING, "change")
+            only = "only a pending job's run time or priority can be changed"
+            raise IllegalTransition(self.id, self.state, State.PENDING, "change", only)
         changes: dict[str, Any] = {"updated_at": now}
         if run_now and self.run_at > now:
             changes["run_at"] = now

@@ -184,8 +184,9 @@ def _apply(
     try:
         values[raw.key] = s.parse(raw.value)
     except Problem as exc:
-        key = f"{raw.key}.{exc.subkey}" if exc.subkey else raw.key
-        raise ConfigError(key, raw.source, f"{exc}{_got(s, raw.value)}") from None
+        if exc.subkey:  # a field deep in a mapping: the message names it; no dump of the whole
+            raise ConfigError(f"{raw.key}.{exc.subkey}", raw.source, str(exc)) from None
+        raise ConfigError(raw.key, raw.source, f"{exc}{_got(s, raw.value)}") from None
 
 
 def _got(s: Setting, value: object) -> str:

@@ -437,3 +437,9 @@ def apply_workflow(
             return job
         case _:
             return apply(job, op, now)
+
+
+def test_only_a_pending_job_can_be_made_due_or_reprioritised_and_the_refusal_says_so() -> None:
+    done = dataclasses.replace(new_job(), state=State.COMPLETED)
+    with pytest.raises(IllegalTransition, match="only a pending job's run time or priority"):
+        done.adjust(T0, priority=5)
