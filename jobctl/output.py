@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from jobd.domain import State
 from jobd.protocol import InForce, JobView
@@ -202,6 +202,11 @@ def job_detail(job: JobView) -> str:
         fields = [f for f in fields if f[0] != "lease"]
     if job.schedule is not None:
         fields.insert(4, ("schedule", job.schedule))
+    if job.progress is not None:
+        at = fields.index(("finished", timestamp(job.finished_at))) + 1
+        fields.insert(
+            at, ("progress", f"{progress_text(job.progress)} at {timestamp(job.progress_at)}")
+        )
     if job.last_error is not None:
         fields.append(("last error", f"{job.last_error.type}: {job.last_error.message}"))
     fields += _workflow_fields(job)
@@ -212,6 +217,29 @@ def job_detail(job: JobView) -> str:
         lines.append("traceback:")
         lines += ["  " + line for line in job.last_error.traceback.rstrip().splitlines()]
     return "\n".join(lines)
+
+
+def progress_text(progress: Any, limit: int = 120) -> str:
+    """A job's progress as people read it: `3/10 (30%) resizing` for the conventional
+    `{"current": 3, "total": 10, "message": "resizing"}`, else its JSON (shortened)."""
+    if isinstance(progress, dict) and _number(progress.get("current")):
+        current, total = progress["current"], progress.get("total")
+        text = f"{current:g}"
+        if _number(total):
+            share = f" ({current / total:.0%})" if total > 0 else ""
+            text += f"/{total:g}{share}"
+        if isinstance(message := progress.get("message"), str) and message:
+            text += " " + message.replace("\n", " ")
+        extra = {k: v for k, v in progress.items() if k not in ("current", "total", "message")}
+        if extra:
+            text += " " + compact(extra)
+    else:
+        text = compact(progress)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _workflow_fields(job: JobView) -> list[tuple[str, str]]:

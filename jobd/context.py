@@ -9,6 +9,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobd.progress import checked_progress
+
 
 def job_log_fields(
     job_id: int, job_type: str, attempt: int, queue: str, correlation_id: str | None
@@ -91,5 +93,9 @@ class JobContext:
         return self._parent_results()
 
     def progress(self, data: Any) -> None:
-        """Report progress (any JSON-able value); the supervisor logs it."""
-        self._report_progress(data)
+        """Report the job's progress: a small JSON value, by convention
+        `{"current": 3, "total": 10, "message": "resizing"}`.  The latest report is stored as
+        the job's `progress` (at most one a second reaches the database; the last one always
+        does) and shown by `jobctl status`, HTTP and the protocol.  Raises ProgressError
+        (a ValueError) if `data` is not JSON or is over MAX_PROGRESS_BYTES (4 KiB)."""
+        self._report_progress(checked_progress(data))

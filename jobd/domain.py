@@ -270,6 +270,10 @@ class Job:
     #: The jobs it was submitted `after` (ids, ascending).  Not a column: the stores keep the
     #: edges apart (a claim does not load them).
     parents: tuple[int, ...] = ()
+    #: The latest progress its handler reported (`ctx.progress`, a small JSON value) and when
+    #: the supervisor received it; kept across attempts until the next attempt reports.
+    progress: Any = None
+    progress_at: datetime | None = None
 
     @classmethod
     def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
@@ -354,6 +358,12 @@ class Job:
         if self.state is not State.RUNNING:
             raise IllegalTransition(self.id, self.state, State.RUNNING, "start")
         return dataclasses.replace(self, started_at=at)
+
+    def report_progress(self, progress: Any, at: datetime) -> Job:
+        """Its running attempt reported `progress` at `at` (the job stays `running`)."""
+        if self.state is not State.RUNNING:
+            raise IllegalTransition(self.id, self.state, State.RUNNING, "progress")
+        return dataclasses.replace(self, progress=progress, progress_at=at)
 
     def complete(self, result: Any, now: datetime) -> Job:
         return self._move("complete", now, result=result, finished_at=now, **_ATTEMPT_ENDED)
@@ -543,6 +553,7 @@ TIME_FIELDS = (
     "updated_at",
     "started_at",
     "finished_at",
+    "progress_at",
 )
 #: The fields the protocol shows (the lease token and the parent count stay inside the node).
 WIRE_FIELDS = tuple(

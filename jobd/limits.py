@@ -44,3 +44,10 @@ MAX_SUBSCRIBE_IDS = 1000
 BULK_BATCH = 1000
 #: Jobs one call of a bulk action changes at most; its continuation goes on from there.
 MAX_BULK_LIMIT = 10_000
+
+#: Bytes of a handler's progress report (`ctx.progress(data)`, its JSON in UTF-8): progress is
+#: a small status (`{"current": 3, "total": 10, "message": "..."}`), not a result channel.
+MAX_PROGRESS_BYTES = 4096
+#: Seconds between two progress reports of one job that reach the supervisor (and the
+#: database): the worker keeps the latest value in between (ADR 0031).
+PROGRESS_INTERVAL = 1.0

@@ -685,6 +685,9 @@ class JobView:
     on_parent_failure: str = "cancel"
     #: The jobs it waits for, ascending (empty from daemons before workflows).
     parents: tuple[int, ...] = ()
+    #: The latest progress its handler reported, and when (None from daemons before it).
+    progress: Any = None
+    progress_at: datetime | None = None
     #: `get` only, like `effective`: the jobs submitted after it, and the parents it still
     #: waits for (None when the reply has none).
     children: tuple[int, ...] | None = field(default=None, compare=False)

@@ -7,7 +7,8 @@ database, given a `JobContext` made here::
         assert myapp.jobs.post_webhook(make_context(timeout=5.0), {"url": ...}) == {...}
 
 `stop` is the event that cancels the job (set it, and `ctx.check_cancelled()` raises
-`JobCancelled`); `on_progress` receives what the handler reports with `ctx.report_progress`.
+`JobCancelled`); `on_progress` receives what the handler reports with `ctx.progress`
+(checked as in a worker: JSON, at most 4 KiB).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from jobd.pipe import (
     Started,
     Stop,
 )
+from jobd.progress import ProgressThrottle
 
 log = logging.getLogger("jobd.worker")
 
@@ -178,17 +179,15 @@ class Worker:
                 stop.set()
         self._say(report, Started(job_id))
         self._title(f"running {job.type}#{job_id}")
-        ctx = job.context(
-            stop,
-            lambda data: self.send(Progress(job_id, data)),
-            lambda: self._parent_results(job_id, stop),
-        )
+        progress = ProgressThrottle(lambda data: self.send(Progress(job_id, data)))
+        ctx = job.context(stop, progress.report, lambda: self._parent_results(job_id, stop))
         logs.bind_job({**ctx.log_fields(), "worker": self.index})
         try:
             return Done(job_id, self._call(ctx, job.payload))
         except BaseException as exc:  # every failure is reported, never raised
             return Failed(job_id, describe_failure(exc, stop.is_set()))
         finally:
+            progress.flush()  # the last report, ahead of the job's end
             logs.bind_job(None)
             with self._state_lock:
                 self._current = None

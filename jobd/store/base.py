@@ -84,6 +84,18 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """The latest progress a running attempt reported (`ctx.progress`), received by the
+    supervisor at `at`: written with the next batch, fenced as a start is."""
+
+    job_id: int
+    attempt: int
+    token: int | None
+    progress: Any
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Exchanged:
     """What `Store.finish_and_claim` did: the state of each applied outcome (as `finish`), the
     jobs claimed, and why the claim failed if it did (the outcomes were applied all the
@@ -347,6 +359,15 @@ class Store(abc.ABC):
         with it.  The dependents of the jobs that ended move on in the same transaction
         (jobd.store.workflows.parents_ended)."""
 
+    @abc.abstractmethod
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        """Store each report as its job's `progress` and `progress_at` where (job id,
+        attempt, node, lease token) still owns the running job; return the ids written.  A
+        report of an attempt that ended or lost its lease is left out (its job keeps the
+        progress it had)."""
+
     async def finish_and_claim(
         self,
         node: str,
@@ -576,7 +597,7 @@ def outcome_applied(job: Job, outcome: Outcome, now: datetime) -> Job:
     return job.fail_attempt(error, outcome.retry_at, now, crashed=outcome.crashed)
 
 
-def owns(job: Job, node: str, outcome: Outcome | Start) -> bool:
+def owns(job: Job, node: str, outcome: Outcome | Start | ProgressReport) -> bool:
     """Whether `outcome` (or a start) is still `node`'s to write: the same claim of the job,
     still running."""
     return (

@@ -27,6 +27,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    ProgressReport,
     Start,
     Store,
     Submitted,
@@ -328,6 +329,18 @@ class MemoryStore(QueueMethods, Store):
         self._notify_finished(states, {job.id: job.queue for job in applied.values()})
         self._notify_dependents(dependents)
         return states
+
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        written: builtins.list[int] = []
+        with self._lock:
+            for report in reports:
+                job = self._jobs.get(report.job_id)
+                if job is not None and owns(job, node, report):
+                    self._jobs[job.id] = job.report_progress(report.progress, report.at)
+                    written.append(job.id)
+        return written
 
     async def recover_expired(self) -> builtins.list[Job]:
         with self._lock:

@@ -108,7 +108,12 @@ class Supervisor:
         self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
         self.claims.paused.export(self.metrics.registry)
         self.dispatch = Dispatch(self)
-        self.writeback = WriteBack(self.dispatch.write, self.events, self.health)
+        self.writeback = WriteBack(
+            self.dispatch.write,
+            self.events,
+            self.health,
+            record_progress=lambda reports: store.record_progress(self.node, reports),
+        )
         self.fleet = FleetMember(
             store,
             settings.lease_seconds,
@@ -132,6 +137,7 @@ class Supervisor:
         self.reports = WorkerReports(
             record=self.writeback.record,
             started=self.writeback.started,
+            progress=self.writeback.progress,
             policy=self._policy,
             events=self.events,
             metrics=self.metrics,

@@ -39,6 +39,7 @@ class WorkerReports:
         *,
         record: Callable[[Outcome, Job], None],
         started: Callable[[Job, datetime], None],
+        progress: Callable[[Job, object, datetime], None] = lambda job, data, at: None,
         policy: Callable[[Job], JobPolicy],
         events: JobEvents,
         metrics: Metrics,
@@ -47,6 +48,7 @@ class WorkerReports:
     ):
         self._record = record
         self._started_job = started
+        self._progress = progress
         self._policy = policy
         self._events = events
         self._metrics = metrics
@@ -84,7 +86,9 @@ class WorkerReports:
                 w.retiring = True
                 log.info("worker retiring", extra={"worker": w.index, "reason": reason})
             case Progress(job_id, data):
-                log.debug("progress", extra={"job_id": job_id, "progress": data})
+                job = w.assigned.get(job_id)
+                if job is not None and w.running == job_id:
+                    self._progress(job, data, utcnow())
             case AskParents(job_id):
                 self._asks.parent_results(w, job_id)
 

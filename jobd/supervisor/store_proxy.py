@@ -32,6 +32,7 @@ from jobd.store import (
     NotificationKind,
     Outcome,
     Page,
+    ProgressReport,
     Start,
     Store,
     Submitted,
@@ -160,6 +161,11 @@ class StoreProxy(Store):
         self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
     ) -> dict[int, State]:
         return await self._call(self.store.finish(node, outcomes, starts))
+
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        return await self._call(self.store.record_progress(node, reports))
 
     async def finish_and_claim(
         self,

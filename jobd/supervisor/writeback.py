@@ -1,7 +1,11 @@
 """The outcomes waiting to be written to the store, written in batches: at once when idle,
 grouped when busy (whatever arrives while one write is in flight goes in the next), kept and
 retried while the store does not answer (ADR 0011).  Each written outcome is accounted: one
-transition event, or a warning when the store refused it because the lease was lost."""
+transition event, or a warning when the store refused it because the lease was lost.
+
+The running jobs' starts and latest progress ride on the same batches: kept per job (a newer
+progress replaces the one not yet written) and written before the outcomes, so a job's last
+progress lands before its end (ADR 0031)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from datetime import datetime
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
-from jobd.store import Outcome, Start
+from jobd.store import Outcome, ProgressReport, Start
 from jobd.supervisor.job_events import JobEvents, outcome_fields
 from jobd.supervisor.store_health import StoreHealth
 
@@ -23,20 +27,32 @@ log = logging.getLogger("jobd.supervisor")
 #: The store's write: this node's outcomes (and starts) in, the state each applied outcome led
 #: to out.
 Finish = Callable[[list[Outcome], list[Start]], Awaitable[dict[int, State]]]
+#: The store's progress write: this node's running jobs' latest progress in, the ids written
+#: out.
+RecordProgress = Callable[[list[ProgressReport]], Awaitable[list[int]]]
 
 FIRST_RETRY_DELAY = 0.05  # seconds before a failed write is tried again, doubling...
 MAX_RETRY_DELAY = 5.0  # ...up to this
 
 
 class WriteBack:
-    def __init__(self, finish: Finish, events: JobEvents, health: StoreHealth):
+    def __init__(
+        self,
+        finish: Finish,
+        events: JobEvents,
+        health: StoreHealth,
+        record_progress: RecordProgress | None = None,
+    ):
         self._finish = finish
+        self._record_progress = record_progress
         self._events = events
         self._health = health
         self.pending: list[Outcome] = []  # recorded, not yet written
         #: Jobs started and not yet ended, written with the next batch: claimed is not
         #: started, and the store learns the difference without a statement per job.
         self._starts: dict[int, Start] = {}
+        #: The latest progress of each running job, not written yet.
+        self._progress: dict[int, ProgressReport] = {}
         # The job of each outcome not yet written, per job id in the order recorded: one job
         # can have two (a job released when its worker died, written, claimed again by this
         # node and finished while that write's answer was on its way).
@@ -66,6 +82,12 @@ class WriteBack:
         self._starts[job.id] = Start(job.id, job.attempts, job.lease_token, at)
         self._needed.set()
 
+    def progress(self, job: Job, data: object, at: datetime) -> None:
+        """`job` (as claimed) reported `data` as its progress at `at`: written with the next
+        batch, replacing a report of the job not written yet."""
+        self._progress[job.id] = ProgressReport(job.id, job.attempts, job.lease_token, data, at)
+        self._needed.set()
+
     def held(self) -> KeysView[int]:
         """The ids of the jobs with an outcome not yet accounted: their leases are this
         node's to renew until then."""
@@ -89,14 +111,18 @@ class WriteBack:
             self._needed.clear()
             batch = self.take()
             starts, self._starts = self._starts, {}
-            if not batch and not starts:
+            progress, self._progress = self._progress, {}
+            if not batch and not starts and not progress:
                 continue
             self.writing = True
             try:
-                applied = await self._finish(batch, list(starts.values()))
+                await self._write_progress(progress)
+                applied = {}
+                if batch or starts:
+                    applied = await self._finish(batch, list(starts.values()))
             except Unavailable as exc:
                 self.pending[:0] = batch  # keep them: written once the store is back
-                self._keep_starts(starts)
+                self._keep_starts(starts, progress)
                 self._health.write_failed("write results", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
@@ -104,7 +130,7 @@ class WriteBack:
                 continue
             except BaseException:
                 self.pending[:0] = batch
-                self._keep_starts(starts)
+                self._keep_starts(starts, progress)
                 raise
             finally:
                 self.writing = False
@@ -112,11 +138,24 @@ class WriteBack:
             self._health.wrote("write results")
             self.account(batch, applied)
 
-    def _keep_starts(self, starts: dict[int, Start]) -> None:
-        """Starts of a write that failed, for the next one (a start recorded since is newer).
-        Kept even when the job's outcome is waiting too: the store writes a batch's starts
-        before its outcomes, and the outcome, recorded after the start was taken, lacks it."""
+    async def _write_progress(self, progress: dict[int, ProgressReport]) -> None:
+        """Written ahead of the outcomes: a job's last progress, reported before its end, is
+        then in the row when the row ends (after, the fence would refuse it)."""
+        if progress and self._record_progress is not None:
+            written = await self._record_progress(list(progress.values()))
+            if len(written) < len(progress):
+                log.debug(
+                    "progress discarded: the attempt ended or its lease was lost",
+                    extra={"job_ids": sorted(progress.keys() - set(written))},
+                )
+
+    def _keep_starts(self, starts: dict[int, Start], progress: dict[int, ProgressReport]) -> None:
+        """Starts (and progress) of a write that failed, for the next one (one recorded since
+        is newer).  Kept even when the job's outcome is waiting too: the store writes a
+        batch's starts before its outcomes, and the outcome, recorded after the start was
+        taken, lacks it."""
         self._starts = {**starts, **self._starts}
+        self._progress = {**progress, **self._progress}
 
     def account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
         """Count and log each outcome of a written batch (`applied`: the store's answer)."""

@@ -146,3 +146,18 @@ def fails_once(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     if runs == 1:
         raise PermanentError("fails the first time")
     return {"value": 100}
+
+
+@handler("reporter")
+def reporter(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports its progress `steps` times in a row (the worker lets the first through at once
+    and the last a second later, or as the job ends), then waits until the file `gate` exists
+    (when given) and returns."""
+    record(ctx, "run")
+    steps = payload.get("steps", 10)
+    for step in range(1, steps + 1):
+        ctx.progress({"current": step, "total": steps, "message": payload.get("message", "")})
+    gate = payload.get("gate")
+    while gate and not os.path.exists(gate):
+        ctx.sleep(0.05)
+    return {"steps": steps}

@@ -27,6 +27,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    ProgressReport,
     Start,
     Store,
     Submitted,
@@ -40,6 +41,7 @@ from jobd.store.base import (
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import exchange, pruning
 from jobd.store.postgres import fleet as fleet_rows
+from jobd.store.postgres import progress as progress_rows
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres import workflows as workflow_rows
@@ -391,6 +393,12 @@ class PostgresStore(QueueMethods, Store):
             await conn.execute(QUERIES["move_finished"], {"ids": ended})
             await workflow_rows.parents_ended(conn, rows)
         return rows
+
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        async with self.pool.connection() as conn:
+            return await progress_rows.record_progress(conn, node, reports)
 
     async def recover_expired(self) -> builtins.list[Job]:
         async with self.pool.connection() as conn, conn.transaction():

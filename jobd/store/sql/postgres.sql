@@ -244,18 +244,20 @@ ended AS (
               CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
               jobs.idempotency_key, jobs.correlation_id, jobs.created_at,
               coalesce(o.started_at, jobs.started_at) AS started_at, jobs.schedule,
-              jobs.on_parent_failure
+              jobs.on_parent_failure, jobs.progress, jobs.progress_at
 ),
 moved AS (
     INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts,
                                max_attempts, crashes, run_at, timeout, last_error, result,
                                idempotency_key, correlation_id, cancel_requested, lease_owner,
                                lease_expires_at, created_at, updated_at, started_at,
-                               finished_at, schedule, on_parent_failure)
+                               finished_at, schedule, on_parent_failure, progress,
+                               progress_at)
     SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
            crashes, run_at, timeout, last_error, result, idempotency_key,
            correlation_id, false, NULL, NULL,
-           created_at, now(), started_at, now(), schedule, on_parent_failure
+           created_at, now(), started_at, now(), schedule, on_parent_failure,
+           progress, progress_at
       FROM ended
     RETURNING id, state, queue
 ),
@@ -341,6 +343,24 @@ UPDATE jobs
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = s.attempt
    AND (s.token IS NULL OR jobs.lease_token = s.token)
+
+
+-- name: record_progress
+-- The latest progress of this node's running attempts, written with a batch of outcomes and
+-- fenced as finish is (a report of an attempt that ended or lost its lease is refused).
+-- Touches no indexed column: a HOT update when the page has room.
+UPDATE jobs
+   SET progress = p.progress,
+       progress_at = p.at
+  FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(tokens)s::bigint[],
+              %(progress)s::jsonb[], %(ats)s::timestamptz[])
+       AS p (id, attempt, token, progress, at)
+ WHERE jobs.id = p.id
+   AND jobs.state = 'running'
+   AND jobs.lease_owner = %(node)s
+   AND jobs.attempts = p.attempt
+   AND (p.token IS NULL OR jobs.lease_token = p.token)
+RETURNING jobs.id
 
 
 -- name: recover_expired

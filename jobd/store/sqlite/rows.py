@@ -13,7 +13,7 @@ from typing import Any
 
 from jobd.domain import ErrorInfo, Job, State
 from jobd.errors import InvalidParams
-from jobd.store.base import json_default
+from jobd.store.base import ProgressReport, json_default
 
 STATES = {s.value: s for s in State}
 
@@ -78,6 +78,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         schedule,
         on_parent_failure,
         pending_parents,
+        progress,
+        progress_at,
     ) = row
     return Job(
         id=job_id,
@@ -106,6 +108,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         schedule=schedule,
         on_parent_failure=on_parent_failure,
         pending_parents=pending_parents,
+        progress=None if progress is None else json.loads(progress),
+        progress_at=opt_dt(progress_at),
     )
 
 
@@ -137,6 +141,20 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         job.schedule,
         job.on_parent_failure,
         job.pending_parents,
+        opt_dumps(job.progress, "progress"),
+        opt_ts(job.progress_at),
+    )
+
+
+def progress_row(node: str, report: ProgressReport) -> tuple[Any, ...]:
+    """Parameters of sql.RECORD_PROGRESS."""
+    return (
+        dumps(report.progress, "progress"),
+        ts(report.at),
+        report.job_id,
+        node,
+        report.attempt,
+        report.token,
     )
 
 

@@ -45,6 +45,12 @@ TERMINAL = "('completed', 'failed', 'canceled')"
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
 INSERT_JOB = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
 UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in MUTABLE)} WHERE id = ?"
+# A running attempt's latest progress, fenced as a finish is (base.owns).
+RECORD_PROGRESS = """
+UPDATE jobs SET progress = ?1, progress_at = ?2
+ WHERE id = ?3 AND state = 'running' AND lease_owner = ?4 AND attempts = ?5
+   AND (?6 IS NULL OR lease_token = ?6)
+"""
 
 # The largest id ever handed out (AUTOINCREMENT keeps it in sqlite_sequence, pruned or not).
 # Read under the write lock, it lets submit_many number its rows itself and insert them with

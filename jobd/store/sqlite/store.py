@@ -31,6 +31,7 @@ from jobd.store.base import (
     NotificationKind,
     Outcome,
     Page,
+    ProgressReport,
     Start,
     Store,
     Submitted,
@@ -50,7 +51,15 @@ from jobd.store.sqlite import schema
 from jobd.store.sqlite import workflows as workflow_rows
 from jobd.store.sqlite.lock import NodeLock
 from jobd.store.sqlite.queues import QueueMethods
-from jobd.store.sqlite.rows import STATES, dt, insert_row, job_from_row, ts, update_row
+from jobd.store.sqlite.rows import (
+    STATES,
+    dt,
+    insert_row,
+    job_from_row,
+    progress_row,
+    ts,
+    update_row,
+)
 from jobd.store.sqlite.sql import (
     CANCELS_OF_NODE,
     CLAIM_UPDATE,
@@ -65,6 +74,7 @@ from jobd.store.sqlite.sql import (
     PRUNE,
     PRUNE_EDGES,
     PRUNE_NODES,
+    RECORD_PROGRESS,
     REPORT_NODE,
     SELECT_BY_ID,
     UPDATE_JOB,
@@ -383,6 +393,23 @@ class SQLiteStore(QueueMethods, Store):
             ended = [jobs[job_id] for job_id in states]
             dependents = workflow_rows.parents_ended(conn, ended, now)
         return states, dependents
+
+    async def record_progress(
+        self, node: str, reports: Sequence[ProgressReport]
+    ) -> builtins.list[int]:
+        if not reports:
+            return []
+        return await self.db.run(self._record_progress, node, list(reports))
+
+    def _record_progress(
+        self, conn: sqlite3.Connection, node: str, reports: builtins.list[ProgressReport]
+    ) -> builtins.list[int]:
+        with write_transaction(conn):
+            return [
+                report.job_id
+                for report in reports
+                if conn.execute(RECORD_PROGRESS, progress_row(node, report)).rowcount
+            ]
 
     async def recover_expired(self) -> builtins.list[Job]:
         recovered, dependents = await self.db.run(self._recover_expired)
