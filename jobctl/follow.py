@@ -117,6 +117,9 @@ class JobFollower:
 
     def _look(self, change: JobChange | None = None) -> None:
         """Read the job; show it the first time, else show what changed; _Ended once it has."""
+        if change is not None and change.event == "progress" and self.job is not None:
+            self._progress(change)  # the report itself came with it: nothing to read
+            return
         job = self.client.get(self.job_id)
         if self.job is None:
             self._show_first(job)
@@ -145,6 +148,13 @@ class JobFollower:
             self.echo(json.dumps({**job.to_dict(), "state": state}, ensure_ascii=False))
         else:
             self.echo(change_line(job, state, at, event))
+
+    def _progress(self, change: JobChange) -> None:
+        if self.as_json:
+            self.echo(json.dumps(change.to_params(), ensure_ascii=False))
+            return
+        when = datetime.fromtimestamp(change.at, UTC).astimezone().strftime("%H:%M:%S")
+        self.echo(f"{when}  {'progress':<10}  {output.progress_text(change.progress)}")
 
     def _say(self, message: str) -> None:
         click.echo(f"jobctl: {message}", err=True)

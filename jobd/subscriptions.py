@@ -86,6 +86,7 @@ class JobChange(NamedTuple):
     event: str  # what happened: submitted, started, completed, retried, canceled, …
     at: float  # Unix time, seconds
     queue_wait: float | None = None  # for `started`: seconds from due to start
+    progress: Any = None  # for `progress`: what the handler reported (ctx.progress)
 
     def to_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -98,6 +99,8 @@ class JobChange(NamedTuple):
         }
         if self.queue_wait is not None:
             params["queue_wait"] = round(self.queue_wait, 6)
+        if self.progress is not None:
+            params["progress"] = self.progress
         return params
 
     @classmethod
@@ -110,6 +113,7 @@ class JobChange(NamedTuple):
             event=str(params.get("event", params["state"])),
             at=float(params.get("at", time.time())),
             queue_wait=params.get("queue_wait"),
+            progress=params.get("progress"),
         )
 
 

@@ -25,3 +25,10 @@ def _needs_name(payload: dict[str, Any]) -> None:
 def greet(ctx: Any, payload: dict[str, Any]) -> dict[str, str]:
     """A handler with a submit-time validator and its own default max_attempts."""
     return {"greeting": f"hello {payload['name']}"}
+
+
+@handler("ctl_halfway")
+def halfway(ctx: Any, payload: dict[str, Any]) -> None:
+    """Reports that it is half done, then takes `seconds` for the rest."""
+    ctx.progress({"current": 1, "total": 2, "message": "halfway"})
+    ctx.sleep(payload.get("seconds", 0.5))

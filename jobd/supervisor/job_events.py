@@ -76,6 +76,12 @@ class JobEvents:
             }
             events.log(self.level, "job started", extra=extra)
 
+    def progressed(self, job: Job, data: object) -> None:
+        """A running job's handler reported `data` (ctx.progress): for subscribers only, as it
+        comes (it is stored with the next write-back, at most once a second)."""
+        if feed := self._publishing():
+            feed.publish([change_of(job, "progress")._replace(state="running", progress=data)])
+
     def written(self, outcome: Outcome, job: Job | None, state: State) -> None:
         """An outcome the store applied: the job is now `state`."""
         event = event_of(outcome, state)

@@ -89,6 +89,7 @@ class WorkerReports:
                 job = w.assigned.get(job_id)
                 if job is not None and w.running == job_id:
                     self._progress(job, data, utcnow())
+                    self._events.progressed(job, data)
             case AskParents(job_id):
                 self._asks.parent_results(w, job_id)
 

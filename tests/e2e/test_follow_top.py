@@ -151,6 +151,19 @@ def test_follow_shows_the_job_then_each_change_until_it_completes(
     assert "jobctl:" not in follow.text()
 
 
+def test_follow_shows_the_progress_the_handler_reports_as_it_comes(
+    daemon: Daemon, terminals: list[Terminal]
+) -> None:
+    job_id, _ = held_job(daemon, "ctl_halfway", {"seconds": 1.0})
+    follow = Terminal(daemon, "status", str(job_id), "--follow")
+    terminals.append(follow)
+    follow.expect(r"^state:\s+pending")
+    release(daemon, job_id)
+    follow.expect(r"^\d\d:\d\d:\d\d  progress\s+1/2 \(50%\) halfway$")
+    follow.expect(r"^\d\d:\d\d:\d\d  completed\s+attempt 1 of \d+")
+    assert follow.exit_status() == 0, follow.text()
+
+
 def test_follow_of_a_failing_job_exits_as_wait_does(
     daemon: Daemon, terminals: list[Terminal]
 ) -> None:
