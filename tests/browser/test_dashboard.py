@@ -21,7 +21,7 @@ from .conftest import (
     sign_in,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_find_a_failed_job_read_its_error_and_retry_it_live(

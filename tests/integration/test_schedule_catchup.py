@@ -46,7 +46,7 @@ from .schedule_support import (
     write_schedules,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SECOND = timedelta(seconds=1)
 ON_TIME_TICKS = int(ON_TIME)

@@ -13,7 +13,7 @@ from jobd.store import Store
 from .conftest import eventually
 from .schedule_support import History, assert_one_job_per_tick, jobs_of, write_schedules
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SCHEDULE = "every-second"
 TICKS = 30
