@@ -24,7 +24,8 @@ JOB_FIELDS = {
     "id", "type", "queue", "priority", "payload", "state", "attempts", "max_attempts", "crashes",
     "run_at", "timeout", "last_error", "result", "idempotency_key", "correlation_id",
     "cancel_requested", "lease_owner", "lease_expires_at", "created_at", "updated_at",
-    "started_at", "finished_at", "schedule", "on_parent_failure", "parents",
+    "started_at", "finished_at", "schedule", "on_parent_failure", "parents", "progress",
+    "progress_at",
 }  # fmt: skip
 
 
