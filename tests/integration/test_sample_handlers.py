@@ -27,7 +27,7 @@ from jobd.samples.files import PROGRESS_EVERY
 from jobd.samples.paths import TEMP_SUFFIX
 from jobd.store import Store
 
-from .conftest import Daemon, eventually, wait_for
+from .conftest import Daemon, eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -92,7 +92,7 @@ def sample_daemon(make_daemon, mailbox, files_dir: Path) -> Daemon:
         JOBD_SMTP_PORT=str(port),
         JOBD_SMTP_FROM=SENDER,
         JOBD_FILES_ALLOWED_DIRS=str(files_dir),
-        JOBD_LOGGING_LEVEL="DEBUG",  # progress reports are logged at DEBUG
+        JOBD_LOGGING_LEVEL="DEBUG",  # the job events the tests read
     ).start("--migrate")
 
 
@@ -334,9 +334,11 @@ async def test_cancel_in_the_middle_of_a_large_file(
     job_id = await submit(
         pg_store, "process_file", {"operation": "compress", "path": "big.bin", "level": 9}
     )
-    progress = wait_for(
-        lambda: _progress_of(sample_daemon, job_id), timeout=60, what="a progress report"
-    )
+
+    async def reported() -> dict[str, int] | None:
+        return (await pg_store.get(job_id)).progress
+
+    progress = await eventually(reported, timeout=60, what="a progress report")
     assert 0 < progress["bytes"] < size and progress["total"] == size
     workers_before = sorted(sample_daemon.worker_pids())
 
@@ -351,13 +353,6 @@ async def test_cancel_in_the_middle_of_a_large_file(
     # Stopped cooperatively between chunks: no worker had to be killed or replaced.
     assert sorted(sample_daemon.worker_pids()) == workers_before
     assert not _events(sample_daemon, "worker died")
-
-
-def _progress_of(daemon: Daemon, job_id: int) -> dict[str, int] | None:
-    for event in _events(daemon, "progress"):
-        if event.get("job_id") == job_id:
-            return event["progress"]
-    return None
 
 
 def _events(daemon: Daemon, message: str) -> list[dict[str, Any]]:
