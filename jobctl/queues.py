@@ -97,7 +97,7 @@ def bulk(ctx: click.Context, method: str, verb: str, kw: dict[str, Any]) -> None
         emit({"matched": matched, **totals})
         return
     jobs, batches = totals["changed"], totals["batches"]
-    click.echo(f"{verb}: {jobs} {_plural(jobs, 'job')} in {batches} {_plural(batches, 'batch')}")
+    click.echo(f"{verb}: {jobs} job{'s' * (jobs != 1)} in {batches} batch{'es' * (batches != 1)}")
     if totals["busy"]:
         click.echo(f"{totals['busy']} jobs were busy at that moment: run it again", err=True)
 
@@ -358,9 +358,3 @@ def audit(ctx: click.Context, limit: int) -> None:
 
 def _details(record: dict[str, Any]) -> str:
     return output.compact(record["details"]) if record["details"] else "-"
-
-
-def _plural(count: int, noun: str) -> str:
-    if count == 1:
-        return noun
-    return noun + ("es" if noun.endswith("ch") else "s")

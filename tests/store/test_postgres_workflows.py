@@ -19,6 +19,7 @@ from jobd.domain import NewJob, State
 from jobd.errors import InvalidParams
 from jobd.store import Outcome, OutcomeKind, create_store
 from jobd.store.postgres import PostgresStore
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -70,6 +71,16 @@ async def test_a_dependent_submitted_while_its_parent_ends_never_stays_waiting(
             await a.request_cancel(child)  # out of the next rounds' claims
 
 
+async def waiting_on_a_lock(url: str) -> bool:
+    """Whether some session of this database is waiting for a lock."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return bool((await cur.fetchone())[0])  # type: ignore[index]
+
+
 async def test_a_parent_ending_waits_for_the_submit_that_locked_it(
     pg_url: str, pg_schema: str, nodes: tuple[PostgresStore, PostgresStore]
 ) -> None:
@@ -83,7 +94,7 @@ async def test_a_parent_ending_waits_for_the_submit_that_locked_it(
         query = sql.SQL("SELECT {}.jobd_enqueue('c', after => %s)").format(schema)
         child = (await (await conn.execute(query, ([parent.id],))).fetchone())[0]  # type: ignore[index]
         ending = asyncio.create_task(finish_all(a, [claimed], OutcomeKind.COMPLETED))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: waiting_on_a_lock(pg_url), what="the end waiting on the lock")
         assert not ending.done()  # the parent's row is locked by the uncommitted submit
         await conn.commit()
     await ending
