@@ -41,6 +41,7 @@ from jobd.limits import (
     HTTP_HEADER_TIMEOUT,
     HTTP_MAX_CONNECTIONS_PER_PEER,
 )
+from jobd.supervisor.pacing import QUEUE_AHEAD_PER_WORKER
 
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # where `jobd http` listens when http.listen is unset
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -209,7 +210,8 @@ WORKERS = Section(
             Integer(min=0),
             1,
             "Jobs a worker may hold queued behind the one it runs, so it never waits for the next"
-            " (0: none); while short jobs have a backlog, jobd queues up to 8 more.",
+            " (0: none); while short jobs have a backlog, jobd queues up to"
+            f" {QUEUE_AHEAD_PER_WORKER} more.",
         ),
     ),
     WorkersConfig,
