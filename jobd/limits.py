@@ -51,3 +51,9 @@ MAX_PROGRESS_BYTES = 4096
 #: Seconds between two progress reports of one job that reach the supervisor (and the
 #: database): the worker keeps the latest value in between (ADR 0031).
 PROGRESS_INTERVAL = 1.0
+
+#: Bound on jobs claimed ahead of free worker slots, per worker (supervisor.pacing; ADR 0029).
+CLAIM_AHEAD_PER_WORKER = 16
+#: Bound on jobs queued in a worker beyond the one it runs, for short jobs (supervisor.pacing;
+#: ADR 0029); `workers.prefetch`'s help names it.
+QUEUE_AHEAD_PER_WORKER = 16

@@ -40,8 +40,8 @@ from jobd.limits import (
     CONTROL_MAX_CONNECTIONS,
     HTTP_HEADER_TIMEOUT,
     HTTP_MAX_CONNECTIONS_PER_PEER,
+    QUEUE_AHEAD_PER_WORKER,
 )
-from jobd.supervisor.pacing import QUEUE_AHEAD_PER_WORKER
 
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"  # where `jobd http` listens when http.listen is unset
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

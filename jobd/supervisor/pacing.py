@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: Bound on jobs claimed ahead of free worker slots, per worker (see Pacing.claim_ahead).
-CLAIM_AHEAD_PER_WORKER = 16
-#: Bound on jobs queued in a worker beyond the one it runs, for short jobs (see Pacing.depth).
-QUEUE_AHEAD_PER_WORKER = 16
+from jobd.limits import CLAIM_AHEAD_PER_WORKER, QUEUE_AHEAD_PER_WORKER
+
+__all__ = ["CLAIM_AHEAD_PER_WORKER", "QUEUE_AHEAD_PER_WORKER", "Pacing"]
 
 
 def ewma(average: float, sample: float, weight: float = 0.2) -> float:
