@@ -443,15 +443,25 @@ class Daemon:
     directory of its own (short enough for sun_path), its log kept there; with `schedules`,
     a configuration file there declares that many (schedule_config)."""
 
-    def __init__(self, store: BenchStore, workers: int, env: Mapping[str, str], schedules: int = 0):
+    def __init__(
+        self,
+        store: BenchStore,
+        workers: int,
+        env: Mapping[str, str],
+        schedules: int = 0,
+        queues: Mapping[str, Mapping[str, object]] | None = None,
+    ):
         self.directory = short_directory("jobd-bench-")
         self.socket = self.directory / "jobd.sock"
         self.log = self.directory / "jobd.log"
         self.workers = workers
         self._env = _daemon_env(store, workers, self.directory, env)
-        if schedules:
-            config = self.directory / "schedules.yaml"
-            config.write_text(schedule_config(schedules))
+        if schedules or queues:
+            config = self.directory / "jobd.yaml"
+            settings = json.loads(schedule_config(schedules)) if schedules else {}
+            if queues:
+                settings["queues"] = queues
+            config.write_text(json.dumps(settings, indent=2))
             self._env["JOBD_CONFIG"] = str(config)
         self.process: DaemonProcess | None = None
 
@@ -545,9 +555,10 @@ def running(
     *,
     ready: bool = True,
     schedules: int = 0,
+    queues: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Iterator[Daemon]:
     """A started daemon (every worker up, unless ready=False), stopped afterwards."""
-    daemon = Daemon(store, workers, env, schedules)
+    daemon = Daemon(store, workers, env, schedules, queues)
     daemon.start()
     try:
         if ready:

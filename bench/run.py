@@ -12,6 +12,9 @@ Scenarios (--scenario, comma-separated; they run in this order):
              --schedules N: the daemon also runs N schedules (`every: 1s`, a no-op type the
              drain does not submit, their jobs left out of its figures): run with and
              without, alternated, to see what schedules cost the hot path.
+             --paused-queue NAME, --limited-queue NAME:global=N,rate=R: another queue
+             paused, and fleet-wide limits on another (their jobs are none of the drain's):
+             run with and without, alternated, to see what they cost the default queue.
   limit      jobd's own submit/claim/finish SQL (jobd/store/sql/postgres.sql) from a plain
              psycopg loop, at the batch sizes the burn-down used (or --limit-batch), on two
              connections, in the same database; and the burn-down as a fraction of it.  On
@@ -247,6 +250,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "pgqueuer_batch": args.pgqueuer_batch,
         "procrastinate_concurrency": args.procrastinate_concurrency,
         "schedules": args.schedules,
+        "paused_queue": args.paused_queue,
+        "limited_queue": args.limited_queue,
         "workflow_jobs": args.workflow_jobs,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
@@ -316,6 +321,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="N",
         help="burn-down: the daemon runs N schedules every second beside the drain (0)",
+    )
+    p.add_argument(
+        "--paused-queue",
+        metavar="NAME",
+        help="burn-down: queue NAME paused fleet-wide before the daemon starts",
+    )
+    p.add_argument(
+        "--limited-queue",
+        metavar="NAME:global=N,rate=R",
+        help="burn-down: fleet-wide limits on queue NAME in the daemon's file (rate: 10/s)",
     )
     p.add_argument(
         "--workflow-jobs", type=int, help="jobs of the workflow scenario's fan-out/fan-in (10,000)"

@@ -139,6 +139,8 @@ class Sizes:
     pgqueuer_batch: int = 25  # its performance-tuning guide's example for short jobs
     procrastinate_concurrency: int = 10  # async no-op tasks: its docs allow concurrency
     schedules: int = 0  # the burn-down's daemon runs this many schedules beside the drain
+    paused_queue: str | None = None  # the burn-down: this queue paused fleet-wide beforehand
+    limited_queue: str | None = None  # the burn-down: NAME:global=N,rate=R in the daemon's file
     workflow_jobs: int = 10_000  # the workflow scenario's fan-out/fan-in (bench/workflow.py)
 
 
@@ -190,10 +192,15 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     --schedules, while the daemon runs that many schedules of a type the drain does not
     submit: what the schedules cost the hot path)."""
     jobs, workers, schedules = run.sizes.burn_down, run.sizes.workers, run.sizes.schedules
+    queues = queue_limits_config(run.sizes.limited_queue)
     with make("burn_down") as store:
         await fill(store, jobs)
+        if run.sizes.paused_queue:
+            pause_queue(store, run.sizes.paused_queue)
         store.checkpoint()
-        found, use, size = drain_metered(run, store, jobs, f"burn-down-{kind}", 0, schedules)
+        found, use, size = drain_metered(
+            run, store, jobs, f"burn-down-{kind}", 0, schedules, queues
+        )
         ticked = scheduled(store)
     expect_completed(found, jobs, "burn-down")
     progress(f"burn-down: {found.rate:,.0f} jobs/s over {found.seconds:.1f} s")
@@ -201,6 +208,10 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     run.burn_down[kind] = found
     target = Target(">=", 6000 if kind == "postgres" else 4000)
     beside = f", {schedules} schedules" if schedules else ""
+    if run.sizes.paused_queue:
+        beside += f", queue {run.sizes.paused_queue} paused"
+    if run.sizes.limited_queue:
+        beside += f", limits {run.sizes.limited_queue}"
     figures = [
         Figure(
             "burn-down",
@@ -226,6 +237,36 @@ async def burn_down(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     return figures
 
 
+def queue_limits_config(text: str | None) -> dict[str, dict[str, object]] | None:
+    """--limited-queue NAME:global=N,rate=R as the file's `queues` entry (either may go)."""
+    if not text:
+        return None
+    name, _, spec = text.partition(":")
+    keys = {"global": "global_concurrency", "rate": "rate"}
+    entry: dict[str, object] = {}
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        if key not in keys or not value:
+            raise ValueError(f"--limited-queue: {part!r} is not global=N or rate=N/s")
+        entry[keys[key]] = int(value) if key == "global" else value
+    if not name or not entry:
+        raise ValueError("--limited-queue: expected NAME:global=N,rate=R")
+    return {name: entry}
+
+
+def pause_queue(store: BenchStore, name: str) -> None:
+    """Pause `name` for the fleet as `jobctl queues pause` would (the row the nodes read)."""
+    store.query(
+        "INSERT INTO queues (name, paused, reason, changed_by, changed_at)"
+        " VALUES (%s, %s, 'bench', 'bench', %s)",
+        (name, True if store.kind == "postgres" else 1, _now(store)),
+    )
+
+
+def _now(store: BenchStore) -> object:
+    return datetime.now(UTC) if store.kind == "postgres" else time.time()
+
+
 def _elsewhere(scenario: str, kind: str, found: Span, use: CpuUse) -> Figure:
     """How busy the shared machine was with other work: the context of every rate."""
     name = "meanwhile the machine's other work (not jobd's, not ours)"
@@ -233,12 +274,20 @@ def _elsewhere(scenario: str, kind: str, found: Span, use: CpuUse) -> Figure:
 
 
 def drain_metered(
-    run: Run, store: BenchStore, jobs: int, name: str, after_id: int = 0, schedules: int = 0
+    run: Run,
+    store: BenchStore,
+    jobs: int,
+    name: str,
+    after_id: int = 0,
+    schedules: int = 0,
+    queues: dict[str, dict[str, object]] | None = None,
 ) -> tuple[Span, CpuUse, TableSize]:
-    """Start jobd (running `schedules` schedules) on a store full of pending jobs and let it
-    drain them; the CPU it used is read from its first claim to the end, the table's
-    statistics after it."""
-    daemon_running = running(store, run.sizes.workers, run.env, ready=False, schedules=schedules)
+    """Start jobd (running `schedules` schedules, with `queues` in its file) on a store full
+    of pending jobs and let it drain them; the CPU it used is read from its first claim to
+    the end, the table's statistics after it."""
+    daemon_running = running(
+        store, run.sizes.workers, run.env, ready=False, schedules=schedules, queues=queues
+    )
     with daemon_running as daemon:
         wait_first_claim(store, 120.0, daemon.check_alive)
         meter = CpuMeter(daemon, store)

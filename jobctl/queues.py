@@ -246,13 +246,16 @@ def _adjust(ctx: click.Context, method: str, params: dict[str, Any], done: str) 
 @common_options
 @click.pass_context
 def queues(ctx: click.Context) -> None:
-    """Every queue: its jobs, its oldest pending job's age, whether it is paused.
+    """Every queue: its jobs, its oldest pending job's age, whether it is paused, its limits
+    (LIMIT: on this node; GLOBAL and RATE: across the fleet, from the file or set at runtime).
 
     \b
     Examples:
       jobctl queues
       jobctl queues pause emails --reason "SMTP provider down"
       jobctl queues resume emails
+      jobctl queues limit api --global-concurrency 3 --rate 10/s
+      jobctl queues limit api --reset
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -269,7 +272,18 @@ def queues(ctx: click.Context) -> None:
 
 
 def queue_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["QUEUE", "PENDING", "RUNNING", "WAITING", "FAILED 1H", "OLDEST", "PAUSED", "LIMIT"]
+    headers = [
+        "QUEUE",
+        "PENDING",
+        "RUNNING",
+        "WAITING",
+        "FAILED 1H",
+        "OLDEST",
+        "PAUSED",
+        "LIMIT",
+        "GLOBAL",
+        "RATE",
+    ]
     body = [
         [
             q["name"],
@@ -280,6 +294,8 @@ def queue_table(rows: list[dict[str, Any]]) -> str:
             "-" if q["oldest_pending_age"] is None else f"{q['oldest_pending_age']:.0f}s",
             _paused(q),
             str(q["limits"].get("concurrency", "-")),
+            _limit(q, "global_concurrency"),
+            _limit(q, "rate"),
         ]
         for q in rows
     ]
@@ -291,6 +307,15 @@ def _paused(q: dict[str, Any]) -> str:
         return "no"
     pause = q["pause"] or {}
     return "yes" + (f" ({pause['reason']})" if pause.get("reason") else "")
+
+
+def _limit(q: dict[str, Any], key: str) -> str:
+    """A fleet-wide limit, and `(runtime)` when an operator set it over the file's."""
+    value = q["limits"].get(key)
+    if value is None:
+        return "-"
+    runtime = q.get("limit_sources", {}).get(key) == "runtime"
+    return f"{value} (runtime)" if runtime else str(value)
 
 
 @queues.command()
@@ -311,6 +336,49 @@ def pause(ctx: click.Context, name: str, reason: str | None) -> None:
 def resume(ctx: click.Context, name: str) -> None:
     """Let every node claim from queue NAME again."""
     _pause(ctx, "queue_resume", {"name": name}, "resumed")
+
+
+@queues.command()
+@click.argument("name")
+@click.option(
+    "--global-concurrency",
+    type=int,
+    metavar="N",
+    help="At most N jobs of the queue running at once across all nodes.",
+)
+@click.option(
+    "--rate", metavar="N/s|N/m", help="At most N starts per second or minute, fleet-wide."
+)
+@click.option("--reset", is_flag=True, help="Drop the runtime limits: the file's apply again.")
+@common_options
+@click.pass_context
+def limit(
+    ctx: click.Context, name: str, global_concurrency: int | None, rate: str | None, reset: bool
+) -> None:
+    """Set queue NAME's fleet-wide limits for every node, over the configuration file's
+    (the queue need not have jobs yet); --reset gives the file's back."""
+    if global_concurrency is None and rate is None and not reset:
+        raise click.UsageError("give --global-concurrency, --rate or --reset")
+    params = {"name": name, "global_concurrency": global_concurrency, "rate": rate}
+    params = {k: v for k, v in params.items() if v is not None}
+    if reset:
+        params["reset"] = True
+
+    def act() -> None:
+        with client(ctx) as c:
+            answer = c.call("queue_limit", params)
+        if as_json(ctx):
+            emit(answer)
+            return
+        q = answer["queue"]
+        shown = ", ".join(
+            f"{key.replace('_', ' ')} {_limit(q, key)}"
+            for key in ("global_concurrency", "rate")
+            if key in q["limits"]
+        )
+        click.echo(f"queue {name} limits for every node: {shown or 'none'}")
+
+    run(act)
 
 
 def _pause(ctx: click.Context, method: str, params: dict[str, Any], done: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from jobd.client import Client  # after __version__, which jobd modules read
 from jobd.context import JobCancelled, JobContext

@@ -1,8 +1,8 @@
 """The control methods that operate the queues (jobd.protocol_queues): `queues`, `queue_pause`,
-`queue_resume`, `cancel_many`, `retry_many`, `purge`, `run_now`, `set_priority` and `audit`,
-over the same store and supervisor as jobd.control's Operations, which hands them their calls
-with the caller's credentials.  Every method that changes something is recorded in the audit
-trail (`record`: the one call any operator action makes, the schedules' too)."""
+`queue_resume`, `queue_limit`, `cancel_many`, `retry_many`, `purge`, `run_now`, `set_priority`
+and `audit`, over the same store and supervisor as jobd.control's Operations, which hands them
+their calls with the caller's credentials.  Every method that changes something is recorded in
+the audit trail (`record`: the one call any operator action makes, the schedules' too)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ from jobd.control_socket import Peer
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
 from jobd.protocol import Call
-from jobd.protocol_queues import MAX_ACTOR, AdjustParams, AuditParams, BulkParams, PauseParams
+from jobd.protocol_queues import (
+    MAX_ACTOR,
+    AdjustParams,
+    AuditParams,
+    BulkParams,
+    LimitParams,
+    PauseParams,
+)
+from jobd.queue_limits import FleetLimits
 from jobd.store import Changed
 from jobd.store.queues import (
     FAILED_WITHIN,
@@ -62,6 +70,7 @@ class QueueOperations:
             "queues": self.queues,
             "queue_pause": self.queue_pause,
             "queue_resume": self.queue_resume,
+            "queue_limit": self.queue_limit,
             "cancel_many": self.bulk,
             "retry_many": self.bulk,
             "purge": self.bulk,
@@ -101,19 +110,33 @@ class QueueOperations:
         store, ops = self.ops.store, self.ops
         summaries: list[QueueSummary] = await ops._store(store.queue_summaries(FAILED_WITHIN))
         records: list[QueueRecord] = await ops._store(store.queue_records())
-        limits: dict[str, int] = dict(getattr(ops.supervisor.settings, "queue_limits", {}) or {})
+        settings = ops.supervisor.settings
+        limits: dict[str, int] = dict(getattr(settings, "queue_limits", {}) or {})
+        fleet: dict[str, FleetLimits] = dict(getattr(settings, "fleet_limits", {}) or {})
         by_name = {s.name: s for s in summaries}
         paused = {r.name: r for r in records}
         now = datetime.now(UTC)
-        names = sorted(set(by_name) | {r.name for r in records if r.paused} | set(limits))
-        return {"queues": [self._queue(n, by_name, paused, limits, now) for n in names]}
+        names = sorted(
+            set(by_name)
+            | {r.name for r in records if r.paused or r.runtime_limits}
+            | set(limits)
+            | set(fleet)
+        )
+        return {
+            "queues": [
+                {
+                    **self._queue(n, by_name, paused, now),
+                    **limits_of(n, limits, fleet, paused.get(n)),
+                }
+                for n in names
+            ]
+        }
 
     @staticmethod
     def _queue(
         name: str,
         summaries: dict[str, QueueSummary],
         records: dict[str, QueueRecord],
-        limits: dict[str, int],
         now: datetime,
     ) -> dict[str, Any]:
         s = summaries.get(name, QueueSummary(name))
@@ -128,7 +151,21 @@ class QueueOperations:
             "oldest_pending_age": None if oldest is None else round(max(oldest, 0.0), 3),
             "paused": record.paused,
             "pause": record.to_dict() if record.paused else None,
-            "limits": {"concurrency": limits[name]} if name in limits else {},
+        }
+
+    async def queue_limit(self, p: LimitParams) -> dict[str, Any]:
+        """Set (or reset) the queue's runtime limits for the whole fleet; the answer gives
+        them as stored and the limits in force on this node."""
+        actor = CALLER.get()[0]
+        call = self.ops.store.set_queue_limits(p.name, p.change, actor=actor)
+        record: QueueRecord = await self.ops._store(call)
+        await self.record("queue_limit", p.name, p.details())
+        settings = self.ops.supervisor.settings
+        limits: dict[str, int] = dict(getattr(settings, "queue_limits", {}) or {})
+        fleet: dict[str, FleetLimits] = dict(getattr(settings, "fleet_limits", {}) or {})
+        return {
+            "queue": {"name": p.name, **limits_of(p.name, limits, fleet, record)},
+            "runtime": record.limits_dict(),
         }
 
     async def queue_pause(self, p: PauseParams) -> dict[str, Any]:
@@ -234,6 +271,31 @@ class QueueOperations:
             "records": [r.to_dict() for r in records],
             "next_before": records[-1].id if more else None,
         }
+
+
+def limits_of(
+    name: str,
+    node: dict[str, int],
+    file: dict[str, FleetLimits],
+    record: QueueRecord | None,
+) -> dict[str, Any]:
+    """The limits in force for `name` on this node (`limits`) and where each comes from
+    (`limit_sources`: `file`, or `runtime` for a value set with `queue_limit` over it)."""
+    runtime = record.runtime_limits if record is not None else FleetLimits()
+    mine = file.get(name, FleetLimits())
+    limits: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if name in node:
+        limits["concurrency"], sources["concurrency"] = node[name], "file"
+    for key, here, there in (
+        ("global_concurrency", mine.global_concurrency, runtime.global_concurrency),
+        ("rate", mine.rate, runtime.rate),
+    ):
+        value = there if there is not None else here
+        if value is not None:
+            limits[key] = value if isinstance(value, int) else str(value)
+            sources[key] = "runtime" if there is not None else "file"
+    return {"limits": limits, "limit_sources": sources}
 
 
 def _ours(job: Job, node: str) -> bool:

@@ -70,7 +70,10 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         poll_interval=jobs.poll_interval,
         default_timeout=jobs.default_timeout,
         backoff=Backoff(jobs.backoff_base, jobs.backoff_factor, jobs.backoff_max),
-        queue_limits={name: q.concurrency for name, q in config.queues.items()},
+        queue_limits={
+            name: q.concurrency for name, q in config.queues.items() if q.concurrency is not None
+        },
+        fleet_limits={name: q.fleet for name, q in config.queues.items() if q.fleet},
         retention=jobs.retention,
         drain_timeout=config.shutdown.drain_timeout,
         kill_grace=config.shutdown.kill_grace,

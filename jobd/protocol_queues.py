@@ -1,7 +1,7 @@
 """The parameters of the control methods that operate the queues (docs/protocol.md, "Operating
-the queues"): pause and resume, the queues' summary, bulk actions by filter, run-now and
-priority of a pending job, and the audit trail.  Pure, like jobd.protocol, whose method table
-lists these (QUEUE_METHODS).
+the queues"): pause and resume, fleet-wide limits, the queues' summary, bulk actions by
+filter, run-now and priority of a pending job, and the audit trail.  Pure, like jobd.protocol,
+whose method table lists these (QUEUE_METHODS).
 
 Every method that changes something takes an optional `actor`: who a proxy acts for (the HTTP
 shim sends `token:<fingerprint>`), recorded in the audit trail next to the socket's peer."""
@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobd import fields
+from jobd import fields, queue_limits
 from jobd.limits import BULK_BATCH, MAX_BULK_LIMIT
 from jobd.store.base import JobFilter
-from jobd.store.queues import MAX_AUDIT_LIMIT, BulkAction
+from jobd.store.queues import MAX_AUDIT_LIMIT, BulkAction, LimitChange
 
 DEFAULT_AUDIT_LIMIT = 100
 MAX_REASON = 1000  # characters of a pause's reason
@@ -61,6 +61,51 @@ def parse_pause(params: Mapping[str, Any]) -> PauseParams:
 
 def parse_resume(params: Mapping[str, Any]) -> PauseParams:
     return PauseParams(_name(params), None, _actor(params))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitParams:
+    """`queue_limit`: the queue's runtime limits for the whole fleet (docs/adr/0032):
+    `global_concurrency`, `rate` (`10/s`, `600/m`); `reset` drops the runtime values first,
+    so the nodes' file values apply again.  A queue need not have jobs yet."""
+
+    name: str
+    change: LimitChange
+    actor: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        """The arguments as the audit trail records them (those given)."""
+        c = self.change
+        given = {
+            "global_concurrency": c.global_concurrency,
+            "rate": None if c.rate is None else str(c.rate),
+            "reset": c.reset or None,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def parse_limit(params: Mapping[str, Any]) -> LimitParams:
+    name = _name(params)
+    value = params.get("global_concurrency")
+    concurrency = None
+    if value is not None:
+        try:
+            concurrency = queue_limits.concurrency(value)
+        except queue_limits.LimitError as exc:
+            raise fields.invalid("global_concurrency", str(exc)) from None
+    rate_text = params.get("rate")
+    rate = None
+    if rate_text is not None:
+        try:
+            rate = queue_limits.Rate.parse(rate_text)
+        except queue_limits.LimitError as exc:
+            raise fields.invalid("rate", str(exc)) from None
+    reset = fields.flag(params, "reset")
+    if concurrency is None and rate is None and not reset:
+        raise fields.invalid(
+            "global_concurrency", "give global_concurrency, rate or reset (none was given)"
+        )
+    return LimitParams(name, LimitChange(concurrency, rate, reset), _actor(params))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +240,7 @@ QUEUE_METHODS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], bool], ...] 
     ("queues", _no_params, True),
     ("queue_pause", parse_pause, False),
     ("queue_resume", parse_resume, False),
+    ("queue_limit", parse_limit, False),
     ("cancel_many", _bulk(BulkAction.CANCEL), False),
     ("retry_many", _bulk(BulkAction.RETRY), False),
     ("purge", _bulk(BulkAction.PURGE), False),

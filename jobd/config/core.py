@@ -342,15 +342,19 @@ JOBS = Section(
 
 QUEUES = Section(
     "queues",
-    "Per-queue concurrency limits.",
+    "Per-queue limits: on this node and across the fleet.",
     (
         Setting(
             "queues",
             Queues(),
             {},
-            "The most jobs of each queue running at once on one node: queue name →"
-            " `{concurrency: N}`. Queues not listed are limited by the workers only. In the"
-            ' environment: "emails=4,reports=1".',
+            "Limits of each queue: queue name → any of `concurrency` (the most jobs of it"
+            " running at once on this node), `global_concurrency` (the most running at once"
+            " across all nodes) and `rate` (the most started per second or per minute across"
+            " all nodes, written `10/s` or `600/m`). Queues not listed are limited by the"
+            " workers only. Every node should have the same fleet-wide limits; `jobctl queues"
+            " limit` sets them for the whole fleet at runtime, over the file's. In the"
+            ' environment, the per-node concurrency only: "emails=4,reports=1".',
         ),
     ),
 )

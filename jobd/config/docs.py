@@ -141,7 +141,10 @@ def render_example_yaml() -> str:
             else:
                 value = "null" if s.default is None else _inline(s.kind.show(s.default))
             if s.key == "queues":
-                out += _comment("For example:  queues: {emails: {concurrency: 4}}", indent)
+                example = (
+                    "queues: {emails: {concurrency: 4}, api: {global_concurrency: 3, rate: 10/s}}"
+                )
+                out += _comment(f"For example:  {example}", indent)
             out.append(f"{indent}{s.key.split('.')[-1]}: {value}")
         out.append("")
     return "\n".join(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.config.errors import Problem
+from jobd.queue_limits import FleetLimits, LimitError, Rate
 
 MASK = "***"
 MiB = 1024 * 1024
@@ -405,12 +406,26 @@ def mask_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    concurrency: int
+    """A queue's limits: `concurrency` on this node, `global_concurrency` and `rate` across
+    the fleet (jobd.queue_limits); None: not limited that way."""
+
+    concurrency: int | None = None
+    global_concurrency: int | None = None
+    rate: Rate | None = None
+
+    @property
+    def fleet(self) -> FleetLimits:
+        return FleetLimits(self.global_concurrency, self.rate)
+
+
+#: The keys of a queue's entry, in the order the docs give them.
+QUEUE_KEYS = ("concurrency", "global_concurrency", "rate")
 
 
 @dataclass(frozen=True)
 class Queues(Kind):
-    """queue name -> {concurrency: N} in YAML; "emails=4,reports=1" in the environment."""
+    """queue name -> {concurrency: N, global_concurrency: N, rate: 10/s} in YAML;
+    "emails=4,reports=1" (the per-node concurrency only) in the environment."""
 
     def parse(self, value: object) -> dict[str, QueueConfig]:
         if isinstance(value, str):
@@ -440,19 +455,42 @@ class Queues(Kind):
     @staticmethod
     def _queue(name: str, spec: object) -> QueueConfig:
         if not isinstance(spec, Mapping):
-            raise Problem("must be a mapping {concurrency: N}", subkey=name)
+            raise Problem(
+                "must be a mapping {concurrency: N, global_concurrency: N, rate: N/s}",
+                subkey=name,
+            )
         for key in spec:
-            if key != "concurrency":
-                raise Problem("unknown key (a queue has: concurrency)", subkey=f"{name}.{key}")
-        if "concurrency" not in spec:
-            raise Problem("is missing", subkey=f"{name}.concurrency")
-        try:
-            return QueueConfig(Integer(min=1).parse(spec["concurrency"]))
-        except Problem as exc:
-            raise Problem(str(exc), subkey=f"{name}.concurrency") from None
+            if key not in QUEUE_KEYS:
+                known = ", ".join(QUEUE_KEYS)
+                raise Problem(f"unknown key (a queue has: {known})", subkey=f"{name}.{key}")
+        if not spec:
+            raise Problem(f"needs at least one of {', '.join(QUEUE_KEYS)}", subkey=name)
+        values: dict[str, Any] = {}
+        for key in ("concurrency", "global_concurrency"):
+            if key in spec:
+                try:
+                    values[key] = Integer(min=1).parse(spec[key])
+                except Problem as exc:
+                    raise Problem(str(exc), subkey=f"{name}.{key}") from None
+        if "rate" in spec:
+            try:
+                values["rate"] = Rate.parse(spec["rate"])
+            except LimitError as exc:
+                raise Problem(str(exc), subkey=f"{name}.rate") from None
+        return QueueConfig(**values)
 
-    def dump(self, value: dict[str, QueueConfig]) -> dict[str, dict[str, int]]:
-        return {name: {"concurrency": q.concurrency} for name, q in value.items()}
+    def dump(self, value: dict[str, QueueConfig]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, q in value.items():
+            entry: dict[str, Any] = {}
+            if q.concurrency is not None:
+                entry["concurrency"] = q.concurrency
+            if q.global_concurrency is not None:
+                entry["global_concurrency"] = q.global_concurrency
+            if q.rate is not None:
+                entry["rate"] = str(q.rate)
+            out[name] = entry
+        return out
 
     def describe(self) -> str:
-        return "mapping: queue name → `{concurrency: N}`"
+        return "mapping: queue name → `{concurrency: N, global_concurrency: N, rate: N/s}`"

@@ -3,6 +3,8 @@
     GET    /queues                    queues          every queue: counts, age, pause, limits
     POST   /queues/{name}/pause       queue_pause     body (optional): {"reason": "…"}
     POST   /queues/{name}/resume      queue_resume
+    POST   /queues/{name}/limit       queue_limit     body: {"global_concurrency": N,
+                                                        "rate": "10/s", "reset": true}
     POST   /bulk/cancel               cancel_many     body: the filter, limit, batch, cursor,
     POST   /bulk/retry                retry_many        dry_run (the protocol's members)
     POST   /bulk/purge                purge
@@ -27,6 +29,7 @@ QUEUE_ROUTES = (
     ("/queues", {"GET": "queues"}),
     ("/queues/{name}/pause", {"POST": "queue_pause"}),
     ("/queues/{name}/resume", {"POST": "queue_resume"}),
+    ("/queues/{name}/limit", {"POST": "queue_limit"}),
     ("/bulk/cancel", {"POST": "cancel_many"}),
     ("/bulk/retry", {"POST": "retry_many"}),
     ("/bulk/purge", {"POST": "purge"}),
@@ -34,6 +37,7 @@ QUEUE_ROUTES = (
     ("/jobs/{id}/priority", {"POST": "set_priority"}),
     ("/audit", {"GET": "audit"}),
 )
+LIMIT_MEMBERS = ("global_concurrency", "rate", "reset")
 BULK_MEMBERS = (
     "state",
     "type",
@@ -92,6 +96,11 @@ class QueueEndpoints:
         _body(request, ())
         params = {"name": request.path_params["name"]}
         return http_api.json_response(200, self._write(request, "queue_resume", params))
+
+    def queue_limit(self, request: http_api.Request) -> http_api.Response:
+        body = _body(request, LIMIT_MEMBERS)
+        params = {**body, "name": request.path_params["name"]}
+        return http_api.json_response(200, self._write(request, "queue_limit", params))
 
     def _bulk(self, request: http_api.Request, method: str) -> http_api.Response:
         body = _body(request, BULK_MEMBERS)

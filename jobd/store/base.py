@@ -31,6 +31,7 @@ from jobd.store.values import check_new_job, json_problem, storable_text
 from jobd.store.workflows import batch_order
 
 if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
+    from jobd.queue_limits import FleetLimits
     from jobd.schedules import Schedule
     from jobd.store.queues import (
         Adjustment,
@@ -38,6 +39,8 @@ if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
         AuditRecord,
         BulkAction,
         BulkBatch,
+        LimitChange,
+        LimitedClaim,
         QueueRecord,
         QueueSummary,
     )
@@ -455,6 +458,30 @@ class Store(abc.ABC):
         self, name: str, paused: bool, *, reason: str | None = None, actor: str | None = None
     ) -> QueueRecord:
         """Pause or resume `name` for the whole fleet, and tell every node (QUEUES)."""
+
+    @abc.abstractmethod
+    async def set_queue_limits(
+        self, name: str, change: LimitChange, *, actor: str | None = None
+    ) -> QueueRecord:
+        """Change `name`'s runtime limits for the whole fleet (creating its row if need be),
+        and tell every node (QUEUES)."""
+
+    @abc.abstractmethod
+    async def claim_limited(
+        self,
+        node: str,
+        queue: str,
+        limit: int,
+        *,
+        lease: float,
+        types: Sequence[str] | None,
+        limits: FleetLimits,
+    ) -> LimitedClaim:
+        """`claim` of up to `limit` jobs of `queue` within its fleet-wide limits
+        (docs/adr/0032): in one transaction that holds the queue's row (creating it), so
+        that claims of the queue from every node take turns; the queue's runtime limits
+        apply over `limits` (the node's file values); it counts the queue's running jobs,
+        takes at most the room left and counts the claims in the rate's window."""
 
     @abc.abstractmethod
     async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:

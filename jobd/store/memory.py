@@ -15,6 +15,7 @@ from typing import Any
 from jobd.clock import utcnow
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, NotFound
+from jobd.queue_limits import Window
 from jobd.schedules import Schedule
 from jobd.store.base import (
     Changed,
@@ -110,6 +111,7 @@ class MemoryStore(QueueMethods, Store):
         self._schedules: dict[str, ScheduleRecord] = {}
         self._runs: dict[str, list[_Run]] = {}  # each schedule's history, oldest first
         self._queues: dict[str, QueueRecord] = {}  # jobd.store.memory_queues
+        self._windows: dict[str, Window] = {}  # each rate-limited queue's window
         self._audit: list[AuditRecord] = []
         #: The fleet's minimum node version (a migration sets it in the SQL stores).
         self.min_node_version: str | None = None
@@ -269,24 +271,37 @@ class MemoryStore(QueueMethods, Store):
         exclude_queues: Sequence[str] | None = None,
     ) -> builtins.list[Job]:
         with self._lock:
-            now = self._clock()
-            ready = [
-                j
-                for j in self._jobs.values()
-                if j.state is State.PENDING
-                and j.attempts < j.max_attempts
-                and j.run_at <= now
-                and (queues is None or j.queue in queues)
-                and (types is None or j.type in types)
-                and not (exclude_queues and j.queue in exclude_queues)
-            ]
-            ready.sort(key=ordering_key)
-            until = lease_until(now, lease)
-            claimed = [
-                j.claim(node, until, now, next(self._tokens)) for j in ready[: max(limit, 0)]
-            ]
-            for job in claimed:
-                self._jobs[job.id] = job
+            ready = self._claimable(queues, types, exclude_queues)
+            return self._take(node, ready[: max(limit, 0)], lease)
+
+    def _claimable(
+        self,
+        queues: Sequence[str] | None,
+        types: Sequence[str] | None,
+        exclude_queues: Sequence[str] | None = None,
+    ) -> builtins.list[Job]:
+        """The jobs a claim may take, in claim order (under the lock)."""
+        now = self._clock()
+        ready = [
+            j
+            for j in self._jobs.values()
+            if j.state is State.PENDING
+            and j.attempts < j.max_attempts
+            and j.run_at <= now
+            and (queues is None or j.queue in queues)
+            and (types is None or j.type in types)
+            and not (exclude_queues and j.queue in exclude_queues)
+        ]
+        ready.sort(key=ordering_key)
+        return ready
+
+    def _take(self, node: str, jobs: builtins.list[Job], lease: float) -> builtins.list[Job]:
+        """Claim `jobs` for `node` (under the lock)."""
+        now = self._clock()
+        until = lease_until(now, lease)
+        claimed = [j.claim(node, until, now, next(self._tokens)) for j in jobs]
+        for job in claimed:
+            self._jobs[job.id] = job
         return claimed
 
     async def heartbeat(

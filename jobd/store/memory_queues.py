@@ -4,11 +4,14 @@ stores, on the store's dictionaries under its lock."""
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from jobd.domain import IllegalTransition, Job, State
 from jobd.errors import Conflict
+from jobd.queue_limits import FleetLimits, Window, room
 from jobd.store import workflows
 from jobd.store.base import Changed, JobFilter, Notification, NotificationKind
 from jobd.store.queues import (
@@ -17,10 +20,13 @@ from jobd.store.queues import (
     AuditRecord,
     BulkAction,
     BulkBatch,
+    LimitChange,
+    LimitedClaim,
     QueueRecord,
     QueueSummary,
     bulk_candidates,
     bulk_filter,
+    limited_result,
 )
 
 if TYPE_CHECKING:
@@ -41,12 +47,59 @@ async def set_queue_paused(
     actor: str | None = None,
 ) -> QueueRecord:
     with store._lock:
-        record = QueueRecord(name, paused, reason, actor, store._clock())
+        before = store._queues.get(name, QueueRecord(name, False))
+        record = replace(
+            before, paused=paused, reason=reason, changed_by=actor, changed_at=store._clock()
+        )
         store._queues[name] = record
     store._notify(Notification(NotificationKind.QUEUES, queue=name))
     if not paused:
         store._notify(Notification(NotificationKind.SUBMITTED, queue=name))
     return record
+
+
+async def set_queue_limits(
+    store: MemoryStore, name: str, change: LimitChange, *, actor: str | None = None
+) -> QueueRecord:
+    with store._lock:
+        now = store._clock()
+        before = store._queues.get(name, QueueRecord(name, False, changed_at=now))
+        after = change.apply(before.runtime_limits)
+        record = replace(
+            before,
+            global_concurrency=after.global_concurrency,
+            rate=after.rate,
+            limits_changed_by=actor,
+            limits_changed_at=now,
+        )
+        store._queues[name] = record
+    store._notify(Notification(NotificationKind.QUEUES, queue=name))
+    store._notify(Notification(NotificationKind.SUBMITTED, queue=name))  # room may have grown
+    return record
+
+
+async def claim_limited(
+    store: MemoryStore,
+    node: str,
+    queue: str,
+    limit: int,
+    *,
+    lease: float,
+    types: Sequence[str] | None,
+    limits: FleetLimits,
+) -> LimitedClaim:
+    with store._lock:
+        record = store._queues.get(queue, QueueRecord(queue, False))
+        applied = limits.over(record.runtime_limits)
+        held = store._jobs.values()
+        running = sum(1 for j in held if j.queue == queue and j.state is State.RUNNING)
+        window = store._windows.get(queue, Window())
+        decided = room(limit, running, applied, window, store._clock().timestamp())
+        ready = store._claimable([queue], types)
+        jobs = store._take(node, ready[: decided.room], lease)
+        store._windows[queue] = decided.taken(len(jobs))
+        more = min(len(ready) - len(jobs), limit - decided.room)
+    return limited_result(jobs, applied, decided, limit, more)
 
 
 async def queue_summaries(store: MemoryStore, failed_within: timedelta) -> list[QueueSummary]:
@@ -142,6 +195,8 @@ class QueueMethods:
 
     queue_records = queue_records
     set_queue_paused = set_queue_paused
+    set_queue_limits = set_queue_limits
+    claim_limited = claim_limited
     queue_summaries = queue_summaries
     count_jobs = count_jobs
     bulk = bulk

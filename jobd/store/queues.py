@@ -1,5 +1,6 @@
-"""What every store keeps for operating the queues (docs/adr/0030-operating-the-queues.md):
-the fleet-wide state of each queue (paused or not), a summary of each queue's jobs, the
+"""What every store keeps for operating the queues (docs/adr/0030-operating-the-queues.md,
+docs/adr/0032-fleet-wide-queue-limits.md): the fleet-wide state of each queue (paused or not,
+its runtime limits), the room of a limited claim, a summary of each queue's jobs, the
 bulk actions by filter and their batches, and the audit trail of operators' actions.  Pure:
 no I/O; each store implements the methods of jobd.store.base that read and write these.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from jobd.domain import Job, State
 from jobd.errors import InvalidParams
+from jobd.queue_limits import FleetLimits, Rate, Room
 from jobd.store.base import Changed, JobFilter
 
 #: A queue's failures counted in its summary are those of this last stretch of time.
@@ -21,13 +23,23 @@ FAILED_WITHIN = timedelta(hours=1)
 
 @dataclass(frozen=True, slots=True)
 class QueueRecord:
-    """A queue's persisted state, for the whole fleet: a queue without a row is not paused."""
+    """A queue's persisted state, for the whole fleet: a queue without a row is not paused and
+    has no runtime limits.  `global_concurrency` and `rate` are the runtime limits an operator
+    set (`queue_limit`), over every node's file values; None: the file's apply."""
 
     name: str
     paused: bool
     reason: str | None = None
     changed_by: str | None = None  # who paused (or resumed) it last
     changed_at: datetime | None = None
+    global_concurrency: int | None = None
+    rate: Rate | None = None
+    limits_changed_by: str | None = None  # who set (or reset) the runtime limits last
+    limits_changed_at: datetime | None = None
+
+    @property
+    def runtime_limits(self) -> FleetLimits:
+        return FleetLimits(self.global_concurrency, self.rate)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +49,50 @@ class QueueRecord:
             "changed_by": self.changed_by,
             "changed_at": None if self.changed_at is None else self.changed_at.isoformat(),
         }
+
+    def limits_dict(self) -> dict[str, Any]:
+        """The runtime limits, and who set them when (the `queue_limit` answer)."""
+        at = self.limits_changed_at
+        return {
+            "global_concurrency": self.global_concurrency,
+            "rate": None if self.rate is None else str(self.rate),
+            "changed_by": self.limits_changed_by,
+            "changed_at": None if at is None else at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    """An operator's change of a queue's runtime limits: `reset` drops both first (the
+    file's apply again), then each value given is set; one not given stays as it was."""
+
+    global_concurrency: int | None = None
+    rate: Rate | None = None
+    reset: bool = False
+
+    def apply(self, current: FleetLimits) -> FleetLimits:
+        base = FleetLimits() if self.reset else current
+        return FleetLimits(
+            self.global_concurrency
+            if self.global_concurrency is not None
+            else base.global_concurrency,
+            self.rate if self.rate is not None else base.rate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedClaim:
+    """A claim from one queue with fleet-wide limits (`Store.claim_limited`): the jobs
+    claimed; the limits it applied (the runtime ones over the node's); how many claimable
+    jobs it left for lack of room (`held_back`, at most the claim's shortfall) and which limit
+    bound it (`bound`: global_concurrency or rate); and `opens_in`, the seconds until the
+    rate's next window when the rate bound it (look again then)."""
+
+    jobs: list[Job]
+    limits: FleetLimits
+    held_back: int = 0
+    bound: str | None = None
+    opens_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +232,17 @@ class AuditRecord:
 
 #: Audit records in one page of `audit`.
 MAX_AUDIT_LIMIT = 1000
+
+
+# --- fleet-wide limits (jobd.queue_limits) ---------------------------------------------------
+
+
+def limited_result(
+    jobs: list[Job], limits: FleetLimits, decided: Room, wanted: int, more: int
+) -> LimitedClaim:
+    """What a limited claim answers: `more` claimable jobs were left beyond those taken
+    (counted up to the shortfall `wanted - room`)."""
+    if decided.room >= wanted or more <= 0:
+        return LimitedClaim(jobs, limits)
+    bound = "rate" if decided.opens_in is not None else "global_concurrency"
+    return LimitedClaim(jobs, limits, more, bound, decided.opens_in)

@@ -1,19 +1,23 @@
 """Claiming: when (new work may exist, or a poll interval has passed since a claim came back
 short; not while the store is away), and the claim itself: one statement for the node's free
-slots, or, with queue concurrency limits (`queues.<name>.concurrency`), one per limited queue
-within its limit on this node and one for every other queue."""
+slots, or, with queue limits, one per limited queue and one for every other queue: within its
+limit on this node (`queues.<name>.concurrency`), or within its fleet-wide limits
+(`global_concurrency`, `rate`: `Store.claim_limited`, docs/adr/0032)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
 from jobd.handlers import Registry
+from jobd.queue_limits import FleetLimits
 from jobd.store import Outcome, Start, Store
+from jobd.store.queues import LimitedClaim
+from jobd.supervisor.fleet_limits import FleetLimitsView
 from jobd.supervisor.pacing import Pacing
 from jobd.supervisor.paused import PausedQueues
 from jobd.supervisor.settings import SupervisorSettings
@@ -39,8 +43,18 @@ class Claims:
         self.work_hint = asyncio.Event()  # new pending work may exist
         self._last_empty = -float("inf")  # none yet (monotonic time may start near 0)
         self._started = 0.0
+        #: The queues' fleet-wide limits here (jobd.supervisor.fleet_limits).
+        self.limits = FleetLimitsView(settings.fleet_limits, self._window_opened)
         #: The queues no node claims from (jobd.supervisor.paused).
-        self.paused = PausedQueues(store, heartbeat=settings.heartbeat_seconds)
+        self.paused = PausedQueues(
+            store, heartbeat=settings.heartbeat_seconds, also=self.limits.update
+        )
+        #: Called when a rate's window opens for a queue it held back (the loop's wake).
+        self.wake: Callable[[], None] = lambda: None
+
+    def _window_opened(self) -> None:
+        self.work_hint.set()
+        self.wake()
 
     def due(self, wanted: int) -> bool:
         """Whether to claim `wanted` jobs now; if so, the claim counts as begun."""
@@ -76,7 +90,9 @@ class Claims:
                 types=types,
                 limits=self.settings.queue_limits,
                 held=held,
-                paused=self.paused.names,
+                paused=self.paused.names | self.limits.closed(time.monotonic()),
+                fleet=self.limits.limits,
+                on_limited=self.limits.claimed,
             )
         except Unavailable as exc:
             self.health.write_failed("claim", exc)
@@ -86,9 +102,11 @@ class Claims:
 
     def may_ride(self) -> bool:
         """Whether a claim may ride on a write-back: one statement claims for the node (no
-        queue concurrency limits, which take one per limited queue), and the paused queues
-        need no reading first (they ride on it as its exclusion)."""
-        return not self.settings.queue_limits and not self.paused.due(time.monotonic())
+        queue limits, which take one claim per limited queue), and the paused queues need no
+        reading first (they ride on it as its exclusion)."""
+        if self.settings.queue_limits or self.limits.limits:
+            return False
+        return not self.paused.due(time.monotonic())
 
     async def with_write(
         self, outcomes: list[Outcome], starts: list[Start], wanted: int
@@ -140,23 +158,38 @@ async def claim(
     limits: dict[str, int],
     held: Callable[[], Iterable[Job]],
     paused: frozenset[str] = frozenset(),
+    fleet: Mapping[str, FleetLimits] | None = None,
+    on_limited: Callable[[str, LimitedClaim], None] | None = None,
 ) -> list[Job]:
     """Up to `wanted` jobs leased to `node`, none of the `paused` queues; `held`: the jobs the
-    node holds already, which count against their queue's limit (asked for only when there
-    are limits)."""
-    if not limits:
+    node holds already, which count against their queue's limit on this node (asked for only
+    when there are such limits); `fleet`: the queues with fleet-wide limits, each claimed by
+    `Store.claim_limited` (whose answer goes to `on_limited`)."""
+    fleet = fleet or {}
+    if not limits and not fleet:
         exclude = sorted(paused) or None
         return await store.claim(node, wanted, lease=lease, types=types, exclude_queues=exclude)
     jobs: list[Job] = []
-    running = Counter(job.queue for job in held())
-    for queue, limit in limits.items():
+    running = Counter(job.queue for job in held()) if limits else Counter[str]()
+    for queue in sorted(set(limits) | set(fleet)):
         if queue in paused:
             continue
-        room = min(limit - running[queue], wanted - len(jobs))
-        if room > 0:
+        room = wanted - len(jobs)
+        if queue in limits:
+            room = min(room, limits[queue] - running[queue])
+        if room <= 0:
+            continue
+        if queue in fleet:
+            result = await store.claim_limited(
+                node, queue, room, lease=lease, types=types, limits=fleet[queue]
+            )
+            if on_limited is not None:
+                on_limited(queue, result)
+            jobs += result.jobs
+        else:
             jobs += await store.claim(node, room, lease=lease, queues=[queue], types=types)
     room = wanted - len(jobs)
     if room > 0:
-        exclude = [*limits, *sorted(paused)]
+        exclude = sorted(set(limits) | set(fleet) | paused)
         jobs += await store.claim(node, room, lease=lease, types=types, exclude_queues=exclude)
     return jobs

@@ -107,6 +107,8 @@ class Supervisor:
         self.pacing = Pacing(prefetch=settings.prefetch)
         self.claims = Claims(store, self.node, settings, registry, self.health, self.pacing)
         self.claims.paused.export(self.metrics.registry)
+        self.claims.limits.export(self.metrics.registry)
+        self.claims.wake = self.wake
         self.dispatch = Dispatch(self)
         self.writeback = WriteBack(
             self.dispatch.write,

@@ -1,7 +1,8 @@
 """The queues the fleet has paused, as this node knows them (docs/adr/0030): read from the
 store before the node's first claim, again before a claim once a heartbeat interval has
 passed, and at once when a pause or resume is announced (NotificationKind.QUEUES); the claims
-leave these queues out.  The claim statement pays nothing for it: the set rides on the
+leave these queues out.  The same reading brings the queues' runtime limits (`also`:
+jobd.supervisor.fleet_limits).  The claim statement pays nothing for it: the set rides on the
 exclusion it already has (`exclude_queues`).
 
 The `jobd_queue_paused` gauge shows the set as this node last read it."""
@@ -11,19 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from jobd.errors import Unavailable
 from jobd.store import Notification, NotificationKind, Store
+from jobd.store.queues import QueueRecord
 
 log = logging.getLogger("jobd.supervisor")
 
 
 class PausedQueues:
-    def __init__(self, store: Store, *, heartbeat: float):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        heartbeat: float,
+        also: Callable[[list[QueueRecord]], None] | None = None,
+    ):
         self.store = store
         self.heartbeat = heartbeat
+        #: Told every reading of the queues' rows (the runtime limits ride on them).
+        self.also = also
         self.names: frozenset[str] = frozenset()
         #: False until the set has been read once: no claim before that, or a node that
         #: starts while a queue is paused could claim from it.
@@ -49,6 +60,8 @@ class PausedQueues:
         """Read the paused queues again (raises Unavailable)."""
         self._stale = False
         records = await self.store.queue_records()
+        if self.also is not None:
+            self.also(records)
         names = frozenset(r.name for r in records if r.paused)
         before, self.names, self.known = self.names, names, True
         self._read_at = time.monotonic()

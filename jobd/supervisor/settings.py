@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, Backoff
 from jobd.jobspec import DEFAULT_MAX_RESULT_BYTES
+from jobd.queue_limits import FleetLimits
 from jobd.schedules import Schedule
 
 #: How long the first workers may take to start before the daemon gives up (seconds).
@@ -26,7 +27,9 @@ class SupervisorSettings:
     poll_interval: float = 1.0
     default_timeout: float = 3600.0
     backoff: Backoff = field(default_factory=Backoff)
-    queue_limits: dict[str, int] = field(default_factory=dict)
+    queue_limits: dict[str, int] = field(default_factory=dict)  # per node: concurrency
+    #: Fleet-wide limits from the file (`global_concurrency`, `rate`; ADR 0032).
+    fleet_limits: dict[str, FleetLimits] = field(default_factory=dict)
     retention: float = 7 * 86400.0
     drain_timeout: float = 30.0
     kill_grace: float = 5.0

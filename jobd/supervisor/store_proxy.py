@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, Job, NewJob, State
 from jobd.errors import Unavailable
+from jobd.queue_limits import FleetLimits
 from jobd.schedules import Schedule
 from jobd.store import (
     Changed,
@@ -45,6 +46,8 @@ from jobd.store.queues import (
     AuditRecord,
     BulkAction,
     BulkBatch,
+    LimitChange,
+    LimitedClaim,
     QueueRecord,
     QueueSummary,
 )
@@ -236,6 +239,24 @@ class StoreProxy(Store):
     ) -> QueueRecord:
         call = self.store.set_queue_paused(name, paused, reason=reason, actor=actor)
         return await self._answered(call)
+
+    async def set_queue_limits(
+        self, name: str, change: LimitChange, *, actor: str | None = None
+    ) -> QueueRecord:
+        return await self._answered(self.store.set_queue_limits(name, change, actor=actor))
+
+    async def claim_limited(
+        self,
+        node: str,
+        queue: str,
+        limit: int,
+        *,
+        lease: float,
+        types: Sequence[str] | None,
+        limits: FleetLimits,
+    ) -> LimitedClaim:
+        call = self.store.claim_limited(node, queue, limit, lease=lease, types=types, limits=limits)
+        return await self._call(call)
 
     async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:
         return await self._call(self.store.queue_summaries(failed_within))

@@ -227,3 +227,25 @@ def test_pause_and_resume_a_queue_and_a_schedule(dashboard: Dashboard, page: Wat
     assert ("schedule_pause", "ui_hourly") in actions
     assert ("queue_pause", "ui_pausable") in actions
     assert all(r["actor"].startswith("token:") for r in audit)
+
+
+def test_set_and_reset_a_queues_fleet_limits(dashboard: Dashboard, page: Watched) -> None:
+    dashboard.api("POST", "/jobs", json={"type": "echo", "queue": "ui_limited"})
+    p = page.page
+    sign_in(p, dashboard.url)
+    row = p.locator("tr[data-queue='ui_limited']")
+    row.locator("input[name='global_concurrency']").fill("3")
+    row.locator("input[name='rate']").fill("10/s")
+    row.locator("button:has-text('Set')").click()
+    row.locator("[data-limits]:has-text('at most 3 running (runtime)')").wait_for()
+    assert "10/s (runtime)" in row.locator("[data-limits]").inner_text()
+    queues = {q["name"]: q for q in dashboard.api("GET", "/queues").json()["queues"]}
+    assert queues["ui_limited"]["limits"] == {"global_concurrency": 3, "rate": "10/s"}
+    assert queues["ui_limited"]["limit_sources"]["rate"] == "runtime"
+    screenshot(p, "overview-queue-limits")
+    row.locator("button:has-text('Reset')").click()
+    row.locator("[data-limits]:has-text('—')").wait_for()
+    audit = dashboard.api("GET", "/audit").json()["records"]
+    limits = [r for r in audit if (r["action"], r["target"]) == ("queue_limit", "ui_limited")]
+    assert [r["details"].get("reset") for r in limits] == [True, None]
+    assert all(r["actor"].startswith("token:") for r in limits)

@@ -213,6 +213,7 @@ def test_every_method_reads_its_params() -> None:
         "nodes": {},
         "queues": {},
         "queue_pause": {"name": "mail", "reason": "SMTP down"},
+        "queue_limit": {"name": "api", "global_concurrency": 3, "rate": "10/s"},
         "queue_resume": {"name": "mail"},
         "cancel_many": {"queue": "mail"},
         "retry_many": {"state": "failed", "batch": 100},

@@ -7,7 +7,8 @@
     POST /ui/jobs/matching       (a dry run) to confirm, then steps of batches (matching.py)
     GET  /ui/jobs/{id}           one job, every member; cancel and retry
     POST /ui/jobs/{id}/{action}  cancel or retry it
-    POST /ui/queues/{name}/{action}      pause or resume a queue (from the overview)
+    POST /ui/queues/{name}/{action}      pause or resume a queue, set or reset its fleet-wide
+                                         limits (from the overview)
     GET  /ui/schedules                   the schedules: next and last tick, last job, paused
     POST /ui/schedules/{name}/{action}   pause, resume or trigger one
     GET  /ui/events              server-sent events: the job changes, for live pages
@@ -67,7 +68,7 @@ MAX_FORM_FIELDS = 1100  # a bulk action's ids (the list's page is at most 1,000)
 _JOB = re.compile(r"/ui/jobs/(\d{1,19})")
 _JOB_ACTION = re.compile(r"/ui/jobs/(\d{1,19})/(retry|cancel)")
 _SEED = re.compile(r"[0-9a-f]{32}")
-_QUEUE_ACTION = re.compile(r"/ui/queues/([^/]+)/(pause|resume)")
+_QUEUE_ACTION = re.compile(r"/ui/queues/([^/]+)/(pause|resume|limit)")
 _SCHEDULE_ACTION = re.compile(r"/ui/schedules/([^/]+)/(pause|resume|trigger)")
 
 
@@ -383,6 +384,8 @@ class _View:
         reason = (form.get("reason") or [""])[0].strip()
         if reason:
             params["reason"] = reason[:1000]
+        if action == "limit":
+            params.update(_limit_params(form))
         try:
             with self.d.clients.writer() as client:
                 client.call(f"{kind}_{action}", params)
@@ -418,6 +421,23 @@ class _View:
             return json_response(200, {"message": message, "results": outcomes})
         separator = "&" if "?" in target else "?"
         return _redirect(f"{target}{separator}notice={quote(message)}")
+
+
+def _limit_params(form: dict[str, list[str]]) -> dict[str, Any]:
+    """A limit form's fields as `queue_limit`'s members: those filled in; a concurrency that
+    is not a number goes as text, for the daemon to refuse naming it."""
+    out: dict[str, Any] = {}
+    concurrency = (form.get("global_concurrency") or [""])[0].strip()
+    if concurrency:
+        out["global_concurrency"] = (
+            int(concurrency) if concurrency.lstrip("-").isdigit() else concurrency
+        )
+    rate = (form.get("rate") or [""])[0].strip()
+    if rate:
+        out["rate"] = rate[:50]
+    if form.get("reset"):
+        out["reset"] = True
+    return out
 
 
 def _redirect(location: str) -> Response:

@@ -5,6 +5,7 @@ PostgresStore takes these functions as its methods, as it does the schedules'.""
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -12,19 +13,30 @@ from psycopg.types.json import Jsonb
 
 from jobd.domain import IllegalTransition, Job, State
 from jobd.errors import Conflict
-from jobd.store.base import Changed, JobFilter, Notification, NotificationKind
+from jobd.queue_limits import FleetLimits, Rate, Window, room
+from jobd.store.base import Changed, JobFilter, Notification, NotificationKind, ordering_key
 from jobd.store.postgres import workflows as workflow_rows
 from jobd.store.postgres.queries import QUERIES
-from jobd.store.postgres.rows import Row, fetch_one, job_from_row, lookup_id, write_params
+from jobd.store.postgres.rows import (
+    Row,
+    claim_params,
+    fetch_one,
+    job_from_row,
+    lookup_id,
+    write_params,
+)
 from jobd.store.queues import (
     Adjustment,
     AuditEntry,
     AuditRecord,
     BulkAction,
     BulkBatch,
+    LimitChange,
+    LimitedClaim,
     QueueRecord,
     QueueSummary,
     bulk_filter,
+    limited_result,
 )
 
 if TYPE_CHECKING:
@@ -35,18 +47,60 @@ if TYPE_CHECKING:
 #: schema 6 reads it as a cancel of no job, and ignores it).
 QUEUES_PAYLOAD = "queues"
 
-_RECORDS = """
-SELECT name, paused, reason, changed_by, changed_at FROM queues
+_COLUMNS = """name, paused, reason, changed_by, changed_at, global_concurrency, rate_limit,
+       rate_period, limits_changed_by, limits_changed_at"""
+_RECORDS = f"""
+SELECT {_COLUMNS} FROM queues
  WHERE %(name)s::text IS NULL OR name = %(name)s::text
  ORDER BY name
 """
-_PAUSE = """
+_PAUSE = f"""
 INSERT INTO queues (name, paused, reason, changed_by, changed_at)
 VALUES (%(name)s, %(paused)s, %(reason)s, %(actor)s, now())
     ON CONFLICT (name) DO UPDATE
    SET paused = excluded.paused, reason = excluded.reason,
        changed_by = excluded.changed_by, changed_at = excluded.changed_at
-RETURNING name, paused, reason, changed_by, changed_at
+RETURNING {_COLUMNS}
+"""
+# A change of the runtime limits: each value given is set; `reset` drops those not given.
+_LIMITS = f"""
+INSERT INTO queues (name, global_concurrency, rate_limit, rate_period,
+                    limits_changed_by, limits_changed_at)
+VALUES (%(name)s, %(gc)s, %(rate)s, %(period)s, %(actor)s, now())
+    ON CONFLICT (name) DO UPDATE
+   SET global_concurrency = CASE WHEN %(gc)s::integer IS NOT NULL THEN %(gc)s::integer
+                                 WHEN %(reset)s THEN NULL ELSE queues.global_concurrency END,
+       rate_limit = CASE WHEN %(rate)s::integer IS NOT NULL THEN %(rate)s::integer
+                         WHEN %(reset)s THEN NULL ELSE queues.rate_limit END,
+       rate_period = CASE WHEN %(rate)s::integer IS NOT NULL THEN %(period)s::float8
+                          WHEN %(reset)s THEN NULL ELSE queues.rate_period END,
+       limits_changed_by = excluded.limits_changed_by,
+       limits_changed_at = excluded.limits_changed_at
+RETURNING {_COLUMNS}
+"""
+# A limited claim (docs/adr/0032): the queue's row, created if need be, then held for the
+# transaction, so the claims of the queue from every node take turns; the time after the wait.
+_ENSURE = "INSERT INTO queues (name) VALUES (%(queue)s) ON CONFLICT (name) DO NOTHING"
+_HOLD = """
+SELECT global_concurrency, rate_limit, rate_period, window_start, window_starts,
+       extract(epoch FROM clock_timestamp())::float8 AS now
+  FROM queues WHERE name = %(queue)s
+   FOR UPDATE
+"""
+# The queue's running jobs, through jobs_running_idx (partial: state = 'running').
+_RUNNING = "SELECT count(*) AS n FROM jobs WHERE state = 'running' AND queue = %(queue)s"
+# Claimable jobs the claim left for lack of room (at most its shortfall).
+_MORE = """
+SELECT count(*) AS n FROM (
+        SELECT 1 FROM jobs
+         WHERE state = 'pending' AND run_at <= now() AND attempts < max_attempts
+           AND queue = %(queue)s
+           AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+         LIMIT %(n)s
+       ) AS more
+"""
+_SET_WINDOW = """
+UPDATE queues SET window_start = %(start)s, window_starts = %(starts)s WHERE name = %(queue)s
 """
 # The backlog by queue and state (the hot table only), with the oldest due pending job.
 _BACKLOG = """
@@ -135,6 +189,66 @@ async def set_queue_paused(
     if not paused:
         store._notify(Notification(NotificationKind.SUBMITTED, queue=name))
     return record
+
+
+async def set_queue_limits(
+    store: PostgresStore, name: str, change: LimitChange, *, actor: str | None = None
+) -> QueueRecord:
+    rate = change.rate
+    params = {
+        "name": name,
+        "gc": change.global_concurrency,
+        "rate": None if rate is None else rate.count,
+        "period": None if rate is None else rate.period,
+        "reset": change.reset,
+        "actor": actor,
+    }
+    async with store.pool.connection() as conn, conn.transaction():
+        record = _record(await fetch_one(await conn.execute(_LIMITS, params)))
+        await store._pg_notify(conn, store.cancel_channel, [QUEUES_PAYLOAD])
+        await store._pg_notify(conn, store.submit_channel, [name])  # room may have grown
+    store._notify(Notification(NotificationKind.QUEUES, queue=name))
+    store._notify(Notification(NotificationKind.SUBMITTED, queue=name))
+    return record
+
+
+async def claim_limited(
+    store: PostgresStore,
+    node: str,
+    queue: str,
+    limit: int,
+    *,
+    lease: float,
+    types: Sequence[str] | None,
+    limits: FleetLimits,
+) -> LimitedClaim:
+    if limit <= 0:
+        return LimitedClaim([], limits)
+    q = {"queue": queue}
+    async with store.pool.connection() as conn, conn.transaction():
+        await conn.execute(_ENSURE, q, prepare=True)
+        row = await fetch_one(await conn.execute(_HOLD, q, prepare=True))
+        applied = limits.over(_runtime(row))
+        running = 0
+        if applied.global_concurrency is not None:
+            running = (await fetch_one(await conn.execute(_RUNNING, q, prepare=True)))["n"]
+        window = Window(row["window_start"], row["window_starts"])
+        decided = room(limit, running, applied, window, row["now"])
+        jobs: builtins.list[Job] = []
+        if decided.room > 0:
+            params = claim_params(node, decided.room, lease, [queue], types)
+            cur = await conn.execute(QUERIES["claim"], params, prepare=True)
+            jobs = sorted((job_from_row(r) for r in await cur.fetchall()), key=ordering_key)
+        more = 0
+        if decided.room < limit:
+            params = {**q, "types": None if types is None else list(types)}
+            params["n"] = limit - decided.room
+            more = (await fetch_one(await conn.execute(_MORE, params, prepare=True)))["n"]
+        if applied.rate is not None:
+            taken = decided.taken(len(jobs))
+            params = {**q, "start": taken.start, "starts": taken.starts}
+            await conn.execute(_SET_WINDOW, params, prepare=True)
+    return limited_result(jobs, applied, decided, limit, more)
 
 
 async def queue_summaries(
@@ -298,9 +412,24 @@ def filter_params(filters: JobFilter) -> dict[str, Any]:
 
 
 def _record(row: Row) -> QueueRecord:
+    runtime = _runtime(row)
     return QueueRecord(
-        row["name"], row["paused"], row["reason"], row["changed_by"], row["changed_at"]
+        row["name"],
+        row["paused"],
+        row["reason"],
+        row["changed_by"],
+        row["changed_at"],
+        runtime.global_concurrency,
+        runtime.rate,
+        row["limits_changed_by"],
+        row["limits_changed_at"],
     )
+
+
+def _runtime(row: Row) -> FleetLimits:
+    count, period = row["rate_limit"], row["rate_period"]
+    rate = None if count is None or period is None else Rate(count, period)
+    return FleetLimits(row["global_concurrency"], rate)
 
 
 class QueueMethods:
@@ -309,6 +438,8 @@ class QueueMethods:
 
     queue_records = queue_records
     set_queue_paused = set_queue_paused
+    set_queue_limits = set_queue_limits
+    claim_limited = claim_limited
     queue_summaries = queue_summaries
     count_jobs = count_jobs
     bulk = bulk

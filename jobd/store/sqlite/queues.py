@@ -8,11 +8,13 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobd.domain import IllegalTransition, Job
 from jobd.errors import Conflict
+from jobd.queue_limits import FleetLimits, Rate, Window, room
 from jobd.store import workflows
 from jobd.store.base import Changed, JobFilter, Notification, NotificationKind
 from jobd.store.queues import (
@@ -21,9 +23,12 @@ from jobd.store.queues import (
     AuditRecord,
     BulkAction,
     BulkBatch,
+    LimitChange,
+    LimitedClaim,
     QueueRecord,
     QueueSummary,
     bulk_filter,
+    limited_result,
 )
 from jobd.store.sqlite.rows import dt, job_from_row, opt_dt, ts, update_row
 from jobd.store.sqlite.sql import (
@@ -32,6 +37,7 @@ from jobd.store.sqlite.sql import (
     UPDATE_JOB,
     _list_conditions,
     chunks,
+    claim_select,
     placeholders,
 )
 from jobd.store.sqlite.thread import write_transaction
@@ -40,8 +46,29 @@ from jobd.store.sqlite.workflows import SQLiteGraph
 if TYPE_CHECKING:
     from jobd.store.sqlite.store import SQLiteStore
 
-_RECORDS = "SELECT name, paused, reason, changed_by, changed_at FROM queues ORDER BY name"
-_RECORD = "SELECT name, paused, reason, changed_by, changed_at FROM queues WHERE name = ?"
+_COLUMNS = """name, paused, reason, changed_by, changed_at, global_concurrency, rate_limit,
+       rate_period, limits_changed_by, limits_changed_at"""
+_RECORDS = f"SELECT {_COLUMNS} FROM queues ORDER BY name"
+_RECORD = f"SELECT {_COLUMNS} FROM queues WHERE name = ?"
+_LIMITS = """
+INSERT INTO queues (name, changed_at, global_concurrency, rate_limit, rate_period,
+                    limits_changed_by, limits_changed_at)
+VALUES (?1, ?7, ?2, ?3, ?4, ?6, ?7)
+ON CONFLICT (name) DO UPDATE
+   SET global_concurrency = CASE WHEN ?2 IS NOT NULL THEN ?2
+                                 WHEN ?5 THEN NULL ELSE global_concurrency END,
+       rate_limit = CASE WHEN ?3 IS NOT NULL THEN ?3 WHEN ?5 THEN NULL ELSE rate_limit END,
+       rate_period = CASE WHEN ?3 IS NOT NULL THEN ?4 WHEN ?5 THEN NULL ELSE rate_period END,
+       limits_changed_by = ?6, limits_changed_at = ?7
+"""
+# A limited claim's row: created if need be, then read (the write transaction holds it).
+_ENSURE = "INSERT INTO queues (name, changed_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+_WINDOW = """
+SELECT global_concurrency, rate_limit, rate_period, window_start, window_starts
+  FROM queues WHERE name = ?
+"""
+_RUNNING = "SELECT count(*) FROM jobs WHERE state = 'running' AND queue = ?"
+_SET_WINDOW = "UPDATE queues SET window_start = ?, window_starts = ? WHERE name = ?"
 _PAUSE = """
 INSERT INTO queues (name, paused, reason, changed_by, changed_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (name) DO UPDATE
@@ -91,6 +118,70 @@ async def set_queue_paused(
     if not paused:
         store._notify(Notification(NotificationKind.SUBMITTED, queue=name))
     return record
+
+
+async def set_queue_limits(
+    store: SQLiteStore, name: str, change: LimitChange, *, actor: str | None = None
+) -> QueueRecord:
+    rate = change.rate
+    params = (
+        name,
+        change.global_concurrency,
+        None if rate is None else rate.count,
+        None if rate is None else rate.period,
+        int(change.reset),
+        actor,
+        ts(store._clock()),
+    )
+
+    def run(conn: sqlite3.Connection) -> QueueRecord:
+        with write_transaction(conn):
+            conn.execute(_LIMITS, params)
+            return _record(conn.execute(_RECORD, (name,)).fetchone())
+
+    record = await store.db.run(run)
+    store._notify(Notification(NotificationKind.QUEUES, queue=name))
+    store._notify(Notification(NotificationKind.SUBMITTED, queue=name))  # room may have grown
+    return record
+
+
+async def claim_limited(
+    store: SQLiteStore,
+    node: str,
+    queue: str,
+    limit: int,
+    *,
+    lease: float,
+    types: Sequence[str] | None,
+    limits: FleetLimits,
+) -> LimitedClaim:
+    if limit < 1 or (types is not None and not types):
+        return LimitedClaim([], limits)
+    sql, filter_params = claim_select([queue], types, None)
+
+    def run(conn: sqlite3.Connection) -> LimitedClaim:
+        with write_transaction(conn):  # the write lock: claims take turns
+            now = store._clock()
+            conn.execute(_ENSURE, (queue, ts(now)))
+            gc, count, period, start, starts = conn.execute(_WINDOW, (queue,)).fetchone()
+            applied = limits.over(_runtime(gc, count, period))
+            running = 0
+            if applied.global_concurrency is not None:
+                (running,) = conn.execute(_RUNNING, (queue,)).fetchone()
+            decided = room(limit, running, applied, Window(start, starts), ts(now))
+            jobs: list[Job] = []
+            if decided.room > 0:
+                jobs = store.claim_rows(conn, node, decided.room, lease, sql, filter_params)
+            more = 0
+            if decided.room < limit:
+                left = conn.execute(sql, (ts(now), *filter_params, limit - decided.room))
+                more = len(left.fetchall())
+            if applied.rate is not None:
+                window = decided.taken(len(jobs))
+                conn.execute(_SET_WINDOW, (window.start, window.starts, queue))
+        return limited_result(jobs, applied, decided, limit, more)
+
+    return await store.db.run(run)
 
 
 async def queue_summaries(store: SQLiteStore, failed_within: timedelta) -> list[QueueSummary]:
@@ -210,8 +301,24 @@ async def audit_records(
 
 
 def _record(row: Any) -> QueueRecord:
-    name, paused, reason, changed_by, changed_at = row
-    return QueueRecord(name, bool(paused), reason, changed_by, opt_dt(changed_at))
+    name, paused, reason, changed_by, changed_at, gc, count, period, by, at = row
+    runtime = _runtime(gc, count, period)
+    return QueueRecord(
+        name,
+        bool(paused),
+        reason,
+        changed_by,
+        opt_dt(changed_at),
+        runtime.global_concurrency,
+        runtime.rate,
+        by,
+        opt_dt(at),
+    )
+
+
+def _runtime(gc: int | None, count: int | None, period: float | None) -> FleetLimits:
+    rate = None if count is None or period is None else Rate(int(count), float(period))
+    return FleetLimits(gc, rate)
 
 
 class QueueMethods:
@@ -219,6 +326,8 @@ class QueueMethods:
 
     queue_records = queue_records
     set_queue_paused = set_queue_paused
+    set_queue_limits = set_queue_limits
+    claim_limited = claim_limited
     queue_summaries = queue_summaries
     count_jobs = count_jobs
     bulk = bulk

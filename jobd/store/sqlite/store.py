@@ -316,26 +316,38 @@ class SQLiteStore(QueueMethods, Store):
         filter_params: builtins.list[str],
     ) -> builtins.list[Job]:
         with write_transaction(conn):
-            now = self._clock()
-            rows = conn.execute(sql, (ts(now), *filter_params, limit)).fetchall()
-            until = lease_until(now, lease)
-            claimed = [job_from_row(row).claim(node, until, now, new_token()) for row in rows]
-            conn.executemany(
-                CLAIM_UPDATE,
-                [
-                    (
-                        j.state.value,
-                        j.attempts,
-                        j.lease_owner,
-                        ts(until),
-                        None,
-                        ts(now),
-                        j.lease_token,
-                        j.id,
-                    )
-                    for j in claimed
-                ],
-            )
+            return self.claim_rows(conn, node, limit, lease, sql, filter_params)
+
+    def claim_rows(
+        self,
+        conn: sqlite3.Connection,
+        node: str,
+        limit: int,
+        lease: float,
+        sql: str,
+        filter_params: builtins.list[str],
+    ) -> builtins.list[Job]:
+        """The claim's reads and writes, in the caller's write transaction."""
+        now = self._clock()
+        rows = conn.execute(sql, (ts(now), *filter_params, limit)).fetchall()
+        until = lease_until(now, lease)
+        claimed = [job_from_row(row).claim(node, until, now, new_token()) for row in rows]
+        conn.executemany(
+            CLAIM_UPDATE,
+            [
+                (
+                    j.state.value,
+                    j.attempts,
+                    j.lease_owner,
+                    ts(until),
+                    None,
+                    ts(now),
+                    j.lease_token,
+                    j.id,
+                )
+                for j in claimed
+            ],
+        )
         return claimed
 
     async def heartbeat(
