@@ -56,9 +56,6 @@ PROGRESS_INTERVAL = 1.0
 #: carry it (supervisor.writeback; ADR 0035): a short job then costs the store one write, not a
 #: start and then an end queued behind it.
 START_WRITE_DELAY = 0.005
-#: Write-backs in flight at once, each on a connection of its own (supervisor.writeback; ADR
-#: 0035): the next batch need not wait for the previous round trip and commit.
-WRITES_IN_FLIGHT = 2
 
 #: Bound on jobs claimed ahead of free worker slots, per worker (supervisor.pacing; ADR 0029).
 CLAIM_AHEAD_PER_WORKER = 16

@@ -1,8 +1,6 @@
 """The outcomes waiting to be written to the store, written in batches: at once when idle,
-grouped when busy (whatever arrives while the writes in flight are out goes in the next), kept
-and retried while the store does not answer (ADR 0011).  Two writes may be in flight at once
-(WRITES_IN_FLIGHT), each on a connection of its own, so that a batch need not wait for the
-previous round trip and commit when the store is slow to answer (ADR 0035).  Each written outcome is accounted: one
+grouped when busy (whatever arrives while one write is in flight goes in the next), kept and
+retried while the store does not answer (ADR 0011).  Each written outcome is accounted: one
 transition event, or a warning when the store refused it because the lease was lost.
 
 The running jobs' starts and latest progress ride on the same batches: kept per job (a newer
@@ -20,14 +18,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, KeysView
 from datetime import datetime
-from typing import Any
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
-from jobd.limits import START_WRITE_DELAY, WRITES_IN_FLIGHT
+from jobd.limits import START_WRITE_DELAY
 from jobd.store import Outcome, ProgressReport, Start
 from jobd.supervisor.job_events import JobEvents, outcome_fields
-from jobd.supervisor.pacing import ewma
 from jobd.supervisor.store_health import StoreHealth
 
 log = logging.getLogger("jobd.supervisor")
@@ -51,7 +47,6 @@ class WriteBack:
         health: StoreHealth,
         record_progress: RecordProgress | None = None,
         start_delay: float = START_WRITE_DELAY,
-        writes_in_flight: int = WRITES_IN_FLIGHT,
     ):
         self._finish = finish
         self._record_progress = record_progress
@@ -70,24 +65,12 @@ class WriteBack:
         self._needed = asyncio.Event()
         self._start_delay = start_delay
         self._closing = False
-        #: The writes in flight, and what of theirs orders what comes after them.
-        self._writes_in_flight = writes_in_flight
-        self._flights: set[asyncio.Task[Any]] = set()
-        self._flying_starts: dict[int, Start] = {}
-        self._flying_progress: set[int] = set()
-        self._landing = asyncio.Event()  # a write ended
-        self._sent_at = 0.0  # when the newest write went (loop time)
-        self._write_time = 0.0  # how long a write takes (moving average), seconds
-        self._retry_at = 0.0  # no write before this (loop time): the store failed
-        self._retry_delay = FIRST_RETRY_DELAY
-        self._failure: BaseException | None = None  # a write's unexpected error, for `run`
+        self.writing = False  # a write is in flight
 
     def record(self, outcome: Outcome, job: Job) -> None:
         """Keep `outcome` of `job` (as claimed) for the next write, fenced on the claim's
         lease token: a replay of it can never end a later claim of the job."""
-        # The outcome carries its start instead, also when the start is in a write in flight:
-        # the outcome may go in another write, which may commit first.
-        start = self._starts.pop(outcome.job_id, None) or self._flying_starts.get(outcome.job_id)
+        start = self._starts.pop(outcome.job_id, None)  # the outcome carries it instead
         changes: dict[str, object] = {}
         if outcome.token is None:
             changes["token"] = job.lease_token
@@ -126,107 +109,41 @@ class WriteBack:
         self._closing = True
         self._needed.set()
 
-    @property
-    def writing(self) -> bool:
-        """Whether a write is in flight."""
-        return bool(self._flights)
-
     async def run(self) -> None:
-        """Write batches until closed and nothing is left; up to `writes_in_flight` at once."""
-        try:
-            while not (self._closing and not self.pending and not self._flights):
-                await self._needed.wait()
-                self._needed.clear()
-                await self._starts_wait_for_outcomes()
-                await self._wait_for_room()
-                self._launch()
-            if self._failure is not None:
-                raise self._failure
-        finally:
-            for flight in self._flights:
-                flight.cancel()
-
-    def _launch(self) -> None:
-        """Send the next write, if there is anything to write.  What goes with a write still
-        in flight is ordered after it: a job's outcome carries its start when the start is in
-        that write, and waits for the write's end when its progress is (a progress landing
-        after the end would be refused); a newer progress of a job waits likewise."""
-        progress = {i: p for i, p in self._progress.items() if i not in self._flying_progress}
-        batch = [o for o in self.pending if o.job_id not in self._flying_progress]
-        if len(batch) < len(self.pending):
-            self.pending = [o for o in self.pending if o.job_id in self._flying_progress]
-        else:
-            self.pending = []
-        starts, self._starts = self._starts, {}
-        for job_id in progress:
-            del self._progress[job_id]
-        if not batch and not starts and not progress:
-            return
-        flight = asyncio.create_task(self._write(batch, starts, progress), name="jobd-write")
-        self._flights.add(flight)
-        self._flying_starts.update(starts)
-        self._flying_progress.update(progress)
-        self._sent_at = asyncio.get_running_loop().time()
-
-    async def _write(
-        self, batch: list[Outcome], starts: dict[int, Start], progress: dict[int, ProgressReport]
-    ) -> None:
-        sent = asyncio.get_running_loop().time()
-        try:
-            await self._write_progress(progress)
-            applied = {}
-            if batch or starts:
-                applied = await self._finish(batch, list(starts.values()))
-        except Unavailable as exc:
-            self.pending[:0] = batch  # keep them: written once the store is back
-            self._keep_starts(starts, progress)
-            self._health.write_failed("write results", exc)
-            self._retry_at = asyncio.get_running_loop().time() + self._retry_delay
-            self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY)
-            return
-        except BaseException as exc:
-            self.pending[:0] = batch
-            self._keep_starts(starts, progress)
-            self._failure = exc
-            raise
-        finally:
-            self._landed(starts, progress)
-        self._retry_delay = FIRST_RETRY_DELAY
-        self._write_time = ewma(self._write_time, asyncio.get_running_loop().time() - sent)
-        self._health.wrote("write results")
-        self.account(batch, applied)
-
-    def _landed(self, starts: dict[int, Start], progress: dict[int, ProgressReport]) -> None:
-        """A write ended (either way): what waited for it may go."""
-        flight = asyncio.current_task()
-        if flight is not None:
-            self._flights.discard(flight)
-        for job_id in starts:
-            self._flying_starts.pop(job_id, None)
-        self._flying_progress.difference_update(progress)
-        self._landing.set()
-        self._needed.set()
-
-    async def _wait_for_room(self) -> None:
-        """Until a write may go: fewer than `writes_in_flight` in flight, the one in flight
-        sent at least half a write's usual time ago (so two writes alternate, each carrying
-        about half a round trip's outcomes, rather than one taking them all and the other a
-        straggler), and no retry pending after the store failed.  Raises what a write
-        raised."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            wait_until = self._retry_at
-            if self._flights and not self._closing:
-                wait_until = max(wait_until, self._sent_at + self._write_time / 2)
-            now = loop.time()
-            if len(self._flights) < self._writes_in_flight and now >= wait_until:
-                return
-            room = len(self._flights) < self._writes_in_flight
-            self._landing.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._landing.wait(), wait_until - now if room else None)
+        """Write batches until closed and nothing is left."""
+        delay = FIRST_RETRY_DELAY
+        while not (self._closing and not self.pending):
+            await self._needed.wait()
+            self._needed.clear()
+            await self._starts_wait_for_outcomes()
+            batch = self.take()
+            starts, self._starts = self._starts, {}
+            progress, self._progress = self._progress, {}
+            if not batch and not starts and not progress:
+                continue
+            self.writing = True
+            try:
+                await self._write_progress(progress)
+                applied = {}
+                if batch or starts:
+                    applied = await self._finish(batch, list(starts.values()))
+            except Unavailable as exc:
+                self.pending[:0] = batch  # keep them: written once the store is back
+                self._keep_starts(starts, progress)
+                self._health.write_failed("write results", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                self._needed.set()
+                continue
+            except BaseException:
+                self.pending[:0] = batch
+                self._keep_starts(starts, progress)
+                raise
+            finally:
+                self.writing = False
+            delay = FIRST_RETRY_DELAY
+            self._health.wrote("write results")
+            self.account(batch, applied)
 
     async def _starts_wait_for_outcomes(self) -> None:
         """When only starts are to be written, wait up to the start delay for an outcome (or a

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from jobd.domain import Job, NewJob, State
 from jobd.metrics import Metrics
-from jobd.store import Outcome, OutcomeKind, ProgressReport, Start, create_store
+from jobd.store import Outcome, OutcomeKind, Start, create_store
 from jobd.store.base import Store
 from jobd.supervisor.job_events import JobEvents
 from jobd.supervisor.store_health import StoreHealth
@@ -79,82 +79,3 @@ async def test_a_start_alone_is_written_once_the_delay_is_up() -> None:
     writeback.close()
     await running
     await store.close()
-
-
-class HeldWrites(Writes):
-    """The first write waits until `release` is set: it stays in flight while others go."""
-
-    def __init__(self, store: Store):
-        super().__init__(store)
-        self.release = asyncio.Event()
-        self.progress_calls: list[list[int]] = []
-
-    async def finish(self, outcomes: list[Outcome], starts: list[Start]) -> dict[int, State]:
-        first = not self.calls and not self.progress_calls
-        self.calls.append((outcomes, starts))
-        if first:
-            await self.release.wait()
-        return await self.store.finish(NODE, outcomes, starts)
-
-    async def record_progress(self, reports: list[ProgressReport]) -> list[int]:
-        first = not self.calls and not self.progress_calls
-        self.progress_calls.append([r.job_id for r in reports])
-        if first:
-            await self.release.wait()
-        return await self.store.record_progress(NODE, reports)
-
-
-def held_writeback(writes: HeldWrites) -> WriteBack:
-    return WriteBack(
-        writes.finish,
-        JobEvents(Metrics(), False),
-        StoreHealth(10.0),
-        writes.record_progress,
-        start_delay=0,
-    )
-
-
-async def test_an_outcome_written_beside_its_start_in_flight_carries_the_start() -> None:
-    """Two writes in flight may commit in either order: the outcome that goes while its job's
-    start is in the other write carries the start, so the job's end never lacks it (the start,
-    landing after the end, changes nothing: it is fenced on a running job)."""
-    store, job = await claimed_job()
-    writes = HeldWrites(store)
-    writeback = held_writeback(writes)
-    running = asyncio.create_task(writeback.run())
-    writeback.started(job, AT)
-    await eventually(lambda: writes.calls, timeout=5)  # the start's write, held in flight
-    writeback.record(Outcome(job.id, job.attempts, OutcomeKind.COMPLETED, result={}), job)
-    done = await eventually(
-        lambda: _ended(store, job.id), timeout=5, what="the outcome written beside the start"
-    )
-    assert done.started_at == AT  # committed first, and complete without the start's write
-    writes.release.set()
-    writeback.close()
-    await running
-    assert [len(o) for o, _ in writes.calls] == [0, 1]
-    assert (await store.get(job.id)).started_at == AT
-
-
-async def test_an_outcome_waits_for_its_jobs_progress_in_flight() -> None:
-    """A job's last progress is written before its end (ADR 0031) also with two writes in
-    flight: the outcome waits for the write carrying the progress."""
-    store, job = await claimed_job()
-    writes = HeldWrites(store)
-    writeback = held_writeback(writes)
-    running = asyncio.create_task(writeback.run())
-    writeback.progress(job, {"current": 9}, AT)
-    await eventually(lambda: writes.progress_calls, timeout=5)  # held in flight
-    writeback.record(Outcome(job.id, job.attempts, OutcomeKind.COMPLETED, result={}), job)
-    await turns(20)
-    assert writes.calls == []  # not beside the progress: it could commit first
-    writes.release.set()
-    writeback.close()
-    await running
-    done = await store.get(job.id)
-    assert (done.state, done.progress) == (State.COMPLETED, {"current": 9})
-
-
-async def _ended(store: Store, job_id: int) -> Job | None:
-    job = await store.get(job_id)
-    return job if job.state.terminal else None
