@@ -52,6 +52,11 @@ MAX_PROGRESS_BYTES = 4096
 #: database): the worker keeps the latest value in between (ADR 0031).
 PROGRESS_INTERVAL = 1.0
 
+#: Seconds a running job's start waits, when nothing else is to be written, for its outcome to
+#: carry it (supervisor.writeback; ADR 0035): a short job then costs the store one write, not a
+#: start and then an end queued behind it.
+START_WRITE_DELAY = 0.005
+
 #: Bound on jobs claimed ahead of free worker slots, per worker (supervisor.pacing; ADR 0029).
 CLAIM_AHEAD_PER_WORKER = 16
 #: Bound on jobs queued in a worker beyond the one it runs, for short jobs (supervisor.pacing;

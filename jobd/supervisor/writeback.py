@@ -5,11 +5,14 @@ transition event, or a warning when the store refused it because the lease was l
 
 The running jobs' starts and latest progress ride on the same batches: kept per job (a newer
 progress replaces the one not yet written) and written before the outcomes, so a job's last
-progress lands before its end (ADR 0031)."""
+progress lands before its end (ADR 0031).  Starts with nothing else to write wait a moment
+(START_WRITE_DELAY) for an outcome: a short job's outcome then carries its start, and its end
+is not queued behind a write of its start (ADR 0035)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections import deque
@@ -18,6 +21,7 @@ from datetime import datetime
 
 from jobd.domain import Job, State
 from jobd.errors import Unavailable
+from jobd.limits import START_WRITE_DELAY
 from jobd.store import Outcome, ProgressReport, Start
 from jobd.supervisor.job_events import JobEvents, outcome_fields
 from jobd.supervisor.store_health import StoreHealth
@@ -42,6 +46,7 @@ class WriteBack:
         events: JobEvents,
         health: StoreHealth,
         record_progress: RecordProgress | None = None,
+        start_delay: float = START_WRITE_DELAY,
     ):
         self._finish = finish
         self._record_progress = record_progress
@@ -58,6 +63,7 @@ class WriteBack:
         # node and finished while that write's answer was on its way).
         self._jobs: dict[int, deque[Job]] = {}
         self._needed = asyncio.Event()
+        self._start_delay = start_delay
         self._closing = False
         self.writing = False  # a write is in flight
 
@@ -109,6 +115,7 @@ class WriteBack:
         while not (self._closing and not self.pending):
             await self._needed.wait()
             self._needed.clear()
+            await self._starts_wait_for_outcomes()
             batch = self.take()
             starts, self._starts = self._starts, {}
             progress, self._progress = self._progress, {}
@@ -137,6 +144,22 @@ class WriteBack:
             delay = FIRST_RETRY_DELAY
             self._health.wrote("write results")
             self.account(batch, applied)
+
+    async def _starts_wait_for_outcomes(self) -> None:
+        """When only starts are to be written, wait up to the start delay for an outcome (or a
+        progress report, or the close) to go with them.  A short job's outcome arrives within
+        it and carries its start (`record`): one write instead of the start's and then the
+        outcome's behind it, which is what an idle node's latency paid.  A longer job's start
+        is written when the delay is up, long before its end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._start_delay
+        while self._starts and not (self.pending or self._progress or self._closing):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._needed.wait(), remaining)
+            self._needed.clear()
 
     async def _write_progress(self, progress: dict[int, ProgressReport]) -> None:
         """Written ahead of the outcomes: a job's last progress, reported before its end, is
