@@ -23,7 +23,7 @@ from jobd.supervisor.store_health import PROBE_INTERVAL, StoreHealth
 log = logging.getLogger("jobd.supervisor")
 
 MAINTENANCE_INTERVAL = 5.0  # seconds between the store's maintenance checks
-PRUNE_INTERVAL = 60.0  # seconds between prunes of finished jobs past jobs.retention
+PRUNE_INTERVAL = 60.0  # seconds between prunes of finished jobs past result_ttl or jobs.retention
 
 
 class Housekeeping:
@@ -141,11 +141,12 @@ class Housekeeping:
                 self.health.trouble("maintenance", exc)
 
     async def _prune(self) -> None:
-        retention = self.settings.retention  # 0: finished jobs are kept forever
-        if retention > 0:
-            pruned = await self.store.prune(timedelta(seconds=retention))
-            if pruned:
-                log.info("pruned finished jobs", extra={"count": pruned})
+        # jobs.retention 0: the jobs that set no result_ttl are kept for ever; those that set
+        # one still go once it has passed (it overrides the retention either way, ADR 0033).
+        retention = self.settings.retention
+        pruned = await self.store.prune(timedelta(seconds=retention) if retention > 0 else None)
+        if pruned:
+            log.info("pruned finished jobs", extra={"count": pruned})
         gone = await self.fleet.prune()
         if gone:
             log.info("pruned the rows of dead nodes", extra={"count": gone})
