@@ -72,6 +72,7 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         backoff=Backoff(jobs.backoff_base, jobs.backoff_factor, jobs.backoff_max),
         queue_limits={name: q.concurrency for name, q in config.queues.items()},
         retention=jobs.retention,
+        prune_interval=jobs.prune_interval,
         drain_timeout=config.shutdown.drain_timeout,
         kill_grace=config.shutdown.kill_grace,
         job_events=config.logging.job_events,

@@ -23,7 +23,6 @@ from jobd.supervisor.store_health import PROBE_INTERVAL, StoreHealth
 log = logging.getLogger("jobd.supervisor")
 
 MAINTENANCE_INTERVAL = 5.0  # seconds between the store's maintenance checks
-PRUNE_INTERVAL = 60.0  # seconds between prunes of finished jobs past result_ttl or jobs.retention
 
 
 class Housekeeping:
@@ -127,14 +126,15 @@ class Housekeeping:
 
     async def prune_loop(self) -> None:
         """The store's maintenance every few seconds (PostgreSQL vacuums the jobs table when
-        dead rows pile up), pruning of old finished jobs and dead nodes' rows every minute."""
+        dead rows pile up), pruning of finished jobs past their result_ttl or the retention and
+        of dead nodes' rows every jobs.prune_interval (a minute by default)."""
         last_prune = time.monotonic()
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
                 if await self.store.maintain():
                     log.debug("store maintenance done")
-                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                if time.monotonic() - last_prune >= self.settings.prune_interval:
                     last_prune = time.monotonic()
                     await self._prune()
             except Unavailable as exc:

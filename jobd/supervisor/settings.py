@@ -28,6 +28,7 @@ class SupervisorSettings:
     backoff: Backoff = field(default_factory=Backoff)
     queue_limits: dict[str, int] = field(default_factory=dict)
     retention: float = 7 * 86400.0
+    prune_interval: float = 60.0  # seconds between prunes (jobs.prune_interval)
     drain_timeout: float = 30.0
     kill_grace: float = 5.0
     job_events: bool = False  # log each job transition at INFO (else DEBUG)
