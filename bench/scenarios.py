@@ -140,6 +140,9 @@ class Sizes:
     procrastinate_concurrency: int = 10  # async no-op tasks: its docs allow concurrency
     schedules: int = 0  # the burn-down's daemon runs this many schedules beside the drain
     workflow_jobs: int = 10_000  # the workflow scenario's fan-out/fan-in (bench/workflow.py)
+    bulk_jobs: int = 50_000  # the bulk-retry scenario's burn-down (bench/bulk_retry.py)
+    bulk_failed: int = 100_000  # the failed jobs it retries meanwhile
+    bulk_rounds: int = 3  # alone and with the retry, alternating which goes first
 
 
 QUICK = Sizes(
@@ -160,6 +163,9 @@ QUICK = Sizes(
     peer_rounds=1,
     peer_latency_jobs=10,
     workflow_jobs=300,
+    bulk_jobs=500,
+    bulk_failed=2_500,
+    bulk_rounds=1,
 )
 
 
