@@ -70,10 +70,10 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import psycopg
+from bulk_retry import bulk_retry
 from harness import ROOT, BenchStore, progress
 from peers import peers
 from scenarios import QUICK, SCENARIOS, Figure, MakeStore, Run, Scenario, Sizes
-from bulk_retry import bulk_retry
 from store import postgres_database
 from workflow import workflow
 
