@@ -249,13 +249,13 @@ def drain_metered(
         wait_first_claim(store, 120.0, daemon.check_alive)
         meter = CpuMeter(daemon, store)
         meter.start()
-        with _profiled(run, daemon, name):
+        with profiled(run, daemon, name):
             wait_drained(store, drain_timeout(jobs), daemon.check_alive)
         use = meter.stop()
     return span(store, after_id), use, table_size(store)
 
 
-def _profiled(run: Run, daemon: Daemon, name: str) -> AbstractContextManager[object]:
+def profiled(run: Run, daemon: Daemon, name: str) -> AbstractContextManager[object]:
     """py-spy on the supervisor when --profile is given; its summary goes to the details."""
     if run.profile is None:
         return nullcontext()
