@@ -384,6 +384,7 @@ def _raw_submit_params(count: int) -> dict[str, list[Any]]:
         "keys": [None] * count,
         "correlation_ids": [None] * count,
         "schedules": [None] * count,
+        "result_ttls": [None] * count,
     }
 
 
