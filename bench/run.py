@@ -35,6 +35,11 @@ Scenarios (--scenario, comma-separated; they run in this order):
              for 5 minutes: jobs/s per 30-second window, the backlog, the jobs table's dead
              tuples and size over time.  --steady-backlog N holds the backlog near N instead,
              so the table's growth is the daemon's doing, not the producer's.
+  bulk-retry a bulk retry of --bulk-failed failed jobs (100,000, written straight into
+             finished_jobs) while 2 workers burn down --bulk-jobs no-op jobs (50,000) of another
+             queue, against the same burn-down alone, over --bulk-rounds rounds (3) alternating
+             which goes first (bench/bulk_retry.py; PostgreSQL only): both rates, their ratio
+             (target 0.5), and the most rows one transaction moved (a trigger counts them).
   peers      jobd against pgqueuer and procrastinate (PostgreSQL only; the `test` extra
              installs them), each in a schema of its own, over --rounds rounds (3) in
              alternating order: the burn-down of --peer-jobs no-op jobs (10,000) enqueued
@@ -68,6 +73,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import psycopg
+from bulk_retry import bulk_retry
 from harness import ROOT, BenchStore, progress
 from peers import peers
 from scenarios import QUICK, SCENARIOS, Figure, MakeStore, Run, Scenario, Sizes
@@ -76,7 +82,12 @@ from workflow import workflow
 
 STORES = ("postgres", "sqlite")
 # Every scenario, in the order they run; peers last (it compares jobd with other queues).
-ALL: dict[str, Scenario] = {**SCENARIOS, "workflow": workflow, "peers": peers}
+ALL: dict[str, Scenario] = {
+    **SCENARIOS,
+    "workflow": workflow,
+    "bulk-retry": bulk_retry,
+    "peers": peers,
+}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -253,6 +264,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "paused_queue": args.paused_queue,
         "limited_queue": args.limited_queue,
         "workflow_jobs": args.workflow_jobs,
+        "bulk_jobs": args.bulk_jobs,
+        "bulk_failed": args.bulk_failed,
+        "bulk_rounds": args.bulk_rounds,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
@@ -335,6 +349,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workflow-jobs", type=int, help="jobs of the workflow scenario's fan-out/fan-in (10,000)"
     )
+    p.add_argument("--bulk-jobs", type=int, help="bulk-retry: burn-down jobs (50,000)")
+    p.add_argument("--bulk-failed", type=int, help="bulk-retry: failed jobs retried (100,000)")
+    p.add_argument("--bulk-rounds", type=int, help="bulk-retry: rounds, alternating (3)")
     p.add_argument("--limit-jobs", type=int, help="jobs through the limit loop (50,000)")
     p.add_argument(
         "--limit-batch",

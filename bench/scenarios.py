@@ -142,6 +142,9 @@ class Sizes:
     paused_queue: str | None = None  # the burn-down: this queue paused fleet-wide beforehand
     limited_queue: str | None = None  # the burn-down: NAME:global=N,rate=R in the daemon's file
     workflow_jobs: int = 10_000  # the workflow scenario's fan-out/fan-in (bench/workflow.py)
+    bulk_jobs: int = 50_000  # the bulk-retry scenario's burn-down (bench/bulk_retry.py)
+    bulk_failed: int = 100_000  # the failed jobs it retries meanwhile
+    bulk_rounds: int = 3  # alone and with the retry, alternating which goes first
 
 
 QUICK = Sizes(
@@ -162,6 +165,9 @@ QUICK = Sizes(
     peer_rounds=1,
     peer_latency_jobs=10,
     workflow_jobs=300,
+    bulk_jobs=500,
+    bulk_failed=2_500,
+    bulk_rounds=1,
 )
 
 
@@ -292,13 +298,13 @@ def drain_metered(
         wait_first_claim(store, 120.0, daemon.check_alive)
         meter = CpuMeter(daemon, store)
         meter.start()
-        with _profiled(run, daemon, name):
+        with profiled(run, daemon, name):
             wait_drained(store, drain_timeout(jobs), daemon.check_alive)
         use = meter.stop()
     return span(store, after_id), use, table_size(store)
 
 
-def _profiled(run: Run, daemon: Daemon, name: str) -> AbstractContextManager[object]:
+def profiled(run: Run, daemon: Daemon, name: str) -> AbstractContextManager[object]:
     """py-spy on the supervisor when --profile is given; its summary goes to the details."""
     if run.profile is None:
         return nullcontext()
@@ -427,6 +433,7 @@ def _raw_submit_params(count: int) -> dict[str, list[Any]]:
         "keys": [None] * count,
         "correlation_ids": [None] * count,
         "schedules": [None] * count,
+        "result_ttls": [None] * count,
     }
 
 

@@ -154,6 +154,12 @@ def main() -> None:
     metavar="DURATION",
     help="How long one attempt may run (seconds, or 90s, 5m, 1h).",
 )
+@click.option(
+    "--result-ttl",
+    type=Duration(min=0),
+    metavar="DURATION",
+    help="Keep the job this long once ended, instead of jobs.retention (0: next prune).",
+)
 @click.option("--delay", type=Duration(min=0), metavar="DURATION", help="Run later (30s, 1h, 2d).")
 @click.option(
     "--at", "run_at", type=Time(), metavar="ISO-8601", help="Run at this time (with a zone)."
@@ -187,8 +193,8 @@ def submit(
     Prints the job (with --json: the job object).  With --wait, waits until it has finished
     and exits 1 if it failed or was canceled.  --batch reads one job per line, each a JSON
     object of the submit fields (type, payload, queue, priority, max_attempts, run_at, delay,
-    timeout, idempotency_key, correlation_id, after, on_parent_failure), and submits them 1,000
-    per transaction; jobs with a `name` (a workflow) go in one, `after` naming them.
+    timeout, idempotency_key, correlation_id, after, on_parent_failure, result_ttl), and submits
+    them 1,000 per transaction; jobs with a `name` (a workflow) go in one, `after` naming them.
 
     \b
     Examples:

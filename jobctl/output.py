@@ -192,6 +192,7 @@ def job_detail(job: JobView) -> str:
         ("updated", timestamp(job.updated_at)),
         ("started", timestamp(job.started_at)),
         ("finished", timestamp(job.finished_at)),
+        ("result ttl", _result_ttl(job)),
         ("lease", f"{job.lease_owner} until {timestamp(job.lease_expires_at)}"),
         ("idempotency key", job.idempotency_key or "-"),
         ("correlation id", job.correlation_id or "-"),
@@ -261,6 +262,13 @@ def ids(values: Sequence[int], shown: int = 20) -> str:
     text = ", ".join(str(v) for v in values[:shown])
     more = len(values) - shown
     return text + (f" … and {more} more" if more > 0 else "")
+
+
+def _result_ttl(job: JobView) -> str:
+    """How long the job is kept once it has ended: its own result_ttl, else the retention."""
+    if job.result_ttl is None:
+        return "- (jobs.retention)"
+    return f"{job.result_ttl:g}s after it ends (the first prune after)"
 
 
 def _timeout(job: JobView) -> str:

@@ -393,7 +393,7 @@ class Operations:
                 known=known,
             )
         max_attempts = handler.max_attempts or self.default_max_attempts
-        new_job = spec.to_new_job(max_attempts, correlation_id, now)
+        new_job = spec.to_new_job(max_attempts, correlation_id, now, handler.result_ttl)
         check_payload_size(new_job.payload, self.max_payload_bytes, "jobs.max_payload_bytes")
         if handler.validator is not None:
             check_payload(handler.validator, spec.type, new_job.payload)

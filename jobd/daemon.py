@@ -75,6 +75,7 @@ def supervisor_settings(config: Config) -> SupervisorSettings:
         },
         fleet_limits={name: q.fleet for name, q in config.queues.items() if q.fleet},
         retention=jobs.retention,
+        prune_interval=jobs.prune_interval,
         drain_timeout=config.shutdown.drain_timeout,
         kill_grace=config.shutdown.kill_grace,
         job_events=config.logging.job_events,

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from jobd.limits import MAX_RESULT_TTL
+
 #: ISO-8601 texts already made for one reply, by (time, its tzinfo): equal instants in other
 #: zones print differently, so the zone is part of the key.
 TimeTexts = dict[tuple[datetime, Any], str]
@@ -173,6 +175,9 @@ class NewJob:
     #: The jobs this one waits for: ids, or positions in the same batch (BatchRef).
     after: tuple[int | BatchRef, ...] = ()
     on_parent_failure: ParentFailure = ParentFailure.CANCEL
+    #: Seconds the job is kept once it has ended (its own retention, overriding jobs.retention
+    #: either way; 0: dropped at the next prune); None: jobs.retention applies (ADR 0033).
+    result_ttl: float | None = None
 
     def __post_init__(self) -> None:
         validate_new_job(self)
@@ -197,6 +202,7 @@ def validate_new_job(spec: NewJob) -> None:
         or not 0 < spec.timeout <= 7 * 86400
     ):
         raise InvalidJob("timeout", "must be a number of seconds, > 0 and at most 7 days")
+    check_result_ttl(spec.result_ttl)
     if spec.run_at is not None and spec.run_at.tzinfo is None:
         raise InvalidJob("run_at", "must carry a time zone")
     for name in ("idempotency_key", "correlation_id"):
@@ -208,6 +214,16 @@ def validate_new_job(spec: NewJob) -> None:
     _check_after(spec.after)
     if spec.on_parent_failure not in ParentFailure.__members__.values():
         raise InvalidJob("on_parent_failure", "must be cancel or run")
+
+
+def check_result_ttl(value: object) -> None:
+    """A job's (or a handler's default) result_ttl: None, or seconds from 0 to MAX_RESULT_TTL."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise InvalidJob("result_ttl", "must be a number of seconds")
+    if not 0 <= value <= MAX_RESULT_TTL:
+        raise InvalidJob("result_ttl", "must be between 0 and 10 years of seconds")
 
 
 def _check_after(after: object) -> None:
@@ -274,6 +290,8 @@ class Job:
     #: the supervisor received it; kept across attempts until the next attempt reports.
     progress: Any = None
     progress_at: datetime | None = None
+    #: Seconds the job is kept once it has ended, overriding jobs.retention (NewJob's).
+    result_ttl: float | None = None
 
     @classmethod
     def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
@@ -303,6 +321,7 @@ class Job:
             schedule=spec.schedule,
             on_parent_failure=ParentFailure(spec.on_parent_failure).value,
             pending_parents=len(spec.after),
+            result_ttl=None if spec.result_ttl is None else float(spec.result_ttl),
         )
 
     def with_parents(self, parents: tuple[int, ...]) -> Job:
@@ -534,6 +553,17 @@ def failed_parent(error: ErrorInfo) -> int | None:
     if error.type != PARENT_FAILED or len(words) < 3 or words[:2] != ["parent", "job"]:
         return None
     return int(words[2]) if words[2].isdigit() else None
+
+
+def prunable(job: Job, now: datetime, cutoff: datetime | None) -> bool:
+    """Whether the prune may drop `job` (dependents aside): it has ended, and its own
+    result_ttl has passed by `now` (0: at once), or it set none and it ended before the
+    retention's `cutoff` (None: no retention).  The stores' prune statements say the same."""
+    if not job.state.terminal or job.finished_at is None:
+        return False
+    if job.result_ttl is not None:
+        return job.finished_at + timedelta(seconds=job.result_ttl) <= now
+    return cutoff is not None and job.finished_at < cutoff
 
 
 # Whatever way an attempt ends, the node lets go of the job and a pending cancel is settled.

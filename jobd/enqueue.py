@@ -22,7 +22,8 @@ once, as any statement would.
 
 The job is checked here by the code the daemon checks it with (jobd.jobspec: its options, then
 the domain's rules), and, when the handler is registered in this process (the application
-imported its handler module), the handler's payload validator and its default max_attempts.
+imported its handler module), the handler's payload validator and its default max_attempts
+and result_ttl.
 The type itself cannot be checked against the daemon's handlers: a job of a type no node runs
 fails when claimed.
 """
@@ -61,11 +62,13 @@ _ENQUEUE_SQL = (
     " max_attempts => %(max_attempts)s::integer,"
     " timeout => %(timeout)s::double precision,"
     " idempotency_key => %(idempotency_key)s,"
-    " correlation_id => %(correlation_id)s{workflow})"
+    " correlation_id => %(correlation_id)s{workflow}{result_ttl})"
 )
 # Only for a job with parents, so that a job without any can still be enqueued into a schema
 # older than 5 (whose jobd_enqueue has no such parameters).
 _WORKFLOW_SQL = ", after => %(after)s::bigint[], on_parent_failure => %(on_parent_failure)s::text"
+# Likewise only for a job with a result_ttl (schema 10's jobd_enqueue has the parameter).
+_RESULT_TTL_SQL = ", result_ttl => %(result_ttl)s::double precision"
 
 
 def enqueue(
@@ -79,7 +82,7 @@ def enqueue(
     """Insert a job in `conn`'s current transaction; return its id (for a taken
     `idempotency_key`, the id of the job holding it).  The options are the submit's (queue,
     priority, max_attempts, run_at, delay, timeout, idempotency_key, correlation_id, after,
-    on_parent_failure); `schema` is jobd's schema (database.schema).  Raises
+    on_parent_failure, result_ttl); `schema` is jobd's schema (database.schema).  Raises
     jobd.errors.InvalidParams for a job the daemon would refuse.  A job `after` others waits
     for them; a parent that does not exist makes the statement fail
     (psycopg.errors.ForeignKeyViolation), and the transaction with it."""
@@ -140,10 +143,13 @@ def _statement(
         "correlation_id": new_job.correlation_id,
         "after": list(new_job.after),
         "on_parent_failure": str(new_job.on_parent_failure),
+        "result_ttl": new_job.result_ttl,
     }
     workflow = _WORKFLOW_SQL if new_job.after else ""
+    result_ttl = _RESULT_TTL_SQL if new_job.result_ttl is not None else ""
     # The schema is a checked plain identifier, so quoting it is all the escaping it needs.
-    return _ENQUEUE_SQL.format(schema=f'"{schema}"', workflow=workflow), params
+    query = _ENQUEUE_SQL.format(schema=f'"{schema}"', workflow=workflow, result_ttl=result_ttl)
+    return query, params
 
 
 def _checked(spec: JobSpec) -> NewJob:
@@ -153,7 +159,8 @@ def _checked(spec: JobSpec) -> NewJob:
     handler = registry.get(spec.type)
     max_attempts = (handler.max_attempts if handler is not None else None) or DEFAULT_MAX_ATTEMPTS
     # `now` only has to be a time for the domain's checks; the row's run_at is the database's.
-    new_job = spec.to_new_job(max_attempts, None, utcnow())
+    result_ttl = handler.result_ttl if handler is not None else None
+    new_job = spec.to_new_job(max_attempts, None, utcnow(), result_ttl)
     # No daemon configuration here: the absolute limit, which jobs.max_payload_bytes may lower.
     check_payload_size(new_job.payload, MAX_PAYLOAD_BYTES, "the largest payload jobd accepts")
     if handler is not None and handler.validator is not None:

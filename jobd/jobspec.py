@@ -66,6 +66,8 @@ class SubmitOptions(TypedDict, total=False):
     #: The jobs this one waits for: ids, or (in a batch) the names of the batch's jobs.
     after: Sequence[int | str] | None
     on_parent_failure: str | None  # "cancel" (the default) or "run"
+    #: Seconds the job is kept once it ended, overriding jobs.retention (0: the next prune).
+    result_ttl: float | None
 
 
 #: The members of a spec; `name` is a batch's own (a job's name there, for `after`).
@@ -95,10 +97,18 @@ class JobSpec:
     #: batch's names are resolved (named_batch).
     after: tuple[int | str | BatchRef, ...] = ()
     on_parent_failure: str | None = None
+    result_ttl: float | None = None
 
-    def to_new_job(self, max_attempts: int, correlation_id: str | None, now: datetime) -> NewJob:
-        """The NewJob to store; `max_attempts` and `correlation_id` are used when the client
-        gave none, `now` turns a delay into run_at.  InvalidParams names the field."""
+    def to_new_job(
+        self,
+        max_attempts: int,
+        correlation_id: str | None,
+        now: datetime,
+        result_ttl: float | None = None,
+    ) -> NewJob:
+        """The NewJob to store; `max_attempts`, `correlation_id` and `result_ttl` (the
+        handler's default) are used when the client gave none, `now` turns a delay into
+        run_at.  InvalidParams names the field."""
         run_at = self.run_at
         if self.delay is not None:
             run_at = now + timedelta(seconds=self.delay)
@@ -116,6 +126,7 @@ class JobSpec:
                 correlation_id=self.correlation_id or correlation_id,
                 after=after,
                 on_parent_failure=self.on_parent_failure or ParentFailure.CANCEL,  # type: ignore[arg-type]
+                result_ttl=self.result_ttl if self.result_ttl is not None else result_ttl,
             )
         except InvalidJob as exc:
             raise InvalidParams.of_field(exc.field, exc.problem) from None
@@ -156,6 +167,7 @@ class JobSpec:
             "name": self.name,
             "after": [p for p in self.after if not isinstance(p, BatchRef)] or None,
             "on_parent_failure": self.on_parent_failure,
+            "result_ttl": self.result_ttl,
         }
         params.update((name, value) for name, value in optional.items() if value is not None)
         return params
@@ -201,6 +213,7 @@ def parse_job_spec(params: Mapping[str, Any]) -> JobSpec:
         name=_name(params),
         after=_after(params),
         on_parent_failure=_on_parent_failure(params),
+        result_ttl=_result_ttl(params),
     )
 
 
@@ -225,6 +238,13 @@ def _after(params: Mapping[str, Any]) -> tuple[int | str, ...]:
         if not is_id and not (isinstance(parent, str) and parent):
             raise fields.invalid(f"after[{index}]", "must be a job id or a name of the batch")
     return tuple(after)
+
+
+def _result_ttl(params: Mapping[str, Any]) -> float | None:
+    value: float | None = fields.number(params, "result_ttl")
+    if value is not None and value < 0:
+        raise fields.invalid("result_ttl", "must be >= 0 (seconds; 0: dropped at the next prune)")
+    return value
 
 
 def _on_parent_failure(params: Mapping[str, Any]) -> str | None:

@@ -45,6 +45,10 @@ BULK_BATCH = 1000
 #: Jobs one call of a bulk action changes at most; its continuation goes on from there.
 MAX_BULK_LIMIT = 10_000
 
+#: Seconds a job's `result_ttl` may keep it after it ends (ten years): longer is a mistake, and
+#: "keep it for ever" is the global jobs.retention's 0 for jobs that set none (ADR 0033).
+MAX_RESULT_TTL = 10 * 365 * 86400.0
+
 #: Bytes of a handler's progress report (`ctx.progress(data)`, its JSON in UTF-8): progress is
 #: a small status (`{"current": 3, "total": 10, "message": "..."}`), not a result channel.
 MAX_PROGRESS_BYTES = 4096

@@ -688,6 +688,9 @@ class JobView:
     #: The latest progress its handler reported, and when (None from daemons before it).
     progress: Any = None
     progress_at: datetime | None = None
+    #: Seconds it is kept once ended, overriding the retention (None from daemons before it,
+    #: and for jobs that set none: jobs.retention applies).
+    result_ttl: float | None = None
     #: `get` only, like `effective`: the jobs submitted after it, and the parents it still
     #: waits for (None when the reply has none).
     children: tuple[int, ...] | None = field(default=None, compare=False)

@@ -316,7 +316,16 @@ JOBS = Section(
             Duration(),
             7 * 86400.0,
             "Finished jobs (completed, failed, canceled) older than this are deleted (0: kept"
-            " forever).",
+            " forever). A job's own `result_ttl` (set at submit, or its handler's default)"
+            " overrides it for that job, shorter or longer.",
+        ),
+        Setting(
+            "jobs.prune_interval",
+            Duration(min=1),
+            60.0,
+            "How often a node deletes the finished jobs past their `result_ttl` or"
+            " `jobs.retention`: a job goes at the first prune after its time (checked every 5s,"
+            " so a shorter interval acts as 5s).",
         ),
         Setting(
             "jobs.max_payload_bytes",

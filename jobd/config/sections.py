@@ -54,6 +54,7 @@ class JobsConfig:
     backoff_factor: float
     backoff_max: float
     retention: float
+    prune_interval: float
     max_payload_bytes: int
     max_result_bytes: int
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jobd.domain import Backoff
+from jobd.domain import Backoff, InvalidJob, check_result_ttl
 
 HandlerFn = Callable[[Any, dict[str, Any]], Any]
 Validator = Callable[[dict[str, Any]], None]
@@ -25,6 +25,14 @@ class HandlerSpec:
     timeout: float | None = None  # seconds one attempt may run
     backoff: Backoff | None = None
     validator: Validator | None = None  # called at submit time; raises ValueError
+    #: Seconds its jobs are kept once ended, for jobs submitted without one (ADR 0033).
+    result_ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            check_result_ttl(self.result_ttl)
+        except InvalidJob as exc:
+            raise ValueError(f"handler {self.name!r}: result_ttl {exc.problem}") from None
 
 
 class HandlerImportError(RuntimeError):
@@ -71,11 +79,13 @@ def handler(
     timeout: float | None = None,
     backoff: Backoff | None = None,
     validator: Validator | None = None,
+    result_ttl: float | None = None,
 ) -> Callable[[HandlerFn], HandlerFn]:
     """Register the decorated function as the handler of job type `name`."""
 
     def register(fn: HandlerFn) -> HandlerFn:
-        registry.register(HandlerSpec(name, fn, max_attempts, timeout, backoff, validator))
+        spec = HandlerSpec(name, fn, max_attempts, timeout, backoff, validator, result_ttl)
+        registry.register(spec)
         return fn
 
     return register

@@ -403,10 +403,13 @@ class Store(abc.ABC):
         failed when none is left, canceled when a cancel was requested."""
 
     @abc.abstractmethod
-    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
-        """Delete finished jobs whose finished_at is older than `older_than`; at most `batch`
-        rows per transaction; return how many went.  A job with a dependent that has not
-        finished stays (the dependent may still wait for it, or read its result)."""
+    async def prune(self, older_than: timedelta | None, batch: int = 1000) -> int:
+        """Delete finished jobs past their own `result_ttl` (finished_at + result_ttl is not
+        after now: 0 goes at once), and those that set none whose finished_at is older than
+        `older_than` (None: no retention, they are kept); at most `batch` rows per
+        transaction; return how many went.  A job with a dependent that has not finished
+        stays, whatever its result_ttl (the dependent may still wait for it, or read its
+        result)."""
 
     # --- the fleet ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobd.clock import utcnow
-from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State
+from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, State, prunable
 from jobd.errors import Conflict, NotFound
 from jobd.queue_limits import Window
 from jobd.schedules import Schedule
@@ -375,17 +375,15 @@ class MemoryStore(QueueMethods, Store):
         self._notify_dependents(dependents)
         return recovered
 
-    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+    async def prune(self, older_than: timedelta | None, batch: int = 1000) -> int:
         with self._lock:
-            cutoff = self._clock() - older_than
+            now = self._clock()
+            cutoff = None if older_than is None else now - older_than
             graph = self.graph()
             doomed = [
                 j.id
                 for j in self._jobs.values()
-                if j.state.terminal
-                and j.finished_at is not None
-                and j.finished_at < cutoff
-                and not needed(graph, j)
+                if prunable(j, now, cutoff) and not needed(graph, j)
             ]
             self.forget(doomed)
         return len(doomed)

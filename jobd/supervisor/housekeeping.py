@@ -23,7 +23,6 @@ from jobd.supervisor.store_health import PROBE_INTERVAL, StoreHealth
 log = logging.getLogger("jobd.supervisor")
 
 MAINTENANCE_INTERVAL = 5.0  # seconds between the store's maintenance checks
-PRUNE_INTERVAL = 60.0  # seconds between prunes of finished jobs past jobs.retention
 
 
 class Housekeeping:
@@ -127,25 +126,27 @@ class Housekeeping:
 
     async def prune_loop(self) -> None:
         """The store's maintenance every few seconds (PostgreSQL vacuums the jobs table when
-        dead rows pile up), pruning of old finished jobs and dead nodes' rows every minute."""
+        dead rows pile up), pruning of finished jobs past their result_ttl or the retention and
+        of dead nodes' rows every jobs.prune_interval (a minute by default)."""
         last_prune = time.monotonic()
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
                 if await self.store.maintain():
                     log.debug("store maintenance done")
-                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                if time.monotonic() - last_prune >= self.settings.prune_interval:
                     last_prune = time.monotonic()
                     await self._prune()
             except Unavailable as exc:
                 self.health.trouble("maintenance", exc)
 
     async def _prune(self) -> None:
-        retention = self.settings.retention  # 0: finished jobs are kept forever
-        if retention > 0:
-            pruned = await self.store.prune(timedelta(seconds=retention))
-            if pruned:
-                log.info("pruned finished jobs", extra={"count": pruned})
+        # jobs.retention 0: the jobs that set no result_ttl are kept for ever; those that set
+        # one still go once it has passed (it overrides the retention either way, ADR 0033).
+        retention = self.settings.retention
+        pruned = await self.store.prune(timedelta(seconds=retention) if retention > 0 else None)
+        if pruned:
+            log.info("pruned finished jobs", extra={"count": pruned})
         gone = await self.fleet.prune()
         if gone:
             log.info("pruned the rows of dead nodes", extra={"count": gone})

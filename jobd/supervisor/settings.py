@@ -31,6 +31,7 @@ class SupervisorSettings:
     #: Fleet-wide limits from the file (`global_concurrency`, `rate`; ADR 0032).
     fleet_limits: dict[str, FleetLimits] = field(default_factory=dict)
     retention: float = 7 * 86400.0
+    prune_interval: float = 60.0  # seconds between prunes (jobs.prune_interval)
     drain_timeout: float = 30.0
     kill_grace: float = 5.0
     job_events: bool = False  # log each job transition at INFO (else DEBUG)

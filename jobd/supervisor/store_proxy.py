@@ -196,7 +196,7 @@ class StoreProxy(Store):
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())
 
-    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+    async def prune(self, older_than: timedelta | None, batch: int = 1000) -> int:
         return await self._call(self.store.prune(older_than, batch), MAINTENANCE_DEADLINE)
 
     async def maintain(self) -> bool:

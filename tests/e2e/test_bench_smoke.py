@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get("JOBD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCENARIOS = ("burn-down", "limit", "backlog", "latency", "cpu-bound", "memory", "respawn", "steady")
-SCENARIOS += ("workflow",)
+SCENARIOS += ("workflow", "bulk-retry")
 PEER_ROWS = ("jobd", "pgqueuer", "procrastinate", "burn-down: jobd ÷", "latency p50: jobd ÷")
 
 SCHEDULES = ("--schedules", "2")

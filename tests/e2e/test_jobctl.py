@@ -25,7 +25,7 @@ JOB_FIELDS = {
     "run_at", "timeout", "last_error", "result", "idempotency_key", "correlation_id",
     "cancel_requested", "lease_owner", "lease_expires_at", "created_at", "updated_at",
     "started_at", "finished_at", "schedule", "on_parent_failure", "parents", "progress",
-    "progress_at",
+    "progress_at", "result_ttl",
 }  # fmt: skip
 
 

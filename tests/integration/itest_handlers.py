@@ -161,3 +161,10 @@ def reporter(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     while gate and not os.path.exists(gate):
         ctx.sleep(0.05)
     return {"steps": steps}
+
+
+@handler("brief", result_ttl=1)
+def brief(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """A job whose result is worth keeping for a second only (its handler's result_ttl)."""
+    record(ctx, "run")
+    return {"big": "x" * 1000}

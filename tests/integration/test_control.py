@@ -281,7 +281,7 @@ def test_unknown_params_are_ignored(client: Client) -> None:
         "crashes", "run_at", "timeout", "last_error", "result", "idempotency_key",
         "correlation_id", "cancel_requested", "lease_owner", "lease_expires_at", "created_at",
         "updated_at", "started_at", "finished_at", "schedule", "on_parent_failure", "parents",
-        "progress", "progress_at",
+        "progress", "progress_at", "result_ttl",
     }  # fmt: skip
 
 

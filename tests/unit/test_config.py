@@ -116,7 +116,7 @@ def test_defaults() -> None:
     assert (c.jobs.lease_seconds, c.jobs.heartbeat_seconds, c.jobs.poll_interval) == (30, 10, 1)
     assert (c.jobs.default_timeout, c.jobs.default_max_attempts) == (3600, 3)
     assert (c.jobs.backoff_base, c.jobs.backoff_factor, c.jobs.backoff_max) == (1, 2, 300)
-    assert c.jobs.retention == 7 * 86400
+    assert c.jobs.retention == 7 * 86400 and c.jobs.prune_interval == 60
     assert c.queues == {}
     assert (c.shutdown.drain_timeout, c.shutdown.kill_grace) == (30, 5)
     assert c.http.listen is None and c.http.tokens == ()
@@ -349,6 +349,7 @@ def test_a_bad_flag_names_the_flag() -> None:
         ("JOBD_FILES_ALLOWED_DIRS", "/srv/ok,data", "item 2: must be an absolute path"),
         ("JOBD_JOBS_BACKOFF_FACTOR", "0.5", "must be at least 1"),
         ("JOBD_JOBS_RETENTION", "-1", "must be at least 0"),
+        ("JOBD_JOBS_PRUNE_INTERVAL", "0.5", "must be at least 1"),
         ("JOBD_QUEUES", "emails", 'must be "name=concurrency'),
     ],
 )

@@ -62,6 +62,7 @@ def submit_params(specs: Sequence[NewJob]) -> dict[str, list[Any]]:
         "keys": [s.idempotency_key for s in specs],
         "correlation_ids": [s.correlation_id for s in specs],
         "schedules": [s.schedule for s in specs],
+        "result_ttls": [None if s.result_ttl is None else float(s.result_ttl) for s in specs],
     }
 
 

@@ -19,16 +19,17 @@ WITH spec AS MATERIALIZED (
       FROM unnest(%(types)s::text[], %(queues)s::text[], %(priorities)s::integer[],
                   %(payloads)s::jsonb[], %(max_attempts)s::integer[],
                   %(run_ats)s::timestamptz[], %(timeouts)s::double precision[],
-                  %(keys)s::text[], %(correlation_ids)s::text[], %(schedules)s::text[])
+                  %(keys)s::text[], %(correlation_ids)s::text[], %(schedules)s::text[],
+                  %(result_ttls)s::double precision[])
            WITH ORDINALITY
            AS s (type, queue, priority, payload, max_attempts, run_at, timeout,
-                 idempotency_key, correlation_id, schedule, ord)
+                 idempotency_key, correlation_id, schedule, result_ttl, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, priority, payload, max_attempts, run_at, timeout,
-                      idempotency_key, correlation_id, schedule)
+                      idempotency_key, correlation_id, schedule, result_ttl)
     SELECT id, type, queue, priority, payload, max_attempts, coalesce(run_at, now()),
-           timeout, idempotency_key, correlation_id, schedule
+           timeout, idempotency_key, correlation_id, schedule, result_ttl
       FROM spec
      ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
@@ -244,7 +245,7 @@ ended AS (
               CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
               jobs.idempotency_key, jobs.correlation_id, jobs.created_at,
               coalesce(o.started_at, jobs.started_at) AS started_at, jobs.schedule,
-              jobs.on_parent_failure, jobs.progress, jobs.progress_at
+              jobs.on_parent_failure, jobs.progress, jobs.progress_at, jobs.result_ttl
 ),
 moved AS (
     INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts,
@@ -252,12 +253,12 @@ moved AS (
                                idempotency_key, correlation_id, cancel_requested, lease_owner,
                                lease_expires_at, created_at, updated_at, started_at,
                                finished_at, schedule, on_parent_failure, progress,
-                               progress_at)
+                               progress_at, result_ttl)
     SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
            crashes, run_at, timeout, last_error, result, idempotency_key,
            correlation_id, false, NULL, NULL,
            created_at, now(), started_at, now(), schedule, on_parent_failure,
-           progress, progress_at
+           progress, progress_at, result_ttl
       FROM ended
     RETURNING id, state, queue
 ),
@@ -401,26 +402,62 @@ SELECT relname AS name, coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0)
 
 
 -- name: prune_cutoff
-SELECT now() - make_interval(secs => %(seconds)s) AS cutoff
+-- The prune's times, read once so that its batches end: the database's now (a job's own
+-- result_ttl counts from its finished_at to it) and the retention's cutoff (NULL: none).
+SELECT now() AS now,
+       now() - make_interval(secs => %(seconds)s::double precision) AS cutoff
 
 
 -- name: prune
--- One batch of finished jobs older than the cutoff, oldest first (finished_jobs_finished_idx).
--- Small batches keep each transaction short: no long lock on the table, no WAL burst.  A job
--- with a dependent that has not finished (one in jobs) stays: the dependent may wait for it,
--- or read its result.  The edges of the pruned jobs go with them.
+-- One batch of finished jobs older than the retention's cutoff that set no result_ttl of
+-- their own, oldest first (finished_jobs_finished_idx).  Small batches keep each transaction
+-- short: no long lock on the table, no WAL burst.  A job with a dependent that has not
+-- finished (one in jobs) stays: the dependent may wait for it, or read its result.  The
+-- edges of the pruned jobs go with them.  The batch's ids go to the DELETE as an array, so it
+-- finds them by the primary key: as `id IN (subquery)` the planner may hash-join the whole
+-- table against them instead (seen with 100,000 rows: a sequential scan every batch).
 WITH pruned AS (
     DELETE FROM finished_jobs
-     WHERE id IN (
+     WHERE id = ANY(ARRAY(
             SELECT f.id
               FROM finished_jobs AS f
              WHERE f.finished_at < %(cutoff)s
+               AND f.result_ttl IS NULL
                AND NOT EXISTS (SELECT 1 FROM job_deps AS d JOIN jobs AS c ON c.id = d.child
                                 WHERE d.parent = f.id)
              ORDER BY f.finished_at
              LIMIT %(batch)s
                FOR UPDATE SKIP LOCKED
-           )
+           ))
+    RETURNING id
+),
+as_parent AS (
+    DELETE FROM job_deps WHERE parent IN (SELECT id FROM pruned)
+),
+as_child AS (
+    DELETE FROM job_deps WHERE child IN (SELECT id FROM pruned)
+)
+SELECT count(*) AS pruned FROM pruned
+
+
+-- name: prune_expired
+-- One batch of finished jobs past their own result_ttl (schema 10), whatever the retention
+-- says, soonest expired first: the partial expression index finished_jobs_expiry_idx holds
+-- only the jobs that set one, so this reads neither the others nor the table in order.  The
+-- same rule as prune for a job a dependent still needs, and its edges go with it.
+WITH pruned AS (
+    DELETE FROM finished_jobs
+     WHERE id = ANY(ARRAY(
+            SELECT f.id
+              FROM finished_jobs AS f
+             WHERE f.result_ttl IS NOT NULL
+               AND jobd_expires_at(f.finished_at, f.result_ttl) <= %(now)s
+               AND NOT EXISTS (SELECT 1 FROM job_deps AS d JOIN jobs AS c ON c.id = d.child
+                                WHERE d.parent = f.id)
+             ORDER BY jobd_expires_at(f.finished_at, f.result_ttl)
+             LIMIT %(batch)s
+               FOR UPDATE SKIP LOCKED
+           ))
     RETURNING id
 ),
 as_parent AS (

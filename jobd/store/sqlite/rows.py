@@ -80,6 +80,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         pending_parents,
         progress,
         progress_at,
+        result_ttl,
     ) = row
     return Job(
         id=job_id,
@@ -110,6 +111,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         pending_parents=pending_parents,
         progress=None if progress is None else json.loads(progress),
         progress_at=opt_dt(progress_at),
+        result_ttl=result_ttl,
     )
 
 
@@ -143,6 +145,7 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         job.pending_parents,
         opt_dumps(job.progress, "progress"),
         opt_ts(job.progress_at),
+        job.result_ttl,
     )
 
 

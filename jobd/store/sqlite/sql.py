@@ -183,13 +183,26 @@ INSERT_EDGE = "INSERT OR IGNORE INTO job_deps (parent, child) VALUES (?, ?)"
 CHILDREN = "SELECT child FROM job_deps WHERE parent = ? ORDER BY child"
 PARENTS = "SELECT parent FROM job_deps WHERE child = ? ORDER BY parent"
 # A finished job stays while a dependent of it has not finished (it may wait for it, or read
-# its result); the edges of pruned jobs go with them.
+# its result); the edges of pruned jobs go with them.  Two passes, as in PostgreSQL: the jobs
+# past their own result_ttl (the partial index jobs_expiry, schema 10), then those that set
+# none past the retention's cutoff (jobs_finished).
+_KEPT_FOR_A_DEPENDENT = f"""
+       AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.child
+                        WHERE d.parent = jobs.id AND c.state NOT IN {TERMINAL})"""
+PRUNE_EXPIRED = f"""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+     WHERE result_ttl IS NOT NULL AND finished_at + result_ttl <= ?
+       AND state IN {TERMINAL}{_KEPT_FOR_A_DEPENDENT}
+     LIMIT ?
+)
+RETURNING id
+"""
 PRUNE = f"""
 DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs
-     WHERE finished_at < ? AND state IN {TERMINAL}
-       AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs c ON c.id = d.child
-                        WHERE d.parent = jobs.id AND c.state NOT IN {TERMINAL})
+     WHERE finished_at < ? AND result_ttl IS NULL
+       AND state IN {TERMINAL}{_KEPT_FOR_A_DEPENDENT}
      LIMIT ?
 )
 RETURNING id

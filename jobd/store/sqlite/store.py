@@ -73,6 +73,7 @@ from jobd.store.sqlite.sql import (
     PENDING_BY_TYPE,
     PRUNE,
     PRUNE_EDGES,
+    PRUNE_EXPIRED,
     PRUNE_NODES,
     RECORD_PROGRESS,
     REPORT_NODE,
@@ -442,23 +443,32 @@ class SQLiteStore(QueueMethods, Store):
             dependents = workflow_rows.parents_ended(conn, recovered, now)
         return recovered, dependents
 
-    async def prune(self, older_than: timedelta, batch: int = 1000) -> int:
+    async def prune(self, older_than: timedelta | None, batch: int = 1000) -> int:
         """One transaction, and one trip to the database thread, per batch: the supervisor's
         own claims and finishes get the thread (and other processes the write lock) between
-        batches instead of waiting behind a long delete."""
+        batches instead of waiting behind a long delete.  The jobs past their own result_ttl
+        first, then (unless `older_than` is None) the others past the retention."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidParams("batch: must be a positive integer")
-        cutoff = ts(self._clock() - older_than)
+        now = self._clock()
+        total = await self._prune_pass(PRUNE_EXPIRED, ts(now), batch)
+        if older_than is not None:
+            total += await self._prune_pass(PRUNE, ts(now - older_than), batch)
+        return total
+
+    async def _prune_pass(self, statement: str, before: float, batch: int) -> int:
         total = 0
         while True:
-            deleted = await self.db.run(self._prune_batch, cutoff, batch)
+            deleted = await self.db.run(self._prune_batch, statement, before, batch)
             total += deleted
             if deleted < batch:
                 return total
 
-    def _prune_batch(self, conn: sqlite3.Connection, cutoff: float, batch: int) -> int:
+    def _prune_batch(
+        self, conn: sqlite3.Connection, statement: str, before: float, batch: int
+    ) -> int:
         with write_transaction(conn):
-            pruned = [job_id for (job_id,) in conn.execute(PRUNE, (cutoff, batch))]
+            pruned = [job_id for (job_id,) in conn.execute(statement, (before, batch))]
             if pruned:
                 conn.execute(PRUNE_EDGES, (json.dumps(pruned),))
             return len(pruned)
