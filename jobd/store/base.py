@@ -32,6 +32,7 @@ from jobd.store.workflows import batch_order
 
 if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
     from jobd.schedules import Schedule
+    from jobd.store.activity import Activity
     from jobd.store.queues import (
         Adjustment,
         AuditEntry,
@@ -455,6 +456,11 @@ class Store(abc.ABC):
         self, name: str, paused: bool, *, reason: str | None = None, actor: str | None = None
     ) -> QueueRecord:
         """Pause or resume `name` for the whole fleet, and tell every node (QUEUES)."""
+
+    @abc.abstractmethod
+    async def activity(self) -> Activity:
+        """The jobs that ended completed or failed in each of the last hour's minutes
+        (jobd.store.activity)."""
 
     @abc.abstractmethod
     async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:

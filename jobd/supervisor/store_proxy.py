@@ -37,6 +37,7 @@ from jobd.store import (
     Store,
     Submitted,
 )
+from jobd.store.activity import Activity
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.queues import (
@@ -236,6 +237,9 @@ class StoreProxy(Store):
     ) -> QueueRecord:
         call = self.store.set_queue_paused(name, paused, reason=reason, actor=actor)
         return await self._answered(call)
+
+    async def activity(self) -> Activity:
+        return await self._call(self.store.activity())
 
     async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:
         return await self._call(self.store.queue_summaries(failed_within))

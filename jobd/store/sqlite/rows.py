@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.domain import ErrorInfo, Job, State
+from jobd.domain import ErrorInfo, Job, State, history_from_json, history_to_json
 from jobd.errors import InvalidParams
 from jobd.store.base import ProgressReport, json_default
 
@@ -80,6 +80,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         pending_parents,
         progress,
         progress_at,
+        history,
     ) = row
     return Job(
         id=job_id,
@@ -110,6 +111,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         pending_parents=pending_parents,
         progress=None if progress is None else json.loads(progress),
         progress_at=opt_dt(progress_at),
+        history=history_from_json(None if history is None else json.loads(history)),
     )
 
 
@@ -143,6 +145,7 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         job.pending_parents,
         opt_dumps(job.progress, "progress"),
         opt_ts(job.progress_at),
+        opt_dumps(history_to_json(job.history), "history"),
     )
 
 
@@ -175,5 +178,6 @@ def update_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.finished_at),
         job.lease_token,
         job.pending_parents,
+        opt_dumps(history_to_json(job.history), "history"),
         job.id,
     )
