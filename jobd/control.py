@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from jobd import __version__
+from jobd.control_history import HistoryOperations
 from jobd.control_queues import QueueOperations
 from jobd.control_schedules import ScheduleOperations
 from jobd.control_socket import Peer
@@ -252,6 +253,7 @@ class Operations:
             "metrics": self.metrics,
             "nodes": self.nodes,
             **self.schedules.handlers(),
+            **HistoryOperations(self).handlers(),  # attempts, activity (jobd.control_history)
             "subscribe": subscribe_elsewhere,  # served by the connection (jobd.subscriptions)
         }
         handled = set(self._handlers) | set(self.queues.methods)
@@ -401,8 +403,7 @@ class Operations:
 
     async def get(self, params: IdParams) -> dict[str, Any]:
         """The job, with the limits this node applies to it (`effective`)."""
-        job: Job = await self._store(self.store.get(params.id))
-        return {"job": await _detail(self, job)}
+        return {"job": await _detail(self, await self._store(self.store.get(params.id)))}
 
     async def list(self, params: ListParams) -> dict[str, Any]:
         filters = JobFilter(**params.filters())

@@ -1,9 +1,9 @@
 """The job, its states, the rules that move it between them, and the retry policy.
 
 Pure: no I/O, no clock and no randomness of its own (both are passed in), and no import of
-anything else in jobd.  Every store applies these rules, so the memory and SQLite stores call
-them directly and the PostgreSQL store mirrors them in SQL; one contract test-suite keeps the
-three honest.
+anything else in jobd but its limits (constants).  Every store applies these rules, so the
+memory and SQLite stores call them directly and the PostgreSQL store mirrors them in SQL; one
+contract test-suite keeps the three honest.
 
     pending ──claim──► running ──complete──────────────────► completed
        │                 │  ├──error, attempts left────────► pending (run_at = now + backoff)
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from jobd.limits import MAX_RESULT_TTL
+# Constants only (a module importing nothing): one definition of each limit.
+from jobd.limits import ATTEMPT_HISTORY_KEEP, MAX_RESULT_TTL
 
 #: ISO-8601 texts already made for one reply, by (time, its tzinfo): equal instants in other
 #: zones print differently, so the zone is part of the key.
@@ -149,6 +150,85 @@ class ErrorInfo:
         if not data:
             return None
         return cls(str(data.get("type", "")), str(data.get("message", "")), data.get("traceback"))
+
+
+#: The error types of an attempt that ran out of time (jobd.supervisor.outcomes) and of one
+#: whose node's lease expired (Job.recover): the outcomes an attempt's record names.
+TIMEOUT_ERROR = "Timeout"
+LEASE_EXPIRED_ERROR = "LeaseExpired"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt that did not end its job ended (an entry of Job.history)."""
+
+    FAILED = "failed"  # its handler raised; retried
+    TIMEOUT = "timeout"  # it ran out of time; retried
+    CRASHED = "crashed"  # its worker died; retried
+    LEASE_EXPIRED = "lease_expired"  # its node stopped renewing the lease; recovered
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt that ended without ending its job: its number, times, outcome and error
+    (type and message; the traceback stays in the job's last_error).  JSON in the stores:
+    times as epoch seconds, the PostgreSQL store's SQL builds the same members."""
+
+    attempt: int
+    started_at: datetime | None
+    ended_at: datetime
+    outcome: AttemptOutcome
+    error_type: str
+    error_message: str
+
+    @classmethod
+    def ended(cls, job: Job, error: ErrorInfo, now: datetime, *, crashed: bool) -> AttemptRecord:
+        if error.type == LEASE_EXPIRED_ERROR:
+            outcome = AttemptOutcome.LEASE_EXPIRED
+        elif crashed:
+            outcome = AttemptOutcome.CRASHED
+        elif error.type == TIMEOUT_ERROR:
+            outcome = AttemptOutcome.TIMEOUT
+        else:
+            outcome = AttemptOutcome.FAILED
+        return cls(job.attempts, job.started_at, now, outcome, error.type, error.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "started_at": None if self.started_at is None else self.started_at.timestamp(),
+            "ended_at": self.ended_at.timestamp(),
+            "outcome": self.outcome.value,
+            "error": {"type": self.error_type, "message": self.error_message},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttemptRecord:
+        error = data.get("error") or {}
+        started = data.get("started_at")
+        return cls(
+            attempt=int(data["attempt"]),
+            started_at=None if started is None else datetime.fromtimestamp(started, UTC),
+            ended_at=datetime.fromtimestamp(data["ended_at"], UTC),
+            outcome=AttemptOutcome(data["outcome"]),
+            error_type=str(error.get("type", "")),
+            error_message=str(error.get("message", "")),
+        )
+
+
+def attempts_kept(history: tuple[AttemptRecord, ...]) -> tuple[AttemptRecord, ...]:
+    """`history` with room for one more entry: the first and last ATTEMPT_HISTORY_KEEP
+    entries are kept, the one after the first ones goes (the stores' SQL does the same)."""
+    if len(history) < 2 * ATTEMPT_HISTORY_KEEP:
+        return history
+    return history[:ATTEMPT_HISTORY_KEEP] + history[ATTEMPT_HISTORY_KEEP + 1 :]
+
+
+def history_from_json(data: list[dict[str, Any]] | None) -> tuple[AttemptRecord, ...]:
+    return tuple(AttemptRecord.from_dict(entry) for entry in data or ())
+
+
+def history_to_json(history: tuple[AttemptRecord, ...]) -> list[dict[str, Any]] | None:
+    return [entry.to_dict() for entry in history] if history else None
 
 
 class BatchRef(NamedTuple):
@@ -292,6 +372,10 @@ class Job:
     progress_at: datetime | None = None
     #: Seconds the job is kept once it has ended, overriding jobs.retention (NewJob's).
     result_ttl: float | None = None
+    #: The attempts that ended without ending the job (retried, timed out, crashed, lease
+    #: expired), oldest first, bounded (attempts_kept); the current or last attempt is the
+    #: job's own fields.  Not part of the protocol's job: `attempts` shows it.
+    history: tuple[AttemptRecord, ...] = ()
 
     @classmethod
     def new(cls, job_id: int, spec: NewJob, now: datetime) -> Job:
@@ -406,12 +490,14 @@ class Job:
                 finished_at=now,
                 **_ATTEMPT_ENDED,
             )
+        ended = AttemptRecord.ended(self, error, now, crashed=crashed)
         return self._move(
             "retry attempt",
             now,
             last_error=error,
             crashes=crashes,
             run_at=retry_at,
+            history=(*attempts_kept(self.history), ended),
             **_ATTEMPT_ENDED,
         )
 
@@ -423,7 +509,7 @@ class Job:
 
     def recover(self, now: datetime) -> Job:
         """Its node's lease expired: the attempt is spent, the job runs again if it may."""
-        error = ErrorInfo("LeaseExpired", f"lease of node {self.lease_owner} expired")
+        error = ErrorInfo(LEASE_EXPIRED_ERROR, f"lease of node {self.lease_owner} expired")
         return self.fail_attempt(error, now, now)
 
     def cancel(self, now: datetime, **changes: Any) -> Job:
@@ -467,6 +553,7 @@ class Job:
             now,
             attempts=0,
             crashes=0,
+            history=(),  # a fresh set of attempts, numbered from 1 again
             run_at=now,
             finished_at=None,
             cancel_requested=False,
@@ -587,7 +674,9 @@ TIME_FIELDS = (
 )
 #: The fields the protocol shows (the lease token and the parent count stay inside the node).
 WIRE_FIELDS = tuple(
-    name for name in Job.__dataclass_fields__ if name not in ("lease_token", "pending_parents")
+    name
+    for name in Job.__dataclass_fields__
+    if name not in ("lease_token", "pending_parents", "history")
 )
 #: The fields a store keeps as columns of the job's row (the parents are edges of their own).
 STORED_FIELDS = tuple(name for name in Job.__dataclass_fields__ if name != "parents")

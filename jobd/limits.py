@@ -66,3 +66,8 @@ CLAIM_AHEAD_PER_WORKER = 16
 #: Bound on jobs queued in a worker beyond the one it runs, for short jobs (supervisor.pacing;
 #: ADR 0029); `workers.prefetch`'s help names it.
 QUEUE_AHEAD_PER_WORKER = 16
+
+#: Attempts of one job recorded at each end of its history (the first and the last this many
+#: of those that ended without ending the job): a job retried a thousand times keeps a small
+#: row (ADR 0034).
+ATTEMPT_HISTORY_KEEP = 10

@@ -572,6 +572,8 @@ METHODS: dict[str, Method] = {
         Method("health", _no_params, True),
         Method("metrics", _no_params, True),
         Method("nodes", _no_params, True),
+        Method("attempts", _id_params, True),
+        Method("activity", _no_params, True),
         *(Method(name, parse, read_only) for name, parse, read_only in QUEUE_METHODS),
         Method("schedules", _no_params, True),
         Method("schedule_pause", parse_schedule_name, False),

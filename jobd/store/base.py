@@ -33,6 +33,7 @@ from jobd.store.workflows import batch_order
 if TYPE_CHECKING:  # jobd.schedules reads job specs, which read this package
     from jobd.queue_limits import FleetLimits
     from jobd.schedules import Schedule
+    from jobd.store.activity import Activity
     from jobd.store.queues import (
         Adjustment,
         AuditEntry,
@@ -485,6 +486,11 @@ class Store(abc.ABC):
         that claims of the queue from every node take turns; the queue's runtime limits
         apply over `limits` (the node's file values); it counts the queue's running jobs,
         takes at most the room left and counts the claims in the rate's window."""
+
+    @abc.abstractmethod
+    async def activity(self) -> Activity:
+        """The jobs that ended completed or failed in each of the last hour's minutes
+        (jobd.store.activity)."""
 
     @abc.abstractmethod
     async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:

@@ -17,6 +17,7 @@ from jobd.domain import DEFAULT_MAX_ATTEMPTS, IllegalTransition, Job, NewJob, St
 from jobd.errors import Conflict, NotFound
 from jobd.queue_limits import Window
 from jobd.schedules import Schedule
+from jobd.store.activity import memory_activity
 from jobd.store.base import (
     Changed,
     Clock,
@@ -374,6 +375,8 @@ class MemoryStore(QueueMethods, Store):
         self._notify_finished({job.id: job.state for job in recovered}, queues)
         self._notify_dependents(dependents)
         return recovered
+
+    activity = memory_activity  # the last hour's ends per minute (jobd.store.activity)
 
     async def prune(self, older_than: timedelta | None, batch: int = 1000) -> int:
         with self._lock:

@@ -8,7 +8,15 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from jobd.domain import Backoff, ErrorInfo, Job, is_poison, retry_time, timeout_in_force
+from jobd.domain import (
+    TIMEOUT_ERROR,
+    Backoff,
+    ErrorInfo,
+    Job,
+    is_poison,
+    retry_time,
+    timeout_in_force,
+)
 from jobd.handlers import HandlerSpec
 from jobd.pipe import Failure, FailureKind
 from jobd.store import Outcome, OutcomeKind
@@ -61,7 +69,7 @@ def stopped(job: Job, reason: str, policy: JobPolicy, now: datetime) -> Outcome:
         return Outcome(job.id, job.attempts, OutcomeKind.CANCELED, error=error)
     if reason == "drain":
         return released(job)
-    error = ErrorInfo("Timeout", f"timed out after {policy.timeout:g}s")
+    error = ErrorInfo(TIMEOUT_ERROR, f"timed out after {policy.timeout:g}s")
     retry_at = retry_time(job, policy.backoff, now)
     return Outcome(job.id, job.attempts, OutcomeKind.FAILED, error=error, retry_at=retry_at)
 

@@ -38,6 +38,7 @@ from jobd.store import (
     Store,
     Submitted,
 )
+from jobd.store.activity import Activity
 from jobd.store.base import Listener
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.queues import (
@@ -257,6 +258,9 @@ class StoreProxy(Store):
     ) -> LimitedClaim:
         call = self.store.claim_limited(node, queue, limit, lease=lease, types=types, limits=limits)
         return await self._call(call)
+
+    async def activity(self) -> Activity:
+        return await self._call(self.store.activity())
 
     async def queue_summaries(self, failed_within: timedelta) -> builtins.list[QueueSummary]:
         return await self._call(self.store.queue_summaries(failed_within))

@@ -173,8 +173,25 @@ def screenshot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+#: Every table wider than the box that holds it (a .scroll box scrolls it, but at 1280 pixels
+#: nothing should need to): "selector: table width > box width" for each.
+OVERFLOWING_TABLES = """
+() => [...document.querySelectorAll("main table")]
+    .filter((t) => t.scrollWidth > t.parentElement.clientWidth + 1)
+    .map((t) => `${t.className || t.closest("section")?.id || "table"}:`
+        + ` ${t.scrollWidth} > ${t.parentElement.clientWidth}`)
+"""
+
+
+def tables_fit(page: Any, what: str) -> None:
+    """No table of the page is cut off at the 1280-pixel width (nor wider than its box)."""
+    page.set_viewport_size({"width": 1280, "height": 900})
+    overflowing = page.evaluate(OVERFLOWING_TABLES)
+    assert not overflowing, f"{what}: tables cut off at 1280 pixels: {overflowing}"
+
+
 def eventually_state(dash: Dashboard, job_id: int, state: str) -> None:
     wait_for(lambda: dash.state(job_id) == state, 30, f"job {job_id} to be {state}")
 
 
-__all__ = ["TOKEN", "Dashboard", "eventually_state", "os", "screenshot", "sign_in"]
+__all__ = ["TOKEN", "Dashboard", "eventually_state", "os", "screenshot", "sign_in", "tables_fit"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd import schedule
-from jobd.domain import PermanentError
+from jobd.domain import PermanentError, RetryLater
 from jobd.handlers import handler
 
 
@@ -34,3 +34,13 @@ def bulk_flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, str]:
 @handler("ui_always_fails", max_attempts=1)
 def always_fails(ctx: Any, payload: dict[str, Any]) -> None:
     raise PermanentError("fails every time")
+
+
+@handler("ui_fails_once", max_attempts=2)
+def fails_once(ctx: Any, payload: dict[str, Any]) -> dict[str, str]:
+    """Fails its first attempt (retried at once), completes its second."""
+    flag = Path(payload["flag"])
+    if not flag.exists():
+        flag.write_text("ran once")
+        raise RetryLater(0.05, "first attempt fails")
+    return {"attempt": "second"}

@@ -57,7 +57,7 @@ async def test_both_prune_statements_use_an_index_on_100k_finished_jobs(
         assert "Seq Scan on finished_jobs" not in expired, expired
         cutoff = now - timedelta(days=7)
         retention = await plan(conn, "prune", {"cutoff": cutoff, "batch": 1000})
-        assert "finished_jobs_finished_idx" in retention, retention
+        assert "finished_jobs_finished_state_idx" in retention, retention
         assert "Seq Scan on finished_jobs" not in retention, retention
     # And they delete what they should: of the 1,000 with a result_ttl of an hour, the 996
     # that ended over an hour ago (job i ended i * 8.64 s ago); of the others, the 29,700

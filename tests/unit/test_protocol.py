@@ -211,6 +211,8 @@ def test_every_method_reads_its_params() -> None:
         "health": {},
         "metrics": {},
         "nodes": {},
+        "attempts": {"id": 1},
+        "activity": {},
         "queues": {},
         "queue_pause": {"name": "mail", "reason": "SMTP down"},
         "queue_limit": {"name": "api", "global_concurrency": 3, "rate": "10/s"},
@@ -534,7 +536,7 @@ def test_a_job_without_a_state_name_is_malformed(state: object) -> None:
         job_from_dict(wire)
 
 
-INSIDE = ("lease_token", "pending_parents")
+INSIDE = ("lease_token", "pending_parents", "history")  # history: the `attempts` method
 
 
 def test_shared_times_print_exactly_what_each_job_prints_alone() -> None:
@@ -559,7 +561,7 @@ def test_shared_times_print_exactly_what_each_job_prints_alone() -> None:
         wire = job.to_dict(times)
         assert wire == expected and list(wire) == list(expected)
         shown = [f.name for f in dataclasses.fields(Job) if f.name not in INSIDE]
-        assert list(wire) == shown  # the lease token and parent count stay inside
+        assert list(wire) == shown  # the lease token, parent count and history stay inside
     assert elsewhere[0].to_dict(times)["created_at"] == "2024-06-01T14:00:00+02:00"
 
 

@@ -1,5 +1,6 @@
 """The dashboard's live feed: one subscription to the daemon per shim process (jobd.subscriptions),
-fanned out to every open browser, and the last hour of it kept for the overview's chart.
+fanned out to every open browser, and the last hour of it kept for the overview's chart
+(added to the daemon's `activity`, read at most once a minute).
 
     daemon ──subscribe──► Feed thread ──► History (per-minute counts, queue waits)
                                      └──► Stream queue ──► one SSE response per browser tab
@@ -22,6 +23,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ RECONNECT_MIN = 0.5
 RECONNECT_MAX = 10.0
 HOUR = 3600.0
 MAX_WAITS = 20_000  # queue waits kept for the last hour's percentiles
+#: Seconds between two reads of the daemon's `activity` by one shim, however many browsers.
+ACTIVITY_INTERVAL = 60.0
 
 #: What a stream's queue carries: a change, or "reset" (read the page again), or None (end).
 Item = JobChange | str | None
@@ -68,7 +72,13 @@ class Stream:
 
 
 class History:
-    """The last hour of job changes, per minute: completions, failures, and queue waits."""
+    """The last hour of job changes, per minute: completions, failures, and queue waits.
+
+    The chart's counts come from the daemon's `activity` (the database's finished jobs: the
+    same from every shim, whatever its age), read at most once every ACTIVITY_INTERVAL by
+    this shim (`due`, then `counted`); the feed's completions and failures since that read
+    are added to it, so the chart moves between reads.  From a daemon without `activity` the
+    feed's own counts are all there is (since the shim started)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -76,20 +86,52 @@ class History:
         self._lock = threading.Lock()
         self._minutes: dict[int, Counter[str]] = {}
         self._waits: deque[tuple[float, str, float]] = deque(maxlen=MAX_WAITS)
+        #: The last `activity` read: minute (unix seconds) -> (completed, failed); None: none.
+        self._counted: dict[int, tuple[int, int]] | None = None
+        self._asked_at: float | None = None  # when a read was last begun (clock)
+        self._since_counted: dict[int, Counter[str]] = {}  # the feed's ends since that read
+
+    def due(self) -> bool:
+        """Whether the caller should read `activity` now: true at most once every
+        ACTIVITY_INTERVAL (the caller that gets true reads; the others use the last read)."""
+        now = self.clock()
+        with self._lock:
+            if self._asked_at is not None and now - self._asked_at < ACTIVITY_INTERVAL:
+                return False
+            self._asked_at = now
+            return True
+
+    def counted(self, minutes: list[dict[str, Any]]) -> None:
+        """The daemon's `activity` minutes (ISO minute, completed, failed)."""
+        counts = {
+            int(datetime.fromisoformat(m["minute"]).timestamp()) // 60: (
+                int(m["completed"]),
+                int(m["failed"]),
+            )
+            for m in minutes
+        }
+        with self._lock:
+            self._counted, self._since_counted = counts, {}
+
+    @property
+    def from_database(self) -> bool:
+        return self._counted is not None
 
     def record(self, change: JobChange) -> None:
         minute = int(change.at // 60)
         with self._lock:
             if change.event in ("completed", "failed", "retried"):
                 self._minutes.setdefault(minute, Counter())[change.event] += 1
+                self._since_counted.setdefault(minute, Counter())[change.event] += 1
             if change.queue_wait is not None and change.queue is not None:
                 self._waits.append((change.at, change.queue, change.queue_wait))
             self._forget(self.clock())
 
     def _forget(self, now: float) -> None:
         oldest = int((now - HOUR) // 60)
-        for minute in [m for m in self._minutes if m < oldest]:
-            del self._minutes[minute]
+        for minutes in (self._minutes, self._since_counted):
+            for minute in [m for m in minutes if m < oldest]:
+                del minutes[minute]
         while self._waits and self._waits[0][0] < now - HOUR:
             self._waits.popleft()
 
@@ -99,13 +141,13 @@ class History:
         last = int(now // 60)
         with self._lock:
             self._forget(now)
+            if self._counted is None:
+                return [
+                    _minute(m, (0, 0), self._minutes.get(m)) for m in range(last - 59, last + 1)
+                ]
+            counted = self._counted
             return [
-                {
-                    "minute": m * 60,
-                    "completed": self._minutes.get(m, Counter())["completed"],
-                    "failed": self._minutes.get(m, Counter())["failed"],
-                    "retried": self._minutes.get(m, Counter())["retried"],
-                }
+                _minute(m, counted.get(m, (0, 0)), self._since_counted.get(m))
                 for m in range(last - 59, last + 1)
             ]
 
@@ -130,6 +172,15 @@ class History:
                 }
             )
         return rows
+
+
+def _minute(minute: int, counted: tuple[int, int], fed: Counter[str] | None) -> dict[str, Any]:
+    fed = fed or Counter()
+    return {
+        "minute": minute * 60,
+        "completed": counted[0] + fed["completed"],
+        "failed": counted[1] + fed["failed"],
+    }
 
 
 class Feed:

@@ -3,7 +3,6 @@ the job list with its filters, and one job.  Data only (dicts for the templates)
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +37,10 @@ class Pages:
             except JobdError as exc:
                 fleet, nodes_error = None, exc.message
             queues = _optional(client, "queues", "queues")
+            if self.feed.history.due():  # at most once a minute for the whole shim
+                activity = _optional(client, "activity", "minutes")
+                if activity is not None:
+                    self.feed.history.counted(activity)
         minutes = self.feed.history.per_minute()
         return {
             "stats": stats,
@@ -52,9 +55,9 @@ class Pages:
             "totals": {
                 "completed": sum(m["completed"] for m in minutes),
                 "failed": sum(m["failed"] for m in minutes),
-                "retried": sum(m["retried"] for m in minutes),
             },
-            "since": max(self.feed.history.since, time.time() - 3600),
+            # The shim's own count starts with the shim; the database's covers the hour.
+            "since": 0 if self.feed.history.from_database else self.feed.history.since,
             "waits": self.feed.history.queue_waits(),
             "live": self.feed.connected,
         }
@@ -107,18 +110,38 @@ class Pages:
     def job(self, job_id: int) -> dict[str, Any]:
         with self.clients.reader() as client:
             job = client.call("get", {"id": job_id})["job"]
-        return {"job": job, "fields": _fields(job)}
+            attempts = _optional(client, "attempts", "attempts", {"id": job_id})
+        return {"job": job, "fields": _fields(job), "attempts": _timed(attempts)}
 
 
-def _optional(client: Any, method: str, member: str) -> list[dict[str, Any]] | None:
+def _optional(
+    client: Any, method: str, member: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]] | None:
     """A method's list, or None from a daemon that does not have the method."""
     try:
-        result: list[dict[str, Any]] = client.call(method)[member]
+        result: list[dict[str, Any]] = client.call(method, params)[member]
     except JobdError as exc:
         if exc.code != "method_not_found":
             raise
         return None
     return result
+
+
+def _timed(attempts: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Each attempt with how long it took (seconds; None while it runs or if never started)."""
+    if attempts is None:
+        return None
+    for attempt in attempts:
+        start, end = attempt.get("started_at"), attempt.get("ended_at")
+        took = None
+        if start and end:
+            took = (_parse_time(end) - _parse_time(start)).total_seconds()
+        attempt["took"] = took
+    return attempts
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _queues(

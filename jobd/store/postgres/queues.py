@@ -109,7 +109,7 @@ SELECT queue, state, count(*) AS n,
   FROM jobs
  GROUP BY queue, state
 """
-# Failures since the cutoff (finished_jobs_finished_idx): failed jobs live in finished_jobs.
+# Failures since the cutoff (finished_jobs_finished_state_idx): failed jobs live in finished_jobs.
 _FAILED = """
 SELECT queue, count(*) AS n
   FROM finished_jobs

@@ -15,8 +15,17 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from jobd.domain import STORED_FIELDS, ErrorInfo, Job, NewJob, State
+from jobd.domain import (
+    STORED_FIELDS,
+    ErrorInfo,
+    Job,
+    NewJob,
+    State,
+    history_from_json,
+    history_to_json,
+)
 from jobd.errors import InvalidParams, NotFound
+from jobd.limits import ATTEMPT_HISTORY_KEEP
 from jobd.store.base import Outcome, OutcomeKind, Start, Submitted, json_default
 
 Row = dict[str, Any]  # what the pool's dict_row factory makes of a row
@@ -28,6 +37,7 @@ def job_from_row(row: Row) -> Job:
     values = {name: row[name] for name in JOB_FIELDS}
     values["state"] = State(values["state"])
     values["last_error"] = ErrorInfo.from_dict(values["last_error"])
+    values["history"] = history_from_json(values["history"])
     return Job(**values)
 
 
@@ -112,6 +122,11 @@ def outcome_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
     return params
 
 
+#: The bound of a job's history (domain.attempts_kept), a parameter of the statements that
+#: append to it (finish_retry, recover_expired).
+HISTORY_PARAMS = {"keep": ATTEMPT_HISTORY_KEEP}
+
+
 def finish_params(node: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The finish statement's parameters (outcomes that end their job)."""
     params: dict[str, Any] = {"node": node, **outcome_params(outcomes)}
@@ -152,6 +167,8 @@ def write_params(job: Job) -> dict[str, Any]:
     params["state"] = job.state.value
     params["last_error"] = Jsonb(job.last_error.to_dict()) if job.last_error else None
     params["result"] = Jsonb(job.result) if job.result is not None else None
+    history = history_to_json(job.history)
+    params["history"] = Jsonb(history) if history is not None else None
     return params
 
 

@@ -39,6 +39,7 @@ from jobd.store.base import (
     validate_specs,
 )
 from jobd.store.nodes import Fleet, NodeReport
+from jobd.store.postgres import activity as activity_rows
 from jobd.store.postgres import exchange, pruning
 from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import progress as progress_rows
@@ -56,6 +57,7 @@ from jobd.store.postgres.listener import NotificationListener
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres.rows import (
+    HISTORY_PARAMS,
     Row,
     claim_params,
     fetch_one,
@@ -384,7 +386,7 @@ class PostgresStore(QueueMethods, Store):
     ) -> builtins.list[Row]:
         if not outcomes:
             return []
-        params = {"node": node, **outcome_params(outcomes)}
+        params = {"node": node, **outcome_params(outcomes), **HISTORY_PARAMS}
         del params["results"]  # finish_retry never completes a job
         cur = await conn.execute(QUERIES["finish_retry"], params, prepare=True)
         rows = await cur.fetchall()
@@ -402,7 +404,7 @@ class PostgresStore(QueueMethods, Store):
 
     async def recover_expired(self) -> builtins.list[Job]:
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(QUERIES["recover_expired"], prepare=True)
+            cur = await conn.execute(QUERIES["recover_expired"], HISTORY_PARAMS, prepare=True)
             jobs = [job_from_row(row) for row in await cur.fetchall()]
             ended = [j.id for j in jobs if j.state.terminal]
             if ended:
@@ -415,6 +417,7 @@ class PostgresStore(QueueMethods, Store):
         return jobs
 
     prune = pruning.prune  # jobd/store/postgres/pruning.py
+    activity = activity_rows.activity  # the last hour's ends per minute (activity.py)
 
     async def report_node(self, report: NodeReport) -> None:
         async with self.pool.connection() as conn:

@@ -125,7 +125,8 @@ UPDATE jobs
        lease_token = %(lease_token)s,
        updated_at = %(updated_at)s,
        started_at = %(started_at)s,
-       finished_at = %(finished_at)s
+       finished_at = %(finished_at)s,
+       history = %(history)s
  WHERE id = %(id)s
 RETURNING *
 
@@ -245,7 +246,7 @@ ended AS (
               CASE WHEN o.kind = 'completed' THEN o.result ELSE jobs.result END AS result,
               jobs.idempotency_key, jobs.correlation_id, jobs.created_at,
               coalesce(o.started_at, jobs.started_at) AS started_at, jobs.schedule,
-              jobs.on_parent_failure, jobs.progress, jobs.progress_at, jobs.result_ttl
+              jobs.on_parent_failure, jobs.progress, jobs.progress_at, jobs.result_ttl, jobs.history
 ),
 moved AS (
     INSERT INTO finished_jobs (id, type, queue, priority, payload, state, attempts,
@@ -253,12 +254,12 @@ moved AS (
                                idempotency_key, correlation_id, cancel_requested, lease_owner,
                                lease_expires_at, created_at, updated_at, started_at,
                                finished_at, schedule, on_parent_failure, progress,
-                               progress_at, result_ttl)
+                               progress_at, result_ttl, history)
     SELECT id, type, queue, priority, payload, state, attempts, max_attempts,
            crashes, run_at, timeout, last_error, result, idempotency_key,
            correlation_id, false, NULL, NULL,
            created_at, now(), started_at, now(), schedule, on_parent_failure,
-           progress, progress_at, result_ttl
+           progress, progress_at, result_ttl, history
       FROM ended
     RETURNING id, state, queue
 ),
@@ -287,6 +288,11 @@ SELECT moved.id, moved.state, moved.queue, false AS ready, released.dependents
 -- the row's own columns, not a copy joined in from a snapshot, so a cancel requested
 -- concurrently is honoured: UPDATE re-evaluates its SET list on the newest version of a row
 -- it had to wait for.
+--
+-- A failed attempt that sends its job back to pending is recorded in the job's history
+-- (schema 11) by this statement: the first and last %(keep)s entries are kept
+-- (domain: attempts_kept, AttemptRecord.ended; a release records nothing, its attempt was
+-- given back).
 WITH outcome AS (
     SELECT o.*, o.kind = 'released' AS gives_back
       FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[],
@@ -317,6 +323,23 @@ UPDATE jobs
        last_error = CASE WHEN o.kind = 'failed' THEN coalesce(o.error, jobs.last_error)
                          ELSE jobs.last_error END,
        started_at = coalesce(o.started_at, jobs.started_at),
+       history = CASE
+           WHEN o.kind = 'failed' AND NOT jobs.cancel_requested
+                AND jobs.attempts < jobs.max_attempts THEN
+               CASE WHEN jsonb_array_length(coalesce(jobs.history, '[]')) >= 2 * %(keep)s::integer
+                    THEN jobs.history - %(keep)s::integer
+                    ELSE coalesce(jobs.history, '[]')
+               END || jsonb_build_array(jsonb_build_object(
+                   'attempt', jobs.attempts,
+                   'started_at', extract(epoch FROM coalesce(o.started_at, jobs.started_at)),
+                   'ended_at', extract(epoch FROM now()),
+                   'outcome', CASE WHEN o.crashed THEN 'crashed'
+                                   WHEN o.error ->> 'type' = 'Timeout' THEN 'timeout'
+                                   ELSE 'failed' END,
+                   'error', jsonb_build_object('type', o.error ->> 'type',
+                                               'message', o.error ->> 'message')))
+           ELSE jobs.history
+       END,
        -- however the attempt ended, a pending cancel request is settled by it
        cancel_requested = false,
        lease_owner = NULL,
@@ -367,7 +390,8 @@ RETURNING jobs.id
 -- name: recover_expired
 -- Leases of any node that have run out (the node died or lost the database): the attempt is
 -- spent (domain: Job.recover), so the job runs again now if it has attempts left, fails if
--- not, and is canceled if a cancel was requested.
+-- not, and is canceled if a cancel was requested.  An attempt sent back to pending is
+-- recorded in the job's history, as finish_retry does.
 UPDATE jobs
    SET state = CASE
            WHEN cancel_requested THEN 'canceled'
@@ -382,6 +406,20 @@ UPDATE jobs
            'type', 'LeaseExpired',
            'message', 'lease of node ' || lease_owner || ' expired',
            'traceback', NULL),
+       history = CASE
+           WHEN cancel_requested OR attempts >= max_attempts THEN history
+           ELSE CASE WHEN jsonb_array_length(coalesce(history, '[]')) >= 2 * %(keep)s::integer
+                     THEN history - %(keep)s::integer
+                     ELSE coalesce(history, '[]')
+                END || jsonb_build_array(jsonb_build_object(
+                    'attempt', attempts,
+                    'started_at', extract(epoch FROM started_at),
+                    'ended_at', extract(epoch FROM now()),
+                    'outcome', 'lease_expired',
+                    'error', jsonb_build_object(
+                        'type', 'LeaseExpired',
+                        'message', 'lease of node ' || lease_owner || ' expired')))
+       END,
        cancel_requested = false,
        lease_owner = NULL,
        lease_expires_at = NULL,
@@ -410,7 +448,7 @@ SELECT now() AS now,
 
 -- name: prune
 -- One batch of finished jobs older than the retention's cutoff that set no result_ttl of
--- their own, oldest first (finished_jobs_finished_idx).  Small batches keep each transaction
+-- their own, oldest first (finished_jobs_finished_state_idx).  Small batches keep each transaction
 -- short: no long lock on the table, no WAL burst.  A job with a dependent that has not
 -- finished (one in jobs) stays: the dependent may wait for it, or read its result.  The
 -- edges of the pruned jobs go with them.  The batch's ids go to the DELETE as an array, so it

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.domain import ErrorInfo, Job, State
+from jobd.domain import ErrorInfo, Job, State, history_from_json, history_to_json
 from jobd.errors import InvalidParams
 from jobd.store.base import ProgressReport, json_default
 
@@ -81,6 +81,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         progress,
         progress_at,
         result_ttl,
+        history,
     ) = row
     return Job(
         id=job_id,
@@ -112,6 +113,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         progress=None if progress is None else json.loads(progress),
         progress_at=opt_dt(progress_at),
         result_ttl=result_ttl,
+        history=history_from_json(None if history is None else json.loads(history)),
     )
 
 
@@ -146,6 +148,7 @@ def insert_row(job: Job) -> tuple[Any, ...]:
         opt_dumps(job.progress, "progress"),
         opt_ts(job.progress_at),
         job.result_ttl,
+        opt_dumps(history_to_json(job.history), "history"),
     )
 
 
@@ -178,5 +181,6 @@ def update_row(job: Job) -> tuple[Any, ...]:
         opt_ts(job.finished_at),
         job.lease_token,
         job.pending_parents,
+        opt_dumps(history_to_json(job.history), "history"),
         job.id,
     )

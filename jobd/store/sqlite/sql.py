@@ -39,6 +39,7 @@ MUTABLE = (
     "finished_at",
     "lease_token",
     "pending_parents",
+    "history",
 )
 TERMINAL = "('completed', 'failed', 'canceled')"
 

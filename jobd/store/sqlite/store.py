@@ -46,6 +46,7 @@ from jobd.store.base import (
 )
 from jobd.store.nodes import Fleet, NodeReport, NodeStatus, workers_from, workers_json
 from jobd.store.schedules import RunKind, ScheduleRecord, TickResult
+from jobd.store.sqlite import activity as activity_rows
 from jobd.store.sqlite import schedules as schedule_rows
 from jobd.store.sqlite import schema
 from jobd.store.sqlite import workflows as workflow_rows
@@ -442,6 +443,8 @@ class SQLiteStore(QueueMethods, Store):
             conn.executemany(UPDATE_JOB, [update_row(j) for j in recovered])
             dependents = workflow_rows.parents_ended(conn, recovered, now)
         return recovered, dependents
+
+    activity = activity_rows.activity  # the last hour's ends per minute (activity.py)
 
     async def prune(self, older_than: timedelta | None, batch: int = 1000) -> int:
         """One transaction, and one trip to the database thread, per batch: the supervisor's
