@@ -2,7 +2,9 @@
 short; not while the store is away), and the claim itself: one statement for the node's free
 slots, or, with queue limits, one per limited queue and one for every other queue: within its
 limit on this node (`queues.<name>.concurrency`), or within its fleet-wide limits
-(`global_concurrency`, `rate`: `Store.claim_limited`, docs/adr/0032)."""
+(`global_concurrency`, `rate`: `Store.claim_limited`, docs/adr/0032).  A limited queue's own
+claim runs only while it may give something (jobd.supervisor.limited_turns); while none may,
+the claim rides on the write-back, the limited queues excluded."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from jobd.domain import Job, State
 from jobd.errors import Unavailable
 from jobd.handlers import Registry
 from jobd.queue_limits import FleetLimits
-from jobd.store import Outcome, Start, Store
-from jobd.store.queues import LimitedClaim
+from jobd.store import Notification, NotificationKind, Outcome, Start, Store
+from jobd.store.queues import LimitedClaim, QueueRecord
 from jobd.supervisor.fleet_limits import FleetLimitsView
+from jobd.supervisor.limited_turns import LimitedTurns
 from jobd.supervisor.pacing import Pacing
 from jobd.supervisor.paused import PausedQueues
 from jobd.supervisor.settings import SupervisorSettings
@@ -47,10 +50,23 @@ class Claims:
         self.limits = FleetLimitsView(settings.fleet_limits, self._window_opened)
         #: The queues no node claims from (jobd.supervisor.paused).
         self.paused = PausedQueues(
-            store, heartbeat=settings.heartbeat_seconds, also=self.limits.update
+            store, heartbeat=settings.heartbeat_seconds, also=self._queues_read
         )
+        #: The limited queues left out of the claims while they have nothing to give.
+        self.turns = LimitedTurns(settings.poll_interval, self.work_hint.set)
+        #: The jobs the node holds, as the last claim was given them (the dispatch's view).
+        self._held: Callable[[], Iterable[Job]] = tuple
         #: Called when a rate's window opens for a queue it held back (the loop's wake).
         self.wake: Callable[[], None] = lambda: None
+        store.add_listener(self._heard)
+
+    def _queues_read(self, records: list[QueueRecord]) -> None:
+        self.limits.update(records)
+        self.turns.read_again()
+
+    def _heard(self, n: Notification) -> None:
+        if n.kind is NotificationKind.SUBMITTED:
+            self.turns.named(n.queue)
 
     def _window_opened(self) -> None:
         self.work_hint.set()
@@ -81,6 +97,7 @@ class Claims:
         # Only the types this node runs: in a mixed fleet a job of another type waits, pending,
         # for a node that runs it (ADR 0023).
         types = self.registry.types()
+        self._held = held
         try:
             jobs = await claim(
                 self.store,
@@ -90,9 +107,10 @@ class Claims:
                 types=types,
                 limits=self.settings.queue_limits,
                 held=held,
-                paused=self.paused.names | self.limits.closed(time.monotonic()),
+                left_out=self._left_out(time.monotonic()),
                 fleet=self.limits.limits,
                 on_limited=self.limits.claimed,
+                turns=self.turns,
             )
         except Unavailable as exc:
             self.health.write_failed("claim", exc)
@@ -101,12 +119,23 @@ class Claims:
         return jobs
 
     def may_ride(self) -> bool:
-        """Whether a claim may ride on a write-back: one statement claims for the node (no
-        queue limits, which take one claim per limited queue), and the paused queues need no
-        reading first (they ride on it as its exclusion)."""
-        if self.settings.queue_limits or self.limits.limits:
+        """Whether a claim may ride on a write-back: the paused queues need no reading first
+        (they ride on it as its exclusion), and no limited queue may have work (a limited
+        queue takes a claim of its own: it is excluded from the riding one)."""
+        now = time.monotonic()
+        if self.paused.due(now):
             return False
-        return not self.paused.due(time.monotonic())
+        limited = self._limited()
+        return not limited or limited <= self._left_out(now)
+
+    def _limited(self) -> frozenset[str]:
+        """The queues claimed apart: limited on this node or across the fleet."""
+        return frozenset(self.settings.queue_limits).union(self.limits.limits)
+
+    def _left_out(self, now: float) -> frozenset[str]:
+        """The queues no claim takes from now: paused, their rate's window closed, or limited
+        with nothing to give (jobd.supervisor.limited_turns)."""
+        return self.paused.names | self.limits.closed(now) | self.turns.left_out(now, self._held)
 
     async def with_write(
         self, outcomes: list[Outcome], starts: list[Start], wanted: int
@@ -122,7 +151,7 @@ class Claims:
                 limit=wanted,
                 lease=self.settings.lease_seconds,
                 types=self.registry.types(),
-                exclude_queues=sorted(self.paused.names) or None,
+                exclude_queues=sorted(self.paused.names | self._limited()) or None,
             )
         except Unavailable as exc:
             self.health.write_failed("claim", exc)
@@ -157,39 +186,48 @@ async def claim(
     types: list[str] | None,
     limits: dict[str, int],
     held: Callable[[], Iterable[Job]],
-    paused: frozenset[str] = frozenset(),
+    left_out: frozenset[str] = frozenset(),
     fleet: Mapping[str, FleetLimits] | None = None,
     on_limited: Callable[[str, LimitedClaim], None] | None = None,
+    turns: LimitedTurns | None = None,
 ) -> list[Job]:
-    """Up to `wanted` jobs leased to `node`, none of the `paused` queues; `held`: the jobs the
-    node holds already, which count against their queue's limit on this node (asked for only
-    when there are such limits); `fleet`: the queues with fleet-wide limits, each claimed by
-    `Store.claim_limited` (whose answer goes to `on_limited`)."""
+    """Up to `wanted` jobs leased to `node`, none of the `left_out` queues (paused, or limited
+    with nothing to give); `held`: the jobs the node holds already, which count against their
+    queue's limit on this node (asked for only when there are limits); `fleet`: the queues with
+    fleet-wide limits, each claimed by `Store.claim_limited` (whose answer goes to
+    `on_limited`); `turns` is told what each limited queue's claim found."""
     fleet = fleet or {}
     if not limits and not fleet:
-        exclude = sorted(paused) or None
+        exclude = sorted(left_out) or None
         return await store.claim(node, wanted, lease=lease, types=types, exclude_queues=exclude)
     jobs: list[Job] = []
-    running = Counter(job.queue for job in held()) if limits else Counter[str]()
+    running = Counter(job.queue for job in held())
     for queue in sorted(set(limits) | set(fleet)):
-        if queue in paused:
-            continue
         room = wanted - len(jobs)
-        if queue in limits:
-            room = min(room, limits[queue] - running[queue])
-        if room <= 0:
+        if queue in left_out or room <= 0:
             continue
+        if queue in limits:
+            if limits[queue] <= running[queue]:
+                if turns is not None:
+                    turns.full(queue, running[queue])
+                continue
+            room = min(room, limits[queue] - running[queue])
         if queue in fleet:
             result = await store.claim_limited(
                 node, queue, room, lease=lease, types=types, limits=fleet[queue]
             )
             if on_limited is not None:
                 on_limited(queue, result)
-            jobs += result.jobs
+            got = result.jobs
+            if turns is not None:
+                turns.answered_limited(queue, room, result, running[queue] + len(got))
         else:
-            jobs += await store.claim(node, room, lease=lease, queues=[queue], types=types)
+            got = await store.claim(node, room, lease=lease, queues=[queue], types=types)
+            if turns is not None:
+                turns.answered(queue, room, len(got))
+        jobs += got
     room = wanted - len(jobs)
     if room > 0:
-        exclude = sorted(set(limits) | set(fleet) | paused)
+        exclude = sorted(set(limits) | set(fleet) | left_out)
         jobs += await store.claim(node, room, lease=lease, types=types, exclude_queues=exclude)
     return jobs
