@@ -118,6 +118,14 @@ class Claims:
         self._came_back()
         return jobs
 
+    def written(self) -> None:
+        """A write-back came back: a full limited queue whose job's end it wrote opens (the
+        work hint is set for it, and the loop woken)."""
+        if not self.work_hint.is_set():
+            self.turns.left_out(time.monotonic(), self._held)
+            if self.work_hint.is_set():
+                self.wake()
+
     def may_ride(self) -> bool:
         """Whether a claim may ride on a write-back: the paused queues need no reading first
         (they ride on it as its exclusion), and no limited queue may have work (a limited

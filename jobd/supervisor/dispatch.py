@@ -89,6 +89,9 @@ class Dispatch:
         self._sup.handout.to(self._sup.workers, self._sup.pacing.depth())
 
     def held_jobs(self) -> list[Job]:
-        """The jobs claimed and not yet ended: waiting here or handed to a worker."""
+        """The jobs claimed and not yet accounted: waiting here, handed to a worker, or ended
+        with their end not yet written (the database counts them running until then, so a
+        limited queue's room is not theirs to take yet)."""
         sup = self._sup
-        return [*sup.claimed, *(j for w in sup.workers.values() for j in w.assigned.values())]
+        assigned = (j for w in sup.workers.values() for j in w.assigned.values())
+        return [*sup.claimed, *assigned, *sup.writeback.unwritten()]

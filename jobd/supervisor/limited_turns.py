@@ -9,9 +9,10 @@ they halved the burn-down of the other queues; so a queue is left out of the cla
   limit announced, or the heartbeat), or a poll interval has passed (jobs due later become
   claimable without a notification: the node's own poll finds them the same way);
 - *full*: no room at the last look (this node's concurrency, or the global concurrency);
-  until one of its jobs held here ends, a submit names it, or the queues' state is read
-  again.  Room freed by a job that ends on another node is claimed by that node itself; this
-  node looks again at its next heartbeat.
+  until one of its jobs held here has ended and its end is written (the database counts it
+  running until then), a submit names it, the queues' state is read again, or a poll
+  interval has passed.  Room freed by a job that ends on another node is claimed by that
+  node itself, and by this one within a poll interval.
 
 A queue the rate held back is left out until its window opens (jobd.supervisor.fleet_limits).
 With every limited queue left out, the claim rides on the write-back again, the limited ones
@@ -30,7 +31,7 @@ from jobd.store.queues import LimitedClaim
 
 @dataclass(slots=True)
 class _Shut:
-    until: float  # monotonic: opens then at the latest (inf: only on an event)
+    until: float  # monotonic: opens then at the latest
     held: int = 0  # full: its jobs held here then (one fewer opens it); 0: not by a finish
 
 
@@ -71,8 +72,9 @@ class LimitedTurns:
             self._drained(queue)
 
     def full(self, queue: str, held: int) -> None:
-        """No room for `queue`, `held` of whose jobs the node holds."""
-        self._shut[queue] = _Shut(float("inf"), held)
+        """No room for `queue`, `held` of whose jobs the node holds (their ends not yet
+        written included)."""
+        self._shut[queue] = _Shut(time.monotonic() + self.poll_interval, held)
 
     def _drained(self, queue: str) -> None:
         self._shut[queue] = _Shut(time.monotonic() + self.poll_interval)

@@ -115,6 +115,7 @@ class Supervisor:
             self.events,
             self.health,
             record_progress=lambda reports: store.record_progress(self.node, reports),
+            accounted=self.claims.written,
         )
         self.fleet = FleetMember(
             store,

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, KeysView
+from collections.abc import Awaitable, Callable, Iterator, KeysView
 from datetime import datetime
 
 from jobd.domain import Job, State
@@ -47,8 +47,11 @@ class WriteBack:
         health: StoreHealth,
         record_progress: RecordProgress | None = None,
         start_delay: float = START_WRITE_DELAY,
+        accounted: Callable[[], None] = lambda: None,
     ):
         self._finish = finish
+        #: Told after each written batch is accounted: its jobs are no longer held here.
+        self._accounted = accounted
         self._record_progress = record_progress
         self._events = events
         self._health = health
@@ -99,6 +102,11 @@ class WriteBack:
         node's to renew until then."""
         return self._jobs.keys()
 
+    def unwritten(self) -> Iterator[Job]:
+        """The jobs whose outcomes are not yet written (the database's running ones)."""
+        for jobs in self._jobs.values():
+            yield from jobs
+
     def take(self) -> list[Outcome]:
         """The outcomes to write next, in the order recorded."""
         batch, self.pending = self.pending, []
@@ -144,6 +152,7 @@ class WriteBack:
             delay = FIRST_RETRY_DELAY
             self._health.wrote("write results")
             self.account(batch, applied)
+            self._accounted()
 
     async def _starts_wait_for_outcomes(self) -> None:
         """When only starts are to be written, wait up to the start delay for an outcome (or a

@@ -126,6 +126,28 @@ async def test_a_global_concurrency_is_never_exceeded_while_nodes_leave_and_join
     assert len(samples) > 50 and max(samples) == 3, f"the running count reached {max(samples)}"
 
 
+async def test_a_global_concurrencys_room_is_taken_again_without_waiting_for_a_heartbeat(
+    make_daemon, pg_store: Store
+) -> None:
+    """A job of a full queue ends on this node: the room it frees is claimed once its end is
+    written, not at the next heartbeat (here 30 s, longer than the test's deadline)."""
+    settings = {"JOBD_JOBS_HEARTBEAT_SECONDS": "30", "JOBD_JOBS_LEASE_SECONDS": "90"}
+    node = make_daemon(JOBD_WORKERS="3", JOBD_JOBS_POLL_INTERVAL="1", **settings).start()
+    with Client(node.env["JOBD_SOCKET"], timeout=10) as client:
+        client.call("queue_limit", {"name": "one", "global_concurrency": 1})
+        wait_for(
+            lambda: gauge(client, "jobd_queue_global_concurrency", "one", 1.0),
+            what="the node to see the limit",
+        )
+    specs = [NewJob("napper", {"seconds": 0.2}, queue="one")] * 4
+    ids = [s.job.id for s in await pg_store.submit_many(specs)]
+
+    async def done() -> bool:
+        return {(await pg_store.get(i)).state for i in ids} == {State.COMPLETED}
+
+    await eventually(done, 20, "the four jobs to run one after another")
+
+
 def test_bad_limits_are_refused_naming_the_member(make_daemon, pg_store: Store) -> None:
     node = make_daemon().start()
     bad = [

@@ -157,3 +157,38 @@ async def test_a_drained_queue_is_looked_at_again_after_a_poll_interval_or_a_rea
         await asyncio.sleep(0.01)
         await take(claims, 4)
     assert store.own == ["slow", "slow", "slow"]
+
+
+async def test_a_full_queue_opens_when_its_jobs_end_is_written_or_after_a_poll_interval() -> None:
+    """Its job's end counts until it is written (the database counts the job running until
+    then): a claim between the end and the write finds no room, and the queue opens once the
+    write is accounted; a queue full of other nodes' jobs is looked at within a poll interval."""
+    store = CountingStore()
+    fleet = {"api": FleetLimits(global_concurrency=1)}
+    claims = claims_on(store, fleet_limits=fleet, poll_interval=0.05)
+    await store.submit_many([NewJob("noop", queue="api")] * 3)
+    held: list[Job] = []  # the node's: running, then ended with its end not yet written
+    held += await take(claims, 4, held)
+    assert [j.queue for j in held] == ["api"] and store.limited == ["api"]  # now full
+    [job] = held
+    assert await take(claims, 4, held) == []
+    assert store.limited == ["api"]  # full: no statement while its job is held
+    claims.work_hint.clear()
+    claims.written()  # a write-back came back, not with this job's end
+    assert not claims.work_hint.is_set()
+    done = Outcome(job.id, job.attempts, OutcomeKind.COMPLETED, token=job.lease_token)
+    await store.finish("n1", [done])
+    held.clear()
+    claims.written()  # the write-back that carried it is accounted
+    assert claims.work_hint.is_set()
+    assert [j.queue for j in await take(claims, 4)] == ["api"]
+
+    # Full of a job this node does not hold: looked at again once a poll interval has passed.
+    before = len(store.limited)
+    assert await take(claims, 4) == []
+    assert len(store.limited) == before + 1
+    deadline = time.monotonic() + 5.0
+    while len(store.limited) < before + 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        await take(claims, 4)
+    assert len(store.limited) == before + 2
