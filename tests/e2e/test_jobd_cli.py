@@ -337,3 +337,11 @@ def test_an_unreachable_database_exits_3_with_a_clear_message(jobd) -> None:
     assert "jobd: cannot use the database postgresql://jobd:***@127.0.0.1:1/jobs" in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_python_dash_m_jobd_is_the_jobd_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "jobd", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("jobd, version ")

@@ -221,10 +221,11 @@ ORDER = (
 )
 SHOWN_APART = ("payload", "result", "last_error")
 TIMES = ("created_at", "run_at", "started_at", "finished_at", "updated_at", "lease_expires_at")
+DURATIONS = ("timeout", "result_ttl")  # seconds
 
 
 def _fields(job: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """(name, value, kind) for the job's table: kind is time, json or text."""
+    """(name, value, kind) for the job's table: kind is time, duration, json or text."""
     names = [n for n in ORDER if n in job]
     names += sorted(n for n in job if n not in ORDER and n not in SHOWN_APART)
     rows = []
@@ -232,5 +233,7 @@ def _fields(job: dict[str, Any]) -> list[tuple[str, Any, str]]:
         value = job[name]
         structured = isinstance(value, dict | list | bool)
         kind = "time" if name in TIMES else "json" if structured else "text"
+        if name in DURATIONS and isinstance(value, int | float) and not isinstance(value, bool):
+            kind = "duration"
         rows.append((name, value, kind))
     return rows
