@@ -68,9 +68,13 @@ class StoreProxy(Store):
         store: Store,
         crossing: Crossing,
         home: asyncio.AbstractEventLoop,
+        announcers: Sequence[Store] = (),
     ):
         super().__init__()
         self.store = store
+        #: The process's other stores (the control server's, on a thread of its own): what
+        #: they announce (a submit's SUBMITTED, a cancel's CANCEL) reaches the supervisor too.
+        self._announcers = tuple(announcers)
         self.kind = store.kind
         self._crossing = crossing
         self._home = home  # the supervisor's loop: where notifications are delivered
@@ -297,12 +301,14 @@ class StoreProxy(Store):
                 self._home.call_soon_threadsafe(listener, notification)
 
         self._relays[listener] = relay
-        self.store.add_listener(relay)
+        for store in (self.store, *self._announcers):
+            store.add_listener(relay)
 
     def remove_listener(self, listener: Listener) -> None:
         relay = self._relays.pop(listener, None)
         if relay is not None:
-            self.store.remove_listener(relay)
+            for store in (self.store, *self._announcers):
+                store.remove_listener(relay)
 
 
 async def _awaiting(call: Awaitable[T]) -> T:
