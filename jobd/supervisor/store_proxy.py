@@ -54,6 +54,7 @@ from jobd.store.queues import (
 )
 from jobd.store.schedules import ScheduleRecord, TickResult
 from jobd.supervisor.crossing import Crossing
+from jobd.write_priority import PRIORITY
 
 T = TypeVar("T")
 
@@ -186,7 +187,8 @@ class StoreProxy(Store):
         types: Sequence[str] | None = None,
         exclude_queues: Sequence[str] | None = None,
     ) -> Exchanged:
-        return await self._call(
+        PRIORITY.begin()
+        exchanged = await self._call(
             self.store.finish_and_claim(
                 node,
                 outcomes,
@@ -197,6 +199,8 @@ class StoreProxy(Store):
                 exclude_queues=exclude_queues,
             )
         )
+        PRIORITY.end(backlog=len(exchanged.claimed) >= limit > 0)
+        return exchanged
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())
