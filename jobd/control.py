@@ -54,6 +54,7 @@ from jobd.store import Changed, JobFilter, Links, Notification, NotificationKind
 from jobd.store.base import encode_cursor
 from jobd.store.nodes import version_refusal
 from jobd.subscriptions import subscribe_elsewhere
+from jobd.write_priority import PRIORITY
 
 __all__ = ["Operations", "OwnThread", "SupervisorLoop", "SupervisorView"]
 
@@ -348,7 +349,7 @@ class Operations:
         times: TimeTexts = {}
         for start in range(0, len(submitted), YIELD_EVERY):
             if start:
-                await asyncio.sleep(0)
+                await PRIORITY.give_way()
             chunk = submitted[start : start + YIELD_EVERY]
             results += [{"job": s.job.to_dict(times), "created": s.created} for s in chunk]
         names = {name: submitted[i].job.id for name, i in params.names.items()}
@@ -359,8 +360,7 @@ class Operations:
         ids = correlation_ids(len(specs))
         new_jobs: list[NewJob] = []
         for start in range(0, len(specs), YIELD_EVERY):
-            if start:
-                await asyncio.sleep(0)
+            await PRIORITY.give_way()  # the first too: parsing the request took a while
             for index in range(start, min(start + YIELD_EVERY, len(specs))):
                 try:
                     new_jobs.append(self._new_job(specs[index], now, ids[index]))

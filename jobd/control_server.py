@@ -57,6 +57,7 @@ from jobd.protocol import (
     result_response,
 )
 from jobd.subscriptions import JobFeed, stream, subscribe_call
+from jobd.write_priority import PRIORITY
 
 __all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer"]
 
@@ -417,7 +418,7 @@ async def _encode(reply: Any) -> bytes:
         for i, piece in enumerate(encode_pieces(reply), 1):
             pieces.append(piece)
             if i % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+                await PRIORITY.give_way()
         return "".join(pieces).encode() + b"\n"
     except (TypeError, ValueError) as exc:  # a result that is not JSON: our bug
         log.exception("control reply is not JSON")

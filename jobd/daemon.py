@@ -1,8 +1,10 @@
 """`jobd run`: put the configured store, handlers and supervisor together and run them.
 
-Two threads (docs/adr/0022): the supervisor on the main thread's event loop; the store and the
-control server on the I/O thread's.  The supervisor reaches the store through a StoreProxy,
-the control server the supervisor through a Crossing, each call under a deadline."""
+Threads (docs/adr/0022, 0036): the supervisor on the main thread's event loop; the store on
+the I/O thread's; the control server next to it, or, on PostgreSQL, on a control thread of its
+own with a store (a pool) of its own, so that a flood of requests does not delay the
+supervisor's writes.  The supervisor reaches the store through a StoreProxy, the control
+server the supervisor through a Crossing, each call under a deadline."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from jobd.config import Config, mask_url
 from jobd.control import OwnThread
@@ -33,12 +37,14 @@ from jobd.startup import (
     handler_modules,
 )
 from jobd.store import Store, create_store
+from jobd.store.postgres import PostgresStore
 from jobd.store.postgres.connections import SessionTimeouts
 from jobd.store.sqlite import SQLiteStore
 from jobd.store.sqlite.lock import NodeLockHeld
 from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_id
 from jobd.supervisor.crossing import Crossing
 from jobd.supervisor.event_loop import new_event_loop
+from jobd.supervisor.finished_relay import FinishedRelay
 from jobd.supervisor.io_thread import IoThread
 from jobd.supervisor.store_proxy import StoreProxy
 
@@ -53,6 +59,9 @@ SUPERVISOR_TIMEOUT = 2.0
 SERVER_HOOK_TIMEOUT = 3.0
 #: Closing the store at exit; a database that hangs is not waited for longer.
 STORE_CLOSE_TIMEOUT = 1.0
+#: The control server's PostgreSQL sessions are named so (pg_stat_activity), the
+#: supervisor's "jobd".
+CONTROL_APPLICATION = "jobd-control"
 
 
 def supervisor_settings(config: Config) -> SupervisorSettings:
@@ -94,7 +103,7 @@ def worker_setup(config: Config, node: str) -> Callable[[], None]:
     return handler_settings.WorkerSetup(setup, handler_settings.HandlerSettings.from_config(config))
 
 
-def open_store(config: Config) -> Store:
+def open_store(config: Config, **options: Any) -> Store:
     db = config.database
     return create_store(
         db.url,
@@ -103,7 +112,44 @@ def open_store(config: Config) -> Store:
         max_size=db.pool_max,
         connect_timeout=db.connect_timeout,
         session=SessionTimeouts(db.statement_timeout, db.network_timeout),
+        **options,
     )
+
+
+@dataclass
+class ControlSide:
+    """Where the control server runs and the store it uses: the I/O thread and the
+    supervisor's store, or (PostgreSQL) a thread and a store of its own (docs/adr/0036)."""
+
+    thread: IoThread
+    store: Store
+
+    @property
+    def apart(self) -> bool:
+        return isinstance(self.store, PostgresStore)
+
+    @classmethod
+    def beside(cls, io: IoThread, store: Store, config: Config) -> ControlSide:
+        if not isinstance(store, PostgresStore):
+            return cls(io, store)  # one SQLite file, one connection: one thread serves both
+        own = open_store(config, listen=False, application_name=CONTROL_APPLICATION)
+        assert isinstance(own, PostgresStore)
+        store.pool.share_echoes(own.pool)  # its NOTIFYs are announced to the supervisor
+        return cls(IoThread("jobd-control").start(), own)
+
+    def relay_finished(self, store: Store) -> None:
+        """The supervisor's finishes, announced to the control server's `wait`s."""
+        if self.apart:
+            store.add_listener(FinishedRelay(self.thread.loop, self.store.announce))
+
+    async def open(self) -> None:
+        if self.apart:
+            await self.thread.run(self.store.open())
+
+    async def close(self) -> None:
+        if self.apart:
+            await _close_store(self.thread, self.store)
+            self.thread.stop()
 
 
 async def prepare_store(store: Store, config: Config, migrate: bool) -> None:
@@ -173,13 +219,18 @@ async def serve(config: Config, migrate: bool = False) -> int:
 async def _serve_on(
     io: IoThread, config: Config, node: str, registry: Registry, migrate: bool
 ) -> int:
-    """The store opened and closed on the I/O thread, the supervisor run on this one."""
+    """The store opened and closed on the I/O thread (the control server's on its own), the
+    supervisor run on this one."""
     store = open_store(config)
+    side = ControlSide.beside(io, store, config)
     try:
         lock_for_node(store, config)
         await io.run(prepare_store(store, config, migrate))
+        await _open_control_store(side, config)
+        side.relay_finished(store)
         deadline = config.database.statement_timeout + STORE_CALL_GRACE
-        proxy = StoreProxy(store, io.crossing(deadline), asyncio.get_running_loop())
+        announcers = (side.store,) if side.apart else ()
+        proxy = StoreProxy(store, io.crossing(deadline), asyncio.get_running_loop(), announcers)
         supervisor = Supervisor(
             proxy,
             registry,
@@ -189,8 +240,10 @@ async def _serve_on(
         )
         proxy.on_answer = supervisor.health.answered
         on_supervisor = Crossing(asyncio.get_running_loop(), SUPERVISOR_TIMEOUT, "supervisor")
-        on_io = io.crossing(SERVER_HOOK_TIMEOUT, "control server")
-        thread = OwnThread(store, on_supervisor, lambda hook: functools.partial(on_io.await_, hook))
+        on_io = side.thread.crossing(SERVER_HOOK_TIMEOUT, "control server")
+        thread = OwnThread(
+            side.store, on_supervisor, lambda hook: functools.partial(on_io.await_, hook)
+        )
         try:
             # Bound now, so a second daemon on the same socket stops before its workers start;
             # it serves from the supervisor's start to its stop (hooks registered here).
@@ -208,7 +261,15 @@ async def _serve_on(
         finally:
             control.close()
     finally:
+        await side.close()
         await _close_store(io, store)
+
+
+async def _open_control_store(side: ControlSide, config: Config) -> None:
+    try:
+        await side.open()
+    except Unavailable as exc:
+        raise database_unavailable(config, exc) from None
 
 
 async def _close_store(io: IoThread, store: Store) -> None:

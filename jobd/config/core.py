@@ -76,13 +76,17 @@ DATABASE = Section(
             " database. Ignored by SQLite.",
         ),
         Setting(
-            "database.pool_min", Integer(min=1), 1, "PostgreSQL connections the daemon keeps open."
+            "database.pool_min",
+            Integer(min=1),
+            1,
+            "PostgreSQL connections each of the daemon's two pools keeps open.",
         ),
         Setting(
             "database.pool_max",
             Integer(min=1),
             8,
-            "Most PostgreSQL connections in the daemon's pool; at least `database.pool_min`.",
+            "Most PostgreSQL connections in each of the daemon's two pools (the supervisor's"
+            " and the control server's); at least `database.pool_min`.",
         ),
         Setting(
             "database.statement_timeout",

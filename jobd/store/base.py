@@ -18,7 +18,7 @@ import base64
 import binascii
 import builtins
 import enum
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -541,6 +541,12 @@ class Store(abc.ABC):
     def _notify(self, notification: Notification) -> None:
         for listener in list(self._listeners):
             listener(notification)
+
+    def announce(self, notifications: Iterable[Notification]) -> None:
+        """Deliver `notifications` to this store's listeners as if it had made the changes
+        itself: another store of the same process did (the daemon's two PostgreSQL stores)."""
+        for notification in notifications:
+            self._notify(notification)
 
     def _notify_cancel_requested(self, job: Job) -> None:
         """After an operator's cancel: a running job's node is told to stop it (CANCEL); a

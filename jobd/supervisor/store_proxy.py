@@ -54,6 +54,7 @@ from jobd.store.queues import (
 )
 from jobd.store.schedules import ScheduleRecord, TickResult
 from jobd.supervisor.crossing import Crossing
+from jobd.write_priority import PRIORITY
 
 T = TypeVar("T")
 
@@ -68,9 +69,13 @@ class StoreProxy(Store):
         store: Store,
         crossing: Crossing,
         home: asyncio.AbstractEventLoop,
+        announcers: Sequence[Store] = (),
     ):
         super().__init__()
         self.store = store
+        #: The process's other stores (the control server's, on a thread of its own): what
+        #: they announce (a submit's SUBMITTED, a cancel's CANCEL) reaches the supervisor too.
+        self._announcers = tuple(announcers)
         self.kind = store.kind
         self._crossing = crossing
         self._home = home  # the supervisor's loop: where notifications are delivered
@@ -182,7 +187,8 @@ class StoreProxy(Store):
         types: Sequence[str] | None = None,
         exclude_queues: Sequence[str] | None = None,
     ) -> Exchanged:
-        return await self._call(
+        PRIORITY.begin()
+        exchanged = await self._call(
             self.store.finish_and_claim(
                 node,
                 outcomes,
@@ -193,6 +199,8 @@ class StoreProxy(Store):
                 exclude_queues=exclude_queues,
             )
         )
+        PRIORITY.end(backlog=len(exchanged.claimed) >= limit > 0)
+        return exchanged
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())
@@ -297,12 +305,14 @@ class StoreProxy(Store):
                 self._home.call_soon_threadsafe(listener, notification)
 
         self._relays[listener] = relay
-        self.store.add_listener(relay)
+        for store in (self.store, *self._announcers):
+            store.add_listener(relay)
 
     def remove_listener(self, listener: Listener) -> None:
         relay = self._relays.pop(listener, None)
         if relay is not None:
-            self.store.remove_listener(relay)
+            for store in (self.store, *self._announcers):
+                store.remove_listener(relay)
 
 
 async def _awaiting(call: Awaitable[T]) -> T:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 from control_harness import Daemon, running_daemon, short_dir, start_daemon
 
@@ -309,6 +310,22 @@ def test_wait_is_answered_when_the_job_finishes(client: Client) -> None:
     assert timed_out.timed_out and not timed_out.job.state.terminal
     assert 0.4 < time.monotonic() - started < 5
     client.cancel(slow.id)
+
+
+def test_the_control_server_has_sessions_of_its_own(client: Client, pg_url: str) -> None:
+    """On PostgreSQL the control server's requests use a pool of their own (named
+    jobd-control), apart from the supervisor's writes (docs/adr/0036); a `wait` still hears
+    of the finish the supervisor wrote through its own store."""
+    job = client.submit("echo", {"n": 1}).job
+    assert client.wait(job.id, timeout=20).job.state.value == "completed"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        names = {
+            row[0]
+            for row in conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            )
+        }
+    assert {"jobd", "jobd-control"} <= names
 
 
 def test_cancel_stops_a_running_job_at_once(client: Client) -> None:

@@ -552,6 +552,32 @@ async def test_another_node_hears_submit_and_cancel(
     assert said.count(Notification(NotificationKind.CANCEL, job_id=job.id)) == 1
 
 
+async def test_a_sibling_store_without_listen_is_an_echo_of_its_process(
+    pg: PostgresStore, make_store: MakeStore, raw: psycopg.AsyncConnection[Any], pg_schema: str
+) -> None:
+    """The daemon's second store (the control server's, docs/adr/0036) opens no LISTEN
+    connection, names its sessions apart, and the first store drops its NOTIFYs as its own
+    echoes: the supervisor hears its changes once, from the store directly."""
+    sibling = await make_store(listen=False, application_name="jobd-control")
+    pg.pool.share_echoes(sibling.pool)
+    other = await make_store()  # another node
+    said: list[Notification] = []
+    pg.add_listener(said.append)
+
+    await sibling.submit(spec(queue="mail"))
+    await other.submit(spec(queue="marker"))  # NOTIFYs arrive in commit order
+    await eventually(lambda: Notification(NotificationKind.SUBMITTED, queue="marker") in said)
+    assert Notification(NotificationKind.SUBMITTED, queue="mail") not in said
+
+    cur = await raw.execute(
+        "SELECT application_name, query FROM pg_stat_activity"
+        " WHERE application_name = 'jobd-control' AND datname = current_database()"
+    )
+    rows = await cur.fetchall()
+    assert rows, "the sibling's pooled sessions carry its application name"
+    assert not [r for r in rows if r[1] == f'LISTEN "{pg_schema}_cancel"']
+
+
 async def test_listener_reconnects_after_losing_its_connection(
     pg: PostgresStore, make_store: MakeStore, raw: psycopg.AsyncConnection[Any], pg_schema: str
 ) -> None:

@@ -97,6 +97,7 @@ class ConnectionPool:
         connect_timeout: float,
         acquire_timeout: float,
         session: SessionTimeouts = NO_SESSION_TIMEOUTS,
+        application_name: str = "jobd",
     ):
         self.url = url
         self.schema = schema
@@ -107,6 +108,8 @@ class ConnectionPool:
         self._session = session
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._own_backends: dict[int, float] = {}  # pid of each pooled connection -> born
+        self._siblings: list[ConnectionPool] = []  # this process's other pools (share_echoes)
+        self._application_name = application_name
         self._down: str | None = None  # why the database could not be reached, until it can
 
     @property
@@ -118,14 +121,20 @@ class ConnectionPool:
             "autocommit": True,
             "row_factory": dict_row,
             "connect_timeout": max(2, math.ceil(self._connect_timeout)),
-            "application_name": "jobd",
+            "application_name": self._application_name,
             **self._session.libpq(),
         }
 
     def is_own_backend(self, pid: int) -> bool:
         """Whether `pid` is the server process of one of this pool's connections (so a
-        notification it sent is our own echo)."""
-        return pid in self._own_backends
+        notification it sent is our own echo, or one of a sibling pool's)."""
+        return pid in self._own_backends or any(pid in s._own_backends for s in self._siblings)
+
+    def share_echoes(self, sibling: ConnectionPool) -> None:
+        """`sibling` is another pool of this process (the control server's, beside the
+        supervisor's): a NOTIFY one of its connections sent is an echo here too, since the
+        store it belongs to has announced it to its own listeners already."""
+        self._siblings.append(sibling)
 
     async def open(self) -> None:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(

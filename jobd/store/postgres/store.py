@@ -102,6 +102,8 @@ class PostgresStore(QueueMethods, Store):
         acquire_timeout: float = 30.0,
         session: SessionTimeouts = NO_SESSION_TIMEOUTS,
         listen_check_interval: float = 30.0,
+        listen: bool = True,
+        application_name: str = "jobd",
         **_ignored: Any,
     ):
         super().__init__()
@@ -121,13 +123,20 @@ class PostgresStore(QueueMethods, Store):
             connect_timeout=connect_timeout,
             acquire_timeout=acquire_timeout,
             session=session,
+            application_name=application_name,
         )
-        self._listener = NotificationListener(
-            self.pool,
-            submit_channel=self.submit_channel,
-            cancel_channel=self.cancel_channel,
-            check_interval=listen_check_interval,
-            deliver=self._notify,
+        # listen=False: a second store of the daemon's (the control server's), whose
+        # supervisor hears other sessions' NOTIFYs through the first (docs/adr/0036).
+        self._listener = (
+            NotificationListener(
+                self.pool,
+                submit_channel=self.submit_channel,
+                cancel_channel=self.cancel_channel,
+                check_interval=listen_check_interval,
+                deliver=self._notify,
+            )
+            if listen
+            else None
         )
 
     # --- life cycle ------------------------------------------------------------------------
@@ -136,6 +145,9 @@ class PostgresStore(QueueMethods, Store):
         """Connect the LISTEN connection first (a fast, precise error if the server cannot be
         reached), then fill the pool, then start delivering notifications."""
         if self.pool.is_open:
+            return
+        if self._listener is None:
+            await self.pool.open()
             return
         listen_conn = await self._listener.connect()
         try:
@@ -146,7 +158,8 @@ class PostgresStore(QueueMethods, Store):
         self._listener.start(listen_conn)
 
     async def close(self) -> None:
-        await self._listener.stop()
+        if self._listener is not None:
+            await self._listener.stop()
         await self.pool.close()
 
     # --- migrations --------------------------------------------------------------------------

@@ -1,0 +1,47 @@
+"""Submits give way to the supervisor's write-back while the node has a backlog
+(jobd/write_priority.py): they wait for the write-back in flight, on another thread's loop,
+and never longer than the bound after it began."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jobd.supervisor.io_thread import IoThread
+from jobd.write_priority import WritePriority
+
+
+async def test_without_a_backlog_nothing_waits() -> None:
+    priority = WritePriority(max_give_way=60)
+    priority.begin()  # in flight, but the last claim was not full
+    await asyncio.wait_for(priority.give_way(), 10)
+    priority.end(backlog=True)
+    await asyncio.wait_for(priority.give_way(), 10)  # full, but nothing in flight
+
+
+async def test_a_submit_waits_for_the_write_back_in_flight_under_a_backlog() -> None:
+    priority = WritePriority(max_give_way=60)
+    priority.end(backlog=True)
+    priority.begin()
+    control = IoThread("jobd-control-test").start()
+    try:
+        waited = asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(priority.give_way(), control.loop)
+        )
+        await asyncio.sleep(0.05)  # a chance to finish early, which it must not take
+        assert not waited.done()
+        priority.end(backlog=True)  # on this thread, as the supervisor's loop does
+        await asyncio.wait_for(waited, 10)
+    finally:
+        control.stop()
+
+
+async def test_the_wait_is_bounded_from_the_write_backs_start() -> None:
+    """A write-back that never comes back (a database that hangs) holds submits up for the
+    bound at most, and once it has passed they do not wait at all."""
+    priority = WritePriority(max_give_way=0.2)
+    priority.end(backlog=True)
+    priority.begin()
+    await asyncio.wait_for(priority.give_way(), 10)  # returns once the bound has passed
+    priority._waiters.clear()
+    await asyncio.wait_for(priority.give_way(), 10)  # past the bound: a plain turn
+    assert not priority._waiters
