@@ -25,7 +25,7 @@ from jobd.control_history import HistoryOperations
 from jobd.control_queues import QueueOperations
 from jobd.control_schedules import ScheduleOperations
 from jobd.control_socket import Peer
-from jobd.domain import Job, NewJob, State, TimeTexts, timeout_in_force
+from jobd.domain import Job, JobFacts, NewJob, State, TimeTexts, timeout_in_force
 from jobd.errors import InvalidParams, JobdError, Unavailable, UnknownType
 from jobd.handlers import HandlerSpec, Registry
 from jobd.jobspec import (
@@ -123,7 +123,7 @@ class SupervisorView(Protocol):
 
     def job_event(self, event: str, job: Job, source: str | None) -> None: ...  # count, log
 
-    def job_events(self, event: str, jobs: list[Job], source: str | None) -> None: ...
+    def job_events(self, event: str, jobs: Sequence[JobFacts], source: str | None) -> None: ...
 
     def workers_short_for(self) -> float: ...
 

@@ -27,13 +27,13 @@ from jobd.protocol_queues import (
     PauseParams,
 )
 from jobd.queue_limits import FleetLimits
-from jobd.store import Changed
 from jobd.store.queues import (
     FAILED_WITHIN,
     Adjustment,
     AuditEntry,
     BulkAction,
     BulkBatch,
+    BulkChange,
     QueueRecord,
     QueueSummary,
     bulk_filter,
@@ -233,23 +233,28 @@ class QueueOperations:
         await self.record(name, None, details | {"continued": p.after > 0})
         return answer
 
-    async def _tell(self, action: BulkAction, changed: list[Changed]) -> None:
+    async def _tell(self, action: BulkAction, changed: list[BulkChange]) -> None:
         """Count and log the changes on the supervisor, and stop this node's canceled jobs."""
         if not changed or action is BulkAction.PURGE:
             return
         sup = self.ops.supervisor
         if action is BulkAction.RETRY:
             for previous in (State.FAILED, State.CANCELED):
-                jobs = [c.job for c in changed if c.previous is previous]
+                jobs = [c for c in changed if c.previous is previous]
                 if jobs:
-                    await self.ops._tell("requeued", jobs, previous.value)
+                    await self._events("requeued", jobs, previous.value)
             return
-        ended = [c.job for c in changed if c.job.state is State.CANCELED]
+        ended = [c for c in changed if c.state is State.CANCELED]
         if ended:
-            await self.ops._tell("canceled", ended, "pending")
-        ours = [c.job.id for c in changed if _ours(c.job, sup.node)]
+            await self._events("canceled", ended, "pending")
+        ours = [c.id for c in changed if c.state is State.RUNNING and c.lease_owner == sup.node]
         if ours:
             await self.ops.on_supervisor.call(lambda: [sup.cancel_running(i) for i in ours])
+
+    async def _events(self, event: str, changed: list[BulkChange], source: str) -> None:
+        """As Operations._tell, with a bulk action's changes rather than Jobs."""
+        sup = self.ops.supervisor
+        await self.ops.on_supervisor.call(lambda: sup.job_events(event, changed, source))
 
     # --- one pending job -----------------------------------------------------------------------
 
@@ -296,7 +301,3 @@ def limits_of(
             limits[key] = value if isinstance(value, int) else str(value)
             sources[key] = "runtime" if there is not None else "file"
     return {"limits": limits, "limit_sources": sources}
-
-
-def _ours(job: Job, node: str) -> bool:
-    return job.state is State.RUNNING and job.cancel_requested and job.lease_owner == node

@@ -28,7 +28,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 # Constants only (a module importing nothing): one definition of each limit.
 from jobd.limits import ATTEMPT_HISTORY_KEEP, MAX_RESULT_TTL
@@ -327,6 +327,24 @@ def _check_name(field_name: str, value: object) -> None:
         raise InvalidJob(field_name, f"must be at most {MAX_NAME_LENGTH} characters")
     if not value.isprintable() or value != value.strip():
         raise InvalidJob(field_name, "must not contain control characters or surrounding blanks")
+
+
+class JobFacts(Protocol):
+    """What a job's metric, log line and feed event say of it: a Job has it all, and so has a
+    bulk action's change of one (jobd.store.queues.BulkChange), which reads no more."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def correlation_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

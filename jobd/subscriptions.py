@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from jobd.domain import Job
+from jobd.domain import JobFacts
 from jobd.errors import DaemonUnreachable, InvalidRequest, Unavailable
 from jobd.limits import (
     MAX_SUBSCRIPTIONS,
@@ -117,7 +117,7 @@ class JobChange(NamedTuple):
         )
 
 
-def change_of(job: Job, event: str, queue_wait: float | None = None) -> JobChange:
+def change_of(job: JobFacts, event: str, queue_wait: float | None = None) -> JobChange:
     return JobChange(job.id, job.state.value, job.type, job.queue, event, time.time(), queue_wait)
 
 

@@ -20,6 +20,7 @@ from jobd.store.queues import (
     AuditRecord,
     BulkAction,
     BulkBatch,
+    BulkChange,
     LimitChange,
     LimitedClaim,
     QueueRecord,
@@ -160,7 +161,7 @@ async def bulk(
             store._notify_cancel_requested(c.job)
     if action is BulkAction.RETRY:
         store._notify_submitted([c.job for c in changed])
-    return BulkBatch(changed, len(jobs), jobs[-1].id)
+    return BulkBatch([BulkChange.of(c) for c in changed], len(jobs), jobs[-1].id)
 
 
 async def adjust(store: MemoryStore, job_id: int, adjustment: Adjustment) -> Job:

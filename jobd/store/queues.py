@@ -157,13 +157,45 @@ def bulk_filter(action: BulkAction, filters: JobFilter) -> JobFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class BulkChange:
+    """A job a bulk action changed, as much of it as the caller uses: it counts the change by
+    type and queue, logs and publishes it by id, and stops a running job its own node holds
+    (`lease_owner`).  Not a Job: a batch of 1,000 retried jobs need not read 1,000 payloads
+    (PostgreSQL returns these columns only).  `state` is the job's afterwards (for PURGE: the
+    one it was deleted in), `previous` the one it was in before, read in the same transaction."""
+
+    id: int
+    type: str
+    queue: str
+    state: State
+    previous: State
+    attempts: int
+    correlation_id: str | None = None
+    lease_owner: str | None = None
+
+    @classmethod
+    def of(cls, changed: Changed) -> BulkChange:
+        job = changed.job
+        return cls(
+            job.id,
+            job.type,
+            job.queue,
+            job.state,
+            changed.previous,
+            job.attempts,
+            job.correlation_id,
+            job.lease_owner,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BulkBatch:
     """One batch of a bulk action, one transaction of at most its batch size: the jobs it
     changed (for PURGE: deleted), how many it looked at, and the last id it looked at, where
     the next batch starts (ids ascending).  `busy`: jobs it found locked by another
     transaction at that moment (a claim, a finish: PostgreSQL only), left for a later run."""
 
-    changed: list[Changed]
+    changed: list[BulkChange]
     examined: int
     last_id: int | None
     busy: int = 0

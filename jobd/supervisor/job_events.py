@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from jobd.context import job_log_fields
-from jobd.domain import Job, State
+from jobd.domain import Job, JobFacts, State
 from jobd.metrics import Metrics
 from jobd.store import Outcome, OutcomeKind
 from jobd.subscriptions import JobChange, JobFeed, change_of
@@ -26,7 +27,7 @@ _EVENTS: dict[tuple[OutcomeKind, State], str] = {
 _ALWAYS = {"failed": logging.WARNING, "retried": logging.INFO, "canceled": logging.INFO}
 
 
-def job_fields(job: Job) -> dict[str, Any]:
+def job_fields(job: JobFacts) -> dict[str, Any]:
     """The fields every log line about a job carries."""
     return job_log_fields(job.id, job.type, job.attempts, job.queue, job.correlation_id)
 
@@ -46,7 +47,7 @@ class JobEvents:
         feed = self.feed
         return feed if feed is not None and feed.wanted else None
 
-    def changed(self, event: str, jobs: list[Job], source: str | None) -> None:
+    def changed(self, event: str, jobs: Sequence[JobFacts], source: str | None) -> None:
         """A change the control server made to `jobs`: the counter is moved once per type and
         queue rather than once per job, and each job logged."""
         counter = self.metrics.jobs.get(event)

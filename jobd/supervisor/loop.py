@@ -27,10 +27,10 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from jobd.domain import Job
+from jobd.domain import Job, JobFacts
 from jobd.handlers import Registry
 from jobd.metrics import CountsCache, Metrics, Rates
 from jobd.pipe import (
@@ -354,7 +354,7 @@ class Supervisor:
         operator's `requeued`): counted where a counter exists, and logged like the others."""
         self.events.changed(event, [job], source)
 
-    def job_events(self, event: str, jobs: list[Job], source: str | None) -> None:
+    def job_events(self, event: str, jobs: Sequence[JobFacts], source: str | None) -> None:
         """job_event for many jobs at once (a submit_many's), on the loop that runs the
         workers."""
         self.events.changed(event, jobs, source)

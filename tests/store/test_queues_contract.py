@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobd.domain import NewJob, State
+from jobd.domain import ErrorInfo, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams, NotFound
-from jobd.store import JobFilter, Notification, NotificationKind, Store
+from jobd.store import JobFilter, Notification, NotificationKind, Outcome, OutcomeKind, Store
 from jobd.store.queues import Adjustment, AuditEntry, BulkAction
 
 LATER = datetime.now(UTC) + timedelta(hours=1)
@@ -104,6 +104,84 @@ async def test_a_bulk_cancel_marks_running_jobs_and_continues_after_its_cursor(
     assert rest.last_id == ids[3]
     job = await store.get(running.id)
     assert job.state is State.RUNNING and job.cancel_requested
+
+
+# What two jobs changed alike may differ in: their ids and payloads, the times of the calls
+# that made and changed them, and the times in their histories.
+_OWN = {"id", "payload", "created_at", "updated_at", "run_at", "started_at", "finished_at"}
+
+
+def _same(a: Job, b: Job) -> dict[str, tuple[object, object]]:
+    """The fields in which `a` and `b` differ, beyond their own."""
+    return {
+        name: (getattr(a, name), getattr(b, name))
+        for name in Job.__dataclass_fields__
+        if name not in _OWN and getattr(a, name) != getattr(b, name)
+    }
+
+
+async def _failed_twice(store: Store, queue: str) -> Job:
+    """A job whose first attempt crashed and was retried, and whose second failed it."""
+    (job_id,) = await submit(store, 1, queue, max_attempts=2)
+    for attempt, crashed in ((1, True), (2, False)):
+        (job,) = await store.claim("n", 1, lease=30, queues=[queue])
+        error = ErrorInfo("Boom", f"attempt {attempt}")
+        outcome = Outcome(
+            job_id, attempt, OutcomeKind.FAILED, error=error, retry_at=datetime.now(UTC),
+            crashed=crashed, token=job.lease_token, result={"partial": attempt},
+        )  # fmt: skip
+        await store.finish("n", [outcome])
+    job = await store.get(job_id)
+    assert job.state is State.FAILED and job.crashes == 1 and job.history
+    return job
+
+
+async def test_a_bulk_retry_changes_each_job_as_the_one_job_retry_does(store: Store) -> None:
+    one = await _failed_twice(store, "again")
+    many = await _failed_twice(store, "again")
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    await store.retry(one.id)
+    batch = await store.bulk(BulkAction.RETRY, JobFilter(queue="again"), one.id, 10)
+    (change,) = batch.changed
+    assert (change.id, change.type, change.queue, change.state, change.previous) == (
+        many.id, "echo", "again", State.PENDING, State.FAILED,
+    )  # fmt: skip
+    assert change.attempts == 0
+    by_one, by_many = await store.get(one.id), await store.get(many.id)
+    assert _same(by_one, by_many) == {}
+    assert (by_many.attempts, by_many.crashes, by_many.history) == (0, 0, ())
+    assert by_many.finished_at is None and not by_many.cancel_requested
+    assert by_many.last_error == many.last_error  # kept: why it failed last time (ADR 0004)
+    assert before <= by_many.run_at <= datetime.now(UTC) + timedelta(seconds=1)
+    (claimed,) = await store.claim("n", 1, lease=30, queues=["again"])  # due now
+    assert claimed.id == one.id
+
+
+async def test_a_bulk_cancel_changes_each_job_as_the_one_job_cancel_does(store: Store) -> None:
+    one, many, running = await submit(store, 3, "stop")
+    (claimed,) = await store.claim("node-x", 1, lease=30, queues=["stop"])
+    assert claimed.id == one
+    await store.request_cancel(one)  # running: marked
+    await store.request_cancel(many)  # pending: canceled
+    batch = await store.bulk(BulkAction.CANCEL, JobFilter(queue="stop"), 0, 10)
+    assert [(c.id, c.state, c.previous, c.lease_owner) for c in batch.changed] == [
+        (one, State.RUNNING, State.RUNNING, "node-x"),
+        (running, State.CANCELED, State.PENDING, None),
+    ]
+    ended_one, ended_many = await store.get(many), await store.get(running)
+    assert _same(ended_one, ended_many) == {}
+    assert ended_many.state is State.CANCELED and ended_many.finished_at is not None
+    assert (await store.get(one)).cancel_requested
+
+
+async def test_a_bulk_purge_answers_the_jobs_it_deleted(store: Store) -> None:
+    ids = await submit(store, 3, "old")
+    await run_all(store, BulkAction.CANCEL, JobFilter(queue="old"), 10)
+    batch = await store.bulk(BulkAction.PURGE, JobFilter(queue="old"), 0, 2)
+    assert [(c.id, c.state, c.previous) for c in batch.changed] == [
+        (i, State.CANCELED, State.CANCELED) for i in ids[:2]
+    ]
+    assert (batch.examined, batch.last_id, batch.busy) == (2, ids[1], 0)
 
 
 async def test_run_now_and_priority_change_a_pending_job_only(store: Store) -> None:

@@ -253,7 +253,7 @@ async def test_a_bulk_cancel_cancels_what_waits_for_the_jobs_it_cancels(store: S
     root = await submit(store, "root", queue="doomed")
     child = await submit(store, "child", root)
     batch = await store.bulk(BulkAction.CANCEL, JobFilter(queue="doomed"), 0, 100)
-    assert [c.job.id for c in batch.changed] == [root]
+    assert [c.id for c in batch.changed] == [root]
     assert await state(store, child) is State.CANCELED
 
 
@@ -266,7 +266,7 @@ async def test_a_bulk_retry_of_a_parent_and_its_child_keeps_the_order(store: Sto
     await run(store, "first", OutcomeKind.FAILED)
     await run(store, "second", OutcomeKind.FAILED)
     batch = await store.bulk(BulkAction.RETRY, JobFilter(queue="again"), 0, 100)
-    states = {c.job.id: c.job.state for c in batch.changed}
+    states = {c.id: c.state for c in batch.changed}
     assert states == {first: State.PENDING, second: State.PENDING, child: State.WAITING}
     await run(store, "second")
     assert await state(store, child) is State.WAITING
@@ -282,5 +282,5 @@ async def test_a_purge_leaves_a_job_a_dependent_still_needs(store: Store) -> Non
     assert batch.changed == [] and await state(store, parent) is State.COMPLETED
     await run(store, "child")
     batch = await store.bulk(BulkAction.PURGE, JobFilter(queue="old"), 0, 100)
-    assert [c.job.id for c in batch.changed] == [parent]
+    assert [c.id for c in batch.changed] == [parent]
     assert (await store.get(child)).state is State.COMPLETED

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from jobd.domain import IllegalTransition, Job, State
+from jobd.domain import IllegalTransition, Job
 from jobd.errors import Conflict
 from jobd.queue_limits import FleetLimits, Rate, Window, room
-from jobd.store.base import Changed, JobFilter, Notification, NotificationKind, ordering_key
-from jobd.store.postgres import workflows as workflow_rows
+from jobd.store.base import JobFilter, Notification, NotificationKind, ordering_key
+from jobd.store.postgres.bulk import FILTERS, bulk, filter_params
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.rows import (
     Row,
@@ -23,24 +23,19 @@ from jobd.store.postgres.rows import (
     fetch_one,
     job_from_row,
     lookup_id,
-    write_params,
 )
 from jobd.store.queues import (
     Adjustment,
     AuditEntry,
     AuditRecord,
-    BulkAction,
-    BulkBatch,
     LimitChange,
     LimitedClaim,
     QueueRecord,
     QueueSummary,
-    bulk_filter,
     limited_result,
 )
 
 if TYPE_CHECKING:
-    from jobd.store.postgres.connections import Connection
     from jobd.store.postgres.store import PostgresStore
 
 #: The payload of the NOTIFY a pause or resume sends on the cancel channel (a node before
@@ -117,35 +112,7 @@ SELECT queue, count(*) AS n
    AND state = 'failed'
  GROUP BY queue
 """
-_FILTERS = """
-       (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-   AND (%(type)s::text IS NULL OR type = %(type)s::text)
-   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-   AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
-   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
-   AND (%(schedule)s::text IS NULL OR schedule = %(schedule)s::text)
-"""
-_COUNT = f"SELECT count(*) AS n FROM all_jobs WHERE {_FILTERS}"
-# A bulk batch's candidates, read without a lock; then locked by id, skipping those another
-# transaction holds (a claim, a finish, a heartbeat): a bulk action never waits for a lock,
-# so it can neither deadlock with a node's statements nor hold them up.
-_CANDIDATES = """
-SELECT id FROM {table}
- WHERE id > %(after)s AND {filters}
- ORDER BY id
- LIMIT %(batch)s
-"""
-_LOCK = """
-SELECT *, now() AS db_now FROM {table}
- WHERE id = ANY(%(ids)s::bigint[])
- ORDER BY id
-   FOR UPDATE SKIP LOCKED
-"""
-_MOVE_BACK = """
-WITH moved AS (DELETE FROM finished_jobs WHERE id = ANY(%(ids)s::bigint[]) RETURNING *)
-INSERT INTO jobs SELECT * FROM moved
-"""
-_PURGE = "DELETE FROM finished_jobs WHERE id = ANY(%(ids)s::bigint[])"
+_COUNT = f"SELECT count(*) AS n FROM all_jobs WHERE {FILTERS}"
 _LOCK_PENDING = "SELECT *, now() AS db_now FROM jobs WHERE id = %(id)s FOR UPDATE"
 _ADJUST = """
 UPDATE jobs SET run_at = %(run_at)s, priority = %(priority)s, updated_at = %(updated_at)s
@@ -286,70 +253,6 @@ async def count_jobs(store: PostgresStore, filters: JobFilter) -> int:
     return int(row["n"])
 
 
-async def bulk(
-    store: PostgresStore, action: BulkAction, filters: JobFilter, after: int, batch: int
-) -> BulkBatch:
-    filters = bulk_filter(action, filters)
-    # Unfinished jobs are in jobs, finished ones in finished_jobs (ADR 0019).
-    table = "jobs" if action is BulkAction.CANCEL else "finished_jobs"
-    params = {**filter_params(filters), "after": after, "batch": max(int(batch), 1)}
-    async with store.pool.connection() as conn, conn.transaction():
-        candidates_sql = _CANDIDATES.format(table=table, filters=_FILTERS)
-        ids = [row["id"] for row in await (await conn.execute(candidates_sql, params)).fetchall()]
-        if not ids:
-            return BulkBatch([], 0, None)
-        cur = await conn.execute(_LOCK.format(table=table), {"ids": ids})
-        rows = await cur.fetchall()
-        jobs = [job_from_row(row) for row in rows]
-        now = rows[0]["db_now"] if rows else None
-        targets = [job for job in jobs if filters.matches(job)]
-        changed = await _act(store, conn, action, targets, now)
-    _announce(store, action, changed)
-    return BulkBatch(changed, len(ids), ids[-1], busy=len(ids) - len(jobs))
-
-
-async def _act(
-    store: PostgresStore, conn: Connection, action: BulkAction, jobs: list[Job], now: Any
-) -> list[Changed]:
-    if not jobs:
-        return []
-    ids = [job.id for job in jobs]
-    if action is BulkAction.PURGE:
-        jobs = await workflow_rows.purgeable(conn, jobs)
-        ids = [job.id for job in jobs]
-        await conn.execute(_PURGE, {"ids": ids})
-        await workflow_rows.forget(conn, ids)
-        return [Changed(job, job.state) for job in jobs]
-    changed = [Changed(action.apply(job, now), job.state) for job in jobs]
-    if action is BulkAction.RETRY:
-        await conn.execute(_MOVE_BACK, {"ids": ids})
-    async with conn.cursor() as cur:
-        await cur.executemany(QUERIES["write_job"], [write_params(c.job) for c in changed])
-    ended = [c.job.id for c in changed if c.job.state.terminal]
-    if ended:
-        await conn.execute(QUERIES["move_finished"], {"ids": ended})
-        await workflow_rows.parents_ended(conn, [c.job for c in changed])
-    if action is BulkAction.RETRY:
-        now_is = await workflow_rows.retried(conn, ids)
-        changed = [Changed(now_is[c.job.id], c.previous) for c in changed]
-    stopping = [str(c.job.id) for c in changed if c.job.state is State.RUNNING]
-    await store._pg_notify(conn, store.cancel_channel, stopping)
-    ready = sorted({c.job.queue for c in changed if c.job.state is State.PENDING})
-    await store._pg_notify(conn, store.submit_channel, ready)
-    return changed
-
-
-def _announce(store: PostgresStore, action: BulkAction, changed: list[Changed]) -> None:
-    """This process's listeners hear what other nodes hear through NOTIFY."""
-    if action is BulkAction.PURGE:
-        return
-    for c in changed:
-        if action is BulkAction.CANCEL:
-            store._notify_cancel_requested(c.job)
-    if action is BulkAction.RETRY:
-        store._notify_submitted([c.job for c in changed])
-
-
 async def adjust(store: PostgresStore, job_id: int, adjustment: Adjustment) -> Job:
     async with store.pool.connection() as conn, conn.transaction():
         row = await (await conn.execute(_LOCK_PENDING, {"id": lookup_id(job_id)})).fetchone()
@@ -398,17 +301,6 @@ async def audit_records(
         )
         for row in rows
     ]
-
-
-def filter_params(filters: JobFilter) -> dict[str, Any]:
-    return {
-        "states": [State(s).value for s in filters.states] or None,
-        "type": filters.type,
-        "queue": filters.queue,
-        "created_after": filters.created_after,
-        "created_before": filters.created_before,
-        "schedule": filters.schedule,
-    }
 
 
 def _record(row: Row) -> QueueRecord:

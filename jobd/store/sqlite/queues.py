@@ -23,6 +23,7 @@ from jobd.store.queues import (
     AuditRecord,
     BulkAction,
     BulkBatch,
+    BulkChange,
     LimitChange,
     LimitedClaim,
     QueueRecord,
@@ -223,11 +224,11 @@ async def bulk(
     where = (where + " AND" if where else " WHERE") + " id > ?"
     sql = f"SELECT {COLUMNS} FROM jobs{where} ORDER BY id LIMIT ?"
 
-    def run(conn: sqlite3.Connection) -> tuple[BulkBatch, list[Job]]:
+    def run(conn: sqlite3.Connection) -> tuple[list[Changed], list[Job], list[Job]]:
         with write_transaction(conn):
             jobs = [job_from_row(row) for row in conn.execute(sql, (*params, after, batch))]
             if not jobs:
-                return BulkBatch([], 0, None), []
+                return [], [], []
             now = store._clock()
             graph = SQLiteGraph(conn)
             if action is BulkAction.PURGE:
@@ -238,8 +239,7 @@ async def bulk(
                         f"DELETE FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk
                     )
                 conn.execute(PRUNE_EDGES, (json.dumps(ids),))
-                changed = [Changed(j, j.state) for j in targets]
-                return BulkBatch(changed, len(jobs), jobs[-1].id), []
+                return [Changed(j, j.state) for j in targets], jobs, []
             if action is BulkAction.RETRY:
                 retried, dependents = workflows.retry_all(graph, jobs, now)
                 changed = [Changed(job, b.state) for job, b in zip(retried, jobs, strict=True)]
@@ -247,16 +247,18 @@ async def bulk(
                 changed = [Changed(action.apply(job, now), job.state) for job in jobs]
                 conn.executemany(UPDATE_JOB, [update_row(c.job) for c in changed])
                 dependents = workflows.parents_ended(graph, [c.job for c in changed], now)
-            return BulkBatch(changed, len(jobs), jobs[-1].id), dependents
+            return changed, jobs, dependents
 
-    result, dependents = await store.db.run(run)
+    changed, examined, dependents = await store.db.run(run)
     store._notify_dependents(dependents)
-    for c in result.changed:
+    for c in changed:
         if action is BulkAction.CANCEL:
             store._notify_cancel_requested(c.job)
     if action is BulkAction.RETRY:
-        store._notify_submitted([c.job for c in result.changed])
-    return result
+        store._notify_submitted([c.job for c in changed])
+    if not examined:
+        return BulkBatch([], 0, None)
+    return BulkBatch([BulkChange.of(c) for c in changed], len(examined), examined[-1].id)
 
 
 async def adjust(store: SQLiteStore, job_id: int, adjustment: Adjustment) -> Job:
