@@ -72,12 +72,7 @@ class LimitChange:
 
     def apply(self, current: FleetLimits) -> FleetLimits:
         base = FleetLimits() if self.reset else current
-        return FleetLimits(
-            self.global_concurrency
-            if self.global_concurrency is not None
-            else base.global_concurrency,
-            self.rate if self.rate is not None else base.rate,
-        )
+        return base.over(FleetLimits(self.global_concurrency, self.rate))
 
 
 @dataclass(frozen=True, slots=True)
