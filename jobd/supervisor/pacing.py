@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from jobd.limits import CLAIM_AHEAD_PER_WORKER, QUEUE_AHEAD_PER_WORKER
 
-__all__ = ["CLAIM_AHEAD_PER_WORKER", "QUEUE_AHEAD_PER_WORKER", "Pacing"]
-
 
 def ewma(average: float, sample: float, weight: float = 0.2) -> float:
     """An exponentially weighted moving average; the first sample starts it."""

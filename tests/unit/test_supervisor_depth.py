@@ -3,7 +3,8 @@ and more for short jobs while a backlog waits (Pacing.depth), never past the bou
 
 from __future__ import annotations
 
-from jobd.supervisor.pacing import QUEUE_AHEAD_PER_WORKER, Pacing
+from jobd.limits import QUEUE_AHEAD_PER_WORKER
+from jobd.supervisor.pacing import Pacing
 
 
 def pacing(prefetch: int, *, backlog: bool, run_time: float, claim_time: float) -> Pacing:
