@@ -5,6 +5,7 @@ and never longer than the bound after it began."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from jobd.supervisor.io_thread import IoThread
 from jobd.write_priority import WritePriority
@@ -27,8 +28,10 @@ async def test_a_submit_waits_for_the_write_back_in_flight_under_a_backlog() -> 
         waited = asyncio.wrap_future(
             asyncio.run_coroutine_threadsafe(priority.give_way(), control.loop)
         )
-        await asyncio.sleep(0.05)  # a chance to finish early, which it must not take
-        assert not waited.done()
+        deadline = time.monotonic() + 10
+        while not priority._waiters and time.monotonic() < deadline:  # it has begun to wait
+            await asyncio.sleep(0.001)
+        assert priority._waiters and not waited.done()
         priority.end(backlog=True)  # on this thread, as the supervisor's loop does
         await asyncio.wait_for(waited, 10)
     finally:
