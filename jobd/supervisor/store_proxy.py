@@ -187,20 +187,23 @@ class StoreProxy(Store):
         types: Sequence[str] | None = None,
         exclude_queues: Sequence[str] | None = None,
     ) -> Exchanged:
-        PRIORITY.begin()
-        exchanged = await self._call(
-            self.store.finish_and_claim(
-                node,
-                outcomes,
-                starts,
-                limit=limit,
-                lease=lease,
-                types=types,
-                exclude_queues=exclude_queues,
-            )
+        call = self.store.finish_and_claim(
+            node,
+            outcomes,
+            starts,
+            limit=limit,
+            lease=lease,
+            types=types,
+            exclude_queues=exclude_queues,
         )
-        PRIORITY.end(backlog=len(exchanged.claimed) >= limit > 0)
-        return exchanged
+        PRIORITY.begin()
+        backlog = False
+        try:  # a failed or timed-out write-back releases the submits waiting on it too
+            exchanged = await self._call(call)
+            backlog = len(exchanged.claimed) >= limit > 0
+            return exchanged
+        finally:
+            PRIORITY.end(backlog=backlog)
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())

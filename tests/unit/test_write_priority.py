@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import pytest
+
+from jobd.errors import Unavailable
+from jobd.store.memory import MemoryStore
 from jobd.supervisor.io_thread import IoThread
-from jobd.write_priority import WritePriority
+from jobd.supervisor.store_proxy import StoreProxy
+from jobd.write_priority import PRIORITY, WritePriority
 
 
 async def test_without_a_backlog_nothing_waits() -> None:
@@ -48,3 +54,23 @@ async def test_the_wait_is_bounded_from_the_write_backs_start() -> None:
     priority._waiters.clear()
     await asyncio.wait_for(priority.give_way(), 10)  # past the bound: a plain turn
     assert not priority._waiters
+
+
+class DownStore(MemoryStore):
+    """A store whose write-back fails, as an unreachable database's does."""
+
+    async def finish_and_claim(self, *args: Any, **kw: Any) -> Any:
+        raise Unavailable("database unreachable")
+
+
+async def test_a_failed_write_back_releases_the_submits_waiting_on_it() -> None:
+    io = IoThread("jobd-io-test").start()
+    try:
+        proxy = StoreProxy(DownStore(), io.crossing(5.0), asyncio.get_running_loop())
+        PRIORITY.end(backlog=True)  # the last claim was full
+        with pytest.raises(Unavailable):
+            await proxy.finish_and_claim("n1", [], [], limit=10, lease=30)
+        assert PRIORITY._began is None  # nothing in flight: a submit does not wait
+    finally:
+        PRIORITY.end(backlog=False)
+        io.stop()
