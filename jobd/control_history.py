@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 from jobd.domain import AttemptRecord, Job, State
 from jobd.protocol import IdParams, NoParams
 from jobd.store.activity import ACTIVITY_MINUTES, Activity, window_start
+from jobd.store.nodes import iso
 
 if TYPE_CHECKING:
     from jobd.control import Operations
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+    return None if value is None else iso(value)
 
 
 def _recorded(entry: AttemptRecord) -> dict[str, Any]:
