@@ -64,7 +64,7 @@ class JobEvents:
     def started(self, job: Job, worker: int, waited: float) -> None:
         """A worker started `job`, `waited` seconds after it was due."""
         self.metrics.job("started", job.type, job.queue)
-        self.metrics.queue_wait.labels(job.type).observe(waited)
+        self.metrics.waited(job.type, waited)
         if feed := self._publishing():
             feed.publish([change_of(job, "started", waited)._replace(state="running")])
         if events.isEnabledFor(self.level):

@@ -124,7 +124,7 @@ class WorkerReports:
             w.stop = None
             if job is not None:
                 ran = time.monotonic() - w.started_at
-                self._metrics.run_duration.labels(job.type).observe(ran)
+                self._metrics.ran(job.type, ran)
                 self._pacing.job_ran(ran)
         w.jobs_done += 1
         return job

@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from psycopg.rows import tuple_row
+
 from jobd.domain import State
 from jobd.store.base import Exchanged, Outcome, Start, Store, ordering_key, storable_outcome
 from jobd.store.postgres import workflows as workflow_rows
 from jobd.store.postgres.queries import QUERIES
-from jobd.store.postgres.rows import claim_params, finish_params, job_from_row, wants_pending
+from jobd.store.postgres.rows import claim_params, finish_params, jobs_from_tuples, wants_pending
 
 if TYPE_CHECKING:
     from jobd.store.postgres.store import PostgresStore
@@ -53,9 +55,10 @@ async def finish_and_claim(
                 params = finish_params(node, ending)
                 finishing = await conn.execute(QUERIES["finish"], params, prepare=True)
             params = claim_params(node, limit, lease, types=types, exclude_queues=exclude_queues)
-            claiming = await conn.execute(QUERIES["claim"], params, prepare=True)
+            claiming = conn.cursor(row_factory=tuple_row)
+            await claiming.execute(QUERIES["claim"], params, prepare=True)
         rows = await finishing.fetchall() if finishing is not None else []
-        jobs = [job_from_row(row) for row in await claiming.fetchall()]
+        jobs = jobs_from_tuples(claiming.description, await claiming.fetchall())
     applied = {row["id"]: State(row["state"]) for row in rows}
     store._notify_finished(applied)
     workflow_rows.announce_released(store, rows)  # as finish does: the dependents it released

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams
@@ -63,6 +64,7 @@ from jobd.store.postgres.rows import (
     fetch_one,
     finish_params,
     job_from_row,
+    jobs_from_tuples,
     lookup_id,
     not_found,
     outcome_params,
@@ -342,8 +344,9 @@ class PostgresStore(QueueMethods, Store):
             return []
         params = claim_params(node, limit, lease, queues, types, exclude_queues)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(QUERIES["claim"], params, prepare=True)
-            jobs = [job_from_row(row) for row in await cur.fetchall()]
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(QUERIES["claim"], params, prepare=True)
+            jobs = jobs_from_tuples(cur.description, await cur.fetchall())
         return sorted(jobs, key=ordering_key)
 
     async def heartbeat(
