@@ -345,7 +345,9 @@ class PostgresStore(QueueMethods, Store):
         params = claim_params(node, limit, lease, queues, types, exclude_queues)
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(QUERIES["claim"], params, prepare=True)
+            async with conn.pipeline():  # one round trip, one implicit transaction
+                await conn.execute(QUERIES["claim_commit_unflushed"], prepare=True)
+                await cur.execute(QUERIES["claim"], params, prepare=True)
             jobs = jobs_from_tuples(cur.description, await cur.fetchall())
         return sorted(jobs, key=ordering_key)
 

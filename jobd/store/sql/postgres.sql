@@ -192,6 +192,15 @@ UPDATE jobs
 RETURNING jobs.*
 
 
+-- name: claim_commit_unflushed
+-- Sent before a claim alone, in the same pipeline (one implicit transaction): its commit does
+-- not wait for the WAL flush.  A claim lost to a crash of the database server leaves its jobs
+-- pending, as they were; a worker that ran one has its outcome refused by the finish's fence
+-- and the job runs again, as after any crash (at least once).  The finish's flush makes every
+-- earlier commit durable, the claim's included.  See ADR 0039.
+SELECT set_config('synchronous_commit', 'off', true)
+
+
 -- name: heartbeat
 -- Extend a node's leases: those of the jobs it says it holds (%(ids)s; NULL: all of them), so a
 -- job whose claim answer the node never received expires instead of living for ever.  Touches
