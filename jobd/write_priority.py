@@ -22,8 +22,8 @@ MAX_GIVE_WAY = 0.05
 
 
 class WritePriority:
-    """Marked by the supervisor's loop (`begin`, `end`); waited on by the control server's
-    loop (`give_way`)."""
+    """Marked by the supervisor's store calls (`claimed`, `begin`, `end`); waited on by the
+    control server's loop (`give_way`)."""
 
     def __init__(self, max_give_way: float = MAX_GIVE_WAY):
         self.max_give_way = max_give_way
@@ -32,11 +32,14 @@ class WritePriority:
         self._backlog = False  # the last claim came back full
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
+    def claimed(self, full: bool) -> None:
+        """A claim came back: `full` if it got all it asked for (more work is waiting)."""
+        self._backlog = full
+
     def begin(self) -> None:
         self._began = time.monotonic()
 
-    def end(self, backlog: bool) -> None:
-        self._backlog = backlog
+    def end(self) -> None:
         with self._lock:
             self._began = None
             waiters, self._waiters = self._waiters, []

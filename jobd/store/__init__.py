@@ -8,7 +8,6 @@ from typing import Any
 from jobd.store.base import (
     Changed,
     Counts,
-    Exchanged,
     JobFilter,
     Links,
     Notification,
@@ -25,7 +24,6 @@ from jobd.store.base import (
 __all__ = [
     "Changed",
     "Counts",
-    "Exchanged",
     "JobFilter",
     "Links",
     "Notification",

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobd.domain import DEFAULT_MAX_ATTEMPTS, ErrorInfo, Job, NewJob, State
-from jobd.errors import InvalidParams, Unavailable
+from jobd.errors import InvalidParams
 from jobd.limits import MAX_LIST_LIMIT, MAX_SUBMIT_MANY
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.values import check_new_job, json_problem, storable_text
@@ -97,17 +97,6 @@ class ProgressReport:
     token: int | None
     progress: Any
     at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Exchanged:
-    """What `Store.finish_and_claim` did: the state of each applied outcome (as `finish`), the
-    jobs claimed, and why the claim failed if it did (the outcomes were applied all the
-    same)."""
-
-    applied: dict[int, State]
-    claimed: list[Job]
-    claim_error: Unavailable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,32 +360,6 @@ class Store(abc.ABC):
         attempt, node, lease token) still owns the running job; return the ids written.  A
         report of an attempt that ended or lost its lease is left out (its job keeps the
         progress it had)."""
-
-    async def finish_and_claim(
-        self,
-        node: str,
-        outcomes: Sequence[Outcome],
-        starts: Sequence[Start],
-        *,
-        limit: int,
-        lease: float,
-        types: Sequence[str] | None = None,
-        exclude_queues: Sequence[str] | None = None,
-    ) -> Exchanged:
-        """`finish`, then `claim` of up to `limit` jobs of `types` from any queue but
-        `exclude_queues`: the supervisor's write-back with its next claim riding on it, in one
-        call (docs/adr/0029).  The outcomes are applied when it returns, as after `finish`; if
-        they could not be, it raises.  A store may do both in one round trip and one
-        transaction (PostgreSQL); this default does one after the other, and a claim that
-        finds the store unavailable is told in `claim_error`, the outcomes applied."""
-        applied = await self.finish(node, outcomes, starts)
-        try:
-            claimed = await self.claim(
-                node, limit, lease=lease, types=types, exclude_queues=exclude_queues
-            )
-        except Unavailable as exc:
-            return Exchanged(applied, [], exc)
-        return Exchanged(applied, claimed)
 
     @abc.abstractmethod
     async def recover_expired(self) -> builtins.list[Job]:

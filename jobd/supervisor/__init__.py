@@ -5,9 +5,9 @@ modules named for what they decide:
 
 - `outcomes`: what happens to a job when its attempt ends (pure);
 - `pacing`: how much to claim and how many jobs each worker may hold (pure);
-- `dispatch`: the claim in flight, alone or riding on the write-back, and the hand-out after
-  it; `claims`: when to claim, and the claim statements; `handout`: the claimed jobs and who
-  gets them;
+- `dispatch`: the claim in flight, beside the write-back, and the hand-out after it;
+  `claims`: when to claim, and the claim statements; `handout`: the claimed jobs and who gets
+  them;
 - `reports`: what a worker's messages and its death mean for its jobs;
 - `deadlines`: stopping a job at its timeout, on a cancel or at the end of a drain;
 - `writeback`: the outcomes waiting to be written, written in batches;

@@ -4,7 +4,8 @@ slots, or, with queue limits, one per limited queue and one for every other queu
 limit on this node (`queues.<name>.concurrency`), or within its fleet-wide limits
 (`global_concurrency`, `rate`: `Store.claim_limited`, docs/adr/0032).  A limited queue's own
 claim runs only while it may give something (jobd.supervisor.limited_turns); while none may,
-the claim rides on the write-back, the limited queues excluded."""
+the other queues' claim leaves it out.  A claim goes on its own, beside the write-back in
+flight, never with it (docs/adr/0039)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
-from jobd.domain import Job, State
+from jobd.domain import Job
 from jobd.errors import Unavailable
 from jobd.handlers import Registry
 from jobd.queue_limits import FleetLimits
-from jobd.store import Notification, NotificationKind, Outcome, Start, Store
+from jobd.store import Notification, NotificationKind, Store
 from jobd.store.queues import LimitedClaim, QueueRecord
 from jobd.supervisor.fleet_limits import FleetLimitsView
 from jobd.supervisor.limited_turns import LimitedTurns
@@ -126,49 +127,10 @@ class Claims:
             if self.work_hint.is_set():
                 self.wake()
 
-    def may_ride(self) -> bool:
-        """Whether a claim may ride on a write-back: the paused queues need no reading first
-        (they ride on it as its exclusion), and no limited queue may have work (a limited
-        queue takes a claim of its own: it is excluded from the riding one)."""
-        now = time.monotonic()
-        if self.paused.due(now):
-            return False
-        limited = self._limited()
-        return not limited or limited <= self._left_out(now)
-
-    def _limited(self) -> frozenset[str]:
-        """The queues claimed apart: limited on this node or across the fleet."""
-        return frozenset(self.settings.queue_limits).union(self.limits.limits)
-
     def _left_out(self, now: float) -> frozenset[str]:
         """The queues no claim takes from now: paused, their rate's window closed, or limited
         with nothing to give (jobd.supervisor.limited_turns)."""
         return self.paused.names | self.limits.closed(now) | self.turns.left_out(now, self._held)
-
-    async def with_write(
-        self, outcomes: list[Outcome], starts: list[Start], wanted: int
-    ) -> tuple[dict[int, State], list[Job] | None]:
-        """Write `outcomes` and `starts` back and claim `wanted` jobs in the same call (the
-        claim is due: see `due`): the state of each applied outcome, and the jobs claimed (None
-        if the claim failed).  Raises as the write alone would."""
-        try:
-            exchanged = await self.store.finish_and_claim(
-                self.node,
-                outcomes,
-                starts,
-                limit=wanted,
-                lease=self.settings.lease_seconds,
-                types=self.registry.types(),
-                exclude_queues=sorted(self.paused.names | self._limited()) or None,
-            )
-        except Unavailable as exc:
-            self.health.write_failed("claim", exc)
-            raise
-        if exchanged.claim_error is not None:
-            self.health.write_failed("claim", exchanged.claim_error)
-            return exchanged.applied, None
-        self._came_back()
-        return exchanged.applied, exchanged.claimed
 
     def _came_back(self) -> None:
         self.health.wrote("claim")

@@ -1,10 +1,8 @@
 """Claiming and handing out, as the supervisor's loop drives them.
 
-A claim runs as a task of its own, so the loop never awaits the store (ADR 0022); or, when a
-write-back is in flight and every worker has work queued, it rides on the write-back's next
-write: `Store.finish_and_claim`, one crossing to the I/O thread and one round trip for both
-(ADR 0029).  Either way one claim at most is in flight.  A worker with nothing to do does not
-wait for a write: its claim goes at once."""
+A claim runs as a task of its own, so the loop never awaits the store (ADR 0022), beside the
+write-back in flight: on PostgreSQL a claim alone does not wait for the WAL flush, and the two
+overlap (ADR 0039).  One claim at most is in flight."""
 
 from __future__ import annotations
 
@@ -22,26 +20,20 @@ if TYPE_CHECKING:
 class Dispatch:
     def __init__(self, supervisor: Supervisor):
         self._sup = supervisor
-        #: The claim in flight, alone (a task) or riding on a write (a future), if any.
+        #: The claim in flight, if any.
         self.claiming: asyncio.Future[None] | None = None
 
     def claim_in_flight(self) -> bool:
         return self.claiming is not None and not self.claiming.done()
 
     def turn(self) -> None:
-        """Hand out what is claimed, and claim unless a claim is in flight or will ride on the
-        write in flight."""
+        """Hand out what is claimed, and claim unless a claim is in flight."""
         sup = self._sup
         if sup.draining or sup.boot_error:
             return
-        if not self.claim_in_flight() and not self._will_ride():
+        if not self.claim_in_flight():
             self.claiming = asyncio.create_task(sup.guard("claim", self._claim), name="jobd-claim")
         self.hand_out()
-
-    def _will_ride(self) -> bool:
-        sup = self._sup
-        busy = all(w.assigned for w in taking_work(sup.workers.values()))
-        return sup.writeback.writing and busy and sup.claims.may_ride()
 
     async def _claim(self) -> None:
         wanted = self._wanted()
@@ -50,25 +42,12 @@ class Dispatch:
             self._claimed(wanted, jobs)
 
     async def write(self, outcomes: list[Outcome], starts: list[Start]) -> dict[int, State]:
-        """The write-back's store call, with the claim riding on it if one is due now."""
+        """The write-back's store call; the loop turns once it is back."""
         sup = self._sup
-        may_claim = not (sup.draining or sup.boot_error or self.claim_in_flight())
-        wanted = self._wanted() if may_claim and sup.claims.may_ride() else 0
-        if not sup.claims.due(wanted):
-            try:
-                return await sup.store.finish(sup.node, outcomes, starts)
-            finally:
-                sup.wake()  # a claim left for this write goes alone on the next turn
-        claiming = self.claiming = asyncio.get_running_loop().create_future()
         try:
-            applied, jobs = await sup.claims.with_write(outcomes, starts, wanted)
+            return await sup.store.finish(sup.node, outcomes, starts)
         finally:
-            if not claiming.done():  # (cancelled if the drain gave up on it)
-                claiming.set_result(None)
-        if jobs is not None:
-            self._claimed(wanted, jobs)
-        sup.wake()
-        return applied
+            sup.wake()
 
     def _wanted(self) -> int:
         sup = self._sup

@@ -1,8 +1,8 @@
 """When a limited queue's own claim is worth its statements (docs/adr/0032).  A queue with a
 per-node `concurrency` or a fleet-wide limit is claimed apart, by a statement of its own (a
-locking transaction for a fleet-wide limit), and while such a claim is due the node's claim
-cannot ride on its write-backs (ADR 0029).  Run every turn for a queue with nothing to give,
-they halved the burn-down of the other queues; so a queue is left out of the claims while
+locking transaction for a fleet-wide limit).  Run every turn for a queue with nothing to
+give, they halved the burn-down of the other queues; so a queue is left out of the claims
+while
 
 - *drained*: its last claim came back short with nothing held back; until a submit names it
   (or names none: the listener reconnected), the queues' state is read again (a pause or a
@@ -15,7 +15,7 @@ they halved the burn-down of the other queues; so a queue is left out of the cla
   node itself, and by this one within a poll interval.
 
 A queue the rate held back is left out until its window opens (jobd.supervisor.fleet_limits).
-With every limited queue left out, the claim rides on the write-back again, the limited ones
+With every limited queue left out, the node's claim is one statement again, the limited ones
 excluded from it as the paused ones are."""
 
 from __future__ import annotations

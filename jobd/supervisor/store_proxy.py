@@ -26,7 +26,6 @@ from jobd.schedules import Schedule
 from jobd.store import (
     Changed,
     Counts,
-    Exchanged,
     JobFilter,
     Links,
     Notification,
@@ -155,11 +154,14 @@ class StoreProxy(Store):
         types: Sequence[str] | None = None,
         exclude_queues: Sequence[str] | None = None,
     ) -> builtins.list[Job]:
-        return await self._call(
+        jobs = await self._call(
             self.store.claim(
                 node, limit, lease=lease, queues=queues, types=types, exclude_queues=exclude_queues
             )
         )
+        if queues is None:  # the node's claim, not one limited queue's
+            PRIORITY.claimed(full=len(jobs) >= limit > 0)
+        return jobs
 
     async def heartbeat(
         self, node: str, lease: float, job_ids: Collection[int] | None = None
@@ -169,41 +171,17 @@ class StoreProxy(Store):
     async def finish(
         self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start] = ()
     ) -> dict[int, State]:
-        return await self._call(self.store.finish(node, outcomes, starts))
+        call = self.store.finish(node, outcomes, starts)
+        PRIORITY.begin()
+        try:  # a failed or timed-out write-back releases the submits waiting on it too
+            return await self._call(call)
+        finally:
+            PRIORITY.end()
 
     async def record_progress(
         self, node: str, reports: Sequence[ProgressReport]
     ) -> builtins.list[int]:
         return await self._call(self.store.record_progress(node, reports))
-
-    async def finish_and_claim(
-        self,
-        node: str,
-        outcomes: Sequence[Outcome],
-        starts: Sequence[Start],
-        *,
-        limit: int,
-        lease: float,
-        types: Sequence[str] | None = None,
-        exclude_queues: Sequence[str] | None = None,
-    ) -> Exchanged:
-        call = self.store.finish_and_claim(
-            node,
-            outcomes,
-            starts,
-            limit=limit,
-            lease=lease,
-            types=types,
-            exclude_queues=exclude_queues,
-        )
-        PRIORITY.begin()
-        backlog = False
-        try:  # a failed or timed-out write-back releases the submits waiting on it too
-            exchanged = await self._call(call)
-            backlog = len(exchanged.claimed) >= limit > 0
-            return exchanged
-        finally:
-            PRIORITY.end(backlog=backlog)
 
     async def recover_expired(self) -> builtins.list[Job]:
         return await self._call(self.store.recover_expired())

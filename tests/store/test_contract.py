@@ -321,52 +321,6 @@ async def test_finish_is_fenced_on_owner_and_attempt(store: Store) -> None:
     assert await store.finish(NODE, [Outcome(424242, 1, OutcomeKind.COMPLETED)]) == {}
 
 
-async def test_finish_and_claim_writes_the_outcomes_then_claims(store: Store) -> None:
-    """The write-back with the next claim riding on it: the outcomes applied and fenced as
-    by finish (a stale one left out), then the claim as by claim, types and limit kept."""
-    await store.submit_many([spec() for _ in range(2)])
-    held = await store.claim(NODE, 2, lease=LEASE)
-    await store.submit_many([spec(), spec("other"), spec(), spec()])
-    outcomes = [
-        Outcome(held[0].id, 1, OutcomeKind.COMPLETED, result={"ok": True}),
-        Outcome(held[1].id, 2, OutcomeKind.COMPLETED),  # not its attempt: refused
-    ]
-    got = await store.finish_and_claim(NODE, outcomes, [], limit=2, lease=LEASE, types=["echo"])
-    assert got.applied == {held[0].id: State.COMPLETED} and got.claim_error is None
-    assert [j.type for j in got.claimed] == ["echo", "echo"]
-    assert all(j.state is State.RUNNING and j.lease_owner == NODE for j in got.claimed)
-    assert (await store.get(held[0].id)).result == {"ok": True}
-    assert (await store.get(held[1].id)).state is State.RUNNING
-
-
-async def test_finish_and_claim_with_starts_and_retries(store: Store) -> None:
-    """The outcomes finish writes in several statements (a start, a job sent back to
-    pending) go the same way, and a claim of nothing is no claim."""
-    await store.submit_many([spec() for _ in range(2)])
-    a, b = await store.claim(NODE, 2, lease=LEASE)
-    at = past(0)
-    retry = Outcome(a.id, 1, OutcomeKind.FAILED, error=ErrorInfo("E", "x"), retry_at=past(0))
-    got = await store.finish_and_claim(
-        NODE, [retry], [Start(b.id, 1, b.lease_token, at)], limit=0, lease=LEASE
-    )
-    assert got.applied == {a.id: State.PENDING} and got.claimed == []
-    assert (await store.get(b.id)).started_at == at
-    got = await store.finish_and_claim(NODE, [], [], limit=5, lease=LEASE)
-    assert [j.id for j in got.claimed] == [a.id] and got.claimed[0].attempts == 2
-
-
-async def test_finish_and_claim_leaves_the_excluded_queues_out(store: Store) -> None:
-    """The paused queues ride on the write-back's claim as on a claim alone."""
-    await store.submit(spec())
-    (held,) = await store.claim(NODE, 1, lease=LEASE)
-    await store.submit_many([spec(queue="paused"), spec(queue="open")])
-    done = [Outcome(held.id, 1, OutcomeKind.COMPLETED)]
-    got = await store.finish_and_claim(
-        NODE, done, [], limit=5, lease=LEASE, exclude_queues=["paused"]
-    )
-    assert [j.queue for j in got.claimed] == ["open"]
-
-
 async def test_stale_owner_is_refused_after_recovery(store: Store) -> None:
     await store.submit(spec())
     job = await claim_one(store, lease=0.05)

@@ -304,34 +304,6 @@ async def test_finish_applies_every_outcome_as_the_domain_does(pg: PostgresStore
         assert pg_job == mem, case
 
 
-async def test_finish_and_claim_commits_both_or_neither(
-    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The write-back and the claim riding on it are one transaction (one pipeline): when the
-    claim fails, the outcomes are not applied either and the call raises, so the supervisor's
-    retry of the write finds the jobs as it left them.  And the answer comes after the commit:
-    a finished job is finished for every other connection by then."""
-    await pg.submit_many([spec(), spec(), spec()])
-    a, b = await pg.claim("n", 2, lease=60)
-    done = [Outcome(a.id, 1, OutcomeKind.COMPLETED, result=1)]
-    with monkeypatch.context() as patched:
-        patched.setitem(QUERIES, "claim", "SELECT 1 / 0 AS id")
-        with pytest.raises(InvalidParams):  # the division by zero, a data error
-            await pg.finish_and_claim("n", done, [], limit=5, lease=60)
-    assert (await pg.get(a.id)).state is State.RUNNING
-    got = await pg.finish_and_claim("n", done, [], limit=5, lease=60)
-    assert got.applied == {a.id: State.COMPLETED} and len(got.claimed) == 1
-    async with await psycopg.AsyncConnection.connect(pg.pool.url) as conn:
-        cur = await conn.execute(
-            sql.SQL("SELECT state FROM {}.all_jobs WHERE id = %s").format(
-                sql.Identifier(pg.schema)
-            ),
-            (a.id,),
-        )
-        assert (await cur.fetchone()) == ("completed",)
-    assert b.id not in got.applied
-
-
 async def test_recover_expired_mirrors_the_domain(pg: PostgresStore) -> None:
     clock = FrozenClock()
     memory = MemoryStore(clock=clock)

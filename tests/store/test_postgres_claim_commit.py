@@ -61,15 +61,3 @@ async def test_a_claim_alone_does_not_wait_for_the_flush_and_its_finish_does(
     done = [Outcome(j.id, j.attempts, OutcomeKind.COMPLETED, token=j.lease_token) for j in jobs]
     await store.finish("node-a", done)
     assert await seen(conn) == [("DELETE", "on")]
-
-
-async def test_a_claim_riding_on_a_finish_waits_for_the_flush(
-    store: PostgresStore, conn: psycopg.AsyncConnection[tuple[str, str]]
-) -> None:
-    await store.submit_many([NewJob(type="noop") for _ in range(4)])
-    first = await store.claim("node-a", 2, lease=30.0)
-    await seen(conn)
-    done = [Outcome(j.id, j.attempts, OutcomeKind.COMPLETED, token=j.lease_token) for j in first]
-    exchanged = await store.finish_and_claim("node-a", done, [], limit=2, lease=30.0)
-    assert len(exchanged.claimed) == 2
-    assert sorted(await seen(conn)) == [("DELETE", "on"), ("UPDATE", "on")]

@@ -1,6 +1,6 @@
-"""A limited queue's own claim runs only while it may give something, and the claim rides on
-the write-back while none may (jobd.supervisor.limited_turns, docs/adr/0032): counted on the
-memory store, whose claims are wrapped to record each call."""
+"""A limited queue's own claim runs only while it may give something, and the node's claim is
+one statement leaving it out while none may (jobd.supervisor.limited_turns, docs/adr/0032):
+counted on the memory store, whose claims are wrapped to record each call."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from jobd.domain import Job, NewJob
 from jobd.handlers import Registry
 from jobd.handlers.registration import HandlerSpec
 from jobd.queue_limits import FleetLimits, Rate
-from jobd.store import Exchanged, Outcome, OutcomeKind, Start
+from jobd.store import Outcome, OutcomeKind
 from jobd.store.memory import MemoryStore
 from jobd.store.queues import LimitedClaim
 from jobd.supervisor.claims import Claims
@@ -30,7 +30,6 @@ class CountingStore(MemoryStore):
         self.limited: list[str] = []  # the queue of each claim_limited
         self.own: list[str] = []  # the queue of each claim of one queue
         self.rest: list[list[str] | None] = []  # exclude_queues of each other claim
-        self.riding: list[list[str] | None] = []  # exclude_queues of each finish_and_claim
 
     async def claim_limited(self, node: str, queue: str, limit: int, **kw: Any) -> LimitedClaim:
         self.limited.append(queue)
@@ -42,12 +41,6 @@ class CountingStore(MemoryStore):
         else:
             self.rest.append(kw.get("exclude_queues"))
         return await super().claim(node, limit, **kw)
-
-    async def finish_and_claim(
-        self, node: str, outcomes: Sequence[Outcome], starts: Sequence[Start], **kw: Any
-    ) -> Exchanged:
-        self.riding.append(kw.get("exclude_queues"))
-        return await super().finish_and_claim(node, outcomes, starts, **kw)
 
 
 def claims_on(store: CountingStore, **settings: Any) -> Claims:
@@ -75,7 +68,6 @@ async def test_an_empty_limited_queue_costs_one_claim_until_a_submit_names_it() 
     fleet = {"api": FleetLimits(global_concurrency=3, rate=Rate(10, 1.0))}
     claims = claims_on(store, fleet_limits=fleet)
     await store.submit_many([NewJob("noop")] * 50)
-    assert not claims.may_ride()  # nothing known yet: the first claim goes alone
     assert len(await take(claims, 5)) == 5
     assert store.limited == ["api"]
     for _ in range(5):
@@ -91,7 +83,7 @@ async def test_an_empty_limited_queue_costs_one_claim_until_a_submit_names_it() 
     assert store.limited == ["api", "api"] and "api" in {j.queue for j in jobs}
 
 
-async def test_the_claim_rides_on_the_write_back_with_limits_configured() -> None:
+async def test_with_the_limited_queues_empty_the_claim_is_one_statement() -> None:
     store = CountingStore()
     await store.set_queue_paused("held", True, reason=None, actor="test")
     claims = claims_on(
@@ -102,14 +94,12 @@ async def test_the_claim_rides_on_the_write_back_with_limits_configured() -> Non
     await store.submit_many([NewJob("noop")] * 20)
     await take(claims, 4)
     assert store.limited == ["api"] and store.own == ["slow"]
-    assert claims.may_ride()  # both limited queues are empty: none needs a claim of its own
-    assert claims.due(4)
-    _applied, jobs = await claims.with_write([], [], 4)
-    assert jobs is not None and len(jobs) == 4
-    assert store.riding == [["api", "held", "slow"]]
+    jobs = await take(claims, 4)  # both limited queues are empty: left out of one statement
+    assert len(jobs) == 4
+    assert store.limited == ["api"] and store.own == ["slow"]
+    assert store.rest[-1] == ["api", "held", "slow"]
 
-    await store.submit_many([NewJob("noop", queue="slow")])
-    assert not claims.may_ride()  # it may have work now: claimed apart on the next turn
+    await store.submit_many([NewJob("noop", queue="slow")])  # it may have work now
     jobs = await take(claims, 4)
     assert store.own == ["slow", "slow"] and "slow" in {j.queue for j in jobs}
 
@@ -127,14 +117,13 @@ async def test_a_full_queue_is_claimed_again_once_one_of_its_jobs_here_ends() ->
     for _ in range(3):
         assert await take(claims, 4, held) == []
     assert store.limited == ["api"] and store.own == ["slow"]  # both full: no statement
-    assert claims.may_ride()
 
     api = next(j for j in held if j.queue == "api")
     done = Outcome(api.id, api.attempts, OutcomeKind.COMPLETED, token=api.lease_token)
     await store.finish("n1", [done])
     held.remove(api)  # it ended here
     claims.work_hint.clear()
-    assert not claims.may_ride()
+    claims.written()  # its end is written, as the write-back tells
     assert claims.work_hint.is_set()  # the room it freed is claimed on the next turn
     jobs = await take(claims, 4, held)
     assert [j.queue for j in jobs] == ["api"]

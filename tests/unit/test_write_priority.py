@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from jobd.domain import NewJob
 from jobd.errors import Unavailable
 from jobd.store.memory import MemoryStore
 from jobd.supervisor.io_thread import IoThread
@@ -21,13 +22,14 @@ async def test_without_a_backlog_nothing_waits() -> None:
     priority = WritePriority(max_give_way=60)
     priority.begin()  # in flight, but the last claim was not full
     await asyncio.wait_for(priority.give_way(), 10)
-    priority.end(backlog=True)
+    priority.end()
+    priority.claimed(full=True)
     await asyncio.wait_for(priority.give_way(), 10)  # full, but nothing in flight
 
 
 async def test_a_submit_waits_for_the_write_back_in_flight_under_a_backlog() -> None:
     priority = WritePriority(max_give_way=60)
-    priority.end(backlog=True)
+    priority.claimed(full=True)
     priority.begin()
     control = IoThread("jobd-control-test").start()
     try:
@@ -38,7 +40,7 @@ async def test_a_submit_waits_for_the_write_back_in_flight_under_a_backlog() -> 
         while not priority._waiters and time.monotonic() < deadline:  # it has begun to wait
             await asyncio.sleep(0.001)
         assert priority._waiters and not waited.done()
-        priority.end(backlog=True)  # on this thread, as the supervisor's loop does
+        priority.end()  # on this thread, as the supervisor's store calls do
         await asyncio.wait_for(waited, 10)
     finally:
         control.stop()
@@ -48,7 +50,7 @@ async def test_the_wait_is_bounded_from_the_write_backs_start() -> None:
     """A write-back that never comes back (a database that hangs) holds submits up for the
     bound at most, and once it has passed they do not wait at all."""
     priority = WritePriority(max_give_way=0.2)
-    priority.end(backlog=True)
+    priority.claimed(full=True)
     priority.begin()
     await asyncio.wait_for(priority.give_way(), 10)  # returns once the bound has passed
     priority._waiters.clear()
@@ -59,7 +61,7 @@ async def test_the_wait_is_bounded_from_the_write_backs_start() -> None:
 class DownStore(MemoryStore):
     """A store whose write-back fails, as an unreachable database's does."""
 
-    async def finish_and_claim(self, *args: Any, **kw: Any) -> Any:
+    async def finish(self, *args: Any, **kw: Any) -> Any:
         raise Unavailable("database unreachable")
 
 
@@ -67,10 +69,25 @@ async def test_a_failed_write_back_releases_the_submits_waiting_on_it() -> None:
     io = IoThread("jobd-io-test").start()
     try:
         proxy = StoreProxy(DownStore(), io.crossing(5.0), asyncio.get_running_loop())
-        PRIORITY.end(backlog=True)  # the last claim was full
+        PRIORITY.claimed(full=True)  # the last claim was full
         with pytest.raises(Unavailable):
-            await proxy.finish_and_claim("n1", [], [], limit=10, lease=30)
+            await proxy.finish("n1", [])
         assert PRIORITY._began is None  # nothing in flight: a submit does not wait
     finally:
-        PRIORITY.end(backlog=False)
+        PRIORITY.claimed(full=False)
+        io.stop()
+
+
+async def test_the_nodes_claim_tells_whether_it_came_back_full() -> None:
+    io = IoThread("jobd-io-test").start()
+    try:
+        store = MemoryStore()
+        await store.submit_many([NewJob("noop")] * 3)
+        proxy = StoreProxy(store, io.crossing(5.0), asyncio.get_running_loop())
+        await proxy.claim("n1", 2, lease=30)
+        assert PRIORITY._backlog
+        await proxy.claim("n1", 2, lease=30)  # one left
+        assert not PRIORITY._backlog
+    finally:
+        PRIORITY.claimed(full=False)
         io.stop()

@@ -41,9 +41,9 @@ from jobd.store.base import (
 )
 from jobd.store.nodes import Fleet, NodeReport
 from jobd.store.postgres import activity as activity_rows
-from jobd.store.postgres import exchange, pruning
 from jobd.store.postgres import fleet as fleet_rows
 from jobd.store.postgres import progress as progress_rows
+from jobd.store.postgres import pruning
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres import workflows as workflow_rows
@@ -453,8 +453,6 @@ class PostgresStore(QueueMethods, Store):
 
     links = workflow_rows.links
     parent_results = workflow_rows.parent_results
-
-    finish_and_claim = exchange.finish_and_claim  # one round trip (exchange.py)
 
     enqueue_ticks = schedule_rows.enqueue_ticks
     trigger_schedule = schedule_rows.trigger_schedule
