@@ -10,18 +10,24 @@
 
 -- name: submit
 -- Insert a batch of jobs; an idempotency key that exists already (or earlier in the batch)
--- inserts nothing.  Ids are drawn up front so each row returned can be matched to its
--- position (ord) in the request; a row with a NULL id was not inserted.  ON CONFLICT DO
+-- inserts nothing.  The batch comes as one JSON array of objects (rows.submit_params): one
+-- text parameter, where eleven arrays of a thousand elements each cost the client a Python
+-- loop over every element.  Ids are drawn up front so each row returned can be matched to
+-- its position (ord) in the request; a row with a NULL id was not inserted.  ON CONFLICT DO
 -- NOTHING waits for a concurrent transaction that holds the same key, so under any
 -- concurrency one insert wins and the others see the winner afterwards (submit_existing).
+-- Only what the request does not say comes back: the id, and what the database set (the
+-- state, run_at when none was given, the times of the insert); rows.submitted_job builds
+-- the rest of the job from the request (docs/adr/0037).
 WITH spec AS MATERIALIZED (
     SELECT nextval('jobs_id_seq') AS id, s.*
-      FROM unnest(%(types)s::text[], %(queues)s::text[], %(priorities)s::integer[],
-                  %(payloads)s::jsonb[], %(max_attempts)s::integer[],
-                  %(run_ats)s::timestamptz[], %(timeouts)s::double precision[],
-                  %(keys)s::text[], %(correlation_ids)s::text[], %(schedules)s::text[],
-                  %(result_ttls)s::double precision[])
-           WITH ORDINALITY
+      FROM ROWS FROM (
+               json_to_recordset(%(jobs)s::json)
+               AS (type text, queue text, priority integer, payload jsonb,
+                   max_attempts integer, run_at timestamptz, timeout double precision,
+                   idempotency_key text, correlation_id text, schedule text,
+                   result_ttl double precision)
+           ) WITH ORDINALITY
            AS s (type, queue, priority, payload, max_attempts, run_at, timeout,
                  idempotency_key, correlation_id, schedule, result_ttl, ord)
 ),
@@ -33,9 +39,9 @@ inserted AS (
       FROM spec
      ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING *
+    RETURNING id, state, run_at, created_at, updated_at
 )
-SELECT spec.ord, inserted.*
+SELECT inserted.id, inserted.state, inserted.run_at, inserted.created_at, inserted.updated_at
   FROM spec
   LEFT JOIN inserted ON inserted.id = spec.id
  ORDER BY spec.ord
