@@ -47,8 +47,10 @@ from harness import (
     wait_first_claim,
 )
 
+from jobd.domain import NewJob
 from jobd.store import Outcome, OutcomeKind
 from jobd.store.postgres import QUERIES
+from jobd.store.postgres.rows import submit_params
 
 NOOP = "bench_noop"
 RAW_NODE = "bench-raw"
@@ -420,21 +422,9 @@ async def limit(run: Run, kind: str, make: MakeStore) -> list[Figure]:
     return figures
 
 
-def _raw_submit_params(count: int) -> dict[str, list[Any]]:
+def _raw_submit_params(count: int) -> dict[str, str]:
     """jobd's submit query's parameters for `count` no-op jobs with every default."""
-    return {
-        "types": [NOOP] * count,
-        "queues": ["default"] * count,
-        "priorities": [0] * count,
-        "payloads": ["{}"] * count,
-        "max_attempts": [3] * count,
-        "run_ats": [None] * count,
-        "timeouts": [None] * count,
-        "keys": [None] * count,
-        "correlation_ids": [None] * count,
-        "schedules": [None] * count,
-        "result_ttls": [None] * count,
-    }
+    return submit_params([NewJob(NOOP)] * count)
 
 
 def _raw_finish_params(held: list[tuple[int, int, int]]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -47,13 +48,37 @@ class Result:
     batch: int
     jobs: int
     seconds: float
+    #: The daemon's CPU time (all its threads) meanwhile; None for a daemon given with --socket.
+    cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
         return self.jobs / self.seconds if self.seconds else float("inf")
 
+    @property
+    def cpu_per_thousand(self) -> str:
+        if self.cpu_seconds is None:
+            return "—"
+        return f"{1000 * self.cpu_seconds / self.jobs * 1000:.1f}"
 
-def submit_one_at_a_time(socket: Path, jobs: int, clients: int, queue: str) -> Result:
+
+#: Reads a process's CPU seconds so far (None: not measured).
+CpuClock = Callable[[], float] | None
+
+
+def process_cpu(pid: int) -> Callable[[], float]:
+    """The CPU seconds (user + system, all threads) process `pid` has used so far."""
+
+    def read() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read
+
+
+def submit_one_at_a_time(
+    socket: Path, jobs: int, clients: int, queue: str, cpu: CpuClock = None
+) -> Result:
     """`jobs` submits spread over `clients` threads, each with its own connection."""
     shares = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
 
@@ -64,10 +89,12 @@ def submit_one_at_a_time(socket: Path, jobs: int, clients: int, queue: str) -> R
                 client.submit("echo", {"i": i}, queue=queue, delay=DELAY)
         return count
 
-    return _timed("submit", clients, 1, lambda: _in_threads(one_client, shares))
+    return _timed("submit", clients, 1, lambda: _in_threads(one_client, shares), cpu)
 
 
-def submit_in_batches(socket: Path, jobs: int, batch: int, queue: str) -> Result:
+def submit_in_batches(
+    socket: Path, jobs: int, batch: int, queue: str, cpu: CpuClock = None
+) -> Result:
     def run() -> int:
         done = 0
         with Client(socket) as client:
@@ -80,7 +107,7 @@ def submit_in_batches(socket: Path, jobs: int, batch: int, queue: str) -> Result
                 done += len(client.submit_many(specs))
         return done
 
-    return _timed("submit_many", 1, batch, run)
+    return _timed("submit_many", 1, batch, run, cpu)
 
 
 def _in_threads(fn: Callable[[int], int], shares: list[int]) -> int:
@@ -88,13 +115,17 @@ def _in_threads(fn: Callable[[int], int], shares: list[int]) -> int:
         return sum(pool.map(fn, shares))
 
 
-def _timed(method: str, clients: int, batch: int, run: Callable[[], int]) -> Result:
+def _timed(
+    method: str, clients: int, batch: int, run: Callable[[], int], cpu: CpuClock = None
+) -> Result:
+    cpu_began = cpu() if cpu else 0.0
     began = time.perf_counter()
     jobs = run()
     seconds = time.perf_counter() - began
+    cpu_seconds = cpu() - cpu_began if cpu else None
     rate = jobs / seconds
     print(f"  {method}, {clients} clients, batch {batch}: {rate:,.0f} jobs/s", file=sys.stderr)
-    return Result(method, clients, batch, jobs, seconds)
+    return Result(method, clients, batch, jobs, seconds, cpu_seconds)
 
 
 def cancel_queue(socket: Path, queue: str) -> None:
@@ -104,8 +135,9 @@ def cancel_queue(socket: Path, queue: str) -> None:
 
 
 @contextmanager
-def daemon(url: str, workers: int = 2) -> Iterator[Path]:
-    """`jobd run --migrate` on `url`, answering on a socket in a directory of its own."""
+def daemon(url: str, workers: int = 2) -> Iterator[tuple[Path, int]]:
+    """`jobd run --migrate` on `url`, answering on a socket in a directory of its own: the
+    socket and the daemon's pid."""
     directory = short_directory()
     socket = directory / "jobd.sock"
     settings = {
@@ -120,28 +152,33 @@ def daemon(url: str, workers: int = 2) -> Iterator[Path]:
     )
     try:
         process.wait_until(lambda: answers(socket), what="jobd to answer")
-        yield socket
+        yield socket, process.pid
     finally:
         code = process.stop(60)
         if code != 0:
             print(f"jobd exited {code}; its log is in {directory}", file=sys.stderr)
 
 
-def run_all(socket: Path, args: argparse.Namespace) -> list[Result]:
+def run_all(socket: Path, args: argparse.Namespace, cpu: CpuClock = None) -> list[Result]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    results = [submit_one_at_a_time(socket, args.jobs, clients, queue) for clients in args.clients]
-    results.append(submit_in_batches(socket, args.batch_jobs, args.batch, queue))
+    results = [
+        submit_one_at_a_time(socket, args.jobs, clients, queue, cpu) for clients in args.clients
+    ]
+    results.append(submit_in_batches(socket, args.batch_jobs, args.batch, queue, cpu))
     if args.socket:
         cancel_queue(socket, queue)
     return results
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'method':<12} {'clients':>7} {'batch':>6} {'jobs':>7} {'seconds':>8} {'jobs/s':>9}")
+    print(
+        f"{'method':<12} {'clients':>7} {'batch':>6} {'jobs':>7} {'seconds':>8} {'jobs/s':>9}"
+        f" {'daemon CPU ms / 1,000 jobs':>27}"
+    )
     for r in results:
         print(
             f"{r.method:<12} {r.clients:>7} {r.batch:>6} {r.jobs:>7} {r.seconds:>8.2f}"
-            f" {r.rate:>9,.0f}"
+            f" {r.rate:>9,.0f} {r.cpu_per_thousand:>27}"
         )
 
 
@@ -150,8 +187,8 @@ async def main(args: argparse.Namespace) -> int:
         results = run_all(Path(args.socket), args)
     else:
         async with postgres_database(args.pg) as url:
-            with daemon(url) as socket:
-                results = await asyncio.to_thread(run_all, socket, args)
+            with daemon(url) as (socket, pid):
+                results = await asyncio.to_thread(run_all, socket, args, process_cpu(pid))
     print_table(results)
     return 0
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.config import Config
-from jobd.control import YIELD_EVERY, Operations, OwnThread, SupervisorView
+from jobd.control import Operations, OwnThread, SupervisorView
 from jobd.control_accept import Acceptor
 from jobd.control_socket import BoundSocket, Peer, bind_control_socket, peer_credentials
 from jobd.errors import InvalidRequest, JobdError, Unavailable
@@ -72,6 +72,8 @@ LINGER_SECONDS = 2.0  # after payload_too_large, the rest of the request is drop
 LINGER_BYTES = 64 * 1024 * 1024  # … or up to this much, whichever comes first
 RETURN_MEMORY_AFTER = 256 * 1024  # a connection that received this much: memory to return
 RETURN_MEMORY_DELAY = 1.0  # … at most this often, once the closes of a burst are done
+#: Characters of a reply encoded between two turns of the loop: about one piece of 100 jobs.
+YIELD_CHARACTERS = 48 * 1024
 
 
 def connection_cap(max_connections: int) -> int:
@@ -415,9 +417,12 @@ async def _encode(reply: Any) -> bytes:
     hold up the supervisor's loop while it is written out."""
     try:
         pieces: list[str] = []
-        for i, piece in enumerate(encode_pieces(reply), 1):
+        unyielded = 0
+        for piece in encode_pieces(reply):
             pieces.append(piece)
-            if i % YIELD_EVERY == 0:
+            unyielded += len(piece)
+            if unyielded >= YIELD_CHARACTERS:
+                unyielded = 0
                 await PRIORITY.give_way()
         return "".join(pieces).encode() + b"\n"
     except (TypeError, ValueError) as exc:  # a result that is not JSON: our bug

@@ -113,21 +113,29 @@ def encode(message: Any) -> bytes:
     return _dumps(message).encode() + b"\n"
 
 
-def encode_pieces(message: Any) -> Iterator[str]:
+#: Elements of an array encoded together, as one piece of encode_pieces: encoding 1,000 jobs
+#: one call each costs a third more than 100 at a time (each call sets up the encoder again).
+ELEMENTS_PER_PIECE = 100
+
+
+def encode_pieces(message: Any, elements: int = ELEMENTS_PER_PIECE) -> Iterator[str]:
     """The text of encode(message), less its newline, in pieces: objects with string keys are
-    walked here, and each element of an array is encoded whole.  A reply of 1,000 jobs is
-    then 1,000 pieces, which the server encodes a few at a time between turns of the event
-    loop instead of in one go (joined, the pieces are exactly encode()'s text)."""
+    walked here, and the elements of an array are encoded `elements` at a time.  A reply of
+    1,000 jobs is then ten pieces of 100 jobs, which the server encodes with turns of the
+    event loop between them instead of in one go (joined, the pieces are exactly encode()'s
+    text)."""
     if isinstance(message, dict) and all(isinstance(key, str) for key in message):
         yield "{"
         for i, (key, value) in enumerate(message.items()):
             yield ("," if i else "") + _dumps(key) + ":"
-            yield from encode_pieces(value)
+            yield from encode_pieces(value, elements)
         yield "}"
     elif isinstance(message, list):
         yield "["
-        for i, value in enumerate(message):
-            yield ("," if i else "") + _dumps(value)
+        for start in range(0, len(message), elements):
+            # "[a,b]" less its brackets: compact separators put nothing else around them.
+            text = _dumps(message[start : start + elements])[1:-1]
+            yield ("," if start else "") + text
         yield "]"
     else:
         yield _dumps(message)

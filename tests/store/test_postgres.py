@@ -13,7 +13,7 @@ import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
@@ -22,8 +22,9 @@ import pytest
 from psycopg import sql
 
 from jobd import migrations
-from jobd.domain import ErrorInfo, Job, NewJob, State
+from jobd.domain import ErrorInfo, Job, NewJob, ParentFailure, State
 from jobd.errors import InvalidParams, Unavailable
+from jobd.protocol import encode
 from jobd.schedules import parse_schedule
 from jobd.store import Notification, NotificationKind, Outcome, OutcomeKind, create_store
 from jobd.store.memory import MemoryStore
@@ -232,6 +233,28 @@ async def test_a_key_repeated_within_one_batch_returns_the_first_job(pg: Postgre
     assert [s.created for s in out] == [True, True, False]
     assert out[2].job == out[0].job
     assert [s.job.payload for s in out] == [{"n": 1}, {"n": 2}, {"n": 1}]
+
+
+async def test_the_jobs_a_submit_answers_with_are_the_jobs_as_stored(pg: PostgresStore) -> None:
+    """The submit builds its answer from the request and the few values its statement returns
+    (docs/adr/0037): the answer must be the job a read finds, down to the protocol's text."""
+    ist = timezone(timedelta(hours=5, minutes=30))
+    specs = [
+        spec(),
+        # Members in jsonb's order (shorter names first), numbers as jsonb spells them: the
+        # text then matches too (the answer carries the request's own payload).
+        spec(payload={"a": 1, "bb": [1, 2.5, "ü"], "ccc": {"d": None}}, priority=-4),
+        spec(queue="q", max_attempts=7, timeout=30, result_ttl=86400, schedule="nightly"),
+        spec(run_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=ist), timeout=2.5),
+        spec(idempotency_key="key", correlation_id="corr", result_ttl=0.5),
+        spec(on_parent_failure=ParentFailure.RUN),  # without parents the table's default holds
+    ]
+    out = await pg.submit_many(specs)
+    assert [s.created for s in out] == [True] * len(specs)
+    for submitted in out:
+        stored = await pg.get(submitted.job.id)
+        assert submitted.job == stored
+        assert encode(submitted.job.to_dict()) == encode(stored.to_dict())
 
 
 # --- finish and recover mirror the domain --------------------------------------------------

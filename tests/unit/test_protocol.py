@@ -126,6 +126,30 @@ def test_encode_pieces_join_to_exactly_what_encode_gives(value: object) -> None:
     assert "".join(encode_pieces(value)).encode() + b"\n" == encode(value)
 
 
+@given(_json_values, st.integers(min_value=1, max_value=3))
+def test_pieces_of_a_few_elements_join_to_exactly_what_encode_gives(
+    value: object, elements: int
+) -> None:
+    assert "".join(encode_pieces(value, elements)).encode() + b"\n" == encode(value)
+
+
+def test_an_array_is_encoded_in_pieces_of_many_elements() -> None:
+    def text(numbers: range) -> str:
+        return ",".join(map(str, numbers))
+
+    pieces = list(encode_pieces({"results": list(range(250))}, elements=100))
+    assert pieces == [
+        "{",
+        '"results":',
+        "[",
+        text(range(100)),
+        "," + text(range(100, 200)),
+        "," + text(range(200, 250)),
+        "]",
+        "}",
+    ]
+
+
 @pytest.mark.parametrize("bad", [{"a": [float("nan")]}, {"a": {"b": object()}}, [{1, 2}]])
 def test_encode_pieces_refuses_what_encode_refuses(bad: object) -> None:
     with pytest.raises((TypeError, ValueError)) as by_encode:

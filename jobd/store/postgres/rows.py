@@ -42,13 +42,60 @@ def job_from_row(row: Row) -> Job:
     return Job(**values)
 
 
+_STATES = {state.value: state for state in State}  # State(text), without the enum's call
+
+#: A row of the submit statement (a tuple row: one per job of a batch of up to 1,000, so the
+#: dict of a dict row is worth saving): the id, None when the job's key was taken, and what
+#: the database set.
+SubmitRow = tuple[int | None, str, datetime, datetime, datetime]
+
+
+def submitted_from_row(spec: NewJob, row: SubmitRow) -> Submitted | None:
+    """The job the submit statement inserted for `spec`, or None when its key was taken.
+
+    Built from the request and the few values the statement returns, not read back whole
+    (docs/adr/0037): everything else of a job just inserted is the table's default, the same
+    for every fresh row.  A job with parents is read back whole afterwards (workflows.link),
+    which sets its state, parent count and on_parent_failure."""
+    job_id, state, run_at, created_at, updated_at = row
+    if job_id is None:
+        return None
+    job = Job(
+        id=job_id,
+        type=spec.type,
+        queue=spec.queue,
+        priority=spec.priority,
+        payload=spec.payload,
+        state=_STATES[state],
+        attempts=0,
+        max_attempts=spec.max_attempts,
+        crashes=0,
+        run_at=run_at,
+        # The columns are double precision: 30 comes back as 30.0, so it is answered as such.
+        timeout=None if spec.timeout is None else float(spec.timeout),
+        last_error=None,
+        result=None,
+        idempotency_key=spec.idempotency_key,
+        correlation_id=spec.correlation_id,
+        cancel_requested=False,
+        lease_owner=None,
+        lease_expires_at=None,
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=None,
+        finished_at=None,
+        schedule=spec.schedule,
+        result_ttl=None if spec.result_ttl is None else float(spec.result_ttl),
+    )
+    return Submitted(job, created=True)
+
+
 #: The Job's fields in its constructor's order; `parents` is not a column (empty: not read).
 _JOB_ARGS = tuple(field.name for field in dataclasses.fields(Job))
 _STATE_AT = _JOB_ARGS.index("state")
 _LAST_ERROR_AT = _JOB_ARGS.index("last_error")
 _HISTORY_AT = _JOB_ARGS.index("history")
 _PARENTS_AT = _JOB_ARGS.index("parents")
-_STATES = {state.value: state for state in State}
 
 
 def jobs_from_tuples(
@@ -72,11 +119,6 @@ def jobs_from_tuples(
     return jobs
 
 
-def submitted_from_row(row: Row) -> Submitted | None:
-    """A row of the submit statement: the job it inserted, or None when its key was taken."""
-    return Submitted(job_from_row(row), created=True) if row["id"] is not None else None
-
-
 async def fetch_one(cur: psycopg.AsyncCursor[dict[str, Any]]) -> Row:
     row = await cur.fetchone()
     if row is None:  # pragma: no cover - the statements calling this always return a row
@@ -91,20 +133,34 @@ def json_text(value: Any, field_name: str) -> str:
         raise InvalidParams(f"{field_name}: not representable as JSON: {exc}") from None
 
 
-def submit_params(specs: Sequence[NewJob]) -> dict[str, list[Any]]:
-    return {
-        "types": [s.type for s in specs],
-        "queues": [s.queue for s in specs],
-        "priorities": [s.priority for s in specs],
-        "payloads": [json_text(s.payload, "payload") for s in specs],
-        "max_attempts": [s.max_attempts for s in specs],
-        "run_ats": [utc(s.run_at) for s in specs],
-        "timeouts": [float(s.timeout) if s.timeout is not None else None for s in specs],
-        "keys": [s.idempotency_key for s in specs],
-        "correlation_ids": [s.correlation_id for s in specs],
-        "schedules": [s.schedule for s in specs],
-        "result_ttls": [None if s.result_ttl is None else float(s.result_ttl) for s in specs],
-    }
+def submit_params(specs: Sequence[NewJob]) -> dict[str, str]:
+    """The submit statement's one parameter: the batch as a JSON array of arrays, a job's
+    values in the order the statement reads them, encoded in one call (psycopg's arrays would
+    be eleven Python loops over the batch's values; objects would cost thrice the encoding,
+    naming every value)."""
+    jobs = [
+        (
+            s.type,
+            s.queue,
+            s.priority,
+            s.payload,
+            s.max_attempts,
+            None if s.run_at is None else s.run_at.astimezone(UTC).isoformat(),
+            s.timeout,
+            s.idempotency_key,
+            s.correlation_id,
+            s.schedule,
+            s.result_ttl,
+        )
+        for s in specs
+    ]
+    try:
+        text = json.dumps(jobs, ensure_ascii=False, allow_nan=False, default=json_default)
+        return {"jobs": text}
+    except (TypeError, ValueError):
+        for spec in specs:  # the refusal names the payload, as a payload's own encoding did
+            json_text(spec.payload, "payload")
+        raise
 
 
 def utc(value: datetime | None) -> datetime | None:

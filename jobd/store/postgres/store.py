@@ -187,8 +187,10 @@ class PostgresStore(QueueMethods, Store):
         params = submit_params(specs)
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(QUERIES["submit"], params)
-                out = [submitted_from_row(row) for row in await cur.fetchall()]
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(QUERIES["submit"], params)
+                rows = await cur.fetchall()
+                out = [submitted_from_row(spec, row) for spec, row in zip(specs, rows, strict=True)]
                 await self._fill_existing(conn, specs, out)
                 await workflow_rows.link(conn, specs, out)
                 queues = sorted({s.job.queue for s in out if s and s.created})

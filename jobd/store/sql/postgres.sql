@@ -13,20 +13,23 @@
 
 -- name: submit
 -- Insert a batch of jobs; an idempotency key that exists already (or earlier in the batch)
--- inserts nothing.  Ids are drawn up front so each row returned can be matched to its
--- position (ord) in the request; a row with a NULL id was not inserted.  ON CONFLICT DO
--- NOTHING waits for a concurrent transaction that holds the same key, so under any
--- concurrency one insert wins and the others see the winner afterwards (submit_existing).
+-- inserts nothing.  The batch comes as one JSON array with an array of values for each job
+-- (rows.submit_params): one text parameter, where eleven arrays of a thousand elements each
+-- cost the client a Python loop over every element.  Ids are drawn up front so each row
+-- returned can be matched to its position (ord) in the request; a row with a NULL id was
+-- not inserted.  ON CONFLICT DO NOTHING waits for a concurrent transaction that holds the
+-- same key, so under any concurrency one insert wins and the others see the winner
+-- afterwards (submit_existing).  Only what the request does not say comes back: the id and
+-- what the database set (the state, run_at when none was given, the times of the insert);
+-- rows.submitted_from_row builds the rest of the job from the request (docs/adr/0037).
 WITH spec AS MATERIALIZED (
-    SELECT nextval('jobs_id_seq') AS id, s.*
-      FROM unnest(%(types)s::text[], %(queues)s::text[], %(priorities)s::integer[],
-                  %(payloads)s::jsonb[], %(max_attempts)s::integer[],
-                  %(run_ats)s::timestamptz[], %(timeouts)s::double precision[],
-                  %(keys)s::text[], %(correlation_ids)s::text[], %(schedules)s::text[],
-                  %(result_ttls)s::double precision[])
-           WITH ORDINALITY
-           AS s (type, queue, priority, payload, max_attempts, run_at, timeout,
-                 idempotency_key, correlation_id, schedule, result_ttl, ord)
+    SELECT nextval('jobs_id_seq') AS id,
+           j->>0 AS type, j->>1 AS queue, (j->>2)::integer AS priority, (j->3)::jsonb AS payload,
+           (j->>4)::integer AS max_attempts, (j->>5)::timestamptz AS run_at,
+           (j->>6)::double precision AS timeout, j->>7 AS idempotency_key,
+           j->>8 AS correlation_id, j->>9 AS schedule, (j->>10)::double precision AS result_ttl,
+           ord
+      FROM json_array_elements(%(jobs)s::json) WITH ORDINALITY AS s (j, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, priority, payload, max_attempts, run_at, timeout,
@@ -36,9 +39,9 @@ inserted AS (
       FROM spec
      ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING *
+    RETURNING id, state, run_at, created_at, updated_at
 )
-SELECT spec.ord, inserted.*
+SELECT inserted.id, inserted.state, inserted.run_at, inserted.created_at, inserted.updated_at
   FROM spec
   LEFT JOIN inserted ON inserted.id = spec.id
  ORDER BY spec.ord
