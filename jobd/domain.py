@@ -224,7 +224,9 @@ def attempts_kept(history: tuple[AttemptRecord, ...]) -> tuple[AttemptRecord, ..
 
 
 def history_from_json(data: list[dict[str, Any]] | None) -> tuple[AttemptRecord, ...]:
-    return tuple(AttemptRecord.from_dict(entry) for entry in data or ())
+    if not data:  # nearly every claimed job: no generator to make and drain
+        return ()
+    return tuple(AttemptRecord.from_dict(entry) for entry in data)
 
 
 def history_to_json(history: tuple[AttemptRecord, ...]) -> list[dict[str, Any]] | None:
