@@ -45,6 +45,7 @@ from jobd.supervisor import BootError, Supervisor, SupervisorSettings, new_node_
 from jobd.supervisor.crossing import Crossing
 from jobd.supervisor.event_loop import new_event_loop
 from jobd.supervisor.finished_relay import FinishedRelay
+from jobd.supervisor.home_loop import HomeLoop
 from jobd.supervisor.io_thread import IoThread
 from jobd.supervisor.store_proxy import StoreProxy
 
@@ -116,12 +117,16 @@ def open_store(config: Config, **options: Any) -> Store:
     )
 
 
+#: Where the supervisor's store runs: the I/O thread, or the supervisor's own loop.
+StorePlace = IoThread | HomeLoop
+
+
 @dataclass
 class ControlSide:
     """Where the control server runs and the store it uses: the I/O thread and the
     supervisor's store, or (PostgreSQL) a thread and a store of its own (docs/adr/0036)."""
 
-    thread: IoThread
+    thread: StorePlace
     store: Store
 
     @property
@@ -129,9 +134,9 @@ class ControlSide:
         return isinstance(self.store, PostgresStore)
 
     @classmethod
-    def beside(cls, io: IoThread, store: Store, config: Config) -> ControlSide:
+    def beside(cls, place: StorePlace, store: Store, config: Config) -> ControlSide:
         if not isinstance(store, PostgresStore):
-            return cls(io, store)  # one SQLite file, one connection: one thread serves both
+            return cls(place, store)  # one SQLite file, one connection: one thread serves both
         own = open_store(config, listen=False, application_name=CONTROL_APPLICATION)
         assert isinstance(own, PostgresStore)
         store.pool.share_echoes(own.pool)  # its NOTIFYs are announced to the supervisor
@@ -149,6 +154,7 @@ class ControlSide:
     async def close(self) -> None:
         if self.apart:
             await _close_store(self.thread, self.store)
+            assert isinstance(self.thread, IoThread)  # its own, started by beside
             self.thread.stop()
 
 
@@ -209,28 +215,30 @@ async def serve(config: Config, migrate: bool = False) -> int:
         raise StartupError(str(exc), EXIT_CONFIG) from exc
     config = dataclasses.replace(config, schedules=schedules)
     check_socket_free(config)  # a daemon that will be refused must not touch the database
-    io = IoThread().start()
+    store = open_store(config)
+    place = store_place(store)
     try:
-        return await _serve_on(io, config, node, registry, migrate)
+        return await _serve_on(place, store, config, node, registry, migrate)
     finally:
-        io.stop()
+        if isinstance(place, IoThread):
+            place.stop()
 
 
 async def _serve_on(
-    io: IoThread, config: Config, node: str, registry: Registry, migrate: bool
+    place: StorePlace, store: Store, config: Config, node: str, registry: Registry, migrate: bool
 ) -> int:
-    """The store opened and closed on the I/O thread (the control server's on its own), the
-    supervisor run on this one."""
-    store = open_store(config)
-    side = ControlSide.beside(io, store, config)
+    """The store opened and closed where it runs (PostgreSQL: on this loop, ADR 0040; SQLite
+    and memory: on the I/O thread), the control server's on its own thread on PostgreSQL, the
+    supervisor run on this loop."""
+    side = ControlSide.beside(place, store, config)
     try:
         lock_for_node(store, config)
-        await io.run(prepare_store(store, config, migrate))
+        await place.run(prepare_store(store, config, migrate))
         await _open_control_store(side, config)
         side.relay_finished(store)
         deadline = config.database.statement_timeout + STORE_CALL_GRACE
         announcers = (side.store,) if side.apart else ()
-        proxy = StoreProxy(store, io.crossing(deadline), asyncio.get_running_loop(), announcers)
+        proxy = StoreProxy(store, place.crossing(deadline), asyncio.get_running_loop(), announcers)
         supervisor = Supervisor(
             proxy,
             registry,
@@ -262,7 +270,15 @@ async def _serve_on(
             control.close()
     finally:
         await side.close()
-        await _close_store(io, store)
+        await _close_store(place, store)
+
+
+def store_place(store: Store) -> StorePlace:
+    """Where the supervisor's store runs: PostgreSQL's, async, on the supervisor's own loop
+    (docs/adr/0040); a store whose calls block (SQLite), on the I/O thread, started here."""
+    if isinstance(store, PostgresStore):
+        return HomeLoop(asyncio.get_running_loop())
+    return IoThread().start()
 
 
 async def _open_control_store(side: ControlSide, config: Config) -> None:
@@ -272,7 +288,7 @@ async def _open_control_store(side: ControlSide, config: Config) -> None:
         raise database_unavailable(config, exc) from None
 
 
-async def _close_store(io: IoThread, store: Store) -> None:
+async def _close_store(io: StorePlace, store: Store) -> None:
     try:
         await io.run(store.close(), STORE_CLOSE_TIMEOUT)
     except TimeoutError:

@@ -1,6 +1,7 @@
-"""The I/O thread: an event loop of its own for the store (its pool and its LISTEN
-connection) and the control server, so that nothing they wait for or decode can delay the
-supervisor's loop on the main thread (docs/adr/0022).
+"""The I/O thread: an event loop of its own for a store whose calls block (SQLite) and the
+control server beside it, so that nothing they wait for can delay the supervisor's loop on the
+main thread (docs/adr/0022); on PostgreSQL, the control server's own thread (docs/adr/0036),
+the supervisor's store running on the supervisor's loop (docs/adr/0040).
 
 A daemon thread: a database that hangs can leave a call stuck in it, and that must not keep
 the process alive once the supervisor has finished (`stop` waits a bounded time)."""

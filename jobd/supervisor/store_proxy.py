@@ -1,11 +1,12 @@
-"""The store as the supervisor sees it: the store's async interface, every call run on the
-I/O thread under a deadline, its notifications delivered back on the supervisor's loop
-(docs/adr/0022).
+"""The store as the supervisor sees it: the store's async interface, every call run under a
+deadline where the store runs (the I/O thread, docs/adr/0022; PostgreSQL's on the supervisor's
+own loop, docs/adr/0040), its notifications delivered on the supervisor's loop.
 
 A call whose deadline passes is Unavailable at once, like a refused connection: the supervisor
 keeps what it was writing and retries, and its loop never waits for the database.  The call
-left behind on the I/O thread is cancelled there; psycopg then cancels the statement, or closes
-the connection when the server does not answer that either, and the pool opens a new one.
+left behind is cancelled where it runs, without being waited for; psycopg then cancels the
+statement, or closes the connection when the server does not answer that either, and the pool
+opens a new one.
 
 Every call that comes back counts as a round trip (`on_answer`): how long ago the last one was is
 what `health` reports, without waiting for a new one."""
