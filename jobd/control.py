@@ -222,7 +222,7 @@ class Operations:
         self.store_timeout = store_timeout
         self.wait_poll = wait_poll
         self.closing = asyncio.Event()
-        self._waiters: dict[int, set[asyncio.Event]] = {}
+        self.waiters: dict[int, set[asyncio.Event]] = {}  # by job id: FinishedRelay reads it
         self._abandoned: set[asyncio.Future[Any]] = set()  # store calls past their deadline
         #: When this server's last store call got no answer (None: it got one).  It counts
         #: against the store's health for STORE_FAILURE_MEMORY only: the supervisor's own round
@@ -266,7 +266,7 @@ class Operations:
     def close(self) -> None:
         """Answer every wait in progress now (timed_out) and stop listening to the store."""
         self.closing.set()
-        for events in self._waiters.values():
+        for events in self.waiters.values():
             for event in events:
                 event.set()
         self.store.remove_listener(self._on_notification)
@@ -455,7 +455,7 @@ class Operations:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.timeout
         finished = asyncio.Event()
-        self._waiters.setdefault(params.id, set()).add(finished)
+        self.waiters.setdefault(params.id, set()).add(finished)
         try:
             while True:
                 finished.clear()  # before reading, so a notification after it is not lost
@@ -466,14 +466,14 @@ class Operations:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), min(remaining, self.wait_poll))
         finally:
-            waiters = self._waiters.get(params.id, set())
+            waiters = self.waiters.get(params.id, set())
             waiters.discard(finished)
             if not waiters:
-                self._waiters.pop(params.id, None)
+                self.waiters.pop(params.id, None)
 
     def _on_notification(self, notification: Notification) -> None:
         if notification.kind is NotificationKind.FINISHED and notification.job_id is not None:
-            for event in self._waiters.get(notification.job_id, ()):
+            for event in self.waiters.get(notification.job_id, ()):
                 event.set()
 
     async def stats(self, _: NoParams) -> dict[str, Any]:

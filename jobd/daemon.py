@@ -128,6 +128,7 @@ class ControlSide:
 
     thread: StorePlace
     store: Store
+    relay: FinishedRelay | None = None  # the supervisor's finishes, on PostgreSQL
 
     @property
     def apart(self) -> bool:
@@ -145,7 +146,8 @@ class ControlSide:
     def relay_finished(self, store: Store) -> None:
         """The supervisor's finishes, announced to the control server's `wait`s."""
         if self.apart:
-            store.add_listener(FinishedRelay(self.thread.loop, self.store.announce))
+            self.relay = FinishedRelay(self.thread.loop, self.store.announce)
+            store.add_listener(self.relay)
 
     async def open(self) -> None:
         if self.apart:
@@ -259,6 +261,8 @@ async def _serve_on(
         except ControlSocketError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
         supervisor.events.feed = control.feed  # job changes for `subscribe`
+        if side.relay is not None:  # only the finishes some `wait` waits for cross
+            side.relay.wanted = control.operations.waiters.__contains__
         # With http.listen set, the HTTP shim runs as a child process for as long as the
         # supervisor does (jobd/http/child.py).
         HttpChild.install(supervisor, config, node)

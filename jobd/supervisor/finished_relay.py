@@ -20,7 +20,8 @@ from jobd.store import Notification, NotificationKind
 
 class FinishedRelay:
     """A store listener (on the supervisor's store's thread) that delivers each FINISHED to
-    `deliver` on `loop` (the control server's), in batches."""
+    `deliver` on `loop` (the control server's), in batches; only those of the jobs `wanted`
+    says a `wait` is waiting for, once the control server has said how to tell."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, deliver: Callable[[Iterable[Notification]], None]
@@ -29,10 +30,17 @@ class FinishedRelay:
         self._deliver = deliver
         self._lock = threading.Lock()
         self._pending: list[Notification] = []
+        #: Whether a `wait` waits for a job.  Read on this thread, while the control server's
+        #: adds and removes waits: one that begins after the check reads the job after the
+        #: finish was committed, so it needs no notification.  Under a backlog nobody waits,
+        #: and the control thread is no longer woken for every write-back (ADR 0040).
+        self.wanted: Callable[[int], bool] = lambda job_id: True
 
     def __call__(self, notification: Notification) -> None:
         if notification.kind is not NotificationKind.FINISHED:
             return  # the control server acts on nothing else (the supervisor hears the rest)
+        if notification.job_id is not None and not self.wanted(notification.job_id):
+            return
         with self._lock:
             self._pending.append(notification)
             first = len(self._pending) == 1

@@ -258,7 +258,7 @@ async def test_wait_is_woken_by_the_finished_notification(sup: FakeSupervisor) -
     result = await ops.wait(WaitParams(job_id, 20))
     assert result["job"]["state"] == "completed" and result["timed_out"] is False
     assert time.monotonic() - started < 2
-    assert ops._waiters == {}
+    assert ops.waiters == {}
 
 
 async def test_wait_polls_for_jobs_other_nodes_finish() -> None:

@@ -49,6 +49,22 @@ def test_a_burst_of_finishes_crosses_once_and_only_finishes(control_thread: IoTh
     assert batches == [("jobd-control-test", [finished(i) for i in range(1, 101)])]
 
 
+def test_only_the_finishes_a_wait_waits_for_cross(control_thread: IoThread) -> None:
+    heard: list[Notification] = []
+    arrived = threading.Event()
+
+    def deliver(notifications: Iterable[Notification]) -> None:
+        heard.extend(notifications)
+        arrived.set()
+
+    relay = FinishedRelay(control_thread.loop, deliver)
+    relay.wanted = {2, 3}.__contains__
+    for job_id in range(1, 6):
+        relay(finished(job_id))
+    assert arrived.wait(10)
+    assert heard == [finished(2), finished(3)]
+
+
 def test_later_finishes_cross_again(control_thread: IoThread) -> None:
     heard: list[Notification] = []
     arrived = threading.Condition()
