@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -446,12 +447,12 @@ class Client:
         if self._sock is not None:
             return self._sock
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
-            sock.connect(os.fsencode(self.socket_path))
+            _connect_waiting_for_room(sock, self.socket_path, self.timeout)
         except (OSError, TimeoutError) as exc:
             sock.close()
             raise self._unreachable(exc) from None
+        sock.settimeout(self.timeout)
         self._sock = sock
         self._reader = sock.makefile("rb")
         return sock
@@ -468,7 +469,7 @@ class Client:
                 " its owner and group (control.socket_mode, control.socket_group)",
                 socket=str(path),
             )
-        elif isinstance(exc, TimeoutError):
+        elif isinstance(exc, TimeoutError | BlockingIOError):
             why = f"{path} did not accept the connection in time"
         else:
             why = f"{path}: {exc}"
@@ -527,3 +528,16 @@ def _time_text(value: datetime | str | None) -> str | None:
 
 def _submit_result(raw: Mapping[str, Any]) -> SubmitResult:
     return SubmitResult(job_from_dict(raw["job"]), bool(raw["created"]))
+
+
+def _connect_waiting_for_room(sock: socket.socket, path: Path, timeout: float | None) -> None:
+    """Connect `sock` to the Unix socket at `path`, waiting while its listen backlog is full
+    (a daemon busy accepting a flood of clients), for `timeout` seconds at most.  A socket
+    with a Python timeout is non-blocking, and a non-blocking Unix connect to a full backlog
+    fails at once (EAGAIN); a blocking one waits for room, up to its send timeout."""
+    if timeout is not None:
+        seconds = max(timeout, 0.001)
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.connect(os.fsencode(path))

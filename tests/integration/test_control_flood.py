@@ -32,8 +32,11 @@ def open_connections(daemon: Daemon, n: int, stack: ExitStack) -> list[socket.so
     sockets = []
     for _ in range(n):
         sock = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-        sock.settimeout(30)
+        # A blocking connect waits while the listen backlog is full, until the daemon has
+        # accepted more; with a timeout set first, the socket is non-blocking and a full
+        # backlog fails the connect at once (EAGAIN), a race against the daemon's accepts.
         sock.connect(str(daemon.socket))
+        sock.settimeout(30)
         sockets.append(sock)
     return sockets
 
