@@ -47,6 +47,7 @@ from jobd.store.postgres import pruning
 from jobd.store.postgres import schedules as schedule_rows
 from jobd.store.postgres import schema as schema_migrations
 from jobd.store.postgres import workflows as workflow_rows
+from jobd.store.postgres.bulk import filter_params
 from jobd.store.postgres.connections import (
     NO_SESSION_TIMEOUTS,
     Connection,
@@ -253,12 +254,7 @@ class PostgresStore(QueueMethods, Store):
         limit = check_limit(limit)
         params: dict[str, Any] = {
             "before": decode_cursor(cursor) if cursor else None,
-            "states": [State(s).value for s in filters.states] or None,
-            "type": filters.type,
-            "queue": filters.queue,
-            "created_after": filters.created_after,
-            "created_before": filters.created_before,
-            "schedule": filters.schedule,
+            **filter_params(filters),
             "limit": limit + 1,
         }
         async with self.pool.connection() as conn:
