@@ -54,6 +54,7 @@ from jobd.store.postgres.rows import submit_params
 
 NOOP = "bench_noop"
 RAW_NODE = "bench-raw"
+RAW_CHANNEL = "bench_raw_submit"  # nobody listens: the raw loop claims without being told
 LEASE = 30.0  # jobd's default jobs.lease_seconds
 CEILING_BATCH = 100  # the issue's pgbench reference: 100 jobs a statement
 
@@ -424,7 +425,7 @@ async def limit(run: Run, kind: str, make: MakeStore) -> list[Figure]:
 
 def _raw_submit_params(count: int) -> dict[str, str]:
     """jobd's submit query's parameters for `count` no-op jobs with every default."""
-    return submit_params([NewJob(NOOP)] * count)
+    return submit_params([NewJob(NOOP)] * count, RAW_CHANNEL)
 
 
 def _raw_finish_params(held: list[tuple[int, int, int]]) -> dict[str, Any]:

@@ -157,6 +157,8 @@ class SupervisorLoop(Protocol):
 
     async def await_(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T: ...
 
+    def post(self, fn: Callable[[], object]) -> None: ...
+
 
 class SameLoop:
     """The server on the supervisor's own loop: a call is a call."""
@@ -166,6 +168,9 @@ class SameLoop:
 
     async def await_(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
         return await fn()
+
+    def post(self, fn: Callable[[], object]) -> None:
+        fn()
 
 
 @dataclass(frozen=True)
@@ -334,7 +339,7 @@ class Operations:
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
         submitted = await self._insert(self.store.submit(new_job))
-        await self._count_submitted([submitted])
+        self._count_submitted([submitted])
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
@@ -344,7 +349,7 @@ class Operations:
         a producer flooding the socket does not hold up the workers' messages and writes."""
         new_jobs = await self._new_jobs(params.jobs)
         submitted = await self._insert(self.store.submit_many(new_jobs)) if new_jobs else []
-        await self._count_submitted(submitted)
+        self._count_submitted(submitted)
         results: list[dict[str, Any]] = []
         times: TimeTexts = {}
         for start in range(0, len(submitted), YIELD_EVERY):
@@ -368,17 +373,19 @@ class Operations:
                     raise in_batch(exc, index) from None
         return new_jobs
 
-    async def _count_submitted(self, submitted: list[Submitted]) -> None:
+    def _count_submitted(self, submitted: list[Submitted]) -> None:
         """jobd_jobs_submitted: every submit of this node comes through here (a job that
         matched an existing idempotency key is not a new one)."""
         created = [s.job for s in submitted if s.created]
         if created:
-            await self._tell("submitted", created, None)
+            self._tell("submitted", created, None)
 
-    async def _tell(self, event: str, jobs: list[Job], source: str | None) -> None:
-        """A change made here, counted and logged by the supervisor (on its loop)."""
+    def _tell(self, event: str, jobs: list[Job], source: str | None) -> None:
+        """A change made here, counted and logged by the supervisor (on its loop).  Not
+        waited for: the answer does not depend on it, and a later call to the supervisor
+        (metrics, status) runs after it on that loop, so it sees the count."""
         sup = self.supervisor
-        await self.on_supervisor.call(lambda: sup.job_events(event, jobs, source))
+        self.on_supervisor.post(lambda: sup.job_events(event, jobs, source))
 
     def _new_job(self, spec: JobSpec, now: datetime, correlation_id: str) -> NewJob:
         """Check the type is one this daemon runs, fill in the handler's defaults, and run the
@@ -434,7 +441,7 @@ class Operations:
     async def cancel(self, params: IdParams) -> dict[str, Any]:
         job: Job = await self._store(self.store.request_cancel(params.id))
         if job.state is State.CANCELED:  # it was pending: canceled here and now
-            await self._tell("canceled", [job], "pending")
+            self._tell("canceled", [job], "pending")
         if job.state is State.RUNNING and job.lease_owner == self.supervisor.node:
             # Ours: stop it now.  (Another node's job is stopped by that node when the
             # store's cancel notification, or failing that its next heartbeat, reaches it.)
@@ -444,7 +451,7 @@ class Operations:
 
     async def retry(self, params: IdParams) -> dict[str, Any]:
         changed: Changed = await self._store(self.store.operator_retry(params.id))
-        await self._tell("requeued", [changed.job], changed.previous.value)
+        self._tell("requeued", [changed.job], changed.previous.value)
         return {"job": changed.job.to_dict()}
 
     async def wait(self, params: WaitParams) -> dict[str, Any]:

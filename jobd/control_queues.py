@@ -242,19 +242,19 @@ class QueueOperations:
             for previous in (State.FAILED, State.CANCELED):
                 jobs = [c for c in changed if c.previous is previous]
                 if jobs:
-                    await self._events("requeued", jobs, previous.value)
+                    self._events("requeued", jobs, previous.value)
             return
         ended = [c for c in changed if c.state is State.CANCELED]
         if ended:
-            await self._events("canceled", ended, "pending")
+            self._events("canceled", ended, "pending")
         ours = [c.id for c in changed if c.state is State.RUNNING and c.lease_owner == sup.node]
         if ours:
             await self.ops.on_supervisor.call(lambda: [sup.cancel_running(i) for i in ours])
 
-    async def _events(self, event: str, changed: list[BulkChange], source: str) -> None:
+    def _events(self, event: str, changed: list[BulkChange], source: str) -> None:
         """As Operations._tell, with a bulk action's changes rather than Jobs."""
         sup = self.ops.supervisor
-        await self.ops.on_supervisor.call(lambda: sup.job_events(event, changed, source))
+        self.ops.on_supervisor.post(lambda: sup.job_events(event, changed, source))
 
     # --- one pending job -----------------------------------------------------------------------
 

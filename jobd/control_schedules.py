@@ -86,7 +86,7 @@ class ScheduleOperations:
         schedules: Sequence[Schedule],
         store: Store,
         call: StoreCall,
-        created: Callable[[Job], Awaitable[None]],
+        created: Callable[[Job], None],
         audit: Audit,
         default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         clock: Callable[[], datetime] = utcnow,
@@ -144,7 +144,7 @@ class ScheduleOperations:
             )
         trigger = self.store.trigger_schedule(schedule, self.default_max_attempts)
         job: Job = await self._call(trigger)
-        await self._created(job)
+        self._created(job)
         await self._audit("schedule_trigger", params.name, {"job": job.id})
         return {"job": job.to_dict()}
 

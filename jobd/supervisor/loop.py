@@ -382,6 +382,9 @@ class Supervisor:
     def _on_notification(self, n: Notification) -> None:
         if n.kind is NotificationKind.SUBMITTED:
             self._work_found()
+            # The claim starts now, not after the loop's turn: an idle node's submit → start
+            # latency is mostly its hops (docs/adr/0041).
+            self.dispatch.turn()
         elif n.kind is NotificationKind.CANCEL and n.job_id is not None:
             self.cancel_running(n.job_id)
             self.wake()

@@ -16,6 +16,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ from jobd.limits import MAX_LIST_BYTES
 from jobd.protocol import IdParams, NoParams, WaitParams, parse_list
 from jobd.store import Notification, Outcome, OutcomeKind
 from jobd.store.memory import MemoryStore
+from jobd.supervisor.crossing import Crossing
 
 
 class FakeSupervisor:
@@ -172,6 +174,34 @@ async def test_new_jobs_are_counted_in_the_metrics(ops: Operations, sup: FakeSup
         ("submitted", "echo", "default"),
         ("submitted", "strict", "default"),
     ]
+
+
+async def test_a_submit_is_answered_while_the_supervisors_loop_is_busy(
+    sup: FakeSupervisor,
+) -> None:
+    """The count of a submit is posted to the supervisor's loop, not waited for: the answer
+    does not depend on it (ADR 0041)."""
+    busy, release = threading.Event(), threading.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        loop.call_soon_threadsafe(lambda: (busy.set(), release.wait(30)))
+        assert busy.wait(10)
+        ops = Operations(sup, supervisor_loop=Crossing(loop, 2.0, "supervisor"))
+        ops.open()
+        answer = await ops.submit(spec(queue="q1"))  # past 2 s: Unavailable, if it waited
+        assert answer["created"] and sup.metrics.events == []
+        release.set()
+        arrived = threading.Event()
+        loop.call_soon_threadsafe(arrived.set)  # after the posted count, on that loop
+        assert arrived.wait(10)
+        assert sup.metrics.events == [("submitted", "echo", "q1")]
+    finally:
+        release.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 async def test_submit_fills_in_the_defaults(ops: Operations) -> None:

@@ -133,11 +133,11 @@ def json_text(value: Any, field_name: str) -> str:
         raise InvalidParams(f"{field_name}: not representable as JSON: {exc}") from None
 
 
-def submit_params(specs: Sequence[NewJob]) -> dict[str, str]:
-    """The submit statement's one parameter: the batch as a JSON array of arrays, a job's
-    values in the order the statement reads them, encoded in one call (psycopg's arrays would
-    be eleven Python loops over the batch's values; objects would cost thrice the encoding,
-    naming every value)."""
+def submit_params(specs: Sequence[NewJob], channel: str) -> dict[str, str]:
+    """The submit statement's parameters: the channel its NOTIFY goes to, and the batch as a
+    JSON array of arrays, a job's values in the order the statement reads them, encoded in
+    one call (psycopg's arrays would be eleven Python loops over the batch's values; objects
+    would cost thrice the encoding, naming every value)."""
     jobs = [
         (
             s.type,
@@ -156,7 +156,7 @@ def submit_params(specs: Sequence[NewJob]) -> dict[str, str]:
     ]
     try:
         text = json.dumps(jobs, ensure_ascii=False, allow_nan=False, default=json_default)
-        return {"jobs": text}
+        return {"jobs": text, "channel": channel}
     except (TypeError, ValueError):
         for spec in specs:  # the refusal names the payload, as a payload's own encoding did
             json_text(spec.payload, "payload")

@@ -22,6 +22,9 @@
 -- afterwards (submit_existing).  Only what the request does not say comes back: the id and
 -- what the database set (the state, run_at when none was given, the times of the insert);
 -- rows.submitted_from_row builds the rest of the job from the request (docs/adr/0037).
+-- The statement also sends the submit channel's NOTIFY, one per queue that got a job, at its
+-- commit: a batch with no idempotency key and no parent is one statement and one round trip,
+-- with no transaction around it (docs/adr/0041).
 WITH spec AS MATERIALIZED (
     SELECT nextval('jobs_id_seq') AS id,
            j->>0 AS type, j->>1 AS queue, (j->>2)::integer AS priority, (j->3)::jsonb AS payload,
@@ -39,10 +42,15 @@ inserted AS (
       FROM spec
      ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, state, run_at, created_at, updated_at
+    RETURNING id, queue, state, run_at, created_at, updated_at
+),
+notified AS (  -- an aggregate, so that it is evaluated: the main query reads it
+    SELECT count(pg_notify(%(channel)s, queue)) AS queues
+      FROM (SELECT DISTINCT queue FROM inserted) AS q
 )
 SELECT inserted.id, inserted.state, inserted.run_at, inserted.created_at, inserted.updated_at
   FROM spec
+ CROSS JOIN notified
   LEFT JOIN inserted ON inserted.id = spec.id
  ORDER BY spec.ord
 

@@ -1,0 +1,107 @@
+"""A submit with no idempotency key and no parent is one statement with no transaction around
+it, and that statement sends the submit channel's NOTIFY itself (ADR 0041): libpq's trace of
+the store's one connection counts the round trips (one ReadyForQuery each, whose status says
+whether a transaction is open), and a second connection LISTENs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from jobd.domain import BatchRef, NewJob
+from jobd.store import create_store
+from jobd.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def store(pg_url: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
+    s = create_store(pg_url, schema=pg_schema, listen=False, min_size=1, max_size=1)
+    assert isinstance(s, PostgresStore)
+    await s.open()
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def conn(
+    store: PostgresStore, pg_url: str, pg_schema: str
+) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as c:
+        await c.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.submit_channel)))
+        yield c
+
+
+async def round_trips(store: PostgresStore, jobs: list[NewJob], trace: Path) -> list[str]:
+    """Submit `jobs`; the transaction status of each ReadyForQuery the store's connection got
+    meanwhile ("I": idle, "T": in a transaction)."""
+    with trace.open("w") as f:
+        async with store.pool.connection() as c, c.lock:  # the pool's only connection
+            c.pgconn.trace(f.fileno())
+        try:
+            await store.submit_many(jobs)
+        finally:
+            async with store.pool.connection() as c, c.lock:
+                c.pgconn.untrace()
+    return re.findall(r"\tB\t5\tReadyForQuery\t (\w)", trace.read_text())
+
+
+async def notified(conn: psycopg.AsyncConnection[tuple[object, ...]], count: int) -> list[str]:
+    """The payloads of the next `count` NOTIFYs, in the order of their commits."""
+    payloads: list[str] = []
+    gen = conn.notifies(timeout=10.0, stop_after=count)
+    try:
+        async for n in gen:
+            payloads.append(n.payload)
+    finally:
+        await gen.aclose()
+    assert len(payloads) == count, f"only {payloads} within 10 s"
+    return payloads
+
+
+async def test_a_plain_batch_is_one_round_trip_that_notifies_each_queue_once(
+    store: PostgresStore, conn: psycopg.AsyncConnection[tuple[object, ...]], tmp_path: Path
+) -> None:
+    jobs = [NewJob(type="noop", queue=q) for q in ("mail", "mail", "reports")]
+    assert await round_trips(store, jobs, tmp_path / "trace") == ["I"]
+    assert sorted(await notified(conn, 2)) == ["mail", "reports"]
+    await store.submit_many([NewJob(type="noop", queue="marker")])
+    assert await notified(conn, 1) == ["marker"]  # not a second "mail"
+
+
+@pytest.mark.parametrize(
+    "jobs",
+    [
+        [NewJob(type="noop", idempotency_key="k1")],
+        [NewJob(type="noop"), NewJob(type="noop", after=(BatchRef(0),))],
+    ],
+    ids=["keyed", "parents"],
+)
+async def test_a_keyed_batch_or_one_with_parents_keeps_its_transaction(
+    store: PostgresStore,
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    tmp_path: Path,
+    jobs: list[NewJob],
+) -> None:
+    trips = await round_trips(store, jobs, tmp_path / "trace")
+    assert trips[0] == "T" and trips[-1] == "I" and len(trips) >= 3  # BEGIN ... COMMIT
+    assert await notified(conn, 1) == ["default"]
+
+
+async def test_a_batch_that_creates_nothing_notifies_nobody(
+    store: PostgresStore, conn: psycopg.AsyncConnection[tuple[object, ...]]
+) -> None:
+    await store.submit_many([NewJob(type="noop", idempotency_key="k1")])
+    assert await notified(conn, 1) == ["default"]
+    again = await store.submit_many([NewJob(type="noop", idempotency_key="k1")])
+    assert [s.created for s in again] == [False]
+    await store.submit_many([NewJob(type="noop", queue="marker")])
+    # Delivered in the order of their commits: a NOTIFY of the taken key's would come first.
+    assert await notified(conn, 1) == ["marker"]
