@@ -381,9 +381,7 @@ class Operations:
             self._tell("submitted", created, None)
 
     def _tell(self, event: str, jobs: list[Job], source: str | None) -> None:
-        """A change made here, counted and logged by the supervisor (on its loop).  Not
-        waited for: the answer does not depend on it, and a later call to the supervisor
-        (metrics, status) runs after it on that loop, so it sees the count."""
+        """A change made here, counted and logged by the supervisor on its loop (ADR 0041)."""
         sup = self.supervisor
         self.on_supervisor.post(lambda: sup.job_events(event, jobs, source))
 

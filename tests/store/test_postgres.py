@@ -33,29 +33,11 @@ from tests.eventually import eventually as poll_until
 
 pytestmark = pytest.mark.postgres
 
-MakeStore = Callable[..., Awaitable[PostgresStore]]
 
+MakeStore = Callable[..., Awaitable[PostgresStore]]  # the make_store fixture (conftest.py)
 
 # The shared poll, with this file's deadline.
 eventually = partial(poll_until, timeout=10.0)
-
-
-@pytest.fixture
-async def make_store(pg_url: str, pg_schema: str) -> AsyncIterator[MakeStore]:
-    """Open stores on this test's schema (each one is a node: its own pool and LISTEN
-    connection); all are closed at the end."""
-    opened: list[PostgresStore] = []
-
-    async def make(**options: Any) -> PostgresStore:
-        store = create_store(pg_url, schema=pg_schema, **options)
-        assert isinstance(store, PostgresStore)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        await store.close()
 
 
 @pytest.fixture

@@ -3,14 +3,14 @@ a trigger on the jobs table notes the `synchronous_commit` of each statement's t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from jobd.domain import NewJob
-from jobd.store import Outcome, OutcomeKind, create_store
+from jobd.store import Outcome, OutcomeKind
 from jobd.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -28,13 +28,10 @@ CREATE TRIGGER note_commit_setting AFTER UPDATE OR DELETE ON jobs
 
 
 @pytest.fixture
-async def store(pg_url: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    s = create_store(pg_url, schema=pg_schema)
-    assert isinstance(s, PostgresStore)
-    await s.open()
+async def store(make_store: Callable[..., Awaitable[PostgresStore]]) -> PostgresStore:
+    s = await make_store()
     await s.migrate()
-    yield s
-    await s.close()
+    return s
 
 
 @pytest.fixture

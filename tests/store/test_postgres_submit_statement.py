@@ -6,7 +6,7 @@ whether a transaction is open), and a second connection LISTENs."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import psycopg
@@ -14,20 +14,16 @@ import pytest
 from psycopg import sql
 
 from jobd.domain import BatchRef, NewJob
-from jobd.store import create_store
 from jobd.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def store(pg_url: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    s = create_store(pg_url, schema=pg_schema, listen=False, min_size=1, max_size=1)
-    assert isinstance(s, PostgresStore)
-    await s.open()
+async def store(make_store: Callable[..., Awaitable[PostgresStore]]) -> PostgresStore:
+    s = await make_store(listen=False, min_size=1, max_size=1)  # one connection, to trace
     await s.migrate()
-    yield s
-    await s.close()
+    return s
 
 
 @pytest.fixture

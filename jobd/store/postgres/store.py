@@ -187,14 +187,9 @@ class PostgresStore(QueueMethods, Store):
         if not specs:
             return []
         params = submit_params(specs, self.submit_channel)
-        # A key or a parent takes more statements after the insert, in its transaction; a
-        # batch with neither is the insert alone, one round trip (docs/adr/0041).
-        alone = all(s.idempotency_key is None and not s.after for s in specs)
+        alone = all(s.idempotency_key is None and not s.after for s in specs)  # ADR 0041
         try:
-            async with (
-                self.pool.connection() as conn,
-                contextlib.nullcontext() if alone else conn.transaction(),
-            ):
+            async with self.pool.connection() as conn, _unless(alone, conn.transaction()):
                 cur = conn.cursor(row_factory=tuple_row)
                 await cur.execute(QUERIES["submit"], params)
                 rows = await cur.fetchall()
@@ -500,3 +495,12 @@ class PostgresStore(QueueMethods, Store):
         node's released jobs, a dead node's recovered ones)."""
         queues = sorted({r["queue"] for r in rows if r["state"] == State.PENDING and r["ready"]})
         await self._pg_notify(conn, self.submit_channel, queues)
+
+
+def _unless(
+    alone: bool, transaction: contextlib.AbstractAsyncContextManager[Any]
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The transaction, unless the statement goes alone: a key or a parent takes more
+    statements after the insert, in its transaction; without them the insert is one round
+    trip, its own transaction (docs/adr/0041)."""
+    return contextlib.nullcontext() if alone else transaction
