@@ -173,6 +173,11 @@ class SameLoop:
         fn()
 
 
+def plain_submit(store: Store, spec: NewJob) -> Awaitable[Submitted]:
+    """How Operations submits a job unless told otherwise (jobd.supervisor.submit_claims)."""
+    return store.submit(spec)
+
+
 @dataclass(frozen=True)
 class OwnThread:
     """The server on a thread of its own (`jobd run`: the I/O thread): the store as it is used
@@ -222,6 +227,7 @@ class Operations:
         self.lease_seconds = lease_seconds
         self.store = store or supervisor.store
         self.on_supervisor = supervisor_loop or SameLoop()
+        self.submitting = plain_submit  # `jobd run`: with its claim when due (ADR 0042)
         self.default_max_attempts = default_max_attempts
         self.max_payload_bytes = max_payload_bytes
         self.store_timeout = store_timeout
@@ -338,7 +344,7 @@ class Operations:
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
-        submitted = await self._insert(self.store.submit(new_job))
+        submitted = await self._insert(self.submitting(self.store, new_job))
         self._count_submitted([submitted])
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 

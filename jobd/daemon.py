@@ -48,6 +48,7 @@ from jobd.supervisor.finished_relay import FinishedRelay
 from jobd.supervisor.home_loop import HomeLoop
 from jobd.supervisor.io_thread import IoThread
 from jobd.supervisor.store_proxy import StoreProxy
+from jobd.supervisor.submit_claims import SubmitClaims
 
 log = logging.getLogger("jobd.daemon")
 
@@ -261,6 +262,7 @@ async def _serve_on(
         except ControlSocketError as exc:
             raise StartupError(str(exc), exc.exit_code) from None
         supervisor.events.feed = control.feed  # job changes for `subscribe`
+        control.operations.submitting = SubmitClaims(supervisor, on_supervisor.post).submit
         if side.relay is not None:  # only the finishes some `wait` waits for cross
             side.relay.wanted = control.operations.waiters.__contains__
         # With http.listen set, the HTTP shim runs as a child process for as long as the

@@ -7,6 +7,7 @@ from typing import Any
 
 from jobd.store.base import (
     Changed,
+    ClaimRequest,
     Counts,
     JobFilter,
     Links,
@@ -19,10 +20,12 @@ from jobd.store.base import (
     Start,
     Store,
     Submitted,
+    SubmittedAndClaimed,
 )
 
 __all__ = [
     "Changed",
+    "ClaimRequest",
     "Counts",
     "JobFilter",
     "Links",
@@ -35,6 +38,7 @@ __all__ = [
     "Start",
     "Store",
     "Submitted",
+    "SubmittedAndClaimed",
     "create_store",
 ]
 

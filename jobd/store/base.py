@@ -106,6 +106,24 @@ class Submitted:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A claim for a node with idle workers, sent with a submit (Store.submit_claiming): up to
+    `limit` jobs leased to `node` for `lease` seconds, of `types`, outside `exclude_queues`."""
+
+    node: str
+    limit: int
+    lease: float
+    types: Sequence[str] | None = None
+    exclude_queues: Sequence[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedAndClaimed:
+    submitted: Submitted  # as inserted: pending, even if the claim took it
+    claimed: list[Job]
+
+
+@dataclass(frozen=True, slots=True)
 class Changed:
     """An operator's change of a job: the job afterwards, and the state it was in before
     (read in the same transaction, so a log of the transition names its real `from`)."""
@@ -259,6 +277,17 @@ class Store(abc.ABC):
     async def submit(self, spec: NewJob) -> Submitted:
         (submitted,) = await self.submit_many([spec])
         return submitted
+
+    async def submit_claiming(self, spec: NewJob, claim: ClaimRequest) -> SubmittedAndClaimed:
+        """`submit`, then `claim`: the job answered as inserted, and the jobs the claim took
+        (the new one among them when it comes first in claim order).  PostgreSQL sends both
+        in one round trip and one transaction (docs/adr/0042)."""
+        submitted = await self.submit(spec)
+        c = claim
+        jobs = await self.claim(
+            c.node, c.limit, lease=c.lease, types=c.types, exclude_queues=c.exclude_queues
+        )
+        return SubmittedAndClaimed(submitted, jobs)
 
     @abc.abstractmethod
     async def submit_many(self, specs: Sequence[NewJob]) -> list[Submitted]:

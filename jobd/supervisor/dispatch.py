@@ -64,6 +64,17 @@ class Dispatch:
             sup.claims.answered(wanted, len(jobs))
         sup.wake()  # the next turn claims again if that is due (the loop did not wait)
 
+    def took(self, jobs: list[Job]) -> None:
+        """Jobs claimed for this node with a submit (jobd.supervisor.submit_claims): handed
+        out as a claim's, or given back if the drain began meanwhile."""
+        sup = self._sup
+        sup.claimed.extend(jobs)
+        if sup.draining or sup.boot_error:
+            sup.handout.release_all()
+        else:
+            self.hand_out()
+        sup.wake()
+
     def hand_out(self) -> None:
         self._sup.handout.to(self._sup.workers, self._sup.pacing.depth())
 

@@ -10,6 +10,7 @@ import pytest
 from jobd.domain import ErrorInfo, NewJob, State
 from jobd.errors import Conflict, InvalidParams, NotFound
 from jobd.store import (
+    ClaimRequest,
     JobFilter,
     Notification,
     NotificationKind,
@@ -197,6 +198,40 @@ async def test_claim_can_leave_queues_out(store: Store) -> None:
     free = (await store.submit(spec(queue="free"))).job
     claimed = await store.claim(NODE, 5, lease=LEASE, exclude_queues=["limited"])
     assert [j.id for j in claimed] == [free.id]
+
+
+# --- a submit with a claim (docs/adr/0042) --------------------------------------------------
+
+
+async def test_a_submit_with_a_claim_answers_the_job_as_inserted_and_claims_it(
+    store: Store,
+) -> None:
+    answer = await store.submit_claiming(spec(), ClaimRequest(NODE, 2, LEASE, types=["echo"]))
+    job = answer.submitted.job
+    assert answer.submitted.created and job.state is State.PENDING and job.attempts == 0
+    (claimed,) = answer.claimed
+    assert claimed.id == job.id and claimed.state is State.RUNNING and claimed.attempts == 1
+    assert claimed.lease_owner == NODE and claimed.lease_token is not None
+    assert await store.get(job.id) == claimed
+    assert await store.claim(OTHER, 5, lease=LEASE) == []
+
+
+async def test_a_submit_with_a_claim_claims_in_claim_order_and_leaves_out_what_it_is_told(
+    store: Store,
+) -> None:
+    first = (await store.submit(spec(priority=5))).job
+    await store.submit(spec(queue="paused", priority=9))
+    claim = ClaimRequest(NODE, 1, LEASE, exclude_queues=["paused"])
+    answer = await store.submit_claiming(spec(), claim)
+    assert [j.id for j in answer.claimed] == [first.id]  # ahead of the new one
+    assert (await store.get(answer.submitted.job.id)).state is State.PENDING
+    keyed = await store.submit_claiming(spec(idempotency_key="k"), claim)
+    assert [j.id for j in keyed.claimed] == [answer.submitted.job.id]
+    again = await store.submit_claiming(spec(idempotency_key="k"), claim)
+    assert not again.submitted.created and again.submitted.job.id == keyed.submitted.job.id
+    assert [j.id for j in again.claimed] == [keyed.submitted.job.id]
+    other = await store.submit_claiming(spec(type_="other"), ClaimRequest(NODE, 1, LEASE, ["zzz"]))
+    assert other.claimed == [] and other.submitted.job.state is State.PENDING
 
 
 # --- finishing an attempt -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from jobd.domain import BatchRef, NewJob
+from jobd.store import ClaimRequest, Notification, NotificationKind, SubmittedAndClaimed
 from jobd.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -35,14 +36,16 @@ async def conn(
         yield c
 
 
-async def round_trips(store: PostgresStore, jobs: list[NewJob], trace: Path) -> list[str]:
-    """Submit `jobs`; the transaction status of each ReadyForQuery the store's connection got
-    meanwhile ("I": idle, "T": in a transaction)."""
+async def round_trips(
+    store: PostgresStore, call: Callable[[], Awaitable[object]], trace: Path
+) -> list[str]:
+    """Await `call()`; the transaction status of each ReadyForQuery the store's connection
+    got meanwhile ("I": idle, "T": in a transaction)."""
     with trace.open("w") as f:
         async with store.pool.connection() as c, c.lock:  # the pool's only connection
             c.pgconn.trace(f.fileno())
         try:
-            await store.submit_many(jobs)
+            await call()
         finally:
             async with store.pool.connection() as c, c.lock:
                 c.pgconn.untrace()
@@ -66,7 +69,7 @@ async def test_a_plain_batch_is_one_round_trip_that_notifies_each_queue_once(
     store: PostgresStore, conn: psycopg.AsyncConnection[tuple[object, ...]], tmp_path: Path
 ) -> None:
     jobs = [NewJob(type="noop", queue=q) for q in ("mail", "mail", "reports")]
-    assert await round_trips(store, jobs, tmp_path / "trace") == ["I"]
+    assert await round_trips(store, lambda: store.submit_many(jobs), tmp_path / "trace") == ["I"]
     assert sorted(await notified(conn, 2)) == ["mail", "reports"]
     await store.submit_many([NewJob(type="noop", queue="marker")])
     assert await notified(conn, 1) == ["marker"]  # not a second "mail"
@@ -86,7 +89,7 @@ async def test_a_keyed_batch_or_one_with_parents_keeps_its_transaction(
     tmp_path: Path,
     jobs: list[NewJob],
 ) -> None:
-    trips = await round_trips(store, jobs, tmp_path / "trace")
+    trips = await round_trips(store, lambda: store.submit_many(jobs), tmp_path / "trace")
     assert trips[0] == "T" and trips[-1] == "I" and len(trips) >= 3  # BEGIN ... COMMIT
     assert await notified(conn, 1) == ["default"]
 
@@ -101,3 +104,25 @@ async def test_a_batch_that_creates_nothing_notifies_nobody(
     await store.submit_many([NewJob(type="noop", queue="marker")])
     # Delivered in the order of their commits: a NOTIFY of the taken key's would come first.
     assert await notified(conn, 1) == ["marker"]
+
+
+async def test_a_submit_with_a_claim_is_one_round_trip_and_wakes_no_one_here_for_its_job(
+    store: PostgresStore, conn: psycopg.AsyncConnection[tuple[object, ...]], tmp_path: Path
+) -> None:
+    """ADR 0042: the claim goes in the submit's round trip and transaction.  A job it took
+    needs no claimer woken on this node; one it left pending does."""
+    heard: list[Notification] = []
+    store.add_listener(heard.append)
+    claim = ClaimRequest("node-a", 1, 30.0, exclude_queues=["held"])
+    answers: list[SubmittedAndClaimed] = []
+
+    async def submit(queue: str) -> None:
+        answers.append(await store.submit_claiming(NewJob(type="noop", queue=queue), claim))
+
+    assert await round_trips(store, lambda: submit("mail"), tmp_path / "trace") == ["I"]
+    assert [j.id for j in answers[0].claimed] == [answers[0].submitted.job.id]
+    assert heard == []
+    await submit("held")
+    assert answers[1].claimed == []
+    assert heard == [Notification(NotificationKind.SUBMITTED, queue="held")]
+    assert await notified(conn, 2) == ["mail", "held"]  # other nodes hear of both

@@ -22,6 +22,7 @@ from jobd.domain import IllegalTransition, Job, NewJob, State
 from jobd.errors import Conflict, InvalidParams
 from jobd.store.base import (
     Changed,
+    ClaimRequest,
     CountRow,
     Counts,
     JobFilter,
@@ -33,6 +34,7 @@ from jobd.store.base import (
     Start,
     Store,
     Submitted,
+    SubmittedAndClaimed,
     check_limit,
     decode_cursor,
     encode_cursor,
@@ -76,6 +78,7 @@ from jobd.store.postgres.rows import (
     wants_pending,
     write_params,
 )
+from jobd.store.postgres.submit_claiming import submit_claiming
 
 # A plain identifier (as database.schema in the configuration): easy to type in psql, and
 # safe to build channel names from.
@@ -202,6 +205,9 @@ class PostgresStore(QueueMethods, Store):
         for queue in queues:
             self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
         return [s for s in out if s is not None]
+
+    async def submit_claiming(self, spec: NewJob, claim: ClaimRequest) -> SubmittedAndClaimed:
+        return await submit_claiming(self, spec, claim)
 
     async def _fill_existing(
         self, conn: Connection, specs: Sequence[NewJob], out: list[Submitted | None]

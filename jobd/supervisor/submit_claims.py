@@ -1,0 +1,74 @@
+"""A claim sent with a submit, when this node has a worker with nothing to do (docs/adr/0042).
+
+On an idle node a submitted job used to wait for three things in a row: the submit's round trip,
+a hop to the supervisor's loop when it heard of the job, and the claim's round trip.  When the
+supervisor would claim at once anyway (a worker idle, nothing claimed and waiting, no claim in
+flight), the control server sends that claim with the submit, in the same round trip and
+transaction (Store.submit_claiming), and posts what it took to the supervisor, which hands it
+out as a claim's.
+
+The conditions are read on the control server's thread, each a single read of the supervisor's
+state that may be a moment old.  A stale read costs little: a claim taken while the supervisor's
+own claim was starting makes two claims of the few jobs an idle node wants, and jobs claimed
+for a worker that has just become busy wait here, held and leased, for the next free slot.
+Queues with limits are left to the supervisor's own claims, which count them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from jobd.domain import NewJob
+from jobd.store import ClaimRequest, Store, Submitted
+from jobd.supervisor.handout import taking_work
+
+if TYPE_CHECKING:
+    from jobd.supervisor.loop import Supervisor
+
+
+class SubmitClaims:
+    def __init__(self, supervisor: Supervisor, post: Callable[[Callable[[], object]], None]):
+        self._sup = supervisor
+        self._post = post  # runs a function on the supervisor's loop, not waiting for it
+
+    async def submit(self, store: Store, spec: NewJob) -> Submitted:
+        """`store.submit(spec)`, with this node's claim when one is due."""
+        claim = self.request(spec)
+        if claim is None:
+            return await store.submit(spec)
+        answer = await store.submit_claiming(spec, claim)
+        if answer.claimed:
+            self._post(lambda: self._sup.dispatch.took(answer.claimed))
+        return answer.submitted
+
+    def request(self, spec: NewJob) -> ClaimRequest | None:
+        """The claim to send with `spec`'s submit: one job for each idle worker, of the types
+        this node runs, none of a paused queue; None when the supervisor would not claim now,
+        when its set of paused queues is due to be read again, or when queues have limits."""
+        sup = self._sup
+        if spec.idempotency_key is not None or spec.after or _later(spec.run_at):
+            return None
+        if sup.draining or sup.boot_error or sup.claimed or sup.dispatch.claim_in_flight():
+            return None
+        claims = sup.claims
+        if sup.settings.queue_limits or claims.limits.limits:
+            return None
+        if claims.paused.due(time.monotonic()):  # to be read again: the claim reads it first
+            return None
+        paused = claims.paused.names
+        idle = sum(not w.assigned for w in taking_work(list(sup.workers.values())))
+        if spec.queue in paused or not idle:
+            return None
+        return ClaimRequest(
+            sup.node,
+            idle,
+            sup.settings.lease_seconds,
+            types=sup.registry.types(),
+            exclude_queues=sorted(paused) or None,
+        )
+
+
+def _later(run_at: datetime | None) -> bool:
+    return run_at is not None and run_at > datetime.now(UTC)
