@@ -45,17 +45,18 @@ class SubmitClaims:
 
     def request(self, spec: NewJob) -> ClaimRequest | None:
         """The claim to send with `spec`'s submit: one job for each idle worker, of the types
-        this node runs, none of a paused queue; None when the supervisor would not claim now,
-        when its set of paused queues is due to be read again, or when queues have limits."""
+        this node runs, none of a paused queue; None when the supervisor would not claim now
+        (busy, draining, its claims paused after store errors), when its set of paused queues
+        is due to be read again, or when queues have limits."""
         sup = self._sup
         if spec.idempotency_key is not None or spec.after or _later(spec.run_at):
             return None
         if sup.draining or sup.boot_error or sup.claimed or sup.dispatch.claim_in_flight():
             return None
-        claims = sup.claims
-        if sup.settings.queue_limits or claims.limits.limits:
+        claims, now = sup.claims, time.monotonic()
+        if sup.settings.queue_limits or claims.limits.limits or not sup.health.may_claim(now):
             return None
-        if claims.paused.due(time.monotonic()):  # to be read again: the claim reads it first
+        if claims.paused.due(now):  # to be read again: the supervisor's claim reads it first
             return None
         paused = claims.paused.names
         idle = sum(not w.assigned for w in taking_work(list(sup.workers.values())))

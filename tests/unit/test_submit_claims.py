@@ -15,6 +15,7 @@ import pytest
 
 from jobd import pipe
 from jobd.domain import NewJob, State
+from jobd.errors import Unavailable
 from jobd.handlers import Registry
 from jobd.handlers.registration import HandlerSpec
 from jobd.store import ClaimRequest
@@ -84,6 +85,10 @@ async def test_no_claim_when_the_supervisor_would_not_claim_now(
     assert request(sup, NewJob("noop")) is None
     sup.draining = False
     sup.claims.paused.known = False  # not read yet: a queue may be paused
+    assert request(sup, NewJob("noop")) is None
+    sup.claims.paused.known = True
+    assert request(sup, NewJob("noop")) is not None
+    sup.health.trouble("claim", Unavailable("store unavailable: down"))  # claims pause
     assert request(sup, NewJob("noop")) is None
 
 
