@@ -11,8 +11,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from jobd.store import Store, create_store
 from tests.daemon import DaemonProcess, DaemonStuck, answers, daemon_environment, short_directory
@@ -194,6 +197,14 @@ def make_daemon(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable
 def history(pg_url: str, pg_schema: str) -> History:
     """The ticks the daemons' schedules recorded in the test's database."""
     return History(pg_url, pg_schema)
+
+
+@pytest.fixture
+def raw(pg_url: str, pg_schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """A plain connection to the daemons' schema, for looking behind their back."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+        yield conn
 
 
 @pytest.fixture

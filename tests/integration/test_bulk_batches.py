@@ -6,12 +6,10 @@ batches larger than the limit, fails it; so does one that skips jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from jobd import Client
 from jobd.limits import BULK_BATCH
@@ -39,13 +37,6 @@ END $$;
 CREATE TRIGGER count_retried AFTER INSERT ON jobs REFERENCING NEW TABLE AS moved_rows
     FOR EACH STATEMENT EXECUTE FUNCTION count_retried();
 """
-
-
-@pytest.fixture
-def raw(pg_url: str, pg_schema: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
-        yield conn
 
 
 def test_a_bulk_retry_commits_at_most_bulk_batch_jobs_per_transaction(

@@ -4,12 +4,10 @@ from the database: triggers this test installs on `jobs` record the transaction
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from jobd import Client
 from jobd.store import Store
@@ -28,13 +26,6 @@ CREATE TRIGGER note_claim AFTER UPDATE ON jobs FOR EACH ROW
     WHEN (OLD.state = 'pending' AND NEW.state = 'running') EXECUTE FUNCTION note_change();
 """
 JOBS = 20
-
-
-@pytest.fixture
-def raw(pg_url: str, pg_schema: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
-        yield conn
 
 
 def test_an_idle_node_claims_a_submitted_job_in_the_submits_transaction(
