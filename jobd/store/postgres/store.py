@@ -250,10 +250,10 @@ class PostgresStore(QueueMethods, Store):
         async with self.pool.connection() as conn:
             cur = await conn.execute(QUERIES["get"], {"id": lookup_id(job_id)})
             row = await cur.fetchone()
-            if row is None:
-                raise not_found(job_id)
-            (job,) = await workflow_rows.with_parents(conn, [job_from_row(row)])
-        return job
+        if row is None:
+            raise not_found(job_id)
+        job = job_from_row(row)
+        return job.with_parents(tuple(row["parents"])) if row["parents"] else job
 
     async def list(
         self, filters: JobFilter = JobFilter(), limit: int = 100, cursor: str | None = None

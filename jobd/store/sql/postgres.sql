@@ -77,7 +77,11 @@ SELECT pg_notify(%(channel)s, payload)
 
 
 -- name: get
-SELECT *
+-- The job with its parents (NULL: none), in one round trip: `wait` reads a job twice.
+SELECT all_jobs.*,
+       (SELECT array_agg(d.parent ORDER BY d.parent)
+          FROM job_deps AS d
+         WHERE d.child = all_jobs.id) AS parents
   FROM all_jobs
  WHERE id = %(id)s
 

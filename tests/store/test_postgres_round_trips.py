@@ -1,7 +1,9 @@
-"""A submit with no idempotency key and no parent is one statement with no transaction around
-it, and that statement sends the submit channel's NOTIFY itself (ADR 0041): libpq's trace of
-the store's one connection counts the round trips (one ReadyForQuery each, whose status says
-whether a transaction is open), and a second connection LISTENs."""
+"""The statements on an idle node's path, counted in round trips: libpq's trace of the store's
+one connection (one ReadyForQuery each, whose status says whether a transaction is open), and
+a second connection that LISTENs.  A submit with no idempotency key and no parent is one
+statement with no transaction around it, which sends the submit channel's NOTIFY itself (ADR
+0041); a claim goes with it in the same round trip (ADR 0042); `get`, which `wait` calls
+twice, reads a job and its parents in one."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from jobd.domain import BatchRef, NewJob
+from jobd.domain import BatchRef, Job, NewJob
 from jobd.store import ClaimRequest, Notification, NotificationKind, SubmittedAndClaimed
 from jobd.store.postgres import PostgresStore
 
@@ -126,3 +128,20 @@ async def test_a_submit_with_a_claim_is_one_round_trip_and_wakes_no_one_here_for
     assert answers[1].claimed == []
     assert heard == [Notification(NotificationKind.SUBMITTED, queue="held")]
     assert await notified(conn, 2) == ["mail", "held"]  # other nodes hear of both
+
+
+async def test_get_reads_a_job_and_its_parents_in_one_round_trip(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    batch = await store.submit_many(
+        [NewJob(type="noop"), NewJob(type="noop", after=(BatchRef(0),))]
+    )
+    parent, child = (s.job.id for s in batch)
+    got: list[Job] = []
+
+    async def get(job_id: int) -> None:
+        got.append(await store.get(job_id))
+
+    assert await round_trips(store, lambda: get(child), tmp_path / "child") == ["I"]
+    assert await round_trips(store, lambda: get(parent), tmp_path / "parent") == ["I"]
+    assert [job.parents for job in got] == [(parent,), ()]
