@@ -28,6 +28,7 @@ from jobd.domain import (
 from jobd.errors import InvalidParams, NotFound
 from jobd.limits import ATTEMPT_HISTORY_KEEP
 from jobd.store.base import Outcome, OutcomeKind, Start, Submitted, json_default
+from jobd.store.postgres.connections import describe
 
 Row = dict[str, Any]  # what the pool's dict_row factory makes of a row
 
@@ -131,6 +132,18 @@ def json_text(value: Any, field_name: str) -> str:
         return json.dumps(value, allow_nan=False, default=json_default)
     except (TypeError, ValueError) as exc:
         raise InvalidParams(f"{field_name}: not representable as JSON: {exc}") from None
+
+
+def inserts_alone(spec: NewJob) -> bool:
+    """Whether the submit statement is all `spec` takes: a key is settled and parents are
+    linked by more statements after the insert, in its transaction (docs/adr/0041)."""
+    return spec.idempotency_key is None and not spec.after
+
+
+def batch_refused(exc: psycopg.Error) -> InvalidParams:
+    """A submit's insert refused for a value of the batch (a NUL byte, a number out of range,
+    a check), as the client's error."""
+    return InvalidParams(f"jobs: rejected by the database: {describe(exc)}")
 
 
 def submit_params(specs: Sequence[NewJob], channel: str) -> dict[str, str]:

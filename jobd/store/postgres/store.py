@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from jobd.domain import IllegalTransition, Job, NewJob, State
-from jobd.errors import Conflict, InvalidParams
+from jobd.errors import Conflict
 from jobd.store.base import (
     Changed,
     ClaimRequest,
@@ -56,7 +56,6 @@ from jobd.store.postgres.connections import (
     Connection,
     ConnectionPool,
     SessionTimeouts,
-    describe,
 )
 from jobd.store.postgres.listener import NotificationListener
 from jobd.store.postgres.queries import QUERIES
@@ -64,9 +63,11 @@ from jobd.store.postgres.queues import QueueMethods
 from jobd.store.postgres.rows import (
     HISTORY_PARAMS,
     Row,
+    batch_refused,
     claim_params,
     fetch_one,
     finish_params,
+    inserts_alone,
     job_from_row,
     jobs_from_tuples,
     lookup_id,
@@ -190,7 +191,7 @@ class PostgresStore(QueueMethods, Store):
         if not specs:
             return []
         params = submit_params(specs, self.submit_channel)
-        alone = all(s.idempotency_key is None and not s.after for s in specs)  # ADR 0041
+        alone = all(map(inserts_alone, specs))
         try:
             async with self.pool.connection() as conn, _unless(alone, conn.transaction()):
                 cur = conn.cursor(row_factory=tuple_row)
@@ -200,7 +201,7 @@ class PostgresStore(QueueMethods, Store):
                 await self._fill_existing(conn, specs, out)
                 await workflow_rows.link(conn, specs, out)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise InvalidParams(f"jobs: rejected by the database: {describe(exc)}") from exc
+            raise batch_refused(exc) from exc
         queues = sorted({s.job.queue for s in out if s and s.created})
         for queue in queues:
             self._notify(Notification(NotificationKind.SUBMITTED, queue=queue))
@@ -506,7 +507,6 @@ class PostgresStore(QueueMethods, Store):
 def _unless(
     alone: bool, transaction: contextlib.AbstractAsyncContextManager[Any]
 ) -> contextlib.AbstractAsyncContextManager[Any]:
-    """The transaction, unless the statement goes alone: a key or a parent takes more
-    statements after the insert, in its transaction; without them the insert is one round
-    trip, its own transaction (docs/adr/0041)."""
+    """The transaction, unless the insert goes alone (rows.inserts_alone): then it is one
+    round trip, its own transaction (docs/adr/0041)."""
     return contextlib.nullcontext() if alone else transaction

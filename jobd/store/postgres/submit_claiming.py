@@ -13,7 +13,6 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from jobd.domain import NewJob
-from jobd.errors import InvalidParams
 from jobd.store.base import (
     ClaimRequest,
     Notification,
@@ -22,10 +21,11 @@ from jobd.store.base import (
     SubmittedAndClaimed,
     ordering_key,
 )
-from jobd.store.postgres.connections import describe
 from jobd.store.postgres.queries import QUERIES
 from jobd.store.postgres.rows import (
+    batch_refused,
     claim_params,
+    inserts_alone,
     jobs_from_tuples,
     submit_params,
     submitted_from_row,
@@ -40,7 +40,7 @@ async def submit_claiming(
 ) -> SubmittedAndClaimed:
     """Store.submit_claiming in one round trip.  A job with an idempotency key or parents takes
     more statements after its insert (PostgresStore.submit_many), and the claim follows."""
-    if spec.idempotency_key is not None or spec.after:
+    if not inserts_alone(spec):
         return await Store.submit_claiming(store, spec, claim)
     c = claim
     inserting = submit_params([spec], store.submit_channel)
@@ -55,7 +55,7 @@ async def submit_claiming(
             row = await inserted.fetchone()
             jobs = jobs_from_tuples(claimed.description, await claimed.fetchall())
     except (psycopg.DataError, psycopg.IntegrityError) as exc:
-        raise InvalidParams(f"jobs: rejected by the database: {describe(exc)}") from exc
+        raise batch_refused(exc) from exc
     submitted = submitted_from_row(spec, row) if row is not None else None
     assert submitted is not None  # one job and no key: it was inserted
     if all(job.id != submitted.job.id for job in jobs):  # pending: its claimer must hear of it
