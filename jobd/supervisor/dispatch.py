@@ -36,7 +36,7 @@ class Dispatch:
         self.hand_out()
 
     async def _claim(self) -> None:
-        wanted = self._wanted()
+        wanted = self.wanted()
         jobs = await self._sup.claims.take(wanted, self.held_jobs)
         if jobs is not None:
             self._claimed(wanted, jobs)
@@ -49,7 +49,8 @@ class Dispatch:
         finally:
             sup.wake()
 
-    def _wanted(self) -> int:
+    def wanted(self) -> int:
+        """How many jobs a claim now asks for (jobd.supervisor.pacing)."""
         sup = self._sup
         held = [len(w.assigned) for w in taking_work(sup.workers.values())]
         return sup.pacing.wanted(held, len(sup.claimed))

@@ -1,9 +1,9 @@
-"""A claim sent with a submit, when this node has a worker with nothing to do (docs/adr/0042).
+"""A claim sent with a submit, when this node has room for work (docs/adr/0042).
 
 On an idle node a submitted job used to wait for three things in a row: the submit's round trip,
 a hop to the supervisor's loop when it heard of the job, and the claim's round trip.  When the
-supervisor would claim at once anyway (a worker idle, nothing claimed and waiting, no claim in
-flight), the control server sends that claim with the submit, in the same round trip and
+supervisor would claim at once anyway (room in a worker, nothing claimed and waiting, no claim
+in flight), the control server sends that claim with the submit, in the same round trip and
 transaction (Store.submit_claiming), and posts what it took to the supervisor, which hands it
 out as a claim's.
 
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from jobd.domain import NewJob
 from jobd.store import ClaimRequest, Store, Submitted
-from jobd.supervisor.handout import taking_work
 
 if TYPE_CHECKING:
     from jobd.supervisor.loop import Supervisor
@@ -44,10 +43,11 @@ class SubmitClaims:
         return answer.submitted
 
     def request(self, spec: NewJob) -> ClaimRequest | None:
-        """The claim to send with `spec`'s submit: one job for each idle worker, of the types
-        this node runs, none of a paused queue; None when the supervisor would not claim now
-        (busy, draining, its claims paused after store errors), when its set of paused queues
-        is due to be read again, or when queues have limits."""
+        """The claim to send with `spec`'s submit: as many jobs as the supervisor's claim would
+        ask for now, of the types this node runs, none of a paused queue; None when the
+        supervisor would not claim now (no room in its workers, something claimed and waiting,
+        a claim in flight, a drain, claims paused after store errors), when its set of paused
+        queues is due to be read again, or when queues have limits."""
         sup = self._sup
         if spec.idempotency_key is not None or spec.after or _later(spec.run_at):
             return None
@@ -58,13 +58,12 @@ class SubmitClaims:
             return None
         if claims.paused.due(now):  # to be read again: the supervisor's claim reads it first
             return None
-        paused = claims.paused.names
-        idle = sum(not w.assigned for w in taking_work(list(sup.workers.values())))
-        if spec.queue in paused or not idle:
+        paused, wanted = claims.paused.names, sup.dispatch.wanted()
+        if spec.queue in paused or wanted <= 0:
             return None
         return ClaimRequest(
             sup.node,
-            idle,
+            wanted,
             sup.settings.lease_seconds,
             types=sup.registry.types(),
             exclude_queues=sorted(paused) or None,

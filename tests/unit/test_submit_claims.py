@@ -48,7 +48,7 @@ def request(sup: Supervisor, spec: NewJob) -> ClaimRequest | None:
     return SubmitClaims(sup, lambda fn: fn()).request(spec)
 
 
-async def test_an_idle_node_asks_for_one_job_for_each_idle_worker(
+async def test_an_idle_node_asks_for_what_its_own_claim_would(
     pipes: tuple[Connection, Connection],
 ) -> None:
     sup = await supervisor(pipes[0])
