@@ -345,6 +345,25 @@ async def test_heartbeat_extends_only_its_nodes_leases(pg: PostgresStore) -> Non
     assert {a.id, b.id} == {ja.id, jb.id}
 
 
+async def test_heartbeat_skips_a_row_another_transaction_holds_instead_of_waiting(
+    pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    """The node's write-back locks the rows it ends in an order of its own; a heartbeat that
+    waited for one of them while holding others was a deadlock.  It takes what is free and
+    leaves the rest to its next round."""
+    await pg.submit_many([spec(), spec()])
+    held, free = await pg.claim("a", 2, lease=60)
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        # without SKIP LOCKED this waits for the lock, until the statement times out
+        await asyncio.wait_for(pg.heartbeat("a", 600, [held.id, free.id]), timeout=5)
+    assert (await pg.get(free.id)).lease_expires_at > free.lease_expires_at + timedelta(seconds=500)
+    assert (await pg.get(held.id)).lease_expires_at == held.lease_expires_at
+
+    await pg.heartbeat("a", 600, [held.id, free.id])  # the next round, the lock gone
+    assert (await pg.get(held.id)).lease_expires_at > held.lease_expires_at + timedelta(seconds=500)
+
+
 async def test_prune_deletes_in_batches_until_none_is_left(
     pg: PostgresStore, raw: psycopg.AsyncConnection[Any]
 ) -> None:

@@ -24,5 +24,7 @@ async def record_progress(
         "progress": [json_text(r.progress, "progress") for r in reports],
         "ats": [r.at for r in reports],
     }
-    cur = await conn.execute(QUERIES["record_progress"], params, prepare=True)
+    async with conn.pipeline():  # one round trip, one implicit transaction
+        await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
+        cur = await conn.execute(QUERIES["record_progress"], params, prepare=True)
     return [row["id"] for row in await cur.fetchall()]

@@ -380,10 +380,13 @@ class PostgresStore(QueueMethods, Store):
         for outcome in map(storable_outcome, outcomes):
             (again if wants_pending(outcome) else ending).append(outcome)
         async with self.pool.connection() as conn:
-            if not again and not starts:  # the common case: one statement, no transaction
-                rows = await self._finish_ending(conn, node, ending)
+            if not again and not starts:  # the common case: one round trip, no transaction
+                async with conn.pipeline():  # one implicit transaction
+                    await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
+                    rows = await self._finish_ending(conn, node, ending)
             else:
                 async with conn.transaction():
+                    await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
                     if starts:
                         params = start_params(node, starts)
                         await conn.execute(QUERIES["mark_started"], params, prepare=True)

@@ -182,6 +182,13 @@ SELECT queue, type, state, count(*) AS count
 -- exclude_queues (NULL: none) are skipped, e.g. those at their concurrency limit.  A node
 -- passes the types it runs: a job of another type waits for a node that runs it.  Each claim
 -- draws a fresh lease token, the fence of its write-backs.  started_at waits for the worker.
+--
+-- The UPDATE finds its rows by `id = ANY(ARRAY(...))`, the locked ids as one array, not by a
+-- join with the SELECT: a join lets the planner choose which side to scan first, and when the
+-- table's statistics were taken while it was nearly empty (a drained queue between bursts)
+-- it believed jobs held one row and scanned all of it for each locked id -- seen under a
+-- flooding producer with a backlog of a million: claims of 120 s.  An array leaves the
+-- UPDATE one plan, an index probe per id, whatever the statistics say.
 UPDATE jobs
    SET state = 'running',
        attempts = jobs.attempts + 1,
@@ -190,7 +197,7 @@ UPDATE jobs
        lease_token = nextval('jobs_lease_token_seq'),
        started_at = NULL,  -- claimed is not started: mark_started sets it
        updated_at = now()
-  FROM (
+ WHERE id = ANY(ARRAY(
         SELECT id
           FROM jobs
          WHERE state = 'pending'
@@ -202,8 +209,7 @@ UPDATE jobs
          ORDER BY priority DESC, run_at, id
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED
-       ) AS claimable
- WHERE jobs.id = claimable.id
+       ))
 RETURNING jobs.*
 
 
@@ -221,12 +227,38 @@ SELECT set_config('synchronous_commit', 'off', true)
 -- job whose claim answer the node never received expires instead of living for ever.  Touches
 -- no indexed column, so it is a HOT update (see the table's fillfactor).  Returns each job
 -- extended, flagging those with a cancel requested.
+--
+-- A row another transaction has locked is skipped, never waited for: it is most often one the
+-- node's own write-back is ending, which locks its rows in an order of its own, and a
+-- heartbeat waiting on it while holding rows the write-back wants was a deadlock (seen under
+-- a flooding producer: about one a minute, each aborting a write-back or a heartbeat).  A
+-- lease skipped is extended by the next heartbeat, long before it runs out: the node renews
+-- at least twice a lease (supervisor.housekeeping).  The locked ids reach the UPDATE as one
+-- array, not a join, for the claim's reason.
 UPDATE jobs
    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
- WHERE state = 'running'
-   AND lease_owner = %(node)s
-   AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+ WHERE id = ANY(ARRAY(
+        SELECT id
+          FROM jobs
+         WHERE state = 'running'
+           AND lease_owner = %(node)s
+           AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+           FOR UPDATE SKIP LOCKED
+       ))
 RETURNING id, cancel_requested
+
+
+-- name: write_back_hash_joins
+-- Sent first in the write-back's transaction (or its pipeline: one implicit transaction) and
+-- for that transaction only: the write-back's statements join an array of n outcomes to the
+-- n rows of jobs they end, and without this the planner, whose estimate of an array
+-- parameter is 10 rows and of a jobs table analyzed while nearly empty is one, picks a nested
+-- loop that compares every outcome with every row: n squared.  Seen under a flooding
+-- producer: a finish of 839 outcomes compared 703,082 pairs in 578 ms, and a write-back that
+-- had fallen behind ran into the 10-s statement timeout with a larger batch, so it fell
+-- further behind.  A hash join is linear in n.  Nested loops the statements cannot do
+-- without (a LATERAL probe, a cross join with one row) are still planned.  See ADR 0043.
+SELECT set_config('enable_nestloop', 'off', true)
 
 
 -- name: finish
@@ -254,6 +286,7 @@ ended AS (
     DELETE FROM jobs
      USING outcome AS o
      WHERE jobs.id = o.id
+       AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
        AND jobs.state = 'running'
        AND jobs.lease_owner = %(node)s
        AND jobs.attempts = o.attempt
@@ -375,6 +408,7 @@ UPDATE jobs
        updated_at = now()
   FROM outcome AS o
  WHERE jobs.id = o.id
+   AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = o.attempt
@@ -390,6 +424,7 @@ UPDATE jobs
   FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(tokens)b::bigint[],
               %(ats)b::timestamptz[]) AS s (id, attempt, token, at)
  WHERE jobs.id = s.id
+   AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = s.attempt
@@ -407,6 +442,7 @@ UPDATE jobs
               %(progress)b::jsonb[], %(ats)b::timestamptz[])
        AS p (id, attempt, token, progress, at)
  WHERE jobs.id = p.id
+   AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = p.attempt
