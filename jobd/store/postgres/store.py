@@ -386,10 +386,11 @@ class PostgresStore(QueueMethods, Store):
                     rows = await self._finish_ending(conn, node, ending)
             else:
                 async with conn.transaction():
-                    await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
-                    if starts:
-                        params = start_params(node, starts)
-                        await conn.execute(QUERIES["mark_started"], params, prepare=True)
+                    async with conn.pipeline():  # the setting costs no round trip of its own
+                        await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
+                        if starts:
+                            params = start_params(node, starts)
+                            await conn.execute(QUERIES["mark_started"], params, prepare=True)
                     rows = await self._finish_again(conn, node, again)
                     rows += await self._finish_ending(conn, node, ending)
                     await self._announce_ready(conn, rows)
