@@ -499,7 +499,9 @@ async def _raw_lane(
         held += [(row[at[0]], row[at[1]], row[at[2]]) for row in rows]
         while held and (len(held) >= finish_batch or not rows):
             batch, held = held[:finish_batch], held[finish_batch:]
-            await conn.execute(QUERIES["finish"], _raw_finish_params(batch), prepare=True)
+            async with conn.pipeline():  # as the store sends it (ADR 0043)
+                await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
+                await conn.execute(QUERIES["finish"], _raw_finish_params(batch), prepare=True)
         if not rows:
             return
 
