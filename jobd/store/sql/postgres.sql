@@ -286,7 +286,7 @@ ended AS (
     DELETE FROM jobs
      USING outcome AS o
      WHERE jobs.id = o.id
-       AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
+       AND jobs.id = ANY(%(ids)b::bigint[])  -- any scan of jobs bounded by the batch (ADR 0043)
        AND jobs.state = 'running'
        AND jobs.lease_owner = %(node)s
        AND jobs.attempts = o.attempt
@@ -408,7 +408,7 @@ UPDATE jobs
        updated_at = now()
   FROM outcome AS o
  WHERE jobs.id = o.id
-   AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
+   AND jobs.id = ANY(%(ids)b::bigint[])  -- any scan of jobs bounded by the batch (ADR 0043)
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = o.attempt
@@ -424,7 +424,7 @@ UPDATE jobs
   FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(tokens)b::bigint[],
               %(ats)b::timestamptz[]) AS s (id, attempt, token, at)
  WHERE jobs.id = s.id
-   AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
+   AND jobs.id = ANY(%(ids)b::bigint[])  -- any scan of jobs bounded by the batch (ADR 0043)
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = s.attempt
@@ -442,7 +442,7 @@ UPDATE jobs
               %(progress)b::jsonb[], %(ats)b::timestamptz[])
        AS p (id, attempt, token, progress, at)
  WHERE jobs.id = p.id
-   AND jobs.id = ANY(%(ids)b::bigint[])  -- an index probe per id, whatever the statistics say
+   AND jobs.id = ANY(%(ids)b::bigint[])  -- any scan of jobs bounded by the batch (ADR 0043)
    AND jobs.state = 'running'
    AND jobs.lease_owner = %(node)s
    AND jobs.attempts = p.attempt
