@@ -3,10 +3,11 @@ whatever its statistics say.
 
 A queue's table swings from empty to a backlog of millions and back; statistics taken while it
 was nearly empty (a drained queue between bursts, with autovacuum off or behind) tell the
-planner jobs holds one row.  Under a flooding producer that made the claim and the heartbeat,
-then written as joins, scan the whole table once per locked row: claims of 120 s with a backlog
-of a million, and a stalled node.  Here the statistics are taken the same way, and every plan
-is the generic one a prepared statement settles on."""
+planner jobs holds one row.  Under a flooding producer that made the claim, then written as a
+join, scan the whole table once per locked row (claims of 120 s with a backlog of a million),
+and the write-back compare every outcome with every row in a nested loop: a stalled node
+(docs/adr/0043).  Here the statistics are taken the same way, and every plan is the generic
+one a prepared statement settles on."""
 
 from __future__ import annotations
 
