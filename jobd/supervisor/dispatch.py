@@ -56,25 +56,22 @@ class Dispatch:
         return sup.pacing.wanted(held, len(sup.claimed))
 
     def _claimed(self, wanted: int, jobs: list[Job]) -> None:
+        self.took(jobs)
         sup = self._sup
-        sup.claimed.extend(jobs)
-        if sup.draining or sup.boot_error:  # the drain began while the claim was out
-            sup.handout.release_all()
-        else:
-            self.hand_out()
+        if not (sup.draining or sup.boot_error):  # handed out, by the depth it was asked for
             sup.claims.answered(wanted, len(jobs))
-        sup.wake()  # the next turn claims again if that is due (the loop did not wait)
 
     def took(self, jobs: list[Job]) -> None:
-        """Jobs claimed for this node with a submit (jobd.supervisor.submit_claims): handed
-        out as a claim's, or given back if the drain began meanwhile."""
+        """Jobs claimed for this node, by its claim or with a submit
+        (jobd.supervisor.submit_claims): handed out, or given back if the drain began while
+        the claim was out."""
         sup = self._sup
         sup.claimed.extend(jobs)
         if sup.draining or sup.boot_error:
             sup.handout.release_all()
         else:
             self.hand_out()
-        sup.wake()
+        sup.wake()  # the next turn claims again if that is due (the loop did not wait)
 
     def hand_out(self) -> None:
         self._sup.handout.to(self._sup.workers, self._sup.pacing.depth())
