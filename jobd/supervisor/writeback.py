@@ -200,10 +200,19 @@ class WriteBack:
         self._progress = {**progress, **self._progress}
 
     def account(self, batch: list[Outcome], applied: dict[int, State]) -> None:
-        """Count and log each outcome of a written batch (`applied`: the store's answer)."""
-        for outcome in batch:
+        """Count and log each outcome of a written batch (`applied`: the store's answer, the
+        state each job's applied outcome led to).
+
+        A batch can hold two outcomes of one job: an earlier claim's, kept while the store did
+        not answer, and that of the claim this node took after the earlier one's lease was
+        recovered.  Only the newest can have applied -- the row has moved on to its claim, and
+        the fence refuses the older token -- so the store's answer for the job is the newest
+        outcome's, and the older ones were refused.  (Found by the chaos harness: a release
+        kept through an outage was counted as the completion written beside it.)"""
+        newest = {outcome.job_id: i for i, outcome in enumerate(batch)}
+        for i, outcome in enumerate(batch):
             job = self._job_of(outcome.job_id)
-            state = applied.get(outcome.job_id)
+            state = applied.get(outcome.job_id) if newest[outcome.job_id] == i else None
             if state is None:
                 log.warning(
                     "result discarded: the job's lease was lost",

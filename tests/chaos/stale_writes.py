@@ -22,9 +22,9 @@ stripped from the WHERE clause (only here, in the harness; nothing in jobd can t
 off), and the run must fail.
 
 Not covered yet: a release repeated after the *same* node claimed the job again.  A release
-gives its attempt back, so the new claim is (A, O) like the old one and only a claim token tells
-them apart (docs/guarantees.md, "A release written twice"); the fault never sends (A, O) until
-the store's write-back carries one.
+gives its attempt back, so the new claim is (A, O) like the old one and only the claim's lease
+token tells them apart (ADR 0023); the repeats sent here carry no token, so they never send
+(A, O).
 """
 
 from __future__ import annotations

@@ -87,3 +87,32 @@ async def test_two_outcomes_of_one_job_in_flight_are_each_counted() -> None:
     assert metrics.totals()["completed"] == 1
     assert not writeback.held()
     await store.close()
+
+
+async def test_an_earlier_claims_outcome_written_beside_the_new_claims_is_not_credited() -> None:
+    """A worker dies while the store does not answer: its release is kept.  The lease runs out,
+    is recovered, and the node claims the job again and completes it; both outcomes go in one
+    write.  The store applies the completion and refuses the release (its claim is gone), and
+    only the completion is counted: the store's answer for the job is not the release's.
+    (Found by the chaos harness: the release was logged and counted as a second completion.)"""
+    store = create_store("memory://")
+    await store.open()
+    await store.migrate()
+    node = "node-1"
+    metrics = Metrics()
+    writeback = WriteBack(
+        lambda batch: store.finish(node, batch), JobEvents(metrics, False), StoreHealth(10.0)
+    )
+    await store.submit(NewJob("echo", {}))
+    [first] = await store.claim(node, 1, lease=0)
+    writeback.record(Outcome(first.id, first.attempts, OutcomeKind.RELEASED), first)
+    assert [job.id for job in await store.recover_expired()] == [first.id]
+    [second] = await store.claim(node, 1, lease=30)
+    writeback.record(Outcome(second.id, second.attempts, OutcomeKind.COMPLETED, result={}), second)
+    batch = writeback.take()
+    writeback.account(batch, await store.finish(node, batch))
+    assert (await store.get(first.id)).state is State.COMPLETED
+    assert metrics.totals()["completed"] == 1
+    assert metrics.totals()["released"] == 0
+    assert not writeback.held()
+    await store.close()
