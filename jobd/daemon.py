@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import functools
 import logging
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -303,5 +305,9 @@ async def _close_store(io: StorePlace, store: Store) -> None:
 
 def run(config: Config, migrate: bool = False) -> int:
     """Run the daemon until it has drained; return its exit status."""
+    # A node that seems stuck can be asked where each thread is, without a debugger and without
+    # stopping it: `kill -USR1 <pid>` prints every thread's Python stack to stderr.  Written by
+    # the interpreter itself, so it answers even when the event loop is blocked.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(serve(config, migrate))

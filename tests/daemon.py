@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,12 @@ def answers(socket: Path | str, timeout: float = 2.0) -> bool:
 
 
 class DaemonStuck(AssertionError):
-    """The daemon did not exit within its bound after a signal; it has been killed."""
+    """The daemon did not exit within its bound after a signal; it has been killed.  `stacks`:
+    where each of its threads was (DaemonProcess.stacks), taken before the kill."""
+
+    def __init__(self, message: str, stacks: str = ""):
+        super().__init__(message)
+        self.stacks = stacks
 
 
 @dataclass
@@ -183,8 +189,26 @@ class DaemonProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.stacks()
             self.kill_all()
-            raise DaemonStuck(f"jobd did not exit within {timeout}s:\n{self.log_tail()}") from None
+            raise DaemonStuck(
+                f"jobd did not exit within {timeout}s:\n{self.log_tail()}", stacks
+            ) from None
+
+    def stacks(self, timeout: float = 5.0) -> str:
+        """Every thread's Python stack, as the supervisor prints them on SIGUSR1 (appended to
+        its log): what was printed once the log has stopped growing, or by `timeout`."""
+        before = len(self.log())
+        self.send(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        printed = ""
+        while time.monotonic() < deadline and self.exit_code() is None:
+            time.sleep(0.2)
+            now = self.log()[before:]
+            if now and now == printed:
+                break
+            printed = now
+        return printed
 
     def kill(self) -> int:
         """SIGKILL the supervisor alone (a crash: its workers must notice) and reap it."""

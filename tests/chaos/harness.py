@@ -638,9 +638,12 @@ class Chaos:
         code: int | None
         try:
             code = boot.daemon.wait_exit(timeout)
-        except DaemonStuck:
+        except DaemonStuck as stuck:
             code = boot.daemon.exit_code()
             self.report.violations.append(f"{boot.tag} did not {doing} within {timeout:g} s")
+            if stuck.stacks:
+                note = f"{boot.tag}'s threads when it was killed:\n{stuck.stacks}"
+                self.report.notes.append(note)
         boot.ended, boot.exit_code, boot.ended_at = how, code, time.time()
         if code != 0:
             self.report.violations.append(f"{boot.tag} {how} with exit status {code}")

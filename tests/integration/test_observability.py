@@ -63,6 +63,18 @@ async def test_job_events_are_quiet_by_default(make_daemon, pg_store: Store) -> 
     assert not [e for e in d.events() if e.get("job_id") == job.id]
 
 
+def test_sigusr1_prints_every_threads_stack_and_the_node_runs_on(make_daemon, pg_store) -> None:
+    """What an operator (or a test that found a node stuck) sends to see where it is."""
+    d = make_daemon().start()
+    assert d.running is not None
+    stacks = d.running.stacks()
+    assert "Current thread 0x" in stacks and stacks.count("Thread 0x") >= 1  # the control thread's
+    assert "jobd/daemon.py" in stacks  # the main thread, in its event loop
+    with Client(d.env["JOBD_SOCKET"]) as client:
+        assert client.call("hello", {})["node"]
+    assert d.stop() == 0
+
+
 async def test_a_failed_job_logs_its_traceback_as_one_field(make_daemon, pg_store) -> None:
     d = make_daemon().start()
     job = (await pg_store.submit(NewJob("flaky", {"fail_times": 9}, max_attempts=1))).job
