@@ -31,10 +31,11 @@ Scenarios (--scenario, comma-separated; they run in this order):
   workflow   --workflow-jobs no-op jobs (10,000) as one fan-out/fan-in (a root, the jobs after
              it, one job after all of them: bench/workflow.py), submitted before the daemon
              starts and drained as the burn-down is; its rate ÷ the burn-down's (target 0.5).
-  steady     a producer submitting as fast as it can (submit_many over the control socket)
-             for 5 minutes: jobs/s per 30-second window, the backlog, the jobs table's dead
-             tuples and size over time.  --steady-backlog N holds the backlog near N instead,
-             so the table's growth is the daemon's doing, not the producer's.
+  steady     a producer submitting as fast as it can (submit_many over the control socket,
+             answered with ids: Client.submit_ids) for 5 minutes: jobs/s per 30-second
+             window, the backlog, the jobs table's dead tuples and size over time.
+             --steady-backlog N holds the backlog near N instead, so the table's growth is
+             the daemon's doing, not the producer's.
   bulk-retry a bulk retry of --bulk-failed failed jobs (100,000, written straight into
              finished_jobs) while 2 workers burn down --bulk-jobs no-op jobs (50,000) of another
              queue, against the same burn-down alone, over --bulk-rounds rounds (3) alternating

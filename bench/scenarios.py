@@ -927,10 +927,11 @@ class Window:
 
 
 async def steady(run: Run, kind: str, make: MakeStore) -> list[Figure]:
-    """A producer submits (submit_many of 1,000 over the control socket, as fast as it can,
-    or holding the backlog under --steady-backlog) while the workers drain.  While it runs
-    only statistics and file sizes are read; the per-window counts come afterwards from
-    created_at/finished_at, so the measuring never scans the table under the daemon."""
+    """A producer submits (submit_many of 1,000 over the control socket, answered with ids, as
+    fast as it can, or holding the backlog under --steady-backlog) while the workers drain.
+    While it runs only statistics and file sizes are read; the per-window counts come
+    afterwards from created_at/finished_at, so the measuring never scans the table under the
+    daemon."""
     seconds, width, cap = run.sizes.steady_seconds, run.sizes.steady_window, run.sizes.steady_cap
     with make("steady") as store, running(store, run.sizes.workers, run.env) as daemon:
         began = time.time()
@@ -969,7 +970,8 @@ async def steady(run: Run, kind: str, make: MakeStore) -> list[Figure]:
 
 
 class Producer(AbstractContextManager["list[int]"]):
-    """A thread submitting batches of 1,000 no-op jobs until the block ends; yields a
+    """A thread submitting batches of 1,000 no-op jobs until the block ends, answered with
+    their ids (`Client.submit_ids`: what a bulk producer asks for, ADR 0044); yields a
     one-element list holding how many it submitted.  With a `cap`, it waits while that many
     jobs are pending (counted on a connection of its own: cheap, as the backlog is small)."""
 
@@ -1000,7 +1002,7 @@ class Producer(AbstractContextManager["list[int]"]):
                     if self._full():
                         time.sleep(0.01)
                         continue
-                    self._count[0] += len(client.submit_many(batch))
+                    self._count[0] += len(client.submit_ids(batch).ids)
         except BaseException as exc:  # reported by __exit__, in the main thread
             self._error = exc
         finally:

@@ -146,6 +146,17 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class SubmittedIds:
+    """A submit_many answered with ids only (`Client.submit_ids`): each job's id in the order
+    given, whether it was created (False: its idempotency key named a job that existed), and
+    the id of each name the batch gave."""
+
+    ids: list[int]
+    created: list[bool]
+    names: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Hello:
     protocol: int
     server: str
@@ -289,15 +300,22 @@ class Client:
         """`submit_many`, with the batch's names: a job may carry a `name` (not stored) that
         the `after` of others in the batch uses, so a whole workflow goes in one call; a cycle
         or an unknown name or id is refused, naming the field, and nothing is created."""
-        specs = []
-        for index, job in enumerate(jobs):
-            try:
-                specs.append(job_params_from(job))
-            except InvalidParams as exc:
-                raise in_batch(exc, index) from None
-        raw = self.call("submit_many", {"jobs": specs})
+        raw = self.call("submit_many", {"jobs": _batch_params(jobs)})
         results = [_submit_result(item) for item in raw["results"]]
-        return Batch(results, {str(n): int(i) for n, i in (raw.get("names") or {}).items()})
+        return Batch(results, _names(raw))
+
+    def submit_ids(self, jobs: Iterable[Mapping[str, Any]]) -> SubmittedIds:
+        """`submit_many` answered with the jobs' ids, not the jobs: what a producer submitting
+        in bulk needs, for a fraction of the daemon's work and of the answer's size."""
+        raw = self.call("submit_many", {"jobs": _batch_params(jobs), "reply": "ids"})
+        if "ids" not in raw:  # a daemon from before the reply option answers with the jobs
+            results = [_submit_result(item) for item in raw["results"]]
+            return SubmittedIds(
+                [r.job.id for r in results], [r.created for r in results], _names(raw)
+            )
+        return SubmittedIds(
+            [int(i) for i in raw["ids"]], [bool(c) for c in raw["created"]], _names(raw)
+        )
 
     def get(self, job_id: int) -> JobView:
         return job_from_dict(self.call("get", {"id": job_id})["job"])
@@ -524,6 +542,22 @@ def _time_text(value: datetime | str | None) -> str | None:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def _batch_params(jobs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A batch's jobs as submit_many's params, each checked as the daemon checks it; a bad one
+    is refused naming its place (`jobs[3].type`)."""
+    specs = []
+    for index, job in enumerate(jobs):
+        try:
+            specs.append(job_params_from(job))
+        except InvalidParams as exc:
+            raise in_batch(exc, index) from None
+    return specs
+
+
+def _names(raw: Mapping[str, Any]) -> dict[str, int]:
+    return {str(n): int(i) for n, i in (raw.get("names") or {}).items()}
 
 
 def _submit_result(raw: Mapping[str, Any]) -> SubmitResult:

@@ -356,6 +356,10 @@ class Operations:
         new_jobs = await self._new_jobs(params.jobs)
         submitted = await self._insert(self.store.submit_many(new_jobs)) if new_jobs else []
         self._count_submitted(submitted)
+        names = {name: submitted[i].job.id for name, i in params.names.items()}
+        if params.reply == "ids":  # a producer's bulk submit: no job to build or encode
+            ids = [s.job.id for s in submitted]
+            return {"ids": ids, "created": [s.created for s in submitted], "names": names}
         results: list[dict[str, Any]] = []
         times: TimeTexts = {}
         for start in range(0, len(submitted), YIELD_EVERY):
@@ -363,7 +367,6 @@ class Operations:
                 await PRIORITY.give_way()
             chunk = submitted[start : start + YIELD_EVERY]
             results += [{"job": s.job.to_dict(times), "created": s.created} for s in chunk]
-        names = {name: submitted[i].job.id for name, i in params.names.items()}
         return {"results": results, "names": names}
 
     async def _new_jobs(self, specs: list[JobSpec]) -> list[NewJob]:

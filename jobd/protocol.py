@@ -374,14 +374,23 @@ def _subscribe_ids(ids: Any) -> frozenset[int] | None:
     return frozenset(ids)
 
 
+#: What a submit_many answers with (its `reply`): each job whole, or only the ids (ADR 0044).
+SUBMIT_REPLIES = ("jobs", "ids")
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitManyParams:
     jobs: list[JobSpec]
     #: The batch's names (a job's `name`), each to its position; `after` uses them.
     names: dict[str, int] = field(default_factory=dict)
+    #: "jobs": each job as stored; "ids": its id and whether it was created, nothing else.
+    reply: str = "jobs"
 
 
 def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
+    reply = fields.text(params, "reply", "jobs")
+    if reply not in SUBMIT_REPLIES:
+        raise fields.invalid("reply", f'must be "jobs" or "ids", got {reply!r}')
     jobs = fields.required(params, "jobs")
     if not isinstance(jobs, list):
         raise fields.invalid("jobs", "must be an array of jobs")
@@ -393,7 +402,7 @@ def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
             specs.append(_batch_job_spec(job))
         except InvalidParams as exc:
             raise in_batch(exc, index) from None
-    return SubmitManyParams(*named_batch(specs))
+    return SubmitManyParams(*named_batch(specs), reply=reply)
 
 
 def _batch_job_spec(job: Any) -> JobSpec:

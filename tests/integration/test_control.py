@@ -298,6 +298,17 @@ def test_submit_many_is_one_call_for_a_thousand(client: Client) -> None:
     assert len(list(client.iter_jobs(queue=queue))) == 1000  # all or nothing
 
 
+def test_submit_ids_answers_the_ids_of_what_it_stored(client: Client) -> None:
+    queue = new_queue()
+    batch = client.submit_ids({"type": "echo", "queue": queue} for _ in range(1000))
+    assert len(batch.ids) == 1000 and all(batch.created) and batch.names == {}
+    assert sorted(job.id for job in client.iter_jobs(queue=queue)) == sorted(batch.ids)
+    with pytest.raises(UnknownType, match=r"jobs\[1\]\.type"):
+        client.submit_ids([{"type": "echo", "queue": queue}, {"type": "nope", "queue": queue}])
+    raw = client.call("submit_many", {"jobs": [{"type": "echo", "queue": queue}], "reply": "ids"})
+    assert set(raw) == {"ids", "created", "names"}  # no job objects to build, encode or read
+
+
 def test_wait_is_answered_when_the_job_finishes(client: Client) -> None:
     job = client.submit("sleep", {"seconds": 0.3}).job
     started = time.monotonic()

@@ -249,6 +249,22 @@ async def test_submit_many_names_the_job_and_stores_all_or_none(ops: Operations)
     assert await ops.submit_many(SubmitManyParams([])) == {"results": [], "names": {}}
 
 
+async def test_submit_many_asked_for_ids_answers_each_jobs_id_and_whether_it_is_new(
+    ops: Operations,
+) -> None:
+    from jobd.protocol import SubmitManyParams
+
+    first = await ops.submit(spec(idempotency_key="k"))
+    keyed = spec(idempotency_key="k")
+    named = JobSpec(type="echo", payload={}, name="a")
+    result = await ops.submit_many(SubmitManyParams([spec(), keyed, named], {"a": 2}, "ids"))
+    assert set(result) == {"ids", "created", "names"}
+    ids = result["ids"]
+    assert ids[1] == first["job"]["id"] and result["created"] == [True, False, True]
+    assert result["names"] == {"a": ids[2]}
+    assert [(await ops.store.get(i)).id for i in ids] == ids
+
+
 async def test_a_big_submit_many_gives_the_loop_turns_and_each_job_its_own_id(
     ops: Operations,
 ) -> None:

@@ -363,6 +363,15 @@ def test_submit_many_names_the_job_at_fault() -> None:
         parse_params(call("submit_many"))
 
 
+def test_submit_many_answers_with_the_jobs_unless_asked_for_ids() -> None:
+    assert parse_params(call("submit_many", jobs=[{"type": "a"}])).reply == "jobs"
+    assert parse_params(call("submit_many", jobs=[], reply="ids")).reply == "ids"
+    with pytest.raises(InvalidParams, match=r'^reply: must be "jobs" or "ids", got \'id\''):
+        parse_params(call("submit_many", jobs=[], reply="id"))
+    with pytest.raises(InvalidParams, match=r"^reply: must be a string"):
+        parse_params(call("submit_many", jobs=[], reply=True))
+
+
 def test_list_params() -> None:
     one = parse_params(call("list", state="failed", limit=5000))
     assert one.states == (State.FAILED,) and one.limit == MAX_LIST_LIMIT
