@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from jobd import fields
 from jobd.domain import TIME_FIELDS, WIRE_FIELDS, ErrorInfo, State
@@ -375,7 +375,8 @@ def _subscribe_ids(ids: Any) -> frozenset[int] | None:
 
 
 #: What a submit_many answers with (its `reply`): each job whole, or only the ids (ADR 0044).
-SUBMIT_REPLIES = ("jobs", "ids")
+SubmitReply = Literal["jobs", "ids"]
+SUBMIT_REPLIES: tuple[SubmitReply, ...] = get_args(SubmitReply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,13 +385,14 @@ class SubmitManyParams:
     #: The batch's names (a job's `name`), each to its position; `after` uses them.
     names: dict[str, int] = field(default_factory=dict)
     #: "jobs": each job as stored; "ids": its id and whether it was created, nothing else.
-    reply: str = "jobs"
+    reply: SubmitReply = "jobs"
 
 
 def parse_submit_many(params: Mapping[str, Any]) -> SubmitManyParams:
     reply = fields.text(params, "reply", "jobs")
     if reply not in SUBMIT_REPLIES:
         raise fields.invalid("reply", f'must be "jobs" or "ids", got {reply!r}')
+    reply = cast(SubmitReply, reply)
     jobs = fields.required(params, "jobs")
     if not isinstance(jobs, list):
         raise fields.invalid("jobs", "must be an array of jobs")
