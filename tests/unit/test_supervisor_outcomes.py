@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from jobd.domain import Backoff, ErrorInfo, Job, NewJob, State
 from jobd.metrics import Metrics
 from jobd.pipe import Failure, FailureKind
-from jobd.store import Outcome, OutcomeKind, create_store
+from jobd.store import Outcome, OutcomeKind, Store, create_store
 from jobd.supervisor.job_events import JobEvents
 from jobd.supervisor.outcomes import JobPolicy, crashed, failed, stopped
 from jobd.supervisor.store_health import StoreHealth
@@ -56,6 +56,23 @@ def test_stopped_jobs_end_by_the_reason_they_were_stopped() -> None:
     assert timeout.error == ErrorInfo("Timeout", "timed out after 10s")
 
 
+NODE = "node-1"
+
+
+async def writeback_over_memory() -> tuple[Store, Metrics, WriteBack]:
+    """A write-back of NODE's outcomes to a memory store holding one pending job, its writes
+    driven by hand (`take`, the store's `finish`, `account`)."""
+    store = create_store("memory://")
+    await store.open()
+    await store.migrate()
+    metrics = Metrics()
+    writeback = WriteBack(
+        lambda batch: store.finish(NODE, batch), JobEvents(metrics, False), StoreHealth(10.0)
+    )
+    await store.submit(NewJob("echo", {}))
+    return store, metrics, writeback
+
+
 async def test_two_outcomes_of_one_job_in_flight_are_each_counted() -> None:
     """A job queued in a worker that died is released; that write commits, the node claims
     the job again (the same attempt number: a release gives the attempt back) and finishes it
@@ -63,15 +80,8 @@ async def test_two_outcomes_of_one_job_in_flight_are_each_counted() -> None:
     with their job, and the finished one keeps its lease renewed until written.  (Found by the
     chaos harness: the second outcome's job was forgotten, so jobd_jobs_completed missed it
     and the heartbeat stopped renewing its lease.)"""
-    store = create_store("memory://")
-    await store.open()
-    await store.migrate()
-    node = "node-1"
-    metrics = Metrics()
-    writeback = WriteBack(
-        lambda batch: store.finish(node, batch), JobEvents(metrics, False), StoreHealth(10.0)
-    )
-    await store.submit(NewJob("echo", {}))
+    store, metrics, writeback = await writeback_over_memory()
+    node = NODE
     [job] = await store.claim(node, 1, lease=30)
     writeback.record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
     batch = writeback.take()
@@ -95,15 +105,8 @@ async def test_an_earlier_claims_outcome_written_beside_the_new_claims_is_not_cr
     write.  The store applies the completion and refuses the release (its claim is gone), and
     only the completion is counted: the store's answer for the job is not the release's.
     (Found by the chaos harness: the release was logged and counted as a second completion.)"""
-    store = create_store("memory://")
-    await store.open()
-    await store.migrate()
-    node = "node-1"
-    metrics = Metrics()
-    writeback = WriteBack(
-        lambda batch: store.finish(node, batch), JobEvents(metrics, False), StoreHealth(10.0)
-    )
-    await store.submit(NewJob("echo", {}))
+    store, metrics, writeback = await writeback_over_memory()
+    node = NODE
     [first] = await store.claim(node, 1, lease=0)
     writeback.record(Outcome(first.id, first.attempts, OutcomeKind.RELEASED), first)
     assert [job.id for job in await store.recover_expired()] == [first.id]
