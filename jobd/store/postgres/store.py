@@ -381,9 +381,14 @@ class PostgresStore(QueueMethods, Store):
             (again if wants_pending(outcome) else ending).append(outcome)
         async with self.pool.connection() as conn:
             if not again and not starts:  # the common case: one round trip, no transaction
-                async with conn.pipeline():  # one implicit transaction
+                cur = conn.cursor()
+                # One implicit transaction, its Sync sent with the statements: the rows are read
+                # after the block, as the claim's are.  Read inside it, they cost a round trip
+                # of their own before the Sync, and the rows stayed locked over it.
+                async with conn.pipeline():
                     await conn.execute(QUERIES["write_back_hash_joins"], prepare=True)
-                    rows = await self._finish_ending(conn, node, ending)
+                    await cur.execute(QUERIES["finish"], finish_params(node, ending), prepare=True)
+                rows = await cur.fetchall()
             else:
                 async with conn.transaction():
                     async with conn.pipeline():  # the setting costs no round trip of its own
