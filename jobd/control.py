@@ -349,10 +349,11 @@ class Operations:
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:
-        """Up to 1,000 jobs, on the supervisor's loop: each one's share is kept small (one
-        clock read and one read of random bytes for the batch, the metrics counted per type,
-        the reply's times printed once), and the loop gets a turn every YIELD_EVERY jobs, so
-        a producer flooding the socket does not hold up the workers' messages and writes."""
+        """Up to 1,000 jobs, on the control server's loop, in the supervisor's process: each
+        one's share is kept small (one clock read and one read of random bytes for the batch,
+        the metrics counted per type, the reply's times printed once, no reply built at all
+        for `reply: "ids"`, ADR 0044), and the loop gets a turn every YIELD_EVERY jobs, so a
+        producer flooding the socket does not hold up the workers' messages and writes."""
         new_jobs = await self._new_jobs(params.jobs)
         submitted = await self._insert(self.store.submit_many(new_jobs)) if new_jobs else []
         self._count_submitted(submitted)

@@ -2,6 +2,8 @@
 members, so a state and a job member this version does not know are carried through and shown
 as they are -- not refused as a malformed reply.
 
+And `Client.submit_ids` against an older daemon, which answers with the jobs.
+
 The newer daemon is a stand-in: a thread answering the control protocol on a Unix socket with
 canned replies, the way a daemon with a `held` state would.
 """
@@ -129,6 +131,18 @@ def test_wait_returns_an_unknown_state_the_daemon_calls_final(newer_daemon: Any)
     with Client(daemon.socket) as client:
         result = client.wait(7)
     assert not result.timed_out and result.job.state == "skipped"
+
+
+def test_submit_ids_reads_the_ids_out_of_an_older_daemons_jobs(newer_daemon: Any) -> None:
+    """The other way round: a daemon from before submit_many's `reply` ignores it, as the
+    protocol says of unknown members, and answers with the jobs."""
+    pending = WAITING_JOB | {"state": "pending"}
+    results = [{"job": pending, "created": False}, {"job": pending | {"id": 8}, "created": True}]
+    daemon = newer_daemon(lambda method, params: {"results": results, "names": {}})
+    with Client(daemon.socket) as client:
+        batch = client.submit_ids([{"type": "report"}, {"type": "report"}])
+    assert (batch.ids, batch.created, batch.names) == ([7, 8], [False, True], {})
+    assert daemon.requests[0][1]["reply"] == "ids"
 
 
 # --- jobctl ---------------------------------------------------------------------------------------

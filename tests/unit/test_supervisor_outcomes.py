@@ -81,18 +81,17 @@ async def test_two_outcomes_of_one_job_in_flight_are_each_counted() -> None:
     chaos harness: the second outcome's job was forgotten, so jobd_jobs_completed missed it
     and the heartbeat stopped renewing its lease.)"""
     store, metrics, writeback = await writeback_over_memory()
-    node = NODE
-    [job] = await store.claim(node, 1, lease=30)
+    [job] = await store.claim(NODE, 1, lease=30)
     writeback.record(Outcome(job.id, job.attempts, OutcomeKind.RELEASED), job)
     batch = writeback.take()
-    applied = await store.finish(node, batch)  # committed; its answer not yet accounted
-    [again] = await store.claim(node, 1, lease=30)
+    applied = await store.finish(NODE, batch)  # committed; its answer not yet accounted
+    [again] = await store.claim(NODE, 1, lease=30)
     assert (again.id, again.attempts) == (job.id, job.attempts)
     writeback.record(Outcome(again.id, again.attempts, OutcomeKind.COMPLETED, result={}), again)
     writeback.account(batch, applied)
     assert again.id in writeback.held()  # still held: its lease is renewed until written
     second = writeback.take()
-    writeback.account(second, await store.finish(node, second))
+    writeback.account(second, await store.finish(NODE, second))
     assert metrics.totals()["released"] == 1
     assert metrics.totals()["completed"] == 1
     assert not writeback.held()
@@ -106,14 +105,13 @@ async def test_an_earlier_claims_outcome_written_beside_the_new_claims_is_not_cr
     only the completion is counted: the store's answer for the job is not the release's.
     (Found by the chaos harness: the release was logged and counted as a second completion.)"""
     store, metrics, writeback = await writeback_over_memory()
-    node = NODE
-    [first] = await store.claim(node, 1, lease=0)
+    [first] = await store.claim(NODE, 1, lease=0)
     writeback.record(Outcome(first.id, first.attempts, OutcomeKind.RELEASED), first)
     assert [job.id for job in await store.recover_expired()] == [first.id]
-    [second] = await store.claim(node, 1, lease=30)
+    [second] = await store.claim(NODE, 1, lease=30)
     writeback.record(Outcome(second.id, second.attempts, OutcomeKind.COMPLETED, result={}), second)
     batch = writeback.take()
-    writeback.account(batch, await store.finish(node, batch))
+    writeback.account(batch, await store.finish(NODE, batch))
     assert (await store.get(first.id)).state is State.COMPLETED
     assert metrics.totals()["completed"] == 1
     assert metrics.totals()["released"] == 0
