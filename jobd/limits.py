@@ -61,11 +61,12 @@ PROGRESS_INTERVAL = 1.0
 #: start and then an end queued behind it.
 START_WRITE_DELAY = 0.005
 
-#: Bound on jobs claimed ahead of free worker slots, per worker (supervisor.pacing; ADR 0029).
-CLAIM_AHEAD_PER_WORKER = 64
+#: Bound on jobs claimed ahead of free worker slots, per worker (supervisor.pacing; ADR 0029;
+#: 128 since ADR 0045).
+CLAIM_AHEAD_PER_WORKER = 128
 #: Bound on jobs queued in a worker beyond the one it runs, for short jobs (supervisor.pacing;
-#: ADR 0029); `workers.prefetch`'s help names it.
-QUEUE_AHEAD_PER_WORKER = 64
+#: ADR 0029; 128 since ADR 0045); `workers.prefetch`'s help names it.
+QUEUE_AHEAD_PER_WORKER = 128
 
 #: Attempts of one job recorded at each end of its history (the first and the last this many
 #: of those that ended without ending the job): a job retried a thousand times keeps a small
