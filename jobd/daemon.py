@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from jobd import garbage_collection
 from jobd.config import Config, mask_url
 from jobd.control import OwnThread
 from jobd.control_server import ControlServer
@@ -270,6 +271,8 @@ async def _serve_on(
         # With http.listen set, the HTTP shim runs as a child process for as long as the
         # supervisor does (jobd/http/child.py).
         HttpChild.install(supervisor, config, node)
+        # Started: what exists now lives as long as the node, and no collection walks it again.
+        garbage_collection.settle(collect_first=True)
         try:
             return await supervisor.run()
         except BootError as exc:

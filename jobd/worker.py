@@ -26,7 +26,7 @@ from typing import Any
 
 from setproctitle import setproctitle
 
-from jobd import logs, pipe
+from jobd import garbage_collection, logs, pipe
 from jobd.context import JobCancelled, JobContext, ParentResultsUnavailable
 from jobd.domain import ErrorInfo, PermanentError, RetryLater
 from jobd.handlers import HandlerImportError, Registry, load_modules
@@ -99,6 +99,7 @@ def main(
     except HandlerImportError as exc:
         print(f"jobd worker {index}: {exc}", file=sys.stderr, flush=True)
         sys.exit(BOOT_ERROR)
+    garbage_collection.settle(collect_first=False)
     Worker(index, conn, registry, max_jobs, max_memory, max_result_bytes).run()
 
 

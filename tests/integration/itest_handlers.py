@@ -7,6 +7,7 @@ The tests read that log to see what really ran, where and how often.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -168,3 +169,10 @@ def brief(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """A job whose result is worth keeping for a second only (its handler's result_ttl)."""
     record(ctx, "run")
     return {"big": "x" * 1000}
+
+
+@handler("collector")
+def collector(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
+    """The worker's garbage collector as the handler finds it."""
+    record(ctx, "run")
+    return {"frozen": gc.get_freeze_count(), "young_threshold": gc.get_threshold()[0]}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobd.domain import NewJob, State
+from jobd.garbage_collection import YOUNG_THRESHOLD
 from jobd.store import Store
 
 from .conftest import RunLog, eventually, wait_for
@@ -330,3 +331,24 @@ async def test_workers_recycled_above_max_memory(make_daemon, pg_store: Store) -
         job_id = await submit(pg_store, "hog", {"mib": 64})
         pids.append((await until_state(pg_store, job_id, State.COMPLETED)).result["pid"])
     assert len(set(pids)) == 3, "each hog should have left its worker above the limit"
+
+
+async def test_the_collector_skips_what_the_processes_started_with(
+    make_daemon, pg_store: Store
+) -> None:
+    """The supervisor and each worker freeze what exists once they have started, so no
+    collection walks it again, and collect the young generation less often (ADR 0046)."""
+    d = make_daemon(JOBD_LOGGING_LEVEL="DEBUG").start()
+    assert d.running is not None
+    supervisor = d.running.pid
+
+    def settled() -> dict | None:
+        lines = (e for e in d.events() if e["message"] == "garbage collector settled")
+        return next((e for e in lines if e["pid"] == supervisor), None)
+
+    line = wait_for(settled, what="the supervisor's collector settled")
+    assert line["frozen"] > 10_000 and line["young_threshold"] == YOUNG_THRESHOLD
+    job_id = await submit(pg_store, "collector")
+    job = await until_state(pg_store, job_id, State.COMPLETED)
+    assert job.result["frozen"] > 10_000
+    assert job.result["young_threshold"] == YOUNG_THRESHOLD
