@@ -3,7 +3,7 @@
 
 CPython's collector walks its oldest generation, every object tracked since the start, once
 enough objects have survived the younger ones: in the supervisor that is everything imported
-and configured at start, a walk of 25-34 ms that stopped the supervision loop twice in each
+and configured at start, a walk of 20-37 ms that stopped the supervision loop twice in each
 20,000-job drain while the workers waited for their next claim.  And it walks the youngest
 generation after every 700 net allocations, which a claim of a few hundred jobs passes each
 time, each walk over the jobs still in flight.  So, once a process has started:
