@@ -233,6 +233,36 @@ async def test_ids_are_never_reused_after_pruning(opened) -> None:
     assert (await store.submit(NewJob("t"))).job.id == 4
 
 
+async def test_looking_jobs_up_by_lists_of_any_length_prepares_no_new_statement(opened) -> None:
+    """The write-back reads its jobs by id, the submit by idempotency key, in lists as long as
+    the batch.  The connection keeps its prepared statements by text, 256 of them: with one
+    text per length, each write-back of a new size kept one more, and the supervisor grew by
+    megabytes over a long run.  `sqlite_stmt` lists the statements a connection holds."""
+    store = await opened()
+    options = await store.db.run(lambda conn: conn.execute("PRAGMA compile_options").fetchall())
+    if ("ENABLE_STMTVTAB",) not in options:
+        pytest.skip("this SQLite has no sqlite_stmt table")
+
+    async def prepared() -> int:
+        count = "SELECT count(*) FROM sqlite_stmt"
+        return int(await store.db.run(lambda conn: conn.execute(count).fetchone()[0]))
+
+    async def round_of(size: int) -> None:
+        keys = [f"key-{size}-{n}" for n in range(size)]
+        await store.submit_many([NewJob("t", idempotency_key=key) for key in keys])
+        await store.submit_many([NewJob("t", idempotency_key=key) for key in keys])  # found
+        claimed = await store.claim(NODE, size, lease=LEASE)
+        assert len(claimed) == size
+        await store.finish(NODE, [Outcome(j.id, 1, OutcomeKind.COMPLETED) for j in claimed])
+
+    for size in (1, 2):
+        await round_of(size)
+    before = await prepared()
+    for size in range(3, 40):
+        await round_of(size)
+    assert await prepared() == before
+
+
 # --- several stores and processes on one file ---------------------------------------------------
 
 

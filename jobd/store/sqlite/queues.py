@@ -34,12 +34,11 @@ from jobd.store.queues import (
 from jobd.store.sqlite.rows import dt, job_from_row, opt_dt, ts, update_row
 from jobd.store.sqlite.sql import (
     COLUMNS,
+    DELETE_JOBS,
     PRUNE_EDGES,
     UPDATE_JOB,
     _list_conditions,
-    chunks,
     claim_select,
-    placeholders,
 )
 from jobd.store.sqlite.thread import write_transaction
 from jobd.store.sqlite.workflows import SQLiteGraph
@@ -234,10 +233,7 @@ async def bulk(
             if action is BulkAction.PURGE:
                 targets = [job for job in jobs if not workflows.needed(graph, job)]
                 ids = [job.id for job in targets]
-                for chunk in chunks(ids):
-                    conn.execute(
-                        f"DELETE FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk
-                    )
+                conn.execute(DELETE_JOBS, (json.dumps(ids),))
                 conn.execute(PRUNE_EDGES, (json.dumps(ids),))
                 return [Changed(j, j.state) for j in targets], jobs, []
             if action is BulkAction.RETRY:

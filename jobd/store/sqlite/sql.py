@@ -6,17 +6,12 @@ so that the statements read together: they are what the indexes in the migration
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from jobd.domain import STORED_FIELDS
 from jobd.store.base import JobFilter
 from jobd.store.sqlite.rows import ts
-
-T = TypeVar("T")
-
-# Bound parameters per IN (...) list: far below SQLite's limit (999 before 3.32).
-_CHUNK = 500
 
 # Column lists come from the Job dataclass itself, so a field added to the domain without a
 # migration fails loudly at the first query instead of being silently dropped.
@@ -102,17 +97,6 @@ SELECT queue, type, state, count(*) FROM jobs
 
 def placeholders(n: int) -> str:
     return ", ".join("?" * n)
-
-
-def select_in(column: str, n: int) -> str:
-    """SELECT the jobs whose `column` is one of `n` parameters (the partial unique index on
-    idempotency_key serves it: `IN` implies IS NOT NULL)."""
-    return f"SELECT {COLUMNS} FROM jobs WHERE {column} IN ({placeholders(n)})"
-
-
-def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def list_select(
@@ -208,6 +192,19 @@ DELETE FROM jobs WHERE id IN (
 )
 RETURNING id
 """
+# A list of ids or keys the store looks up comes as one JSON array, not as `IN (?, ?, ...)`:
+# one statement text whatever the list's length.  The connection keeps its prepared statements
+# by text (256 of them), and an IN list of each length a write-back happened to have was one
+# more, tens of kB each: megabytes of the supervisor's memory (docs/adr/0047).
+JOBS_BY_ID = f"SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+# The partial unique index on idempotency_key serves it: `IN` implies IS NOT NULL.
+JOBS_BY_KEY = (
+    f"SELECT {COLUMNS} FROM jobs WHERE idempotency_key IN (SELECT value FROM json_each(?))"
+)
+DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+PARENTS_OF_CHILDREN = (
+    "SELECT child, parent FROM job_deps WHERE child IN (SELECT value FROM json_each(?))"
+)
 PRUNE_EDGES = """
 DELETE FROM job_deps
  WHERE parent IN (SELECT value FROM json_each(?1)) OR child IN (SELECT value FROM json_each(?1))

@@ -68,6 +68,8 @@ from jobd.store.sqlite.sql import (
     EXPIRED,
     HEARTBEAT,
     INSERT_JOB,
+    JOBS_BY_ID,
+    JOBS_BY_KEY,
     LAST_ID,
     MIN_NODE_VERSION,
     NODES,
@@ -80,10 +82,8 @@ from jobd.store.sqlite.sql import (
     REPORT_NODE,
     SELECT_BY_ID,
     UPDATE_JOB,
-    chunks,
     claim_select,
     list_select,
-    select_in,
 )
 from jobd.store.sqlite.thread import DatabaseThread, write_transaction
 
@@ -205,18 +205,14 @@ class SQLiteStore(QueueMethods, Store):
 
     def _jobs_by_key(self, conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
-        for chunk in chunks(keys):
-            for row in conn.execute(select_in("idempotency_key", len(chunk)), tuple(chunk)):
-                job = job_from_row(row)
-                found[job.idempotency_key] = job  # type: ignore[index]
+        # As it is, not \u-escaped: the text compared is the text stored.
+        for row in conn.execute(JOBS_BY_KEY, (json.dumps(list(keys), ensure_ascii=False),)):
+            job = job_from_row(row)
+            found[job.idempotency_key] = job  # type: ignore[index]
         return found
 
     def _jobs_by_id(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Job]:
-        found: dict[int, Job] = {}
-        for chunk in chunks(ids):
-            for row in conn.execute(select_in("id", len(chunk)), tuple(chunk)):
-                found[row[0]] = job_from_row(row)
-        return found
+        return {row[0]: job_from_row(row) for row in conn.execute(JOBS_BY_ID, (json.dumps(ids),))}
 
     async def get(self, job_id: int) -> Job:
         return await self.db.run(self._get, job_id)

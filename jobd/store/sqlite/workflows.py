@@ -5,6 +5,7 @@ is all the locking a parent's end and a dependent's submit need)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -17,11 +18,10 @@ from jobd.store.sqlite.sql import (
     CHILDREN,
     INSERT_EDGE,
     PARENTS,
+    PARENTS_OF_CHILDREN,
     SELECT_BY_ID,
     TERMINAL,
     UPDATE_JOB,
-    chunks,
-    placeholders,
 )
 
 #: An operator's change of one job: the job afterwards, and the dependents it moved on.
@@ -102,12 +102,10 @@ def with_parents(conn: sqlite3.Connection, job: Job) -> Job:
 
 
 def with_parents_of_all(conn: sqlite3.Connection, jobs: list[Job]) -> list[Job]:
-    """`jobs` with their parents, read in one query per 500 jobs."""
+    """`jobs` with their parents, read in one query."""
     found: dict[int, list[int]] = {}
-    for chunk in chunks([job.id for job in jobs]):
-        sql = f"SELECT child, parent FROM job_deps WHERE child IN ({placeholders(len(chunk))})"
-        for child, parent in conn.execute(sql, tuple(chunk)):
-            found.setdefault(child, []).append(parent)
+    for child, parent in conn.execute(PARENTS_OF_CHILDREN, (json.dumps([j.id for j in jobs]),)):
+        found.setdefault(child, []).append(parent)
     if not found:
         return jobs
     return [
