@@ -173,9 +173,14 @@ class SameLoop:
         fn()
 
 
-def plain_submit(store: Store, spec: NewJob) -> Awaitable[Submitted]:
-    """How Operations submits a job unless told otherwise (jobd.supervisor.submit_claims)."""
-    return store.submit(spec)
+async def plain_submit(
+    store: Store, spec: NewJob, stored: Callable[[Submitted], None]
+) -> Submitted:
+    """How Operations submits a job unless told otherwise (jobd.supervisor.submit_claims):
+    `stored` is told of the store's answer before anything else of the job happens here."""
+    submitted = await store.submit(spec)
+    stored(submitted)
+    return submitted
 
 
 @dataclass(frozen=True)
@@ -344,8 +349,9 @@ class Operations:
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         new_job = self._new_job(spec, datetime.now(UTC), correlation_ids(1)[0])
-        submitted = await self._insert(self.submitting(self.store, new_job))
-        self._count_submitted([submitted])
+        submitted = await self._insert(
+            self.submitting(self.store, new_job, lambda s: self._count_submitted([s]))
+        )
         return {"job": submitted.job.to_dict(), "created": submitted.created}
 
     async def submit_many(self, params: SubmitManyParams) -> dict[str, Any]:

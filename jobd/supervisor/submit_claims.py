@@ -32,12 +32,20 @@ class SubmitClaims:
         self._sup = supervisor
         self._post = post  # runs a function on the supervisor's loop, not waiting for it
 
-    async def submit(self, store: Store, spec: NewJob) -> Submitted:
-        """`store.submit(spec)`, with this node's claim when one is due."""
+    async def submit(
+        self, store: Store, spec: NewJob, stored: Callable[[Submitted], None]
+    ) -> Submitted:
+        """`store.submit(spec)`, with this node's claim when one is due; `stored` is told of
+        the store's answer before the claim is posted.  It posts the job's `submitted` event
+        to the same loop, so a subscriber hears of the submit before the job's start: posted
+        after the claim, it could come after the worker's report that the job had started."""
         claim = self.request(spec)
         if claim is None:
-            return await store.submit(spec)
+            submitted = await store.submit(spec)
+            stored(submitted)
+            return submitted
         answer = await store.submit_claiming(spec, claim)
+        stored(answer.submitted)
         if answer.claimed:
             self._post(lambda: self._sup.dispatch.took(answer.claimed))
         return answer.submitted

@@ -102,7 +102,9 @@ async def test_a_submit_with_a_claim_hands_the_job_to_the_idle_worker(
 ) -> None:
     ours, theirs = pipes
     sup = await supervisor(ours)
-    submitted = await SubmitClaims(sup, lambda fn: fn()).submit(sup.store, NewJob("noop"))
+    submitted = await SubmitClaims(sup, lambda fn: fn()).submit(
+        sup.store, NewJob("noop"), lambda s: None
+    )
     assert submitted.job.state is State.PENDING  # the answer: the job as inserted
     assert theirs.poll(10)
     message = pipe.receive_from_supervisor(theirs)
@@ -110,6 +112,24 @@ async def test_a_submit_with_a_claim_hands_the_job_to_the_idle_worker(
     assert [r.job_id for r in message.jobs] == [submitted.job.id]
     assert list(sup.workers[1].assigned) == [submitted.job.id]
     assert (await sup.store.get(submitted.job.id)).lease_owner == sup.node
+
+
+async def test_the_submit_is_told_before_its_claim_is_posted(
+    pipes: tuple[Connection, Connection],
+) -> None:
+    """The control server posts the job's `submitted` event when told; posted after the
+    claim, the supervisor could hand the job out and hear that it had started first, and a
+    subscriber saw `started` before `submitted`."""
+    sup = await supervisor(pipes[0])
+    order: list[str] = []
+    claims = SubmitClaims(sup, lambda fn: order.append("claim posted"))
+    with_claim = await claims.submit(sup.store, NewJob("noop"), lambda s: order.append("told"))
+    assert order == ["told", "claim posted"]
+    assert with_claim.created
+    order.clear()
+    sup.draining = True  # no claim with this one
+    alone = await claims.submit(sup.store, NewJob("noop"), lambda s: order.append(s.job.id))
+    assert order == [alone.job.id]
 
 
 async def test_jobs_taken_while_the_drain_began_are_given_back(
