@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobd.domain import NewJob
-from jobd.store import ClaimRequest, Store, Submitted
+from jobd.store import ClaimRequest, Store, Submitted, SubmittedAndClaimed
 
 if TYPE_CHECKING:
     from jobd.supervisor.loop import Supervisor
@@ -41,10 +41,9 @@ class SubmitClaims:
         after the claim, it could come after the worker's report that the job had started."""
         claim = self.request(spec)
         if claim is None:
-            submitted = await store.submit(spec)
-            stored(submitted)
-            return submitted
-        answer = await store.submit_claiming(spec, claim)
+            answer = SubmittedAndClaimed(await store.submit(spec), [])
+        else:
+            answer = await store.submit_claiming(spec, claim)
         stored(answer.submitted)
         if answer.claimed:
             self._post(lambda: self._sup.dispatch.took(answer.claimed))

@@ -232,9 +232,9 @@ async def bulk(
             graph = SQLiteGraph(conn)
             if action is BulkAction.PURGE:
                 targets = [job for job in jobs if not workflows.needed(graph, job)]
-                ids = [job.id for job in targets]
-                conn.execute(DELETE_JOBS, (json.dumps(ids),))
-                conn.execute(PRUNE_EDGES, (json.dumps(ids),))
+                ids = json.dumps([job.id for job in targets])
+                conn.execute(DELETE_JOBS, (ids,))
+                conn.execute(PRUNE_EDGES, (ids,))
                 return [Changed(j, j.state) for j in targets], jobs, []
             if action is BulkAction.RETRY:
                 retried, dependents = workflows.retry_all(graph, jobs, now)
