@@ -52,8 +52,9 @@ to CREATE DATABASE), each scenario in a schema of its own dropped when it ends; 
 temporary directory.  The daemon runs with its defaults except workers, socket, database and
 the benchmark's handler module (bench/bench_handlers.py), in an environment without the
 caller's JOBD_*, XDG_* and systemd folders (tests/daemon.py); --daemon-env KEY=VALUE adds JOBD_*
-settings.  Progress goes to stderr; the machine, the details and the table (Markdown) to
-stdout.  Exit status 1 if a scenario failed (its row says why).
+settings.  Progress goes to stderr; the machine (with its hops, timed first: bench/hops.py),
+the details and the table (Markdown) to stdout.  Exit status 1 if a scenario failed (its row
+says why).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import hops
 import psycopg
 from bulk_retry import bulk_retry
 from harness import ROOT, BenchStore, progress
@@ -132,6 +134,7 @@ def machine(args: argparse.Namespace, stores: list[str]) -> list[str]:
     ]
     if "postgres" in stores:
         lines.append(f"- {_postgres(args.pg)}")
+    lines.append(f"- {hops.measure(args.pg if 'postgres' in stores else None).text()}")
     if args.daemon_env:
         lines.append(f"- daemon settings: {' '.join(args.daemon_env)}")
     return lines

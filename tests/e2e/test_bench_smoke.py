@@ -42,6 +42,9 @@ def test_quick_run_prints_the_table(pg_url: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     lines = result.stdout.splitlines()
+    # The machine's hops (bench/hops.py) come with the machine, before any scenario.
+    hops = [line for line in lines if line.startswith("- hops, medians of ")]
+    assert len(hops) == 1 and "PostgreSQL `SELECT 1`" in hops[0], lines[:10]
     # The table is the last thing printed (after the machine and the detail tables).
     header = max(i for i, line in enumerate(lines) if line.startswith("| scenario "))
     rows = [line for line in lines[header:] if line.startswith("| ")]
