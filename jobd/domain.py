@@ -25,7 +25,7 @@ import dataclasses
 import enum
 import operator
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -701,6 +701,35 @@ WIRE_FIELDS = tuple(
 #: The fields a store keeps as columns of the job's row (the parents are edges of their own).
 STORED_FIELDS = tuple(name for name in Job.__dataclass_fields__ if name != "parents")
 _job_values = operator.attrgetter(*WIRE_FIELDS)
+
+
+def _slot_builder(cls: type[Any]) -> Callable[[Sequence[Any]], Any]:
+    """A function building a `cls` from all its fields' values, in the constructor's order,
+    by setting each slot directly.
+
+    A frozen dataclass's `__init__` sets every field through `object.__setattr__`: for a Job's
+    31 fields 5.0 µs, against 2.1 µs for one straight line of slot stores (and 3.3 µs for a loop
+    over them).  A Job is built for every claimed row and every submitted job, so the hot paths
+    build it this way; nothing is skipped, as a Job has no `__post_init__`.  The line is made
+    with `exec`, as `dataclasses` makes `__init__`, from the class's own field names."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    setters = {f"set_{i}": getattr(cls, name).__set__ for i, name in enumerate(names)}
+    lines = [
+        "def build(values):",
+        f"    if len(values) != {len(names)}:",
+        f"        raise TypeError(f'{cls.__name__} has {len(names)} fields, not {{len(values)}}')",
+        "    obj = new(cls)",
+        *(f"    set_{i}(obj, values[{i}])" for i in range(len(names))),
+        "    return obj",
+    ]
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, **setters}
+    exec("\n".join(lines), scope)  # our own field names only
+    build: Callable[[Sequence[Any]], Any] = scope["build"]
+    return build
+
+
+#: Job(*values), faster (see _slot_builder): every field's value, in the constructor's order.
+build_job: Callable[[Sequence[Any]], Job] = _slot_builder(Job)
 
 
 def _iso(value: datetime) -> str:

@@ -23,6 +23,7 @@ from jobd.domain import (
     PermanentError,
     RetryLater,
     State,
+    build_job,
     failed_parent,
     is_poison,
     next_run_at,
@@ -443,3 +444,25 @@ def test_only_a_pending_job_can_be_made_due_or_reprioritised_and_the_refusal_say
     done = dataclasses.replace(new_job(), state=State.COMPLETED)
     with pytest.raises(IllegalTransition, match="only a pending job's run time or priority"):
         done.adjust(T0, priority=5)
+
+
+# --- building a Job by its slots (the hot paths' constructor) ---------------------------------
+
+
+def test_build_job_makes_the_job_its_constructor_makes() -> None:
+    """Every field set to a value of its own, none left at its default: a field set out of
+    place, or not at all, shows."""
+    values = [f"value of {f.name}" for f in dataclasses.fields(Job)]
+    built = build_job(values)
+    assert built == Job(*values)
+    assert [getattr(built, f.name) for f in dataclasses.fields(Job)] == values
+
+
+def test_build_job_refuses_a_wrong_count_and_stays_frozen() -> None:
+    values = [None] * len(dataclasses.fields(Job))
+    with pytest.raises(TypeError, match=f"Job has {len(values)} fields, not {len(values) - 1}"):
+        build_job(values[:-1])
+    with pytest.raises(TypeError, match="not " + str(len(values) + 1)):
+        build_job([*values, None])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        build_job(values).id = 2  # type: ignore[misc]

@@ -21,7 +21,9 @@ from jobd.domain import (
     ErrorInfo,
     Job,
     NewJob,
+    ParentFailure,
     State,
+    build_job,
     history_from_json,
     history_to_json,
 )
@@ -44,6 +46,7 @@ def job_from_row(row: Row) -> Job:
 
 
 _STATES = {state.value: state for state in State}  # State(text), without the enum's call
+_CANCEL = ParentFailure.CANCEL.value  # a job without parents: the default, never acted on
 
 #: A row of the submit statement (a tuple row: one per job of a batch of up to 1,000, so the
 #: dict of a dict row is worth saving): the id, None when the job's key was taken, and what
@@ -61,32 +64,41 @@ def submitted_from_row(spec: NewJob, row: SubmitRow) -> Submitted | None:
     job_id, state, run_at, created_at, updated_at = row
     if job_id is None:
         return None
-    job = Job(
-        id=job_id,
-        type=spec.type,
-        queue=spec.queue,
-        priority=spec.priority,
-        payload=spec.payload,
-        state=_STATES[state],
-        attempts=0,
-        max_attempts=spec.max_attempts,
-        crashes=0,
-        run_at=run_at,
-        # The columns are double precision: 30 comes back as 30.0, so it is answered as such.
-        timeout=None if spec.timeout is None else float(spec.timeout),
-        last_error=None,
-        result=None,
-        idempotency_key=spec.idempotency_key,
-        correlation_id=spec.correlation_id,
-        cancel_requested=False,
-        lease_owner=None,
-        lease_expires_at=None,
-        created_at=created_at,
-        updated_at=updated_at,
-        started_at=None,
-        finished_at=None,
-        schedule=spec.schedule,
-        result_ttl=None if spec.result_ttl is None else float(spec.result_ttl),
+    job = build_job(
+        (
+            job_id,  # id
+            spec.type,
+            spec.queue,
+            spec.priority,
+            spec.payload,
+            _STATES[state],
+            0,  # attempts
+            spec.max_attempts,
+            0,  # crashes
+            run_at,
+            # The columns are double precision: 30 comes back as 30.0, so it is answered so.
+            None if spec.timeout is None else float(spec.timeout),
+            None,  # last_error
+            None,  # result
+            spec.idempotency_key,
+            spec.correlation_id,
+            False,  # cancel_requested
+            None,  # lease_owner
+            None,  # lease_expires_at
+            created_at,
+            updated_at,
+            None,  # started_at
+            None,  # finished_at
+            None,  # lease_token
+            spec.schedule,
+            _CANCEL,  # on_parent_failure
+            0,  # pending_parents
+            (),  # parents
+            None,  # progress
+            None,  # progress_at
+            None if spec.result_ttl is None else float(spec.result_ttl),
+            (),  # history
+        )
     )
     return Submitted(job, created=True)
 
@@ -116,7 +128,7 @@ def jobs_from_tuples(
         if values[_LAST_ERROR_AT] is not None:
             values[_LAST_ERROR_AT] = ErrorInfo.from_dict(values[_LAST_ERROR_AT])
         values[_HISTORY_AT] = history_from_json(values[_HISTORY_AT])
-        jobs.append(Job(*values))
+        jobs.append(build_job(values))
     return jobs
 
 

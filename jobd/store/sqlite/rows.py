@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.domain import ErrorInfo, Job, State, history_from_json, history_to_json
+from jobd.domain import ErrorInfo, Job, State, build_job, history_from_json, history_to_json
 from jobd.errors import InvalidParams
 from jobd.store.base import ProgressReport, json_default
 
@@ -83,37 +83,40 @@ def job_from_row(row: Sequence[Any]) -> Job:
         result_ttl,
         history,
     ) = row
-    return Job(
-        id=job_id,
-        type=job_type,
-        queue=queue,
-        priority=priority,
-        payload=json.loads(payload),
-        state=STATES[state],
-        attempts=attempts,
-        max_attempts=max_attempts,
-        crashes=crashes,
-        run_at=dt(run_at),
-        timeout=timeout,
-        last_error=ErrorInfo.from_dict(json.loads(last_error)) if last_error else None,
-        result=None if result is None else json.loads(result),
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-        cancel_requested=bool(cancel_requested),
-        lease_owner=lease_owner,
-        lease_expires_at=opt_dt(lease_expires_at),
-        created_at=dt(created_at),
-        updated_at=dt(updated_at),
-        started_at=opt_dt(started_at),
-        finished_at=opt_dt(finished_at),
-        lease_token=lease_token,
-        schedule=schedule,
-        on_parent_failure=on_parent_failure,
-        pending_parents=pending_parents,
-        progress=None if progress is None else json.loads(progress),
-        progress_at=opt_dt(progress_at),
-        result_ttl=result_ttl,
-        history=history_from_json(None if history is None else json.loads(history)),
+    return build_job(  # Job(*...), faster: a claim builds one per row
+        (
+            job_id,
+            job_type,
+            queue,
+            priority,
+            json.loads(payload),
+            STATES[state],
+            attempts,
+            max_attempts,
+            crashes,
+            dt(run_at),
+            timeout,
+            ErrorInfo.from_dict(json.loads(last_error)) if last_error else None,
+            None if result is None else json.loads(result),
+            idempotency_key,
+            correlation_id,
+            bool(cancel_requested),
+            lease_owner,
+            opt_dt(lease_expires_at),
+            dt(created_at),
+            dt(updated_at),
+            opt_dt(started_at),
+            opt_dt(finished_at),
+            lease_token,
+            schedule,
+            on_parent_failure,
+            pending_parents,
+            (),  # parents: edges of their own, not read here
+            None if progress is None else json.loads(progress),
+            opt_dt(progress_at),
+            result_ttl,
+            history_from_json(None if history is None else json.loads(history)),
+        )
     )
 
 
