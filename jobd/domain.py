@@ -710,9 +710,13 @@ def _slot_builder(cls: type[Any]) -> Callable[[Sequence[Any]], Any]:
     A frozen dataclass's `__init__` sets every field through `object.__setattr__`: for a Job's
     31 fields 5.0 µs, against 2.1 µs for one straight line of slot stores (and 3.3 µs for a loop
     over them).  A Job is built for every claimed row and every submitted job, so the hot paths
-    build it this way; nothing is skipped, as a Job has no `__post_init__`.  The line is made
-    with `exec`, as `dataclasses` makes `__init__`, from the class's own field names."""
-    names = [f.name for f in dataclasses.fields(cls)]
+    build it this way.  Nothing of the constructor's is skipped, and a class whose constructor
+    does more (a `__post_init__`, a field it does not take) is refused.  The line is made with
+    `exec`, as `dataclasses` makes `__init__`, from the class's own field names."""
+    fields = dataclasses.fields(cls)
+    if hasattr(cls, "__post_init__") or not all(f.init for f in fields):
+        raise TypeError(f"{cls.__name__}'s constructor does more than set its fields")
+    names = [f.name for f in fields]
     setters = {f"set_{i}": getattr(cls, name).__set__ for i, name in enumerate(names)}
     lines = [
         "def build(values):",

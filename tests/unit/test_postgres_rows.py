@@ -4,9 +4,13 @@ database: the submit's job is built by position, so every field's place is check
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
 
-from jobd.domain import Job, NewJob, State
-from jobd.store.postgres.rows import submitted_from_row
+import psycopg
+
+from jobd.domain import STORED_FIELDS, ErrorInfo, Job, NewJob, State
+from jobd.store.postgres.rows import jobs_from_tuples, submitted_from_row
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -58,3 +62,26 @@ def test_a_submitted_job_is_the_request_and_what_the_database_set() -> None:
 
 def test_a_key_already_taken_gives_no_job() -> None:
     assert submitted_from_row(NewJob(type="report"), (None, "pending", T0, T0, T0)) is None
+
+
+def test_claimed_rows_are_read_by_their_columns_names_in_any_order() -> None:
+    """The claim's rows: every column a value of its own, the columns in reverse order."""
+    values: dict[str, Any] = {name: f"value of {name}" for name in STORED_FIELDS}
+    values |= {
+        "state": "running",
+        "last_error": {"type": "ValueError", "message": "boom", "traceback": None},
+        "history": None,
+    }
+    names = list(reversed(STORED_FIELDS))
+    description = cast(list[psycopg.Column], [SimpleNamespace(name=name) for name in names])
+    [job] = jobs_from_tuples(description, [tuple(values[name] for name in names)])
+    assert job == Job(
+        **(
+            values
+            | {
+                "state": State.RUNNING,
+                "last_error": ErrorInfo("ValueError", "boom", None),
+                "history": (),
+            }
+        )
+    )
