@@ -76,7 +76,7 @@ def submitted_from_row(spec: NewJob, row: SubmitRow) -> Submitted | None:
             spec.max_attempts,
             0,  # crashes
             run_at,
-            # The columns are double precision: 30 comes back as 30.0, so it is answered so.
+            # The columns are double precision: 30 comes back as 30.0, so it is answered as such.
             None if spec.timeout is None else float(spec.timeout),
             None,  # last_error
             None,  # result
