@@ -485,7 +485,8 @@ class Operations:
                 if job.state.terminal or remaining <= 0 or self.closing.is_set():
                     return {"job": job.to_dict(), "timed_out": not job.state.terminal}
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(finished.wait(), min(remaining, self.wait_poll))
+                    async with asyncio.timeout(min(remaining, self.wait_poll)):
+                        await finished.wait()
         finally:
             waiters = self.waiters.get(params.id, set())
             waiters.discard(finished)

@@ -363,7 +363,8 @@ class ControlServer:
         dropped = 0
         while dropped < LINGER_BYTES and (remaining := deadline - loop.time()) > 0:
             try:
-                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
+                async with asyncio.timeout(remaining):
+                    chunk = await reader.read(READ_CHUNK)
             except TimeoutError:
                 return
             if not chunk:

@@ -324,7 +324,8 @@ async def _pump(
 
 async def _write(writer: asyncio.StreamWriter, data: bytes, timeout: float) -> None:
     writer.write(data)
-    await asyncio.wait_for(writer.drain(), timeout)
+    async with asyncio.timeout(timeout):
+        await writer.drain()
 
 
 async def _until_closed(reader: asyncio.StreamReader) -> None:

@@ -68,7 +68,8 @@ class WritePriority:
             await asyncio.sleep(0)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(future, left)
+            async with asyncio.timeout(left):
+                await future
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -110,7 +110,8 @@ class HttpChild:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await process.wait()
             except TimeoutError:
                 log.warning("http shim did not stop in time; killing it", extra=self._extra())
                 with contextlib.suppress(ProcessLookupError):
@@ -141,7 +142,8 @@ class HttpChild:
                     extra={"exit": describe_exit(code), "restart_in": delay, **self._extra()},
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             delay = min(delay * 2, RESTART_MAX)
 
     async def _spawn(self) -> asyncio.subprocess.Process:

@@ -36,7 +36,8 @@ class Crossing:
             coro.close()
             raise Unavailable(f"{self.what} unavailable: its thread has stopped") from None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), limit)
+            async with asyncio.timeout(limit):
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             raise Unavailable(f"{self.what} unavailable: no answer within {limit:g}s") from None
 

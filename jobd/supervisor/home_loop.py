@@ -33,7 +33,8 @@ class HomeLoop:
         waiting for it, as IoThread.run does."""
         task = asyncio.ensure_future(coro)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(task)
         except (TimeoutError, asyncio.CancelledError):
             task.cancel()
             raise

@@ -45,7 +45,8 @@ class IoThread:
         """`coro` run on this thread, for a caller on another loop (no deadline by default:
         for the daemon's start, which has its own)."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.wrap_future(future)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Cancel what still runs on the thread, stop its loop, and wait `timeout` at most."""

@@ -11,6 +11,9 @@ from jobd.schedules import Schedule
 
 #: How long the first workers may take to start before the daemon gives up (seconds).
 BOOT_TIMEOUT = 30.0
+#: How long the side tasks (heartbeat, recovery, pruning, probe) may take to end once cancelled
+#: at exit before they are left behind (seconds): each only has to leave a store call.
+SIDE_TASK_STOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)

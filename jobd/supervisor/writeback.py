@@ -177,7 +177,8 @@ class WriteBack:
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._needed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._needed.wait()
             self._needed.clear()
 
     async def _write_progress(self, progress: dict[int, ProgressReport]) -> None:
