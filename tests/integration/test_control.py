@@ -468,4 +468,4 @@ def test_metrics_are_prometheus_text(client: Client) -> None:
     # job's row appears once a scrape finds them stale (the module's other tests, which may
     # run before this one or not, scrape too).
     own = f'jobd_jobs{{queue="{queue}",state="pending"}} 1.0'
-    wait_for(lambda: own in client.metrics(), what=own)
+    wait_for(lambda: own in client.metrics(), what=own, poll=0.2)

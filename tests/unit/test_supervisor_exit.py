@@ -41,6 +41,7 @@ async def test_a_side_task_that_ignores_its_cancel_is_left_behind(
     assert time.monotonic() - began < 5
     (record,) = [r for r in caplog.records if "did not stop" in r.getMessage()]
     assert record.tasks == ["jobd-stubborn"]  # type: ignore[attr-defined]
-    assert all(t.done() for t in sup._side_tasks if t.get_name() == "jobd-obliging")
+    (obliging_task,) = [t for t in sup._side_tasks if t.get_name() == "jobd-obliging"]
+    assert obliging_task.cancelled()
     released.set()
     await asyncio.gather(*sup._side_tasks, return_exceptions=True)
